@@ -1,0 +1,3 @@
+fn main() {
+    println!("dledger-replica {}", env!("CARGO_PKG_VERSION"));
+}
