@@ -41,6 +41,15 @@ impl EntryKind {
         }
     }
 
+    /// The name the HTTP API uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Normal => "normal",
+            EntryKind::NoOp => "noop",
+            EntryKind::Configuration => "configuration",
+        }
+    }
+
     /// The code this kind is stored under.
     pub fn code(self) -> u8 {
         self as u8

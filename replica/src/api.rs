@@ -1,0 +1,180 @@
+//! The JSON types of the HTTP contract (DESIGN.md, "Ports and the HTTP
+//! contract"). The operator depends on these, so field names are a contract:
+//! add fields, never rename or drop them.
+
+use serde::{Deserialize, Serialize};
+
+/// A member's role as `/status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes writes and replicates them.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Asking for votes.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+}
+
+impl Role {
+    /// The name used in `/status`, metrics and pod labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+        }
+    }
+}
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The group name.
+    pub group: String,
+    /// This member's id.
+    pub id: String,
+    /// The replica's version.
+    pub version: String,
+    /// This member's role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader this member knows of, if any.
+    pub leader_id: Option<String>,
+    /// The first index still in the log (after retention).
+    pub first_index: u64,
+    /// The last index in the log (not necessarily committed).
+    pub last_index: u64,
+    /// The term of the last entry.
+    pub last_term: u64,
+    /// The highest index known to be committed.
+    pub commit_index: u64,
+    /// The followers' progress, filled on the leader only.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One follower's progress as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// The follower's id.
+    pub id: String,
+    /// The highest index known to be on the follower's disk.
+    pub match_index: u64,
+    /// How many entries the follower is behind the leader's last index.
+    pub lag: u64,
+    /// Milliseconds since the leader last heard from it.
+    pub last_contact_ms: u64,
+}
+
+/// `200` answer of `POST /v1/entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Where the entry was committed.
+    pub index: u64,
+    /// The term it was committed in.
+    pub term: u64,
+}
+
+/// The answer of `POST /admin/transfer-leadership` when it succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transferred {
+    /// The new leader.
+    pub leader_id: String,
+    /// Its term.
+    pub term: u64,
+}
+
+/// Every error answer of the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short machine-readable code, e.g. `not_leader`, `no_leader`, `too_large`.
+    pub error: String,
+    /// A sentence for a person.
+    pub reason: String,
+}
+
+/// One entry of the range read `GET /v1/entries?from=N`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeEntry {
+    /// Its index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// `normal` (a client's), `noop` (a new leader's) or `configuration`.
+    pub kind: String,
+    /// The payload, base64 (standard alphabet, padded).
+    pub payload_base64: String,
+}
+
+/// The answer of the range read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Range {
+    /// Committed entries from the requested index, in order, within the byte budget.
+    pub entries: Vec<RangeEntry>,
+    /// The commit index when the answer was made.
+    pub commit_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_field_names_follow_the_contract() {
+        let status = Status {
+            group: "orders".into(),
+            id: "orders-1".into(),
+            version: "0.1.0".into(),
+            role: Role::Leader,
+            term: 7,
+            leader_id: Some("orders-1".into()),
+            first_index: 1,
+            last_index: 10523,
+            last_term: 7,
+            commit_index: 10523,
+            peers: vec![PeerStatus {
+                id: "orders-0".into(),
+                match_index: 10523,
+                lag: 0,
+                last_contact_ms: 12,
+            }],
+        };
+        let json: serde_json::Value = serde_json::to_value(&status).unwrap();
+        let expected = serde_json::json!({
+            "group": "orders", "id": "orders-1", "version": "0.1.0",
+            "role": "leader", "term": 7, "leaderId": "orders-1",
+            "firstIndex": 1, "lastIndex": 10523, "lastTerm": 7, "commitIndex": 10523,
+            "peers": [{"id": "orders-0", "matchIndex": 10523, "lag": 0, "lastContactMs": 12}]
+        });
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn unknown_leader_is_null() {
+        let status = Status {
+            group: "g".into(),
+            id: "a".into(),
+            version: "0".into(),
+            role: Role::Candidate,
+            term: 1,
+            leader_id: None,
+            first_index: 0,
+            last_index: 0,
+            last_term: 0,
+            commit_index: 0,
+            peers: vec![],
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json["leaderId"].is_null());
+        assert_eq!(json["role"], "candidate");
+    }
+}

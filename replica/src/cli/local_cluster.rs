@@ -1,0 +1,318 @@
+//! `dledger-replica local-cluster`: a replica group on loopback, each member
+//! a child process running `serve`, its data under one directory. Shows who
+//! leads and each member's indexes as they change; Ctrl-C stops them all.
+//! The `bench` subcommand starts one the same way.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::serve::FlushModeArg;
+use crate::admin_client::AdminClient;
+use crate::api::{Role, Status};
+
+/// Start a replica group on loopback and watch it.
+#[derive(Clone, Debug, Args)]
+pub struct LocalClusterArgs {
+    /// How many replicas (1 to 7; odd numbers tolerate the most failures).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
+    pub replicas: u16,
+
+    /// Parent directory of the members' data directories and logs.
+    #[arg(long, default_value = "dledger-local")]
+    pub data_dir: PathBuf,
+
+    /// The group name.
+    #[arg(long, default_value = "local")]
+    pub group: String,
+
+    /// Binary protocol port of the first member; the others follow it.
+    #[arg(long, default_value_t = 20911)]
+    pub base_port: u16,
+
+    /// HTTP port of the first member; the others follow it.
+    #[arg(long, default_value_t = 18080)]
+    pub http_base_port: u16,
+
+    /// `durable` (fdatasync before acknowledging) or the weaker `page-cache`.
+    #[arg(long, value_enum, default_value_t = FlushModeArg::Durable)]
+    pub flush_mode: FlushModeArg,
+
+    /// Append this many small entries per second to the group (0: none), to
+    /// watch the indexes move.
+    #[arg(long, default_value_t = 0)]
+    pub writes_per_s: u32,
+}
+
+/// One member of a local group.
+pub struct LocalMember {
+    /// Its id, `node-<i>`.
+    pub id: String,
+    /// Its binary protocol address.
+    pub tcp_address: String,
+    /// Its HTTP address.
+    pub http_address: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running local group; dropping it kills the members.
+pub struct LocalCluster {
+    /// The members in id order.
+    pub members: Vec<LocalMember>,
+    /// The group name.
+    pub group: String,
+}
+
+impl LocalCluster {
+    /// Starts `args.replicas` members of `binary serve`.
+    pub fn start(binary: &Path, args: &LocalClusterArgs) -> std::io::Result<LocalCluster> {
+        std::fs::create_dir_all(&args.data_dir)?;
+        let mut members: Vec<LocalMember> = (0..args.replicas)
+            .map(|i| LocalMember {
+                id: format!("node-{i}"),
+                tcp_address: format!("127.0.0.1:{}", args.base_port + i),
+                http_address: format!("127.0.0.1:{}", args.http_base_port + i),
+                data_dir: args.data_dir.join(format!("node-{i}")),
+                child: None,
+            })
+            .collect();
+        let peers = join(&members, |m| &m.tcp_address);
+        let http_peers = join(&members, |m| &m.http_address);
+        let flush_mode = match args.flush_mode {
+            FlushModeArg::Durable => "durable",
+            FlushModeArg::PageCache => "page-cache",
+        };
+        for member in &mut members {
+            let log = File::create(args.data_dir.join(format!("{}.log", member.id)))?;
+            let child = Command::new(binary)
+                .arg("serve")
+                .args(["--group", &args.group, "--id", &member.id])
+                .args(["--peers", &peers, "--http-peers", &http_peers])
+                .arg("--data-dir")
+                .arg(&member.data_dir)
+                .args(["--listen", &member.tcp_address])
+                .args(["--http-listen", &member.http_address])
+                .args(["--flush-mode", flush_mode])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            member.child = Some(child);
+        }
+        Ok(LocalCluster {
+            members,
+            group: args.group.clone(),
+        })
+    }
+
+    /// The members' binary protocol addresses.
+    pub fn tcp_addresses(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.tcp_address.clone()).collect()
+    }
+
+    /// Each member's status, or why it did not answer.
+    pub fn statuses(&self) -> Vec<Result<Status, String>> {
+        self.members
+            .iter()
+            .map(|member| {
+                AdminClient::new(&member.http_address, Duration::from_millis(500))
+                    .status()
+                    .map_err(|err| err.to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until a leader is known and it has committed in its term.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<Status, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self
+                .statuses()
+                .into_iter()
+                .flatten()
+                .find(|status| status.role == Role::Leader && status.commit_index > 0);
+            if let Some(leader) = leader {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no leader within {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops every member: SIGTERM (a leader hands over first), then
+    /// SIGKILL for any still running after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        for member in &mut self.members {
+            if let Some(child) = &member.child {
+                terminate(child);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+fn join(members: &[LocalMember], address: impl Fn(&LocalMember) -> &String) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.id, address(m)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// One line per member, for a person.
+fn render(cluster: &LocalCluster, statuses: &[Result<Status, String>]) -> String {
+    let mut out = String::new();
+    for (member, status) in cluster.members.iter().zip(statuses) {
+        let line = match status {
+            Ok(s) => format!(
+                "  {:<8} {:<9} term {:<4} first {:<6} last {:<8} commit {:<8} leader {}",
+                member.id,
+                s.role.as_str(),
+                s.term,
+                s.first_index,
+                s.last_index,
+                s.commit_index,
+                s.leader_id.as_deref().unwrap_or("-")
+            ),
+            Err(_) => format!("  {:<8} not answering", member.id),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `local-cluster` until Ctrl-C.
+pub fn run(args: LocalClusterArgs) -> ExitCode {
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(err) => {
+            eprintln!("local-cluster: cannot find this program's path: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("local-cluster: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cluster = match LocalCluster::start(&binary, &args) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            eprintln!("local-cluster: starting the replicas: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "group {:?}: {} replicas, data and logs under {}",
+        cluster.group,
+        cluster.members.len(),
+        args.data_dir.display()
+    );
+    for member in &cluster.members {
+        println!(
+            "  {}: binary protocol {}, HTTP http://{}",
+            member.id, member.tcp_address, member.http_address
+        );
+    }
+    println!("Ctrl-C stops them all.");
+    let writer = (args.writes_per_s > 0).then(|| {
+        runtime.spawn(write_load(
+            cluster.tcp_addresses(),
+            cluster.group.clone(),
+            args.writes_per_s,
+        ))
+    });
+    runtime.block_on(async {
+        let mut last = String::new();
+        loop {
+            let statuses = tokio::task::block_in_place(|| cluster.statuses());
+            let table = render(&cluster, &statuses);
+            if table != last {
+                println!("{}", timestamp());
+                print!("{table}");
+                last = table;
+            }
+            tokio::select! {
+                () = super::serve::shutdown_signal() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    });
+    if let Some(writer) = writer {
+        writer.abort();
+    }
+    println!("stopping...");
+    cluster.stop(Duration::from_secs(5));
+    println!("stopped; data kept under {}", args.data_dir.display());
+    ExitCode::SUCCESS
+}
+
+/// Seconds since the epoch with milliseconds, without a date crate.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("[{}.{:03}]", now.as_secs(), now.subsec_millis())
+}
+
+/// Appends small entries at `per_s` to the group until aborted.
+async fn write_load(addresses: Vec<String>, group: String, per_s: u32) {
+    let client = match crate::net::client::Client::connect(addresses, group).await {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("local-cluster: writer cannot connect: {err}");
+            return;
+        }
+    };
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / per_s.max(1));
+    let mut sequence = 0u64;
+    loop {
+        interval.tick().await;
+        sequence += 1;
+        if let Err(err) = client.append(format!("local-cluster entry {sequence}")).await {
+            eprintln!("local-cluster: append failed: {err}");
+        }
+    }
+}

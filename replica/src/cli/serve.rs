@@ -1,0 +1,225 @@
+//! `dledger-replica serve`: run one replica. Every flag has a `DLEDGER_*`
+//! variable (DESIGN.md, "Configuration"); the operator sets those.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::server::{self, members, ServerConfig};
+use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES};
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FlushModeArg {
+    /// After a majority has the entry on disk (fdatasync). The default.
+    Durable,
+    /// WEAKER: after a majority has the entry in the page cache, not on
+    /// disk; a power loss on a majority can lose acknowledged entries.
+    PageCache,
+}
+
+impl From<FlushModeArg> for FlushMode {
+    fn from(mode: FlushModeArg) -> FlushMode {
+        match mode {
+            FlushModeArg::Durable => FlushMode::Durable,
+            FlushModeArg::PageCache => FlushMode::PageCache,
+        }
+    }
+}
+
+/// Run one replica of a group.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// The group name; peers and clients of another group are refused at
+    /// the handshake.
+    #[arg(long, env = "DLEDGER_GROUP")]
+    pub group: String,
+
+    /// This member's id: one of the ids in --peers (in Kubernetes, the pod name).
+    #[arg(long, env = "DLEDGER_ID")]
+    pub id: String,
+
+    /// All members, this one included: `id=host:port,id=host:port,...` with
+    /// each member's binary protocol address. Host names are resolved again
+    /// at every connection attempt.
+    #[arg(long, env = "DLEDGER_PEERS")]
+    pub peers: String,
+
+    /// Where the log (`log/`) and the term and vote (`meta`) live.
+    #[arg(long, env = "DLEDGER_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Binary protocol listen address [default: 0.0.0.0 and this member's
+    /// port from --peers].
+    #[arg(long, env = "DLEDGER_LISTEN")]
+    pub listen: Option<String>,
+
+    /// HTTP listen address (status, health, metrics, admin, client API).
+    #[arg(long, env = "DLEDGER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: String,
+
+    /// Members' HTTP addresses for redirects, `id=host:port,...`; a member
+    /// not listed is assumed at its --peers host on the --http-listen port.
+    #[arg(long, env = "DLEDGER_HTTP_PEERS", default_value = "")]
+    pub http_peers: String,
+
+    /// Leader heartbeat period.
+    #[arg(long, env = "DLEDGER_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Minimum election timeout; each member draws its timeout at random
+    /// between this and twice this. Failover takes about this long.
+    #[arg(long, env = "DLEDGER_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+
+    /// Resolution of the timers above.
+    #[arg(long, env = "DLEDGER_TICK_MS", default_value_t = 10)]
+    pub tick_ms: u64,
+
+    /// When an append is acknowledged: `durable` (after fdatasync on a
+    /// majority) or the weaker `page-cache`.
+    #[arg(long, env = "DLEDGER_FLUSH_MODE", value_enum, default_value_t = FlushModeArg::Durable)]
+    pub flush_mode: FlushModeArg,
+
+    /// Size of one log segment file, in bytes.
+    #[arg(long, env = "DLEDGER_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
+
+    /// Largest entry accepted, in bytes.
+    #[arg(long, env = "DLEDGER_MAX_ENTRY_BYTES", default_value_t = 4 << 20)]
+    pub max_entry_bytes: usize,
+
+    /// A member that should lead whenever it is caught up; the leader hands
+    /// over to it.
+    #[arg(long, env = "DLEDGER_PREFERRED_LEADER")]
+    pub preferred_leader: Option<String>,
+
+    /// `/readyz` fails while more than this many committed entries are not
+    /// yet on this member's disk.
+    #[arg(long, env = "DLEDGER_READY_MAX_LAG", default_value_t = 1000)]
+    pub ready_max_lag: u64,
+
+    /// On SIGTERM a leader first hands leadership over, waiting at most this long.
+    #[arg(long, env = "DLEDGER_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
+    pub shutdown_transfer_timeout_ms: u64,
+}
+
+/// Why the arguments are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeArgsError {
+    /// The member list.
+    #[error(transparent)]
+    Members(#[from] members::MembersError),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// The validated server configuration.
+    pub fn config(&self) -> Result<ServerConfig, ServeArgsError> {
+        let http_port = self
+            .http_listen
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .ok_or_else(|| {
+                ServeArgsError::Invalid(format!(
+                    "--http-listen {:?} is not host:port",
+                    self.http_listen
+                ))
+            })?;
+        let members = members::parse_members(&self.id, &self.peers, &self.http_peers, http_port)?;
+        if let Some(preferred) = &self.preferred_leader {
+            if !members.iter().any(|member| &member.name == preferred) {
+                return Err(ServeArgsError::Invalid(format!(
+                    "--preferred-leader {preferred:?} is not a member"
+                )));
+            }
+        }
+        if self.tick_ms == 0 || self.heartbeat_ms < self.tick_ms {
+            return Err(ServeArgsError::Invalid(format!(
+                "--tick-ms must be positive and at most --heartbeat-ms ({} > {})",
+                self.tick_ms, self.heartbeat_ms
+            )));
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_ms {
+            return Err(ServeArgsError::Invalid(format!(
+                "--election-timeout-ms ({}) must be at least three heartbeats ({})",
+                self.election_timeout_ms,
+                3 * self.heartbeat_ms
+            )));
+        }
+        let own = members
+            .iter()
+            .find(|member| member.name == self.id)
+            .map(|member| member.tcp_address.clone())
+            .unwrap_or_default();
+        let listen = match &self.listen {
+            Some(listen) => listen.clone(),
+            None => {
+                let port = own.rsplit_once(':').map_or("20911", |(_, port)| port);
+                format!("0.0.0.0:{port}")
+            }
+        };
+        Ok(ServerConfig {
+            group: self.group.clone(),
+            id: self.id.clone(),
+            members,
+            data_dir: self.data_dir.clone(),
+            listen,
+            http_listen: self.http_listen.clone(),
+            tick_ms: self.tick_ms,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            flush_mode: self.flush_mode.into(),
+            segment_bytes: self.segment_bytes,
+            max_entry_bytes: self.max_entry_bytes,
+            preferred_leader: self.preferred_leader.clone(),
+            ready_max_lag: self.ready_max_lag,
+            shutdown_transfer_timeout_ms: self.shutdown_transfer_timeout_ms,
+        })
+    }
+}
+
+/// Runs `serve` until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("dledger-replica serve: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("dledger-replica serve: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::serve(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dledger-replica serve: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C still works through tokio.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The HTTP API on port 8080 (DESIGN.md, "Ports and the HTTP contract"):
+//! status, health, metrics, admin, and the client API. Handlers only
+//! translate between HTTP and an [`Engine`]; every error answer is JSON
+//! ([`ErrorBody`]) with a code and a sentence.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+
+use crate::api::{ErrorBody, Range, RangeEntry};
+use crate::engine::{AppendError, Engine, ReadError, TransferError};
+
+/// Upper bound on `wait_ms` of the long-polling read: a client that wants
+/// to wait longer polls again.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// Default and upper bound of `max_bytes` of the range read.
+pub const DEFAULT_RANGE_BYTES: usize = 1 << 20;
+/// See [`DEFAULT_RANGE_BYTES`].
+pub const MAX_RANGE_BYTES: usize = 16 << 20;
+
+/// The router serving the whole API for `engine`.
+pub fn router<E: Engine>(engine: Arc<E>) -> Router {
+    Router::new()
+        .route("/status", get(status::<E>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<E>))
+        .route("/metrics", get(metrics::<E>))
+        .route("/admin/transfer-leadership", post(transfer::<E>))
+        .route("/v1/entries", post(append::<E>).get(range::<E>))
+        .route("/v1/entries/{index}", get(entry::<E>))
+        .fallback(not_found)
+        .with_state(engine)
+}
+
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error: code.to_string(),
+        reason: reason.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path; see /status, /v1/entries, /admin/transfer-leadership",
+    )
+}
+
+async fn status<E: Engine>(State(engine): State<Arc<E>>) -> Response {
+    Json(engine.status()).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz<E: Engine>(State(engine): State<Arc<E>>) -> Response {
+    match engine.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason),
+    }
+}
+
+async fn metrics<E: Engine>(State(engine): State<Arc<E>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        engine.metrics(),
+    )
+        .into_response()
+}
+
+async fn append<E: Engine>(State(engine): State<Arc<E>>, body: Body) -> Response {
+    let max_bytes = engine.max_entry_bytes();
+    // Read one byte past the limit so an oversized body is told apart from
+    // a body of exactly the limit.
+    let payload: Bytes = match axum::body::to_bytes(body, max_bytes + 1).await {
+        Ok(payload) if payload.len() <= max_bytes => payload,
+        Ok(payload) => return append_error(AppendError::TooLarge {
+            size_bytes: payload.len(),
+            max_bytes,
+        }),
+        Err(err) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body over {max_bytes} bytes or unreadable: {err}"),
+            )
+        }
+    };
+    match engine.append(payload).await {
+        Ok(appended) => Json(appended).into_response(),
+        Err(err) => append_error(err),
+    }
+}
+
+fn append_error(err: AppendError) -> Response {
+    let code = err.code();
+    let reason = err.to_string();
+    match &err {
+        AppendError::NotLeader {
+            leader_http: Some(address),
+            ..
+        } => {
+            let location = format!("http://{address}/v1/entries");
+            let mut response = error(StatusCode::TEMPORARY_REDIRECT, code, reason);
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response
+        }
+        AppendError::NotLeader { .. }
+        | AppendError::NoLeader { .. }
+        | AppendError::Transferring
+        | AppendError::Overloaded { .. }
+        | AppendError::Unavailable { .. } => error(StatusCode::SERVICE_UNAVAILABLE, code, reason),
+        AppendError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, code, reason),
+        // 504: the request was taken but its fate is not known, like a
+        // gateway timeout; distinct from 503 so clients do not blindly retry.
+        AppendError::Unknown { .. } => error(StatusCode::GATEWAY_TIMEOUT, code, reason),
+    }
+}
+
+fn read_error(err: ReadError) -> Response {
+    let reason = err.to_string();
+    match err {
+        ReadError::NotCommitted { .. } => error(StatusCode::NOT_FOUND, "not_committed", reason),
+        ReadError::Compacted { .. } => error(StatusCode::GONE, "compacted", reason),
+        ReadError::BadRequest { .. } => error(StatusCode::BAD_REQUEST, "bad_request", reason),
+        ReadError::Storage { .. } => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", reason)
+        }
+    }
+}
+
+async fn entry<E: Engine>(State(engine): State<Arc<E>>, Path(index): Path<String>) -> Response {
+    let index = match index.parse::<u64>() {
+        Ok(index) if index > 0 => index,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("index must be a positive integer, got {index:?}"),
+            )
+        }
+    };
+    match engine.entry(index) {
+        Ok(entry) => {
+            let mut response = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
+                entry.payload,
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert("x-dledger-term", HeaderValue::from(entry.term));
+            response
+                .headers_mut()
+                .insert("x-dledger-index", HeaderValue::from(entry.index));
+            response
+                .headers_mut()
+                .insert("x-dledger-kind", HeaderValue::from_static(entry.kind.name()));
+            response
+        }
+        Err(err) => read_error(err),
+    }
+}
+
+/// Parses an optional unsigned query parameter, naming it in the error.
+fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+    match query.get(name) {
+        None => Ok(None),
+        Some(text) => text.parse::<u64>().map(Some).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("query parameter {name} must be an unsigned integer, got {text:?}"),
+            )
+        }),
+    }
+}
+
+async fn range<E: Engine>(
+    State(engine): State<Arc<E>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let parsed = (|| {
+        let from = query_u64(&query, "from")?.unwrap_or(1).max(1);
+        let max_bytes = query_u64(&query, "max_bytes")?
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_RANGE_BYTES)
+            .clamp(1, MAX_RANGE_BYTES);
+        let wait_ms = query_u64(&query, "wait_ms")?.unwrap_or(0).min(MAX_WAIT_MS);
+        Ok::<_, Response>((from, max_bytes, wait_ms))
+    })();
+    let (from, max_bytes, wait_ms) = match parsed {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    match engine.range(from, max_bytes, wait_ms).await {
+        Ok(committed) => {
+            let entries = committed
+                .entries
+                .into_iter()
+                .map(|entry| RangeEntry {
+                    index: entry.index,
+                    term: entry.term,
+                    kind: entry.kind.name().to_string(),
+                    payload_base64: base64::engine::general_purpose::STANDARD
+                        .encode(&entry.payload),
+                })
+                .collect();
+            Json(Range {
+                entries,
+                commit_index: committed.commit_index,
+            })
+            .into_response()
+        }
+        Err(err) => read_error(err),
+    }
+}
+
+async fn transfer<E: Engine>(
+    State(engine): State<Arc<E>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let to = query.get("to").filter(|to| !to.is_empty()).cloned();
+    match engine.transfer_leadership(to).await {
+        Ok(transferred) => Json(transferred).into_response(),
+        Err(err) => {
+            let reason = err.to_string();
+            match err {
+                TransferError::NotLeader { .. } => {
+                    error(StatusCode::CONFLICT, "not_leader", reason)
+                }
+                TransferError::BadTarget { .. } => {
+                    error(StatusCode::BAD_REQUEST, "bad_target", reason)
+                }
+                TransferError::Failed { .. } => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "transfer_failed", reason)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::{Appended, Role, Status, Transferred};
+    use crate::engine::CommittedRange;
+    use crate::entry::Entry;
+
+    /// An engine over an in-memory log that commits at once, or a follower
+    /// that knows its leader.
+    struct FakeEngine {
+        leader_http: Option<String>,
+        log: Mutex<Vec<Entry>>,
+        first_index: u64,
+    }
+
+    impl FakeEngine {
+        fn leader() -> Arc<FakeEngine> {
+            Arc::new(FakeEngine {
+                leader_http: None,
+                log: Mutex::new(Vec::new()),
+                first_index: 1,
+            })
+        }
+    }
+
+    impl Engine for FakeEngine {
+        fn status(&self) -> Status {
+            let last_index = self.log.lock().unwrap().len() as u64;
+            Status {
+                group: "g".into(),
+                id: "a".into(),
+                version: "0".into(),
+                role: Role::Leader,
+                term: 1,
+                leader_id: Some("a".into()),
+                first_index: self.first_index,
+                last_index,
+                last_term: 1,
+                commit_index: last_index,
+                peers: vec![],
+            }
+        }
+        fn readiness(&self) -> Result<(), String> {
+            match self.leader_http {
+                None => Ok(()),
+                Some(_) => Err("catching up".into()),
+            }
+        }
+        fn metrics(&self) -> String {
+            "dledger_term 1\n".into()
+        }
+        fn max_entry_bytes(&self) -> usize {
+            16
+        }
+        async fn append(&self, payload: Bytes) -> Result<Appended, AppendError> {
+            if let Some(address) = &self.leader_http {
+                return Err(AppendError::NotLeader {
+                    leader_id: "b".into(),
+                    leader_http: Some(address.clone()),
+                    leader_tcp: None,
+                });
+            }
+            let mut log = self.log.lock().unwrap();
+            let index = log.len() as u64 + 1;
+            log.push(Entry::normal(index, 1, payload));
+            Ok(Appended { index, term: 1 })
+        }
+        fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+            if index < self.first_index {
+                return Err(ReadError::Compacted {
+                    index,
+                    first_index: self.first_index,
+                });
+            }
+            let log = self.log.lock().unwrap();
+            log.get(index as usize - 1)
+                .cloned()
+                .ok_or(ReadError::NotCommitted {
+                    index,
+                    commit_index: log.len() as u64,
+                })
+        }
+        async fn range(
+            &self,
+            from: u64,
+            _max_bytes: usize,
+            _wait_ms: u64,
+        ) -> Result<CommittedRange, ReadError> {
+            let log = self.log.lock().unwrap();
+            let entries = log.iter().filter(|e| e.index >= from).cloned().collect();
+            Ok(CommittedRange {
+                entries,
+                commit_index: log.len() as u64,
+            })
+        }
+        async fn transfer_leadership(
+            &self,
+            to: Option<String>,
+        ) -> Result<Transferred, TransferError> {
+            match to.as_deref() {
+                Some("a") => Err(TransferError::BadTarget {
+                    reason: "already the leader".into(),
+                }),
+                Some(id) => Ok(Transferred {
+                    leader_id: id.into(),
+                    term: 2,
+                }),
+                None => Ok(Transferred {
+                    leader_id: "b".into(),
+                    term: 2,
+                }),
+            }
+        }
+    }
+
+    async fn call(
+        engine: Arc<FakeEngine>,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        let response = router(engine).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, body.to_vec())
+    }
+
+    fn json(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_then_read_back() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "POST", "/v1/entries", b"hello").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body), serde_json::json!({"index": 1, "term": 1}));
+
+        let (status, headers, body) = call(engine.clone(), "GET", "/v1/entries/1", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"hello");
+        assert_eq!(headers["x-dledger-term"], "1");
+
+        let (status, _, body) = call(engine, "GET", "/v1/entries?from=1&wait_ms=5", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        let range = json(&body);
+        assert_eq!(range["commitIndex"], 1);
+        assert_eq!(range["entries"][0]["payloadBase64"], "aGVsbG8=");
+        assert_eq!(range["entries"][0]["kind"], "normal");
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused_and_nothing_is_appended() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "POST", "/v1/entries", &[7u8; 17]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json(&body)["error"], "too_large");
+        assert!(engine.log.lock().unwrap().is_empty());
+        // Exactly the limit is fine.
+        let (status, _, _) = call(engine, "POST", "/v1/entries", &[7u8; 16]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn follower_redirects_writes_to_the_leader() {
+        let engine = Arc::new(FakeEngine {
+            leader_http: Some("10.0.0.2:8080".into()),
+            log: Mutex::new(Vec::new()),
+            first_index: 1,
+        });
+        let (status, headers, body) = call(engine.clone(), "POST", "/v1/entries", b"x").await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(headers["location"], "http://10.0.0.2:8080/v1/entries");
+        assert_eq!(json(&body)["error"], "not_leader");
+        let (status, _, _) = call(engine, "GET", "/readyz", b"").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn reads_past_commit_and_below_retention_are_told_apart() {
+        let engine = Arc::new(FakeEngine {
+            leader_http: None,
+            log: Mutex::new(vec![Entry::normal(1, 1, "a"), Entry::normal(2, 1, "b")]),
+            first_index: 2,
+        });
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/entries/3", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json(&body)["error"], "not_committed");
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/entries/1", b"").await;
+        assert_eq!(status, StatusCode::GONE);
+        assert_eq!(json(&body)["error"], "compacted");
+        for bad in ["/v1/entries/0", "/v1/entries/-1", "/v1/entries/abc"] {
+            let (status, _, body) = call(engine.clone(), "GET", bad, b"").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(json(&body)["error"], "bad_request");
+        }
+        let (status, _, body) = call(engine, "GET", "/v1/entries?from=x", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json(&body)["reason"].as_str().unwrap().contains("from"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_get_a_json_404_and_status_follows_the_contract() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "GET", "/nope/../etc", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json(&body)["error"], "not_found");
+        let (status, _, body) = call(engine.clone(), "GET", "/status", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        let status_json = json(&body);
+        assert_eq!(status_json["role"], "leader");
+        assert_eq!(status_json["leaderId"], "a");
+        let (status, _, body) = call(engine.clone(), "GET", "/metrics", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"dledger_term 1\n");
+        let (status, _, _) = call(engine, "GET", "/healthz", b"").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn transfer_answers_with_the_new_leader_or_a_reason() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(
+            engine.clone(),
+            "POST",
+            "/admin/transfer-leadership?to=c",
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body), serde_json::json!({"leaderId": "c", "term": 2}));
+        let (status, _, body) = call(engine, "POST", "/admin/transfer-leadership?to=a", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json(&body)["error"], "bad_target");
+    }
+}

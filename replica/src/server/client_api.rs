@@ -1,0 +1,107 @@
+//! Answers binary-protocol client requests through the replica handle.
+
+use std::sync::Arc;
+
+use crate::engine::{AppendError, Engine, ReadError};
+use crate::net::client_proto::{ClientEntry, ClientRequest, ClientResponse, RequestError};
+use crate::net::listener::ClientCall;
+
+use super::handle::ReplicaHandle;
+
+/// Answers one call; the listener already bounded how many run per connection.
+pub async fn answer(handle: Arc<ReplicaHandle>, call: ClientCall) {
+    let ClientCall { request, responder } = call;
+    let response = match request {
+        ClientRequest::Append { payloads } if payloads.is_empty() => {
+            ClientResponse::Error(RequestError::BadRequest {
+                reason: "an append needs at least one payload".into(),
+            })
+        }
+        ClientRequest::Append { payloads } => match handle.append_batch(payloads).await {
+            Ok(appended) => ClientResponse::Appended {
+                first_index: appended.index,
+                term: appended.term,
+            },
+            Err(err) => ClientResponse::Error(append_error(err)),
+        },
+        ClientRequest::Get { index } => match handle.entry(index) {
+            Ok(entry) => ClientResponse::Entry(ClientEntry {
+                index: entry.index,
+                term: entry.term,
+                payload: entry.payload,
+            }),
+            Err(err) => ClientResponse::Error(read_error(err)),
+        },
+        ClientRequest::Read {
+            from,
+            max_bytes,
+            wait_ms,
+        } => {
+            let max_bytes = usize::try_from(max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(crate::http::MAX_RANGE_BYTES);
+            let wait_ms = wait_ms.min(crate::http::MAX_WAIT_MS);
+            match handle.range(from, max_bytes, wait_ms).await {
+                Ok(range) => ClientResponse::Entries {
+                    entries: range
+                        .entries
+                        .into_iter()
+                        .map(|entry| ClientEntry {
+                            index: entry.index,
+                            term: entry.term,
+                            payload: entry.payload,
+                        })
+                        .collect(),
+                    commit_index: range.commit_index,
+                },
+                Err(err) => ClientResponse::Error(read_error(err)),
+            }
+        }
+    };
+    responder.respond(response);
+}
+
+/// The binary protocol's form of an append failure.
+pub fn append_error(err: AppendError) -> RequestError {
+    match err {
+        AppendError::NotLeader {
+            leader_id,
+            leader_tcp,
+            ..
+        } => RequestError::NotLeader {
+            leader_id: Some(leader_id),
+            leader_addr: leader_tcp,
+        },
+        AppendError::Transferring => RequestError::Transferring,
+        AppendError::TooLarge {
+            size_bytes,
+            max_bytes,
+        } => RequestError::TooLarge {
+            bytes: size_bytes as u64,
+            max_bytes: max_bytes as u64,
+        },
+        AppendError::Unknown { reason } => RequestError::Indeterminate { reason },
+        err @ (AppendError::NoLeader { .. }
+        | AppendError::Overloaded { .. }
+        | AppendError::Unavailable { .. }) => RequestError::Unavailable {
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn read_error(err: ReadError) -> RequestError {
+    match err {
+        ReadError::NotCommitted {
+            index,
+            commit_index,
+        } => RequestError::NotFound {
+            index,
+            commit_index,
+        },
+        ReadError::Compacted { index, first_index } => {
+            RequestError::Compacted { index, first_index }
+        }
+        ReadError::BadRequest { reason } => RequestError::BadRequest { reason },
+        ReadError::Storage { reason } => RequestError::Unavailable { reason },
+    }
+}

@@ -1,0 +1,354 @@
+//! [`ReplicaHandle`]: the [`Engine`] the front ends (HTTP, binary protocol)
+//! talk to. Writes, read points and transfers go to the raft loop as
+//! inputs; committed entries are read straight from the log.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use crate::api::{Appended, PeerStatus, Role, Status, Transferred};
+use crate::core;
+use crate::engine::{AppendError, CommittedRange, Engine, ReadError, TransferError};
+use crate::entry::{Entry, NodeId};
+use crate::metrics::Metrics;
+use crate::store::{Log, StoreError};
+
+use super::members::Member;
+use super::raft_loop::{Input, Snapshot};
+
+/// How long a transfer request waits for the new leader.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most entries one range read returns.
+const MAX_RANGE_ENTRIES: usize = 10_000;
+
+/// The replica as its front ends see it.
+pub struct ReplicaHandle {
+    group: String,
+    self_name: String,
+    members: Vec<Member>,
+    inputs: Sender<Input>,
+    snapshot: watch::Receiver<Snapshot>,
+    log: Arc<Log>,
+    metrics: Arc<Metrics>,
+    max_entry_bytes: usize,
+    ready_max_lag: u64,
+}
+
+/// What a [`ReplicaHandle`] is made of.
+pub struct HandleParts {
+    /// The group name.
+    pub group: String,
+    /// This member's name.
+    pub self_name: String,
+    /// All members.
+    pub members: Vec<Member>,
+    /// The raft loop's inputs.
+    pub inputs: Sender<Input>,
+    /// The raft loop's published state.
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// The log, for reads.
+    pub log: Arc<Log>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest payload accepted.
+    pub max_entry_bytes: usize,
+    /// Readiness: how far behind the commit index a member may be.
+    pub ready_max_lag: u64,
+}
+
+impl ReplicaHandle {
+    /// A handle over the parts.
+    pub fn new(parts: HandleParts) -> ReplicaHandle {
+        ReplicaHandle {
+            group: parts.group,
+            self_name: parts.self_name,
+            members: parts.members,
+            inputs: parts.inputs,
+            snapshot: parts.snapshot,
+            log: parts.log,
+            metrics: parts.metrics,
+            max_entry_bytes: parts.max_entry_bytes,
+            ready_max_lag: parts.ready_max_lag,
+        }
+    }
+
+    fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|member| member.id == id)
+    }
+
+    fn name_of(&self, id: NodeId) -> String {
+        self.member(id)
+            .map_or_else(|| format!("#{id}"), |member| member.name.clone())
+    }
+
+    /// The member's binary protocol address for a redirect.
+    pub fn leader_tcp_address(&self) -> Option<(String, String)> {
+        let leader = self.snapshot.borrow().leader?;
+        self.member(leader)
+            .map(|member| (member.name.clone(), member.tcp_address.clone()))
+    }
+
+    /// Whether this member leads now.
+    pub fn is_leader(&self) -> bool {
+        self.snapshot.borrow().role == Some(core::Role::Leader)
+    }
+
+    /// The error for a write sent to a non-leader, from the snapshot.
+    fn not_leader(&self, snapshot: &Snapshot) -> AppendError {
+        if let Some(reason) = &snapshot.stopped {
+            return AppendError::Unavailable {
+                reason: reason.clone(),
+            };
+        }
+        match snapshot.leader.and_then(|leader| self.member(leader)) {
+            Some(member) => AppendError::NotLeader {
+                leader_id: member.name.clone(),
+                leader_http: Some(member.http_address.clone()),
+                leader_tcp: Some(member.tcp_address.clone()),
+            },
+            None => AppendError::NoLeader {
+                reason: format!(
+                    "no leader is known in term {}; an election is under way",
+                    snapshot.term
+                ),
+            },
+        }
+    }
+
+    /// Appends a batch; one answer for all of it.
+    pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Appended, AppendError> {
+        let started = Instant::now();
+        {
+            let snapshot = self.snapshot.borrow();
+            if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
+                return Err(self.not_leader(&snapshot));
+            }
+        }
+        if let Some(payload) = payloads.iter().find(|p| p.len() > self.max_entry_bytes) {
+            return Err(AppendError::TooLarge {
+                size_bytes: payload.len(),
+                max_bytes: self.max_entry_bytes,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.inputs.send(Input::Propose { payloads, reply }).is_err() {
+            return Err(self.stopped_error());
+        }
+        let (index, term) = answer.await.map_err(|_| self.stopped_error())??;
+        self.metrics.append_latency.observe(started.elapsed());
+        Ok(Appended { index, term })
+    }
+
+    fn stopped_error(&self) -> AppendError {
+        AppendError::Unavailable {
+            reason: "the replica is stopping".into(),
+        }
+    }
+
+    /// A linearizable read point (ReadIndex on the leader).
+    pub async fn read_index(&self) -> Result<u64, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
+            return Err(self.stopped_error());
+        }
+        answer.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// Waits until `index` is readable here, or `wait` passed; the readable
+    /// index then.
+    async fn wait_readable(&self, index: u64, wait: Duration) -> u64 {
+        let mut snapshot = self.snapshot.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let readable = snapshot.borrow_and_update().readable_index;
+            if readable >= index {
+                return readable;
+            }
+            match tokio::time::timeout_at(deadline, snapshot.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return snapshot.borrow().readable_index,
+            }
+        }
+    }
+
+    fn read_error(&self, index: u64, err: StoreError) -> ReadError {
+        match err {
+            StoreError::Compacted { first_index, .. } => ReadError::Compacted { index, first_index },
+            StoreError::Unavailable { .. } => ReadError::NotCommitted {
+                index,
+                commit_index: self.snapshot.borrow().readable_index,
+            },
+            err => ReadError::Storage {
+                reason: err.to_string(),
+            },
+        }
+    }
+
+    /// Hands leadership over; `to` is a member name.
+    pub async fn transfer(&self, to: Option<String>) -> Result<Transferred, TransferError> {
+        let target = match to {
+            None => None,
+            Some(name) => match self.members.iter().find(|member| member.name == name) {
+                Some(member) => Some(member.id),
+                None => {
+                    return Err(TransferError::BadTarget {
+                        reason: format!("{name:?} is not a member of group {:?}", self.group),
+                    })
+                }
+            },
+        };
+        let (reply, answer) = oneshot::channel();
+        let stopping = || TransferError::Failed {
+            reason: "the replica is stopping".into(),
+        };
+        if self.inputs.send(Input::Transfer { target, reply }).is_err() {
+            return Err(stopping());
+        }
+        match tokio::time::timeout(TRANSFER_TIMEOUT, answer).await {
+            Ok(Ok(Ok((leader, term)))) => Ok(Transferred {
+                leader_id: self.name_of(leader),
+                term,
+            }),
+            Ok(Ok(Err(err))) => Err(err),
+            Ok(Err(_)) => Err(stopping()),
+            Err(_) => Err(TransferError::Failed {
+                reason: format!(
+                    "no new leader within {} s",
+                    TRANSFER_TIMEOUT.as_secs()
+                ),
+            }),
+        }
+    }
+
+    /// A receiver of the raft loop's snapshots (to wait for it to stop).
+    pub fn stopped_watch(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// Whether the raft loop has stopped, and why.
+    pub fn stopped(&self) -> Option<String> {
+        self.snapshot.borrow().stopped.clone()
+    }
+}
+
+impl Engine for ReplicaHandle {
+    fn status(&self) -> Status {
+        let snapshot = self.snapshot.borrow().clone();
+        let role = match snapshot.role {
+            Some(core::Role::Leader) => Role::Leader,
+            Some(core::Role::Candidate | core::Role::PreCandidate) => Role::Candidate,
+            Some(core::Role::Follower) | None => Role::Follower,
+        };
+        let peers = snapshot
+            .peers
+            .iter()
+            .map(|(id, match_index, last_contact_ms)| PeerStatus {
+                id: self.name_of(*id),
+                match_index: *match_index,
+                lag: snapshot.last_index.saturating_sub(*match_index),
+                last_contact_ms: *last_contact_ms,
+            })
+            .collect();
+        Status {
+            group: self.group.clone(),
+            id: self.self_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            role,
+            term: snapshot.term,
+            leader_id: snapshot.leader.map(|leader| self.name_of(leader)),
+            first_index: snapshot.first_index,
+            last_index: snapshot.last_index,
+            last_term: snapshot.last_term,
+            commit_index: snapshot.commit_index,
+            peers,
+        }
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        let snapshot = self.snapshot.borrow();
+        if let Some(reason) = &snapshot.stopped {
+            return Err(reason.clone());
+        }
+        if snapshot.leader.is_none() {
+            return Err(format!("no leader known in term {}", snapshot.term));
+        }
+        let lag = snapshot.commit_index.saturating_sub(snapshot.readable_index);
+        if lag > self.ready_max_lag {
+            return Err(format!(
+                "{lag} committed entries not yet on this member's disk (bound {})",
+                self.ready_max_lag
+            ));
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.set_status(self.status());
+        self.metrics.render()
+    }
+
+    fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
+    async fn append(&self, payload: Bytes) -> Result<Appended, AppendError> {
+        self.append_batch(vec![payload]).await
+    }
+
+    fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+        if index == 0 {
+            return Err(ReadError::BadRequest {
+                reason: "indexes start at 1".into(),
+            });
+        }
+        let readable = self.snapshot.borrow().readable_index;
+        if index > readable {
+            return Err(ReadError::NotCommitted {
+                index,
+                commit_index: readable,
+            });
+        }
+        self.log.entry(index).map_err(|err| self.read_error(index, err))
+    }
+
+    async fn range(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        wait_ms: u64,
+    ) -> Result<CommittedRange, ReadError> {
+        if from == 0 {
+            return Err(ReadError::BadRequest {
+                reason: "indexes start at 1".into(),
+            });
+        }
+        let readable = self
+            .wait_readable(from, Duration::from_millis(wait_ms))
+            .await;
+        if from > readable {
+            return Ok(CommittedRange {
+                entries: Vec::new(),
+                commit_index: readable,
+            });
+        }
+        let count = usize::try_from(readable - from + 1)
+            .unwrap_or(usize::MAX)
+            .min(MAX_RANGE_ENTRIES);
+        let entries = self
+            .log
+            .entries(from, count, max_bytes as u64)
+            .map_err(|err| self.read_error(from, err))?;
+        Ok(CommittedRange {
+            entries,
+            commit_index: readable,
+        })
+    }
+
+    async fn transfer_leadership(&self, to: Option<String>) -> Result<Transferred, TransferError> {
+        self.transfer(to).await
+    }
+}

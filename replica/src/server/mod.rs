@@ -1,0 +1,316 @@
+//! The `dledger-replica serve` process: wires the store, the consensus core
+//! and the network together on tokio.
+//!
+//! - [`members`]: the member list and numeric ids.
+//! - [`raft_loop`]: the thread that drives the core and carries out Readys.
+//! - [`handle`]: the [`Engine`](crate::engine::Engine) the front ends call.
+//! - [`peers`]: outbound links to the other members.
+//! - [`client_api`]: answers binary-protocol client requests.
+//! - [`disk_log`]: the core's view of the on-disk log.
+
+pub mod client_api;
+pub mod disk_log;
+pub mod handle;
+pub mod members;
+pub mod peers;
+pub mod raft_loop;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::core::{self, Message, Node};
+use crate::entry::NodeId;
+use crate::metrics::Metrics;
+use crate::net::listener::{Inbound, Listener, ListenerConfig};
+use crate::net::outbound::PeerLinkConfig;
+use crate::store::{
+    FlushMode, GroupCommit, GroupCommitOptions, Log, LogOptions, MetaStore, StoreError,
+    LOG_DIR_NAME, META_FILE_NAME,
+};
+
+use self::disk_log::DiskLog;
+use self::handle::{HandleParts, ReplicaHandle};
+use self::members::Member;
+use self::raft_loop::{Input, RaftLoop, RaftLoopParts, Snapshot};
+
+/// Everything `serve` needs, already validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The group name; peers of another group are refused.
+    pub group: String,
+    /// This member's name.
+    pub id: String,
+    /// All members, this one included.
+    pub members: Vec<Member>,
+    /// Where the log and the hard state live.
+    pub data_dir: PathBuf,
+    /// Binary protocol listen address.
+    pub listen: String,
+    /// HTTP listen address.
+    pub http_listen: String,
+    /// The core's tick period.
+    pub tick_ms: u64,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout (randomized up to twice this).
+    pub election_timeout_ms: u64,
+    /// Durable (fdatasync before acknowledging) or the weaker page-cache mode.
+    pub flush_mode: FlushMode,
+    /// Size of a log segment file.
+    pub segment_bytes: u64,
+    /// Largest entry payload accepted.
+    pub max_entry_bytes: usize,
+    /// The member that should lead when it is caught up.
+    pub preferred_leader: Option<String>,
+    /// Readiness bound: committed entries a member may miss on disk.
+    pub ready_max_lag: u64,
+    /// On SIGTERM, how long the leader tries to hand over before stopping.
+    pub shutdown_transfer_timeout_ms: u64,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be opened.
+    #[error("opening the data directory {dir}: {source}")]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The consensus core refused the configuration or the saved state.
+    #[error("starting consensus: {0}")]
+    Core(#[from] core::CoreError),
+    /// A listen address could not be bound.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The consensus loop stopped on a fatal error (storage failure, ...).
+    #[error("the replica stopped: {0}")]
+    Fatal(String),
+}
+
+impl ServerConfig {
+    fn core_config(&self) -> core::Config {
+        let self_id = members::node_id_of(&self.id);
+        let ticks = |ms: u64| ms.div_ceil(self.tick_ms.max(1)).max(1);
+        let mut config = core::Config::new(self_id, self.members.iter().map(|m| m.id).collect());
+        config.tick_ms = self.tick_ms;
+        config.heartbeat_ticks = ticks(self.heartbeat_ms);
+        config.election_ticks = ticks(self.election_timeout_ms);
+        config.preferred_leader = self
+            .preferred_leader
+            .as_deref()
+            .map(members::node_id_of);
+        config
+    }
+}
+
+/// A running server's parts that outlive `start`.
+struct Running {
+    handle: Arc<ReplicaHandle>,
+    inputs: std::sync::mpsc::Sender<Input>,
+    raft_thread: std::thread::JoinHandle<Result<(), String>>,
+    listener: Listener,
+}
+
+/// Runs the replica until `shutdown` resolves (then hands leadership over
+/// if it leads, and stops) or a fatal error.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let running = start(&config).await?;
+    let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: config.http_listen.clone(),
+            source,
+        })?;
+    tracing::info!(
+        group = %config.group,
+        id = %config.id,
+        listen = %running.listener.local_addr(),
+        http = %config.http_listen,
+        "replica started"
+    );
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = crate::http::router(running.handle.clone());
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await;
+    });
+
+    // Stop on the signal, or when the raft loop dies on its own.
+    let mut stopped = running.handle.stopped_watch();
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutdown requested");
+            hand_over(&running.handle, config.shutdown_transfer_timeout_ms).await;
+        }
+        _ = stopped.wait_for(|snapshot| snapshot.stopped.is_some()) => {}
+    }
+    let _ = running.inputs.send(Input::Shutdown);
+    let raft_result = tokio::task::spawn_blocking(move || running.raft_thread.join())
+        .await
+        .map_err(|err| ServerError::Fatal(format!("joining the raft loop: {err}")))?
+        .map_err(|_| ServerError::Fatal("the raft loop panicked".into()))?;
+    running.listener.shutdown().await;
+    let _ = stop_http.send(());
+    let _ = http_task.await;
+    raft_result.map_err(ServerError::Fatal)
+}
+
+/// Hands leadership to the most caught-up follower before stopping, so the
+/// group does not wait out an election timeout.
+async fn hand_over(handle: &ReplicaHandle, timeout_ms: u64) {
+    if !handle.is_leader() {
+        return;
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    match tokio::time::timeout(timeout, handle.transfer(None)).await {
+        Ok(Ok(transferred)) => tracing::info!(
+            new_leader = %transferred.leader_id,
+            term = transferred.term,
+            "handed leadership over before stopping"
+        ),
+        Ok(Err(err)) => tracing::warn!("could not hand leadership over: {err}"),
+        Err(_) => tracing::warn!("no new leader within {timeout_ms} ms; stopping anyway"),
+    }
+}
+
+async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
+    let store_error = |source| ServerError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+        store_error(StoreError::Io {
+            path: config.data_dir.clone(),
+            source: err,
+        })
+    })?;
+    let log_options = LogOptions {
+        segment_bytes: config.segment_bytes,
+        ..LogOptions::default()
+    };
+    let log = Arc::new(
+        Log::open(&config.data_dir.join(LOG_DIR_NAME), log_options).map_err(store_error)?,
+    );
+    let meta = MetaStore::open(&config.data_dir.join(META_FILE_NAME)).map_err(store_error)?;
+    let storage = Arc::new(
+        GroupCommit::start(
+            log.clone(),
+            GroupCommitOptions {
+                flush_mode: config.flush_mode,
+                ..GroupCommitOptions::default()
+            },
+        )
+        .map_err(store_error)?,
+    );
+    let seed = members::node_id_of(&config.id) ^ std::process::id() as u64;
+    let node = Node::new(
+        config.core_config(),
+        DiskLog::new(log.clone()),
+        meta.hard_state(),
+        seed,
+    )?;
+
+    let metrics = Arc::new(Metrics::default());
+    let peer_config = PeerLinkConfig::new(config.group.clone(), config.id.clone());
+    let self_id = members::node_id_of(&config.id);
+    let peers = Arc::new(peers::Peers::start(
+        self_id,
+        &config.members,
+        &peer_config,
+        metrics.clone(),
+    ));
+    let (inputs, inputs_rx) = std::sync::mpsc::channel();
+    let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
+    let raft_loop = RaftLoop::new(RaftLoopParts {
+        node,
+        meta,
+        storage,
+        peers,
+        inputs: inputs_rx,
+        loopback: inputs.clone(),
+        snapshot: snapshot_tx,
+        metrics: metrics.clone(),
+        tick: Duration::from_millis(config.tick_ms),
+        members: config.members.clone(),
+    });
+    let raft_thread = std::thread::Builder::new()
+        .name("raft-loop".into())
+        .spawn(move || raft_loop.run())
+        .map_err(|err| ServerError::Fatal(format!("starting the raft loop thread: {err}")))?;
+
+    let handle = Arc::new(ReplicaHandle::new(HandleParts {
+        group: config.group.clone(),
+        self_name: config.id.clone(),
+        members: config.members.clone(),
+        inputs: inputs.clone(),
+        snapshot: snapshot_rx,
+        log,
+        metrics,
+        max_entry_bytes: config.max_entry_bytes,
+        ready_max_lag: config.ready_max_lag,
+    }));
+
+    let mut listener_config = ListenerConfig::new(config.group.clone(), config.id.clone());
+    listener_config.known_peers = Some(config.members.iter().map(|m| m.name.clone()).collect());
+    let (listener, inbound) = Listener::bind::<Message>(&config.listen, listener_config)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
+    tokio::spawn(dispatch(inbound, inputs.clone(), handle.clone(), self_id));
+    Ok(Running {
+        handle,
+        inputs,
+        raft_thread,
+        listener,
+    })
+}
+
+/// Routes what the listener receives: peer messages to the raft loop,
+/// client requests to their own tasks.
+async fn dispatch(
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound<Message>>,
+    inputs: std::sync::mpsc::Sender<Input>,
+    handle: Arc<ReplicaHandle>,
+    self_id: NodeId,
+) {
+    while let Some(item) = inbound.recv().await {
+        match item {
+            Inbound::Peer { from, message } => {
+                // The handshake named the sender; a message claiming to be
+                // from someone else, or for someone else, is dropped.
+                if message.from != members::node_id_of(&from) || message.to != self_id {
+                    tracing::warn!(%from, "peer message with a wrong sender or addressee dropped");
+                    continue;
+                }
+                if inputs.send(Input::Peer(message)).is_err() {
+                    return;
+                }
+            }
+            Inbound::Client(call) => {
+                tokio::spawn(client_api::answer(handle.clone(), call));
+            }
+        }
+    }
+}

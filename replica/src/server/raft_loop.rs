@@ -1,0 +1,694 @@
+//! The thread that drives the consensus core: it feeds the core its inputs
+//! (ticks, peer messages, proposals, reads, transfers, storage completions),
+//! carries out each `Ready` in the order the core documents, answers the
+//! callers, and publishes a snapshot of its state for the front ends.
+//!
+//! One plain thread, not a tokio task: the core is synchronous and the loop
+//! must tick on time even when the runtime is busy.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use crate::core::{self, Message, Node, ReadState, Ready, SoftState, TransferOutcome};
+use crate::engine::{AppendError, TransferError};
+use crate::entry::{Entry, HardState, Index, NodeId, Term};
+use crate::metrics::Metrics;
+use crate::store::{GroupCommit, MetaStore};
+
+use super::disk_log::DiskLog;
+use super::members::Member;
+use super::peers::Peers;
+
+/// Most inputs handled before the loop looks at the Ready again: bounds the
+/// latency one burst of inputs can add to the others.
+const MAX_INPUTS_PER_ROUND: usize = 4096;
+
+/// How long an append waits for its commit before the client is told the
+/// outcome is unknown.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A proposal's answer: the first index and the term of its entries.
+pub type ProposeReply = oneshot::Sender<Result<(Index, Term), AppendError>>;
+
+/// What the loop is fed.
+pub enum Input {
+    /// A message from a peer (its sender already checked).
+    Peer(Message),
+    /// Append these payloads as consecutive entries.
+    Propose {
+        /// One entry each.
+        payloads: Vec<Bytes>,
+        /// Answered once all of them are committed, or they failed.
+        reply: ProposeReply,
+    },
+    /// A linearizable read point: answered with an index that is committed
+    /// and covers every write acknowledged before the request.
+    ReadIndex {
+        /// The answer.
+        reply: oneshot::Sender<Result<Index, AppendError>>,
+    },
+    /// Hand leadership to a member (or the best follower).
+    Transfer {
+        /// The target, or `None` for the most caught-up follower.
+        target: Option<NodeId>,
+        /// Answered when a new leader is known, or the transfer failed.
+        reply: oneshot::Sender<Result<(NodeId, Term), TransferError>>,
+    },
+    /// The storage thread made the entries of submission `sequence` durable.
+    Persisted {
+        /// Which submission.
+        sequence: u64,
+        /// The last entry it wrote.
+        last: Option<(Index, Term)>,
+    },
+    /// Storage failed; the loop stops.
+    StorageFailed(String),
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// The loop's state as the front ends see it, republished after each round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Role, leader and term.
+    pub role: Option<core::Role>,
+    /// The leader this member knows of.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: Term,
+    /// The commit index the core knows.
+    pub commit_index: Index,
+    /// Entries up to here are committed *and* on this member's disk, so they
+    /// can be read from the local log.
+    pub readable_index: Index,
+    /// First index in the log.
+    pub first_index: Index,
+    /// Last index in the log (possibly not yet durable).
+    pub last_index: Index,
+    /// Term of the last entry.
+    pub last_term: Term,
+    /// On the leader: each follower's match index and ms since last contact.
+    pub peers: Vec<(NodeId, Index, u64)>,
+    /// Set when the loop stopped (storage failure, shutdown), with the reason.
+    pub stopped: Option<String>,
+}
+
+struct PendingProposal {
+    first_index: Index,
+    last_index: Index,
+    term: Term,
+    reply: ProposeReply,
+    deadline: Instant,
+}
+
+struct PendingTransfer {
+    reply: oneshot::Sender<Result<(NodeId, Term), TransferError>>,
+    /// Set once this member stepped down; then the first known other leader
+    /// answers the request.
+    stepped_down: bool,
+}
+
+/// Everything the loop owns.
+pub struct RaftLoop {
+    node: Node<DiskLog>,
+    meta: MetaStore,
+    storage: Arc<GroupCommit>,
+    peers: Arc<Peers>,
+    inputs: Receiver<Input>,
+    /// A clone of the inputs' sender, handed to storage completions.
+    loopback: Sender<Input>,
+    snapshot: watch::Sender<Snapshot>,
+    metrics: Arc<Metrics>,
+    tick: Duration,
+    members: Vec<Member>,
+
+    /// Proposals waiting for commit, in index order.
+    proposals: VecDeque<PendingProposal>,
+    /// ReadIndex requests by request id, until the core answers.
+    reads_asked: HashMap<u64, oneshot::Sender<Result<Index, AppendError>>>,
+    /// Confirmed read points waiting for the commit index to reach them.
+    reads_waiting: BTreeMap<Index, Vec<oneshot::Sender<Result<Index, AppendError>>>>,
+    next_read_id: u64,
+    transfer: Option<PendingTransfer>,
+
+    /// Submissions to storage so far, and those known durable.
+    submitted: u64,
+    persisted: u64,
+    /// Messages to send once submission `.0` is durable.
+    parked: VecDeque<(u64, Vec<Message>)>,
+    /// Last entry written, to tell a suffix truncation.
+    written_last: Index,
+    last_soft: Option<SoftState>,
+}
+
+/// What the loop needs to start.
+pub struct RaftLoopParts {
+    /// The consensus core, restored from disk.
+    pub node: Node<DiskLog>,
+    /// The hard state file.
+    pub meta: MetaStore,
+    /// The log's writer.
+    pub storage: Arc<GroupCommit>,
+    /// Links to the other members.
+    pub peers: Arc<Peers>,
+    /// The inputs.
+    pub inputs: Receiver<Input>,
+    /// A sender of the same inputs.
+    pub loopback: Sender<Input>,
+    /// Where snapshots go.
+    pub snapshot: watch::Sender<Snapshot>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The tick period.
+    pub tick: Duration,
+    /// All members.
+    pub members: Vec<Member>,
+}
+
+impl RaftLoop {
+    /// A loop over the restored parts.
+    pub fn new(parts: RaftLoopParts) -> RaftLoop {
+        let written_last = parts.node.last_index();
+        RaftLoop {
+            node: parts.node,
+            meta: parts.meta,
+            storage: parts.storage,
+            peers: parts.peers,
+            inputs: parts.inputs,
+            loopback: parts.loopback,
+            snapshot: parts.snapshot,
+            metrics: parts.metrics,
+            tick: parts.tick,
+            members: parts.members,
+            proposals: VecDeque::new(),
+            reads_asked: HashMap::new(),
+            reads_waiting: BTreeMap::new(),
+            next_read_id: 1,
+            transfer: None,
+            submitted: 0,
+            persisted: 0,
+            parked: VecDeque::new(),
+            written_last,
+            last_soft: None,
+        }
+    }
+
+    /// Runs until shutdown or a fatal error; returns why it stopped.
+    pub fn run(mut self) -> Result<(), String> {
+        let result = self.run_rounds();
+        let reason = match &result {
+            Ok(()) => "the replica is shutting down".to_string(),
+            Err(reason) => reason.clone(),
+        };
+        self.fail_everything(&reason);
+        self.snapshot.send_modify(|snapshot| snapshot.stopped = Some(reason));
+        result
+    }
+
+    fn run_rounds(&mut self) -> Result<(), String> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inputs.recv_timeout(wait) {
+                Ok(input) => {
+                    if !self.handle(input)? {
+                        return Ok(());
+                    }
+                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                        match self.inputs.try_recv() {
+                            Ok(input) => {
+                                if !self.handle(input)? {
+                                    return Ok(());
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick().map_err(|err| err.to_string())?;
+                self.expire_proposals(now);
+                // After a stall (a paused process), tick once and move on
+                // rather than replaying every missed tick at once.
+                next_tick = (next_tick + self.tick).max(now);
+            }
+            self.process_ready()?;
+            self.publish();
+        }
+    }
+
+    /// Handles one input; false when the loop must stop.
+    fn handle(&mut self, input: Input) -> Result<bool, String> {
+        match input {
+            Input::Peer(message) => self.node.step(message).map_err(|err| err.to_string())?,
+            Input::Propose { payloads, reply } => self.propose(payloads, reply),
+            Input::ReadIndex { reply } => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                self.node.read_index(id).map_err(|err| err.to_string())?;
+                self.reads_asked.insert(id, reply);
+            }
+            Input::Transfer { target, reply } => self.start_transfer(target, reply),
+            Input::Persisted { sequence, last } => {
+                assert!(sequence > self.persisted, "storage completions out of order");
+                self.persisted = sequence;
+                if let Some((index, term)) = last {
+                    self.node
+                        .on_persisted(index, term)
+                        .map_err(|err| err.to_string())?;
+                }
+                while self
+                    .parked
+                    .front()
+                    .is_some_and(|(sequence, _)| *sequence <= self.persisted)
+                {
+                    if let Some((_, messages)) = self.parked.pop_front() {
+                        self.peers.send_all(messages);
+                    }
+                }
+            }
+            Input::StorageFailed(reason) => return Err(format!("storage failed: {reason}")),
+            Input::Shutdown => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn propose(&mut self, payloads: Vec<Bytes>, reply: ProposeReply) {
+        let mut first: Option<(Index, Term)> = None;
+        let mut last_index = 0;
+        for payload in payloads {
+            match self.node.propose(payload) {
+                Ok((index, term)) => {
+                    first.get_or_insert((index, term));
+                    last_index = index;
+                }
+                Err(err) => {
+                    // Entries of this request already proposed stay in the
+                    // log; the client cannot know which, so it is told the
+                    // outcome is unknown rather than "not appended".
+                    let answer = match (first, err) {
+                        (Some(_), err) => AppendError::Unknown {
+                            reason: format!("part of the batch was refused: {err}"),
+                        },
+                        (None, err) => self.propose_error(err),
+                    };
+                    let _ = reply.send(Err(answer));
+                    return;
+                }
+            }
+        }
+        let Some((first_index, term)) = first else {
+            let _ = reply.send(Err(AppendError::Unavailable {
+                reason: "empty append".into(),
+            }));
+            return;
+        };
+        debug_assert!(self
+            .proposals
+            .back()
+            .is_none_or(|previous| previous.last_index < first_index));
+        self.proposals.push_back(PendingProposal {
+            first_index,
+            last_index,
+            term,
+            reply,
+            deadline: Instant::now() + COMMIT_TIMEOUT,
+        });
+    }
+
+    fn propose_error(&self, err: core::ProposeError) -> AppendError {
+        match err {
+            core::ProposeError::NotLeader { leader: Some(leader) } => {
+                match self.members.iter().find(|member| member.id == leader) {
+                    Some(member) => AppendError::NotLeader {
+                        leader_id: member.name.clone(),
+                        leader_http: Some(member.http_address.clone()),
+                        leader_tcp: Some(member.tcp_address.clone()),
+                    },
+                    None => AppendError::NoLeader {
+                        reason: format!("the leader {leader} is not in the member list"),
+                    },
+                }
+            }
+            core::ProposeError::NotLeader { leader: None } => AppendError::NoLeader {
+                reason: "no leader is known; an election is under way".into(),
+            },
+            core::ProposeError::Transferring => AppendError::Transferring,
+            core::ProposeError::TooManyPending => AppendError::Overloaded {
+                reason: "too many appends wait for commit".into(),
+            },
+            core::ProposeError::Core(err) => AppendError::Unavailable {
+                reason: err.to_string(),
+            },
+        }
+    }
+
+    fn start_transfer(
+        &mut self,
+        target: Option<NodeId>,
+        reply: oneshot::Sender<Result<(NodeId, Term), TransferError>>,
+    ) {
+        let name = |id: NodeId| self.member_name(id);
+        let refused = match self.node.transfer_leadership(target) {
+            Ok(()) => None,
+            Err(core::TransferError::NotLeader { leader }) => Some(TransferError::NotLeader {
+                leader_id: leader.map(name),
+            }),
+            Err(core::TransferError::UnknownMember(id)) => Some(TransferError::BadTarget {
+                reason: format!("{} is not a member", name(id)),
+            }),
+            Err(core::TransferError::AlreadyLeader(id)) => Some(TransferError::BadTarget {
+                reason: format!("{} is already the leader", name(id)),
+            }),
+            Err(core::TransferError::NoOtherMember) => Some(TransferError::BadTarget {
+                reason: "there is no other member to hand leadership to".into(),
+            }),
+            Err(core::TransferError::Core(err)) => Some(TransferError::Failed {
+                reason: err.to_string(),
+            }),
+        };
+        if let Some(err) = refused {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        if let Some(previous) = self.transfer.take() {
+            let _ = previous.reply.send(Err(TransferError::Failed {
+                reason: "superseded by a newer transfer request".into(),
+            }));
+        }
+        self.transfer = Some(PendingTransfer {
+            reply,
+            stepped_down: false,
+        });
+    }
+
+    fn member_name(&self, id: NodeId) -> String {
+        self.members
+            .iter()
+            .find(|member| member.id == id)
+            .map_or_else(|| format!("#{id}"), |member| member.name.clone())
+    }
+
+    fn process_ready(&mut self) -> Result<(), String> {
+        while self.node.has_ready() {
+            let ready = self.node.ready().map_err(|err| err.to_string())?;
+            self.carry_out(ready)?;
+        }
+        Ok(())
+    }
+
+    /// Carries out one Ready in the order `core::Ready` documents.
+    fn carry_out(&mut self, ready: Ready) -> Result<(), String> {
+        let Ready {
+            hard_state,
+            entries,
+            messages,
+            persisted_messages,
+            commit_index,
+            read_states,
+            soft_state,
+            transfer_outcomes,
+        } = ready;
+        if let Some(soft) = soft_state {
+            self.on_soft_state(soft);
+        }
+        // 1. Messages that do not wait for the disk.
+        self.peers.send_all(messages);
+        // 2. Persist: the hard state synchronously (rare: elections only),
+        //    entries through group commit.
+        if let Some(state) = hard_state {
+            self.save_hard_state(state)?;
+        }
+        if !entries.is_empty() {
+            self.submit(entries)?;
+        }
+        // 3. Messages that wait for this Ready (and every earlier one) to be
+        //    durable: sent at once when nothing is in flight.
+        if !persisted_messages.is_empty() {
+            if self.persisted == self.submitted {
+                self.peers.send_all(persisted_messages);
+            } else {
+                self.parked.push_back((self.submitted, persisted_messages));
+            }
+        }
+        // 5. Commit.
+        if let Some(commit) = commit_index {
+            self.on_commit(commit)?;
+        }
+        // 6. Answers.
+        for read in read_states {
+            self.on_read_state(read);
+        }
+        for outcome in transfer_outcomes {
+            self.on_transfer_outcome(outcome);
+        }
+        Ok(())
+    }
+
+    fn save_hard_state(&mut self, state: HardState) -> Result<(), String> {
+        self.meta
+            .save(state)
+            .map_err(|err| format!("saving term and vote: {err}"))
+    }
+
+    fn submit(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let first = entries[0].index;
+        let last = entries.last().map(|entry| (entry.index, entry.term));
+        if first <= self.written_last {
+            // A follower's conflicting tail: cut it before writing ours.
+            self.storage
+                .truncate_suffix(first)
+                .map_err(|err| format!("truncating the log from {first}: {err}"))?;
+            self.fail_truncated_proposals(first);
+        }
+        self.written_last = last.map_or(self.written_last, |(index, _)| index);
+        self.submitted += 1;
+        let sequence = self.submitted;
+        let loopback = self.loopback.clone();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let callback = Box::new(move |result: crate::store::Result<_>| {
+            metrics.fsync_latency.observe(started.elapsed());
+            let input = match result {
+                Ok(_) => Input::Persisted { sequence, last },
+                Err(err) => Input::StorageFailed(err.to_string()),
+            };
+            let _ = loopback.send(input);
+        });
+        self.storage
+            .submit(entries, callback)
+            .map_err(|err| format!("submitting entries to the log: {err}"))
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState) {
+        let previous = self.last_soft.replace(soft);
+        if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
+            && soft.leader_id.is_some()
+        {
+            self.metrics
+                .leader_changes_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if soft.role == core::Role::Candidate
+            && previous.is_none_or(|previous| {
+                previous.role != core::Role::Candidate || previous.term != soft.term
+            })
+        {
+            self.metrics.elections_total.fetch_add(1, Ordering::Relaxed);
+        }
+        if soft.role != core::Role::Leader {
+            // Confirmed reads need a leader; tell the callers to retry.
+            for (_, reply) in self.reads_asked.drain() {
+                let _ = reply.send(Err(AppendError::NoLeader {
+                    reason: "leadership changed during the read".into(),
+                }));
+            }
+        }
+        if let (Some(transfer), Some(leader)) = (&self.transfer, soft.leader_id) {
+            if transfer.stepped_down && leader != self.node.id() {
+                if let Some(transfer) = self.transfer.take() {
+                    let _ = transfer.reply.send(Ok((leader, soft.term)));
+                }
+            }
+        }
+    }
+
+    fn on_commit(&mut self, commit: Index) -> Result<(), String> {
+        while let Some(pending) = self.proposals.front() {
+            if pending.last_index > commit {
+                break;
+            }
+            let Some(pending) = self.proposals.pop_front() else {
+                break;
+            };
+            let term = self
+                .node
+                .entry_term(pending.last_index)
+                .map_err(|err| err.to_string())?;
+            let answer = if term == Some(pending.term) {
+                let count = pending.last_index - pending.first_index + 1;
+                self.metrics
+                    .appends_total
+                    .fetch_add(count, Ordering::Relaxed);
+                Ok((pending.first_index, pending.term))
+            } else {
+                Err(AppendError::Unavailable {
+                    reason: "leadership changed before the entry committed; it was not appended"
+                        .into(),
+                })
+            };
+            let _ = pending.reply.send(answer);
+        }
+        let ready: Vec<Index> = self.reads_waiting.range(..=commit).map(|(i, _)| *i).collect();
+        for index in ready {
+            for reply in self.reads_waiting.remove(&index).unwrap_or_default() {
+                let _ = reply.send(Ok(index));
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposals at or after `from` were just overwritten by another
+    /// leader's entries: they were not committed (committed entries are
+    /// never overwritten), so they are definitely not in the log.
+    fn fail_truncated_proposals(&mut self, from: Index) {
+        while self
+            .proposals
+            .back()
+            .is_some_and(|pending| pending.last_index >= from)
+        {
+            if let Some(pending) = self.proposals.pop_back() {
+                let _ = pending.reply.send(Err(AppendError::Unavailable {
+                    reason: "leadership changed before the entry committed; it was not appended"
+                        .into(),
+                }));
+            }
+        }
+    }
+
+    fn expire_proposals(&mut self, now: Instant) {
+        // Proposals are in index order and got the same timeout, so the
+        // expired ones are at the front.
+        while self
+            .proposals
+            .front()
+            .is_some_and(|pending| pending.deadline <= now)
+        {
+            if let Some(pending) = self.proposals.pop_front() {
+                let _ = pending.reply.send(Err(AppendError::Unknown {
+                    reason: format!(
+                        "not committed within {} s; it may still commit",
+                        COMMIT_TIMEOUT.as_secs()
+                    ),
+                }));
+            }
+        }
+    }
+
+    fn on_read_state(&mut self, read: ReadState) {
+        let Some(reply) = self.reads_asked.remove(&read.request_id) else {
+            return;
+        };
+        match read.result {
+            Ok(index) if index <= self.node.commit_index() => {
+                let _ = reply.send(Ok(index));
+            }
+            Ok(index) => self.reads_waiting.entry(index).or_default().push(reply),
+            Err(err) => {
+                let _ = reply.send(Err(AppendError::NoLeader {
+                    reason: err.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        match outcome {
+            TransferOutcome::SteppedDown { .. } => {
+                if let Some(transfer) = &mut self.transfer {
+                    transfer.stepped_down = true;
+                }
+                // The new leader may already be known.
+                if let Some(soft) = self.last_soft {
+                    self.on_soft_state(soft);
+                }
+            }
+            TransferOutcome::Abandoned { target, reason } => {
+                if let Some(transfer) = self.transfer.take() {
+                    let _ = transfer.reply.send(Err(TransferError::Failed {
+                        reason: format!(
+                            "{} did not take over ({reason:?}); this member still leads",
+                            self.member_name(target)
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn fail_everything(&mut self, reason: &str) {
+        for pending in self.proposals.drain(..) {
+            let _ = pending.reply.send(Err(AppendError::Unknown {
+                reason: reason.to_string(),
+            }));
+        }
+        let waiting = std::mem::take(&mut self.reads_waiting);
+        for reply in self.reads_asked.drain().map(|(_, r)| r).chain(waiting.into_values().flatten()) {
+            let _ = reply.send(Err(AppendError::Unavailable {
+                reason: reason.to_string(),
+            }));
+        }
+        if let Some(transfer) = self.transfer.take() {
+            let _ = transfer.reply.send(Err(TransferError::Failed {
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    fn publish(&mut self) {
+        let soft = self.node.soft_state();
+        let is_leader = soft.role == core::Role::Leader;
+        let tick_ms = self.tick.as_millis() as u64;
+        let peers = if is_leader {
+            self.node
+                .peer_status()
+                .into_iter()
+                .filter(|peer| peer.id != self.node.id())
+                .map(|peer| (peer.id, peer.match_index, peer.last_contact_ticks * tick_ms))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let commit_index = self.node.commit_index();
+        let next = Snapshot {
+            role: Some(soft.role),
+            leader: soft.leader_id,
+            term: soft.term,
+            commit_index,
+            readable_index: commit_index.min(self.node.persisted_index()),
+            first_index: self.node.first_index(),
+            last_index: self.node.last_index(),
+            last_term: self.node.last_term().unwrap_or(0),
+            peers,
+            stopped: None,
+        };
+        self.snapshot.send_if_modified(|current| {
+            if *current == next {
+                false
+            } else {
+                *current = next;
+                true
+            }
+        });
+    }
+}
