@@ -5,4 +5,6 @@
 
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod entry;
+pub mod store;
