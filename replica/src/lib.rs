@@ -5,4 +5,5 @@
 
 #![deny(missing_docs)]
 
+pub mod core;
 pub mod entry;
