@@ -96,16 +96,36 @@ impl Config {
         }
         let checks: [(bool, &'static str, &'static str); 7] = [
             (self.tick_ms > 0, "tick_ms", "must be positive"),
-            (self.heartbeat_ticks > 0, "heartbeat_ticks", "must be positive"),
+            (
+                self.heartbeat_ticks > 0,
+                "heartbeat_ticks",
+                "must be positive",
+            ),
             (
                 self.election_ticks > self.heartbeat_ticks,
                 "election_ticks",
                 "must exceed heartbeat_ticks",
             ),
-            (self.max_inflight_appends > 0, "max_inflight_appends", "must be positive"),
-            (self.max_batch_entries > 0, "max_batch_entries", "must be positive"),
-            (self.max_batch_bytes > 0, "max_batch_bytes", "must be positive"),
-            (self.max_pending_proposals > 0, "max_pending_proposals", "must be positive"),
+            (
+                self.max_inflight_appends > 0,
+                "max_inflight_appends",
+                "must be positive",
+            ),
+            (
+                self.max_batch_entries > 0,
+                "max_batch_entries",
+                "must be positive",
+            ),
+            (
+                self.max_batch_bytes > 0,
+                "max_batch_bytes",
+                "must be positive",
+            ),
+            (
+                self.max_pending_proposals > 0,
+                "max_pending_proposals",
+                "must be positive",
+            ),
         ];
         for (ok, field, reason) in checks {
             if !ok {
@@ -132,15 +152,69 @@ mod tests {
     fn bad_configs_are_refused() {
         let base = Config::new(1, vec![1, 2, 3]);
         let cases = [
-            (Config { id: 0, ..base.clone() }, "zero"),
-            (Config { members: vec![1, 2, 2], ..base.clone() }, "duplicate"),
-            (Config { members: vec![2, 3], ..base.clone() }, "not a member"),
-            (Config { members: vec![], ..base.clone() }, "empty"),
-            (Config { preferred_leader: Some(9), ..base.clone() }, "preferred"),
-            (Config { election_ticks: 10, ..base.clone() }, "election"),
-            (Config { heartbeat_ticks: 0, ..base.clone() }, "heartbeat"),
-            (Config { max_inflight_appends: 0, ..base.clone() }, "window"),
-            (Config { max_batch_bytes: 0, ..base.clone() }, "bytes"),
+            (
+                Config {
+                    id: 0,
+                    ..base.clone()
+                },
+                "zero",
+            ),
+            (
+                Config {
+                    members: vec![1, 2, 2],
+                    ..base.clone()
+                },
+                "duplicate",
+            ),
+            (
+                Config {
+                    members: vec![2, 3],
+                    ..base.clone()
+                },
+                "not a member",
+            ),
+            (
+                Config {
+                    members: vec![],
+                    ..base.clone()
+                },
+                "empty",
+            ),
+            (
+                Config {
+                    preferred_leader: Some(9),
+                    ..base.clone()
+                },
+                "preferred",
+            ),
+            (
+                Config {
+                    election_ticks: 10,
+                    ..base.clone()
+                },
+                "election",
+            ),
+            (
+                Config {
+                    heartbeat_ticks: 0,
+                    ..base.clone()
+                },
+                "heartbeat",
+            ),
+            (
+                Config {
+                    max_inflight_appends: 0,
+                    ..base.clone()
+                },
+                "window",
+            ),
+            (
+                Config {
+                    max_batch_bytes: 0,
+                    ..base.clone()
+                },
+                "bytes",
+            ),
         ];
         for (config, what) in cases {
             assert!(config.validate().is_err(), "{what} should be refused");

@@ -52,7 +52,9 @@ impl<L: LogRead> Node<L> {
             }
             // A granted pre-vote carries the term the candidate will use.
             MessageBody::PreVoteResponse { reject: None } => {}
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::TimeoutNow => {
                 self.become_follower(message.term, Some(message.from));
             }
             _ => self.become_follower(message.term, None),
@@ -183,8 +185,12 @@ impl<L: LogRead> Node<L> {
 
     fn reject_vote(&mut self, message: &Message, term: Term, reason: VoteRejection) {
         let body = match message.body {
-            MessageBody::PreVoteRequest { .. } => MessageBody::PreVoteResponse { reject: Some(reason) },
-            _ => MessageBody::VoteResponse { reject: Some(reason) },
+            MessageBody::PreVoteRequest { .. } => MessageBody::PreVoteResponse {
+                reject: Some(reason),
+            },
+            _ => MessageBody::VoteResponse {
+                reject: Some(reason),
+            },
         };
         self.send_at(message.from, term, body);
     }
@@ -215,9 +221,16 @@ impl<L: LogRead> Node<L> {
             return Ok(());
         }
         if pre_vote {
-            self.send_at(from, message.term, MessageBody::PreVoteResponse { reject: None });
+            self.send_at(
+                from,
+                message.term,
+                MessageBody::PreVoteResponse { reject: None },
+            );
         } else {
-            assert_eq!(message.term, self.term, "a vote is given in the candidate's term");
+            assert_eq!(
+                message.term, self.term,
+                "a vote is given in the candidate's term"
+            );
             self.vote = Some(from);
             self.reset_election_timer();
             // The vote must be durable before the candidate can count it.
@@ -226,7 +239,12 @@ impl<L: LogRead> Node<L> {
         Ok(())
     }
 
-    fn record_vote(&mut self, from: NodeId, granted: bool, pre_vote: bool) -> Result<(), CoreError> {
+    fn record_vote(
+        &mut self,
+        from: NodeId,
+        granted: bool,
+        pre_vote: bool,
+    ) -> Result<(), CoreError> {
         self.votes.entry(from).or_insert(granted);
         match quorum::vote_result(self.config.members.len(), &self.votes) {
             VoteResult::Pending => {}
@@ -300,7 +318,11 @@ impl<L: LogRead> Node<L> {
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        assert!(term >= self.term, "terms never go back ({} to {term})", self.term);
+        assert!(
+            term >= self.term,
+            "terms never go back ({} to {term})",
+            self.term
+        );
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -334,7 +356,11 @@ impl<L: LogRead> Node<L> {
     }
 
     pub(super) fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
         assert_eq!(self.vote, Some(self.id));
         self.role = Role::Leader;
         self.leader_id = Some(self.id);

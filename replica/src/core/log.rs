@@ -25,7 +25,12 @@ pub trait LogRead {
     fn term(&self, index: Index) -> Result<Option<Term>, LogReadError>;
     /// Up to `max_count` entries from `from`, stopping before `max_bytes` of
     /// payload is passed, but always at least one entry when `from` is in the log.
-    fn entries(&self, from: Index, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, LogReadError>;
+    fn entries(
+        &self,
+        from: Index,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogReadError>;
 }
 
 /// Durable log plus unstable tail.
@@ -46,7 +51,10 @@ impl<L: LogRead> RaftLog<L> {
     pub(crate) fn new(store: L) -> RaftLog<L> {
         let last = store.last_index();
         let first = store.first_index();
-        assert!(first >= 1 && first <= last + 1, "store reports first {first} last {last}");
+        assert!(
+            first >= 1 && first <= last + 1,
+            "store reports first {first} last {last}"
+        );
         RaftLog {
             store,
             unstable: Vec::new(),
@@ -94,8 +102,16 @@ impl<L: LogRead> RaftLog<L> {
 
     /// Entries from `from` (at most `max_count`, about `max_bytes`); empty
     /// when `from` is past the end.
-    pub(crate) fn entries(&self, from: Index, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, LogReadError> {
-        assert!(from >= self.first_index(), "entries({from}) below the first index");
+    pub(crate) fn entries(
+        &self,
+        from: Index,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        assert!(
+            from >= self.first_index(),
+            "entries({from}) below the first index"
+        );
         let mut out = Vec::new();
         if from > self.last_index() {
             return Ok(out);
@@ -112,7 +128,9 @@ impl<L: LogRead> RaftLog<L> {
         }
         let start = from.max(self.unstable_offset);
         for entry in &self.unstable[(start - self.unstable_offset) as usize..] {
-            if out.len() >= max_count || (!out.is_empty() && bytes + entry.payload.len() > max_bytes) {
+            if out.len() >= max_count
+                || (!out.is_empty() && bytes + entry.payload.len() > max_bytes)
+            {
                 break;
             }
             bytes += entry.payload.len();
@@ -123,7 +141,11 @@ impl<L: LogRead> RaftLog<L> {
 
     /// Whether a log ending at (`last_index`, `last_term`) is at least as up
     /// to date as this one.
-    pub(crate) fn is_up_to_date(&self, last_index: Index, last_term: Term) -> Result<bool, LogReadError> {
+    pub(crate) fn is_up_to_date(
+        &self,
+        last_index: Index,
+        last_term: Term,
+    ) -> Result<bool, LogReadError> {
         let our_term = self.last_term()?;
         Ok(last_term > our_term || (last_term == our_term && last_index >= self.last_index()))
     }
@@ -136,17 +158,30 @@ impl<L: LogRead> RaftLog<L> {
     pub(crate) fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         let first = first.index;
-        assert!(first > self.committed, "truncating committed entry {first} (commit {})", self.committed);
-        assert!(first <= self.last_index() + 1, "append at {first} leaves a gap after {}", self.last_index());
+        assert!(
+            first > self.committed,
+            "truncating committed entry {first} (commit {})",
+            self.committed
+        );
+        assert!(
+            first <= self.last_index() + 1,
+            "append at {first} leaves a gap after {}",
+            self.last_index()
+        );
         if first >= self.unstable_offset {
-            self.unstable.truncate((first - self.unstable_offset) as usize);
+            self.unstable
+                .truncate((first - self.unstable_offset) as usize);
         } else {
             self.unstable.clear();
             self.unstable_offset = first;
         }
         self.handed_out = self.handed_out.min(first - 1);
         for (offset, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index, first + offset as Index, "appended entries are contiguous");
+            assert_eq!(
+                entry.index,
+                first + offset as Index,
+                "appended entries are contiguous"
+            );
         }
         self.unstable.extend_from_slice(entries);
     }
@@ -165,7 +200,11 @@ impl<L: LogRead> RaftLog<L> {
         let last_new = prev_index + entries.len() as Index;
         let mut conflict = None;
         for (position, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index, prev_index + 1 + position as Index, "append entries are contiguous");
+            assert_eq!(
+                entry.index,
+                prev_index + 1 + position as Index,
+                "append entries are contiguous"
+            );
             if self.term(entry.index)? != Some(entry.term) {
                 conflict = Some(position);
                 break;
@@ -180,7 +219,11 @@ impl<L: LogRead> RaftLog<L> {
 
     /// The largest index at or below `index` whose term is at most `term`,
     /// with its term (fast back-off). Stops at the first unknown term.
-    pub(crate) fn find_conflict_by_term(&self, index: Index, term: Term) -> Result<(Index, Term), LogReadError> {
+    pub(crate) fn find_conflict_by_term(
+        &self,
+        index: Index,
+        term: Term,
+    ) -> Result<(Index, Term), LogReadError> {
         let mut index = index.min(self.last_index());
         loop {
             match self.term(index)? {
@@ -254,7 +297,12 @@ pub(crate) mod tests {
                 i => self.entries.get(i as usize - 1).map(|entry| entry.term),
             })
         }
-        fn entries(&self, from: Index, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, LogReadError> {
+        fn entries(
+            &self,
+            from: Index,
+            max_count: usize,
+            max_bytes: usize,
+        ) -> Result<Vec<Entry>, LogReadError> {
             let mut out: Vec<Entry> = Vec::new();
             let mut bytes = 0;
             for entry in self.entries.iter().skip(from as usize - 1).take(max_count) {
@@ -278,7 +326,11 @@ pub(crate) mod tests {
     }
 
     fn log_with_terms(terms: &[Term]) -> RaftLog<MemoryLog> {
-        let entries = terms.iter().enumerate().map(|(i, t)| entry(i as Index + 1, *t)).collect();
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| entry(i as Index + 1, *t))
+            .collect();
         RaftLog::new(MemoryLog { entries })
     }
 
@@ -351,9 +403,16 @@ pub(crate) mod tests {
         let mut log = log_with_terms(&[1, 1]);
         log.append(&[entry(3, 2), entry(4, 2)]);
         let got = log.entries(2, 10, 1 << 20).unwrap();
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
         assert_eq!(log.entries(2, 2, 1 << 20).unwrap().len(), 2);
-        assert_eq!(log.entries(1, 10, 1).unwrap().len(), 1, "at least one entry");
+        assert_eq!(
+            log.entries(1, 10, 1).unwrap().len(),
+            1,
+            "at least one entry"
+        );
         assert!(log.entries(5, 10, 100).unwrap().is_empty());
     }
 }

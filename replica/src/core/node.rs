@@ -88,7 +88,12 @@ impl<L: LogRead> Node<L> {
     /// A member restarting from `hard_state` and the durable log `log`,
     /// drawing its timeouts from `rng_seed`. It starts as a follower with no
     /// known leader and a commit index of `log.first_index() - 1`.
-    pub fn new(config: Config, log: L, hard_state: HardState, rng_seed: u64) -> Result<Node<L>, CoreError> {
+    pub fn new(
+        config: Config,
+        log: L,
+        hard_state: HardState,
+        rng_seed: u64,
+    ) -> Result<Node<L>, CoreError> {
         config.validate()?;
         if let Some(vote) = hard_state.vote {
             if !config.members.contains(&vote) {
@@ -106,7 +111,12 @@ impl<L: LogRead> Node<L> {
             (hard_state.term, hard_state.vote)
         };
         let id = config.id;
-        let peers = config.members.iter().copied().filter(|member| *member != id).collect();
+        let peers = config
+            .members
+            .iter()
+            .copied()
+            .filter(|member| *member != id)
+            .collect();
         let commit = log.committed();
         let mut node = Node {
             id,
@@ -165,7 +175,9 @@ impl<L: LogRead> Node<L> {
     pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
         self.ensure_alive()?;
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader_id });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id,
+            });
         }
         if self.transfer.is_some() {
             return Err(ProposeError::Transferring);
@@ -193,13 +205,19 @@ impl<L: LogRead> Node<L> {
     pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<(), TransferError> {
         self.ensure_alive()?;
         if self.role != Role::Leader {
-            return Err(TransferError::NotLeader { leader: self.leader_id });
+            return Err(TransferError::NotLeader {
+                leader: self.leader_id,
+            });
         }
         let target = match target {
             Some(target) if target == self.id => return Err(TransferError::AlreadyLeader(target)),
-            Some(target) if !self.peers.contains(&target) => return Err(TransferError::UnknownMember(target)),
+            Some(target) if !self.peers.contains(&target) => {
+                return Err(TransferError::UnknownMember(target))
+            }
             Some(target) => target,
-            None => self.most_caught_up_peer().ok_or(TransferError::NoOtherMember)?,
+            None => self
+                .most_caught_up_peer()
+                .ok_or(TransferError::NoOtherMember)?,
         };
         if let Some(current) = self.transfer {
             if current.target == target {
@@ -259,7 +277,11 @@ impl<L: LogRead> Node<L> {
             soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
             transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
         };
-        assert!(commit >= self.last_commit, "commit went back from {} to {commit}", self.last_commit);
+        assert!(
+            commit >= self.last_commit,
+            "commit went back from {} to {commit}",
+            self.last_commit
+        );
         self.last_hard_state = hard_state;
         self.last_soft_state = soft_state;
         self.last_commit = commit;
@@ -373,7 +395,10 @@ impl<L: LogRead> Node<L> {
     }
 
     /// Run `f`, poisoning the node when it fails.
-    fn guard<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, CoreError>) -> Result<T, CoreError> {
+    fn guard<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
         self.ensure_alive()?;
         let result = f(self);
         if result.is_err() {
@@ -420,7 +445,11 @@ impl<L: LogRead> Node<L> {
 
     /// Append an entry of this leader's term; returns its index.
     pub(super) fn append_own(&mut self, kind: EntryKind, payload: Bytes) -> Index {
-        assert_eq!(self.role, Role::Leader, "only a leader appends its own entries");
+        assert_eq!(
+            self.role,
+            Role::Leader,
+            "only a leader appends its own entries"
+        );
         let index = self.log.last_index() + 1;
         self.log.append(&[Entry {
             index,
@@ -453,7 +482,11 @@ impl<L: LogRead> Node<L> {
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             // Check-quorum: a leader cut off from a majority steps down.
-            let active = 1 + self.progress.values().filter(|progress| progress.recent_active).count();
+            let active = 1 + self
+                .progress
+                .values()
+                .filter(|progress| progress.recent_active)
+                .count();
             for progress in self.progress.values_mut() {
                 progress.recent_active = false;
             }
@@ -501,7 +534,10 @@ impl<L: LogRead> Node<L> {
     /// Start a confirmation round for reads at the current commit index.
     pub(super) fn start_reads(&mut self, request_ids: &[u64]) {
         assert_eq!(self.role, Role::Leader);
-        assert!(self.log.committed() >= self.noop_index, "reads wait for the no-op");
+        assert!(
+            self.log.committed() >= self.noop_index,
+            "reads wait for the no-op"
+        );
         let commit = self.log.committed();
         if self.peers.is_empty() {
             for request_id in request_ids {

@@ -44,7 +44,10 @@ impl Progress {
     /// `next_index` in probe mode.
     pub fn new(next_index: Index, max_inflight: usize) -> Progress {
         assert!(next_index >= 1, "next index starts at 1");
-        assert!(max_inflight >= 1, "the in-flight window holds at least one append");
+        assert!(
+            max_inflight >= 1,
+            "the in-flight window holds at least one append"
+        );
         Progress {
             match_index: 0,
             next_index,

@@ -48,7 +48,11 @@ impl ReadOnly {
     /// A heartbeat answer for `context` from `from` also confirms every
     /// earlier round.
     pub(crate) fn ack(&mut self, from: NodeId, context: u64) {
-        for read in self.pending.iter_mut().take_while(|read| read.context <= context) {
+        for read in self
+            .pending
+            .iter_mut()
+            .take_while(|read| read.context <= context)
+        {
             read.acks.insert(from);
         }
     }
@@ -57,7 +61,11 @@ impl ReadOnly {
     pub(crate) fn take_confirmed(&mut self, quorum: usize) -> Vec<(u64, Index)> {
         let mut out = Vec::new();
         // Earlier reads have at least the acks of later ones.
-        while self.pending.front().is_some_and(|read| read.acks.len() >= quorum) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|read| read.acks.len() >= quorum)
+        {
             let read = self.pending.pop_front().expect("front exists");
             out.push((read.request_id, read.index));
         }

@@ -37,14 +37,21 @@ impl<L: LogRead> Node<L> {
     }
 
     /// Send one append to `peer`. Returns whether one was sent.
-    pub(super) fn send_append(&mut self, peer: NodeId, send_if_empty: bool) -> Result<bool, CoreError> {
+    pub(super) fn send_append(
+        &mut self,
+        peer: NodeId,
+        send_if_empty: bool,
+    ) -> Result<bool, CoreError> {
         assert_eq!(self.role, Role::Leader);
         let progress = &self.progress[&peer];
         if progress.is_paused() {
             return Ok(false);
         }
         let next_index = progress.next_index;
-        assert!(progress.match_index <= self.log.last_index(), "match past our last index");
+        assert!(
+            progress.match_index <= self.log.last_index(),
+            "match past our last index"
+        );
         let prev_log_index = next_index - 1;
         let first_index = self.log.first_index();
         let prev_term = if prev_log_index + 1 < first_index {
@@ -54,12 +61,17 @@ impl<L: LogRead> Node<L> {
         };
         let Some(prev_log_term) = prev_term else {
             // Retention removed what this follower needs.
-            self.progress.get_mut(&peer).expect("peer").needs_compacted_entries = true;
+            self.progress
+                .get_mut(&peer)
+                .expect("peer")
+                .needs_compacted_entries = true;
             return Ok(false);
         };
-        let entries = self
-            .log
-            .entries(next_index, self.config.max_batch_entries, self.config.max_batch_bytes)?;
+        let entries = self.log.entries(
+            next_index,
+            self.config.max_batch_entries,
+            self.config.max_batch_bytes,
+        )?;
         if entries.is_empty() && !send_if_empty {
             return Ok(false);
         }
@@ -124,7 +136,9 @@ impl<L: LogRead> Node<L> {
         if prev_log_index < committed {
             // Our committed prefix is in every later leader's log.
             self.leader_match_index = self.leader_match_index.max(committed);
-            let result = AppendResult::Success { match_index: committed };
+            let result = AppendResult::Success {
+                match_index: committed,
+            };
             self.send_after_persist(from, MessageBody::AppendResponse { result });
             return Ok(());
         }
@@ -135,7 +149,9 @@ impl<L: LogRead> Node<L> {
             Some(last_new) => {
                 self.leader_match_index = self.leader_match_index.max(last_new);
                 // Sent only once the appended entries are durable.
-                let result = AppendResult::Success { match_index: last_new };
+                let result = AppendResult::Success {
+                    match_index: last_new,
+                };
                 self.send_after_persist(from, MessageBody::AppendResponse { result });
             }
             None => {
@@ -147,9 +163,15 @@ impl<L: LogRead> Node<L> {
         Ok(())
     }
 
-    pub(super) fn handle_heartbeat(&mut self, from: NodeId, leader_commit: Index, read_context: Option<u64>) {
+    pub(super) fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        leader_commit: Index,
+        read_context: Option<u64>,
+    ) {
         // Only commit what is known to match this leader's log.
-        self.log.commit_to(leader_commit.min(self.leader_match_index));
+        self.log
+            .commit_to(leader_commit.min(self.leader_match_index));
         let commit_index = self.log.committed();
         self.send(
             from,
@@ -160,9 +182,16 @@ impl<L: LogRead> Node<L> {
         );
     }
 
-    pub(super) fn handle_append_response(&mut self, from: NodeId, result: AppendResult) -> Result<(), CoreError> {
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        result: AppendResult,
+    ) -> Result<(), CoreError> {
         let last_index = self.log.last_index();
-        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
         progress.recent_active = true;
         progress.last_contact_ticks = 0;
         match result {
@@ -219,7 +248,10 @@ impl<L: LogRead> Node<L> {
     ) -> Result<(), CoreError> {
         let last_index = self.log.last_index();
         let commit = self.log.committed();
-        let progress = self.progress.get_mut(&from).expect("leader tracks every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
         progress.recent_active = true;
         progress.last_contact_ticks = 0;
         progress.resume_probe();
@@ -246,7 +278,11 @@ impl<L: LogRead> Node<L> {
     /// only an entry of the current term (earlier ones commit with it).
     pub(super) fn maybe_commit(&mut self) -> Result<(), CoreError> {
         assert_eq!(self.role, Role::Leader);
-        let mut matches: Vec<Index> = self.progress.values().map(|progress| progress.match_index).collect();
+        let mut matches: Vec<Index> = self
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
         matches.push(self.log.persisted_index());
         let candidate = quorum::committed_index(&mut matches);
         let committed = self.log.committed();
