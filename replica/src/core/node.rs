@@ -1,0 +1,614 @@
+//! [`Node`]: the state of one member, its inputs and its Ready.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
+
+use super::log::{LogRead, RaftLog};
+use super::message::{Message, MessageBody};
+use super::progress::{Progress, ProgressState};
+use super::quorum;
+use super::read_only::ReadOnly;
+use super::ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
+use super::rng::Rng;
+use super::{Config, CoreError, ProposeError, TransferError};
+
+/// A leadership hand-over in progress.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Transfer {
+    pub(super) target: NodeId,
+    pub(super) elapsed_ticks: u64,
+    pub(super) timeout_now_sent: bool,
+}
+
+/// What the leader reports about one follower (for `/status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The follower.
+    pub id: NodeId,
+    /// Highest index known durable on it and matching the leader's log.
+    pub match_index: Index,
+    /// The next index the leader will send it.
+    pub next_index: Index,
+    /// Probe or replicate.
+    pub state: ProgressState,
+    /// Ticks since the leader last heard from it.
+    pub last_contact_ticks: u64,
+    /// Set when it needs entries retention already removed.
+    pub needs_compacted_entries: bool,
+}
+
+/// One member of a group. See the module documentation for the loop.
+pub struct Node<L: LogRead> {
+    pub(super) config: Config,
+    pub(super) id: NodeId,
+    /// The other members.
+    pub(super) peers: Vec<NodeId>,
+    pub(super) term: Term,
+    pub(super) vote: Option<NodeId>,
+    pub(super) role: Role,
+    pub(super) leader_id: Option<NodeId>,
+    pub(super) log: RaftLog<L>,
+    pub(super) rng: Rng,
+    /// Followers and candidates: ticks since the last leader contact or
+    /// election start. Leader: ticks since the last check-quorum.
+    pub(super) election_elapsed: u64,
+    pub(super) heartbeat_elapsed: u64,
+    /// Invariant: in `[election_ticks, 2 * election_ticks)`.
+    pub(super) randomized_election_ticks: u64,
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per peer.
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) read_only: ReadOnly,
+    /// Leader only: reads that arrived before its no-op committed.
+    pub(super) reads_before_noop: Vec<u64>,
+    /// Leader only: the index of this term's no-op.
+    pub(super) noop_index: Index,
+    pub(super) transfer: Option<Transfer>,
+    /// Leader only: ticks before the preferred leader may be tried again.
+    pub(super) preferred_cooldown_ticks: u64,
+    /// Follower: highest index known to match the current leader's log in
+    /// this term (a heartbeat never commits past it).
+    pub(super) leader_match_index: Index,
+    /// Proposals were appended and appends are not yet sent.
+    pub(super) appends_pending: bool,
+    pub(super) messages: Vec<Message>,
+    pub(super) persisted_messages: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    pub(super) transfer_outcomes: Vec<TransferOutcome>,
+    last_hard_state: HardState,
+    last_soft_state: SoftState,
+    last_commit: Index,
+    failed: bool,
+}
+
+impl<L: LogRead> Node<L> {
+    /// A member restarting from `hard_state` and the durable log `log`,
+    /// drawing its timeouts from `rng_seed`. It starts as a follower with no
+    /// known leader and a commit index of `log.first_index() - 1`.
+    pub fn new(
+        config: Config,
+        log: L,
+        hard_state: HardState,
+        rng_seed: u64,
+    ) -> Result<Node<L>, CoreError> {
+        config.validate()?;
+        if let Some(vote) = hard_state.vote {
+            if !config.members.contains(&vote) {
+                return Err(CoreError::VoteNotAMember(vote));
+            }
+        }
+        let log = RaftLog::new(log);
+        let last_term = log.last_term()?;
+        // Entries are never written at a term newer than the durable term,
+        // unless the hard state write was lost: a higher term without a vote
+        // is then the safe reading.
+        let (term, vote) = if last_term > hard_state.term {
+            (last_term, None)
+        } else {
+            (hard_state.term, hard_state.vote)
+        };
+        let id = config.id;
+        let peers = config
+            .members
+            .iter()
+            .copied()
+            .filter(|member| *member != id)
+            .collect();
+        let commit = log.committed();
+        let mut node = Node {
+            id,
+            peers,
+            term,
+            vote,
+            role: Role::Follower,
+            leader_id: None,
+            log,
+            rng: Rng::new(rng_seed),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: config.election_ticks,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            read_only: ReadOnly::default(),
+            reads_before_noop: Vec::new(),
+            noop_index: 0,
+            transfer: None,
+            preferred_cooldown_ticks: 0,
+            leader_match_index: 0,
+            appends_pending: false,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            transfer_outcomes: Vec::new(),
+            last_hard_state: hard_state,
+            last_soft_state: SoftState {
+                role: Role::Follower,
+                leader_id: None,
+                term: hard_state.term,
+            },
+            last_commit: commit,
+            failed: false,
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- inputs -----
+
+    /// Advance the logical clock by one tick.
+    pub fn tick(&mut self) -> Result<(), CoreError> {
+        self.guard(|node| node.tick_inner())
+    }
+
+    /// Take a message from a peer. Messages for another node or from a
+    /// non-member are ignored.
+    pub fn step(&mut self, message: Message) -> Result<(), CoreError> {
+        self.guard(|node| node.step_inner(message))
+    }
+
+    /// Append `payload` as a new entry (leader only). Returns its (index,
+    /// term); see [`Ready`] for how to tell when it is acknowledged or lost.
+    pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
+        self.ensure_alive()?;
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        let pending = self.log.last_index() - self.log.committed();
+        if pending >= self.config.max_pending_proposals as Index {
+            return Err(ProposeError::TooManyPending);
+        }
+        let index = self.append_own(EntryKind::Normal, payload);
+        Ok((index, self.term))
+    }
+
+    /// Ask for a linearizable read. The answer comes in `Ready::read_states`
+    /// under `request_id`: an index once the leader confirmed its leadership
+    /// with a majority and committed its term's no-op, or an error.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), CoreError> {
+        self.guard(|node| node.read_index_inner(request_id))
+    }
+
+    /// Hand leadership to `target`, or to the most caught-up follower when
+    /// `None`. The target gets TimeoutNow once its log matches the leader's;
+    /// proposals meanwhile get [`ProposeError::Transferring`]; the transfer
+    /// is abandoned after an election timeout. The end shows in
+    /// `Ready::transfer_outcomes`.
+    pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<(), TransferError> {
+        self.ensure_alive()?;
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        let target = match target {
+            Some(target) if target == self.id => return Err(TransferError::AlreadyLeader(target)),
+            Some(target) if !self.peers.contains(&target) => {
+                return Err(TransferError::UnknownMember(target))
+            }
+            Some(target) => target,
+            None => self
+                .most_caught_up_peer()
+                .ok_or(TransferError::NoOtherMember)?,
+        };
+        if let Some(current) = self.transfer {
+            if current.target == target {
+                return Ok(());
+            }
+            self.abandon_transfer(TransferAbort::Superseded);
+        }
+        self.guard(|node| node.start_transfer(target))?;
+        Ok(())
+    }
+
+    /// The caller made entries up to `index` (whose entry has `term`)
+    /// durable. Stale reports (that entry was since replaced) are ignored.
+    pub fn on_persisted(&mut self, index: Index, term: Term) -> Result<(), CoreError> {
+        self.guard(|node| {
+            if node.log.stable_to(index, term) && node.role == Role::Leader {
+                node.maybe_commit()?;
+            }
+            Ok(())
+        })
+    }
+
+    // ----- outputs -----
+
+    /// Whether `ready` would return anything.
+    pub fn has_ready(&self) -> bool {
+        self.appends_pending
+            || self.log.has_unhanded()
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || !self.transfer_outcomes.is_empty()
+            || self.hard_state() != self.last_hard_state
+            || self.soft_state() != self.last_soft_state
+            || self.log.committed() != self.last_commit
+    }
+
+    /// Take what must be done now; see [`Ready`] for the order.
+    pub fn ready(&mut self) -> Result<Ready, CoreError> {
+        self.guard(|node| {
+            if node.appends_pending {
+                node.appends_pending = false;
+                node.broadcast_append(false)?;
+            }
+            Ok(())
+        })?;
+        let hard_state = self.hard_state();
+        let soft_state = self.soft_state();
+        let commit = self.log.committed();
+        let ready = Ready {
+            hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
+            entries: self.log.take_unhanded(),
+            messages: std::mem::take(&mut self.messages),
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            commit_index: (commit != self.last_commit).then_some(commit),
+            read_states: std::mem::take(&mut self.read_states),
+            soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
+            transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
+        };
+        assert!(
+            commit >= self.last_commit,
+            "commit went back from {} to {commit}",
+            self.last_commit
+        );
+        self.last_hard_state = hard_state;
+        self.last_soft_state = soft_state;
+        self.last_commit = commit;
+        Ok(ready)
+    }
+
+    // ----- status -----
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The known leader of the current term.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// The commit index (volatile: 0 or the retention point after a restart
+    /// until a leader says more).
+    pub fn commit_index(&self) -> Index {
+        self.log.committed()
+    }
+
+    /// The first index in the log.
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The last index in the log, unstable tail included.
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The term of the last entry.
+    pub fn last_term(&self) -> Result<Term, CoreError> {
+        Ok(self.log.last_term()?)
+    }
+
+    /// The highest index reported durable.
+    pub fn persisted_index(&self) -> Index {
+        self.log.persisted_index()
+    }
+
+    /// The term of the entry at `index` in this member's log (`None` outside
+    /// it). Used to resolve proposal outcomes.
+    pub fn entry_term(&self, index: Index) -> Result<Option<Term>, CoreError> {
+        Ok(self.log.term(index)?)
+    }
+
+    /// The target of the transfer in progress, if any.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|transfer| transfer.target)
+    }
+
+    /// Leader only: per-follower progress, by id. Empty on other roles.
+    pub fn peer_status(&self) -> Vec<PeerStatus> {
+        self.progress
+            .iter()
+            .map(|(id, progress)| PeerStatus {
+                id: *id,
+                match_index: progress.match_index,
+                next_index: progress.next_index,
+                state: progress.state,
+                last_contact_ticks: progress.last_contact_ticks,
+                needs_compacted_entries: progress.needs_compacted_entries,
+            })
+            .collect()
+    }
+
+    /// The current term and vote.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+        }
+    }
+
+    /// The current role, leader and term.
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader_id: self.leader_id,
+            term: self.term,
+        }
+    }
+
+    // ----- internals shared by the role modules -----
+
+    fn ensure_alive(&self) -> Result<(), CoreError> {
+        if self.failed {
+            Err(CoreError::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Run `f`, poisoning the node when it fails.
+    fn guard<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
+        self.ensure_alive()?;
+        let result = f(self);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    pub(super) fn quorum(&self) -> usize {
+        quorum::majority(self.config.members.len())
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_at(to, term, body);
+    }
+
+    pub(super) fn send_at(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        assert_ne!(to, self.id, "a member never messages itself");
+        self.messages.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    /// Send once this Ready's state is durable.
+    pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        assert_ne!(to, self.id, "a member never messages itself");
+        self.persisted_messages.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(super) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let minimum = self.config.election_ticks;
+        self.randomized_election_ticks = self.rng.range(minimum, 2 * minimum);
+    }
+
+    /// Append an entry of this leader's term; returns its index.
+    pub(super) fn append_own(&mut self, kind: EntryKind, payload: Bytes) -> Index {
+        assert_eq!(
+            self.role,
+            Role::Leader,
+            "only a leader appends its own entries"
+        );
+        let index = self.log.last_index() + 1;
+        self.log.append(&[Entry {
+            index,
+            term: self.term,
+            kind,
+            payload,
+        }]);
+        self.appends_pending = true;
+        index
+    }
+
+    fn tick_inner(&mut self) -> Result<(), CoreError> {
+        if self.role == Role::Leader {
+            return self.tick_leader();
+        }
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_ticks {
+            self.campaign_pre_vote()?;
+        }
+        Ok(())
+    }
+
+    fn tick_leader(&mut self) -> Result<(), CoreError> {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        self.preferred_cooldown_ticks = self.preferred_cooldown_ticks.saturating_sub(1);
+        for progress in self.progress.values_mut() {
+            progress.last_contact_ticks = progress.last_contact_ticks.saturating_add(1);
+        }
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            // Check-quorum: a leader cut off from a majority steps down.
+            let active = 1 + self
+                .progress
+                .values()
+                .filter(|progress| progress.recent_active)
+                .count();
+            for progress in self.progress.values_mut() {
+                progress.recent_active = false;
+            }
+            if active < self.quorum() {
+                let term = self.term;
+                self.become_follower(term, None);
+                return Ok(());
+            }
+        }
+        if let Some(transfer) = self.transfer.as_mut() {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_ticks {
+                self.abandon_transfer(TransferAbort::TimedOut);
+            }
+        }
+        self.maybe_hand_to_preferred()?;
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat(None);
+        }
+        Ok(())
+    }
+
+    fn read_index_inner(&mut self, request_id: u64) -> Result<(), CoreError> {
+        if self.role != Role::Leader {
+            let leader = self.leader_id;
+            self.answer_read(request_id, Err(ReadError::NotLeader { leader }));
+            return Ok(());
+        }
+        let pending = self.read_only.len() + self.reads_before_noop.len();
+        if pending >= self.config.max_pending_proposals {
+            self.answer_read(request_id, Err(ReadError::TooManyPending));
+            return Ok(());
+        }
+        if self.log.committed() < self.noop_index {
+            // The commit index of an earlier term may be behind what the
+            // group committed: wait for this term's no-op.
+            self.reads_before_noop.push(request_id);
+            return Ok(());
+        }
+        self.start_reads(&[request_id]);
+        Ok(())
+    }
+
+    /// Start a confirmation round for reads at the current commit index.
+    pub(super) fn start_reads(&mut self, request_ids: &[u64]) {
+        assert_eq!(self.role, Role::Leader);
+        assert!(
+            self.log.committed() >= self.noop_index,
+            "reads wait for the no-op"
+        );
+        let commit = self.log.committed();
+        if self.peers.is_empty() {
+            for request_id in request_ids {
+                self.answer_read(*request_id, Ok(commit));
+            }
+            return;
+        }
+        let context = self.read_only.add(request_ids, commit, self.id);
+        self.broadcast_heartbeat(Some(context));
+    }
+
+    pub(super) fn answer_read(&mut self, request_id: u64, result: Result<Index, ReadError>) {
+        self.read_states.push(ReadState { request_id, result });
+    }
+
+    pub(super) fn most_caught_up_peer(&self) -> Option<NodeId> {
+        // Highest match wins; ties go to the lowest id (deterministic).
+        self.progress
+            .iter()
+            .max_by(|(id_a, a), (id_b, b)| a.match_index.cmp(&b.match_index).then(id_b.cmp(id_a)))
+            .map(|(id, _)| *id)
+    }
+
+    fn start_transfer(&mut self, target: NodeId) -> Result<(), CoreError> {
+        assert_eq!(self.role, Role::Leader);
+        self.transfer = Some(Transfer {
+            target,
+            elapsed_ticks: 0,
+            timeout_now_sent: false,
+        });
+        if self.progress[&target].match_index == self.log.last_index() {
+            self.send_timeout_now(target);
+        } else {
+            self.send_append(target, true)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_timeout_now(&mut self, target: NodeId) {
+        let transfer = self.transfer.as_mut().expect("a transfer is in progress");
+        assert_eq!(transfer.target, target);
+        transfer.timeout_now_sent = true;
+        self.send(target, MessageBody::TimeoutNow);
+    }
+
+    pub(super) fn abandon_transfer(&mut self, reason: TransferAbort) {
+        if let Some(transfer) = self.transfer.take() {
+            self.transfer_outcomes.push(TransferOutcome::Abandoned {
+                target: transfer.target,
+                reason,
+            });
+        }
+    }
+
+    /// Leader: hand over to the preferred leader once it is caught up.
+    fn maybe_hand_to_preferred(&mut self) -> Result<(), CoreError> {
+        let Some(preferred) = self.config.preferred_leader else {
+            return Ok(());
+        };
+        if preferred == self.id || self.transfer.is_some() || self.preferred_cooldown_ticks > 0 {
+            return Ok(());
+        }
+        if self.log.committed() < self.noop_index {
+            return Ok(());
+        }
+        let progress = &self.progress[&preferred];
+        if progress.match_index == self.log.last_index() && progress.recent_active {
+            // Retry at most every other election timeout if it fails.
+            self.preferred_cooldown_ticks = 2 * self.config.election_ticks;
+            self.start_transfer(preferred)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! What the leader knows about one follower's log: how far it matches, what
+//! to send next, and how many appends are in flight.
+
+use std::collections::VecDeque;
+
+use crate::entry::Index;
+
+/// How the leader sends appends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The match point is unknown: one append at a time, waiting for the answer.
+    Probe,
+    /// The follower matches: appends are pipelined up to the in-flight window.
+    Replicate,
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to match the leader's log and be durable on the
+    /// follower. Invariant: `match_index < next_index`.
+    pub match_index: Index,
+    /// The next index to send.
+    pub next_index: Index,
+    /// Probe or replicate.
+    pub state: ProgressState,
+    /// Set when any message came from the follower since the last check-quorum.
+    pub recent_active: bool,
+    /// Ticks since the last message from the follower (for `/status`).
+    pub last_contact_ticks: u64,
+    /// Set when the entries the follower needs are no longer in the log
+    /// (removed by retention); replication to it is then impossible.
+    pub needs_compacted_entries: bool,
+    /// In `Probe`: an append is out and no answer came yet.
+    probe_sent: bool,
+    /// In `Replicate`: last index of each append in flight, oldest first.
+    /// Invariant: `inflight.len() <= max_inflight`, increasing.
+    inflight: VecDeque<Index>,
+    max_inflight: usize,
+}
+
+impl Progress {
+    /// A follower about which nothing is known yet; sending starts at
+    /// `next_index` in probe mode.
+    pub fn new(next_index: Index, max_inflight: usize) -> Progress {
+        assert!(next_index >= 1, "next index starts at 1");
+        assert!(
+            max_inflight >= 1,
+            "the in-flight window holds at least one append"
+        );
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            recent_active: false,
+            last_contact_ticks: 0,
+            needs_compacted_entries: false,
+            probe_sent: false,
+            inflight: VecDeque::with_capacity(max_inflight),
+            max_inflight,
+        }
+    }
+
+    /// Whether no append may be sent now.
+    pub fn is_paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= self.max_inflight,
+        }
+    }
+
+    /// How many appends are in flight (replicate mode).
+    pub fn inflight_count(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Switch to probing from just after the match point.
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    /// Switch to pipelining from just after the match point.
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    /// Allow one more probe (a heartbeat answer arrived).
+    pub fn resume_probe(&mut self) {
+        self.probe_sent = false;
+    }
+
+    /// Free the oldest in-flight slot: when the window is full and a
+    /// heartbeat answer shows the follower alive, an append was probably lost.
+    pub fn free_first_inflight(&mut self) {
+        self.inflight.pop_front();
+    }
+
+    /// Record an append sent with `entry_count` entries ending at `last_index`.
+    pub fn sent_append(&mut self, last_index: Index, entry_count: usize) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                if entry_count > 0 {
+                    assert!(
+                        last_index >= self.next_index,
+                        "sent up to {last_index} but next is {}",
+                        self.next_index
+                    );
+                    if let Some(back) = self.inflight.back() {
+                        assert!(*back < last_index, "in-flight appends grow");
+                    }
+                    assert!(!self.is_paused(), "sent an append past the window");
+                    self.next_index = last_index + 1;
+                    self.inflight.push_back(last_index);
+                }
+            }
+        }
+    }
+
+    /// A success answer says the follower matches up to `index`. Returns
+    /// whether that is news.
+    pub fn maybe_update(&mut self, index: Index) -> bool {
+        let updated = index > self.match_index;
+        if updated {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        while self.inflight.front().is_some_and(|front| *front <= index) {
+            self.inflight.pop_front();
+        }
+        assert!(self.match_index < self.next_index);
+        updated
+    }
+
+    /// A rejection of the append after `rejected`, with the follower's hint
+    /// `hint_index` (already mapped through the leader's log). Returns false
+    /// when the rejection is stale and must be ignored.
+    pub fn maybe_decrease_to(&mut self, rejected: Index, hint_index: Index) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.match_index {
+                    return false;
+                }
+                self.next_index = self.match_index + 1;
+                true
+            }
+            ProgressState::Probe => {
+                if self.next_index - 1 != rejected {
+                    return false;
+                }
+                if rejected == self.match_index && hint_index < self.match_index {
+                    // The follower rejected the very entry it once acknowledged:
+                    // it lost its log (a replaced disk). Start over from its hint.
+                    self.match_index = 0;
+                    self.next_index = hint_index + 1;
+                } else {
+                    self.next_index = rejected.min(hint_index + 1).max(self.match_index + 1);
+                }
+                self.probe_sent = false;
+                assert!(self.next_index >= 1 && self.match_index < self.next_index);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_at_a_time() {
+        let mut progress = Progress::new(11, 4);
+        assert!(!progress.is_paused());
+        progress.sent_append(12, 2);
+        assert!(progress.is_paused());
+        progress.resume_probe();
+        assert!(!progress.is_paused());
+    }
+
+    #[test]
+    fn replicate_window_bounds_inflight_and_frees_on_ack() {
+        let mut progress = Progress::new(1, 2);
+        assert!(progress.maybe_update(0) == false);
+        progress.become_replicate();
+        progress.sent_append(3, 3);
+        progress.sent_append(5, 2);
+        assert!(progress.is_paused());
+        assert_eq!(progress.next_index, 6);
+        assert!(progress.maybe_update(3));
+        assert_eq!(progress.inflight_count(), 1);
+        assert!(!progress.is_paused());
+        assert!(!progress.maybe_update(2), "an old ack is no news");
+        assert!(progress.maybe_update(5));
+        assert_eq!(progress.inflight_count(), 0);
+    }
+
+    #[test]
+    fn empty_appends_do_not_use_the_window() {
+        let mut progress = Progress::new(1, 1);
+        progress.become_replicate();
+        progress.sent_append(0, 0);
+        assert!(!progress.is_paused());
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut progress = Progress::new(10, 4);
+        progress.maybe_update(5);
+        progress.become_replicate();
+        assert!(!progress.maybe_decrease_to(4, 0));
+        assert!(progress.maybe_decrease_to(8, 6));
+        assert_eq!(progress.next_index, 6);
+        progress.become_probe();
+        progress.sent_append(6, 1);
+        assert!(!progress.maybe_decrease_to(9, 3), "not the probe in flight");
+    }
+
+    #[test]
+    fn probe_backs_off_to_hint_but_not_below_match() {
+        let mut progress = Progress::new(100, 4);
+        assert!(progress.maybe_decrease_to(99, 40));
+        assert_eq!(progress.next_index, 41);
+        progress.maybe_update(30);
+        progress.become_probe();
+        progress.next_index = 50;
+        assert!(progress.maybe_decrease_to(49, 10));
+        assert_eq!(progress.next_index, 31, "never below match + 1");
+    }
+
+    #[test]
+    fn follower_that_lost_its_log_is_probed_from_scratch() {
+        let mut progress = Progress::new(1, 4);
+        progress.maybe_update(20);
+        progress.become_probe();
+        assert_eq!(progress.next_index, 21);
+        assert!(progress.maybe_decrease_to(20, 0));
+        assert_eq!(progress.match_index, 0);
+        assert_eq!(progress.next_index, 1);
+    }
+}

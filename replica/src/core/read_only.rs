@@ -1,0 +1,117 @@
+//! ReadIndex: linearizable reads confirmed by a heartbeat round.
+//!
+//! A read takes the leader's commit index when it arrives, then waits until a
+//! majority has answered a heartbeat sent after it: only then is the leader
+//! sure no newer leader could have committed more.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::entry::{Index, NodeId};
+
+struct PendingRead {
+    request_id: u64,
+    index: Index,
+    context: u64,
+    acks: BTreeSet<NodeId>,
+}
+
+/// Reads waiting for their heartbeat round, oldest first.
+/// Invariant: contexts increase along the queue.
+#[derive(Default)]
+pub(crate) struct ReadOnly {
+    pending: VecDeque<PendingRead>,
+    last_context: u64,
+}
+
+impl ReadOnly {
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Queue reads at `index`; returns the context their heartbeat carries.
+    pub(crate) fn add(&mut self, request_ids: &[u64], index: Index, leader: NodeId) -> u64 {
+        self.last_context += 1;
+        if let Some(back) = self.pending.back() {
+            assert!(back.index <= index, "read indexes never go back");
+        }
+        for request_id in request_ids {
+            self.pending.push_back(PendingRead {
+                request_id: *request_id,
+                index,
+                context: self.last_context,
+                acks: BTreeSet::from([leader]),
+            });
+        }
+        self.last_context
+    }
+
+    /// A heartbeat answer for `context` from `from` also confirms every
+    /// earlier round.
+    pub(crate) fn ack(&mut self, from: NodeId, context: u64) {
+        for read in self
+            .pending
+            .iter_mut()
+            .take_while(|read| read.context <= context)
+        {
+            read.acks.insert(from);
+        }
+    }
+
+    /// Reads whose round reached `quorum`, as (request id, index), in order.
+    pub(crate) fn take_confirmed(&mut self, quorum: usize) -> Vec<(u64, Index)> {
+        let mut out = Vec::new();
+        // Earlier reads have at least the acks of later ones.
+        while self
+            .pending
+            .front()
+            .is_some_and(|read| read.acks.len() >= quorum)
+        {
+            let read = self.pending.pop_front().expect("front exists");
+            out.push((read.request_id, read.index));
+        }
+        out
+    }
+
+    /// Drop every pending read (leadership lost); returns their request ids.
+    pub(crate) fn take_all(&mut self) -> Vec<u64> {
+        self.pending.drain(..).map(|read| read.request_id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmed_by_majority_in_order() {
+        let mut reads = ReadOnly::default();
+        let first = reads.add(&[10, 11], 5, 1);
+        let second = reads.add(&[12], 7, 1);
+        assert!(second > first);
+        assert!(reads.take_confirmed(2).is_empty());
+        reads.ack(2, first);
+        assert_eq!(reads.take_confirmed(2), vec![(10, 5), (11, 5)]);
+        assert_eq!(reads.len(), 1);
+        reads.ack(3, second);
+        assert_eq!(reads.take_confirmed(2), vec![(12, 7)]);
+    }
+
+    #[test]
+    fn later_ack_confirms_earlier_rounds() {
+        let mut reads = ReadOnly::default();
+        reads.add(&[1], 3, 1);
+        let second = reads.add(&[2], 3, 1);
+        reads.ack(2, second);
+        assert_eq!(reads.take_confirmed(2), vec![(1, 3), (2, 3)]);
+    }
+
+    #[test]
+    fn duplicate_acks_count_once() {
+        let mut reads = ReadOnly::default();
+        let context = reads.add(&[1], 3, 1);
+        reads.ack(2, context);
+        reads.ack(2, context);
+        assert!(reads.take_confirmed(3).is_empty());
+        assert_eq!(reads.take_all(), vec![1]);
+    }
+}

@@ -1,0 +1,301 @@
+//! Log replication: the leader's appends and heartbeats, the follower's
+//! answers, and commit by majority.
+
+use crate::entry::{Entry, Index, NodeId, Term};
+
+use super::log::LogRead;
+use super::message::{AppendResult, MessageBody};
+use super::node::Node;
+use super::progress::ProgressState;
+use super::quorum;
+use super::ready::Role;
+use super::CoreError;
+
+impl<L: LogRead> Node<L> {
+    /// Send what each follower is missing; with `send_if_empty`, also an
+    /// empty append (to carry a new commit index).
+    pub(super) fn broadcast_append(&mut self, send_if_empty: bool) -> Result<(), CoreError> {
+        for peer in self.peers.clone() {
+            self.send_appends(peer, send_if_empty)?;
+        }
+        Ok(())
+    }
+
+    /// Fill the follower's window (bounded by `max_inflight_appends`).
+    fn send_appends(&mut self, peer: NodeId, send_if_empty: bool) -> Result<(), CoreError> {
+        let mut sent_any = false;
+        for _ in 0..self.config.max_inflight_appends {
+            if !self.send_append(peer, send_if_empty && !sent_any)? {
+                break;
+            }
+            sent_any = true;
+            if self.progress[&peer].state == ProgressState::Probe {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send one append to `peer`. Returns whether one was sent.
+    pub(super) fn send_append(
+        &mut self,
+        peer: NodeId,
+        send_if_empty: bool,
+    ) -> Result<bool, CoreError> {
+        assert_eq!(self.role, Role::Leader);
+        let progress = &self.progress[&peer];
+        if progress.is_paused() {
+            return Ok(false);
+        }
+        let next_index = progress.next_index;
+        assert!(
+            progress.match_index <= self.log.last_index(),
+            "match past our last index"
+        );
+        let prev_log_index = next_index - 1;
+        let first_index = self.log.first_index();
+        let prev_term = if prev_log_index + 1 < first_index {
+            None
+        } else {
+            self.log.term(prev_log_index)?
+        };
+        let Some(prev_log_term) = prev_term else {
+            // Retention removed what this follower needs.
+            self.progress
+                .get_mut(&peer)
+                .expect("peer")
+                .needs_compacted_entries = true;
+            return Ok(false);
+        };
+        let entries = self.log.entries(
+            next_index,
+            self.config.max_batch_entries,
+            self.config.max_batch_bytes,
+        )?;
+        if entries.is_empty() && !send_if_empty {
+            return Ok(false);
+        }
+        let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
+        let progress = self.progress.get_mut(&peer).expect("peer");
+        progress.needs_compacted_entries = false;
+        progress.sent_append(last_sent, entries.len());
+        let leader_commit = self.log.committed();
+        self.send(
+            peer,
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            },
+        );
+        Ok(true)
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self, read_context: Option<u64>) {
+        let commit = self.log.committed();
+        for peer in self.peers.clone() {
+            // Never tell a follower to commit past what it matches.
+            let leader_commit = commit.min(self.progress[&peer].match_index);
+            self.send(
+                peer,
+                MessageBody::Heartbeat {
+                    leader_commit,
+                    read_context,
+                },
+            );
+        }
+    }
+
+    /// The rejection a follower sends for an append after `prev_log_index`
+    /// whose term did not match (`prev_log_term`, 0 when unknown).
+    pub(super) fn reject_append_result(
+        &self,
+        prev_log_index: Index,
+        prev_log_term: Term,
+    ) -> Result<AppendResult, CoreError> {
+        let (hint_index, hint_term) = self
+            .log
+            .find_conflict_by_term(prev_log_index.min(self.log.last_index()), prev_log_term)?;
+        Ok(AppendResult::Reject {
+            rejected_index: prev_log_index,
+            hint_index,
+            hint_term,
+        })
+    }
+
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: &[Entry],
+        leader_commit: Index,
+    ) -> Result<(), CoreError> {
+        let committed = self.log.committed();
+        if prev_log_index < committed {
+            // Our committed prefix is in every later leader's log.
+            self.leader_match_index = self.leader_match_index.max(committed);
+            let result = AppendResult::Success {
+                match_index: committed,
+            };
+            self.send_after_persist(from, MessageBody::AppendResponse { result });
+            return Ok(());
+        }
+        match self
+            .log
+            .maybe_append(prev_log_index, prev_log_term, leader_commit, entries)?
+        {
+            Some(last_new) => {
+                self.leader_match_index = self.leader_match_index.max(last_new);
+                // Sent only once the appended entries are durable.
+                let result = AppendResult::Success {
+                    match_index: last_new,
+                };
+                self.send_after_persist(from, MessageBody::AppendResponse { result });
+            }
+            None => {
+                let result = self.reject_append_result(prev_log_index, prev_log_term)?;
+                self.send(from, MessageBody::AppendResponse { result });
+            }
+        }
+        assert!(self.log.committed() <= self.log.last_index());
+        Ok(())
+    }
+
+    pub(super) fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        leader_commit: Index,
+        read_context: Option<u64>,
+    ) {
+        // Only commit what is known to match this leader's log.
+        self.log
+            .commit_to(leader_commit.min(self.leader_match_index));
+        let commit_index = self.log.committed();
+        self.send(
+            from,
+            MessageBody::HeartbeatResponse {
+                read_context,
+                commit_index,
+            },
+        );
+    }
+
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        result: AppendResult,
+    ) -> Result<(), CoreError> {
+        let last_index = self.log.last_index();
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
+        progress.recent_active = true;
+        progress.last_contact_ticks = 0;
+        match result {
+            AppendResult::Reject {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => {
+                let next_probe = if hint_term > 0 {
+                    self.log.find_conflict_by_term(hint_index, hint_term)?.0
+                } else {
+                    hint_index
+                };
+                let progress = self.progress.get_mut(&from).expect("peer");
+                if progress.maybe_decrease_to(rejected_index, next_probe) {
+                    if progress.state == ProgressState::Replicate {
+                        progress.become_probe();
+                    }
+                    self.send_append(from, true)?;
+                }
+            }
+            AppendResult::Success { match_index } => {
+                assert!(
+                    match_index <= last_index,
+                    "follower {from} acknowledged {match_index} past our last index {last_index}"
+                );
+                if progress.maybe_update(match_index) {
+                    if progress.state == ProgressState::Probe {
+                        progress.become_replicate();
+                    }
+                    self.maybe_commit()?;
+                    if let Some(transfer) = self.transfer {
+                        if transfer.target == from
+                            && !transfer.timeout_now_sent
+                            && self.progress[&from].match_index == self.log.last_index()
+                        {
+                            self.send_timeout_now(from);
+                        }
+                    }
+                }
+                if self.role == Role::Leader {
+                    self.send_appends(from, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        read_context: Option<u64>,
+        follower_commit: Index,
+    ) -> Result<(), CoreError> {
+        let last_index = self.log.last_index();
+        let commit = self.log.committed();
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader tracks every peer");
+        progress.recent_active = true;
+        progress.last_contact_ticks = 0;
+        progress.resume_probe();
+        if progress.state == ProgressState::Replicate && progress.is_paused() {
+            // The follower is alive yet the window stays full: an append was
+            // probably lost. Let one more through; a gap makes it reject and
+            // the leader re-probes.
+            progress.free_first_inflight();
+        }
+        if progress.match_index < last_index || follower_commit < commit {
+            self.send_append(from, true)?;
+        }
+        if let Some(context) = read_context {
+            self.read_only.ack(from, context);
+            let quorum = self.quorum();
+            for (request_id, index) in self.read_only.take_confirmed(quorum) {
+                self.answer_read(request_id, Ok(index));
+            }
+        }
+        Ok(())
+    }
+
+    /// Advance the commit index to what a majority holds durably, counting
+    /// only an entry of the current term (earlier ones commit with it).
+    pub(super) fn maybe_commit(&mut self) -> Result<(), CoreError> {
+        assert_eq!(self.role, Role::Leader);
+        let mut matches: Vec<Index> = self
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
+        matches.push(self.log.persisted_index());
+        let candidate = quorum::committed_index(&mut matches);
+        let committed = self.log.committed();
+        if candidate <= committed || self.log.term(candidate)? != Some(self.term) {
+            return Ok(());
+        }
+        self.log.commit_to(candidate);
+        if committed < self.noop_index && candidate >= self.noop_index {
+            let waiting = std::mem::take(&mut self.reads_before_noop);
+            if !waiting.is_empty() {
+                self.start_reads(&waiting);
+            }
+        }
+        self.broadcast_append(true)
+    }
+}

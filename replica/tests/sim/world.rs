@@ -1,0 +1,692 @@
+//! A whole group on one thread: nodes, a faulty network, faulty storage,
+//! clients, all driven from one seed through an event queue.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use dledger_replica::core::rng::Rng;
+use dledger_replica::core::{Config, Message, Node, Ready, Role};
+use dledger_replica::entry::{Index, NodeId, Term};
+
+use super::checker::Checker;
+use super::storage::{SimLog, SimStorage};
+
+pub const TICK_MS: u64 = 10;
+
+#[derive(Debug)]
+enum Event {
+    Tick { node: usize, incarnation: u64 },
+    Deliver(Message),
+    SyncDone { node: usize, incarnation: u64 },
+    Restart { node: usize },
+    HealPartition { generation: u64 },
+}
+
+struct Scheduled {
+    at_ms: u64,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Min-heap on (time, sequence).
+        (other.at_ms, other.sequence).cmp(&(self.at_ms, self.sequence))
+    }
+}
+
+struct PendingProposal {
+    id: u64,
+    incarnation: u64,
+    index: Index,
+    term: Term,
+    max_acked_when_proposed: Index,
+    proposed_at_ms: u64,
+}
+
+struct PendingRead {
+    request_id: u64,
+    incarnation: u64,
+    max_acked_when_issued: Index,
+}
+
+struct SimNode {
+    id: NodeId,
+    node: Option<Node<SimLog>>,
+    storage: Rc<RefCell<SimStorage>>,
+    incarnation: u64,
+    sync_scheduled: bool,
+    /// Per Ready, in order: the last entry written and the messages held
+    /// until it is durable.
+    waiting_for_sync: Vec<(Option<(Index, Term)>, Vec<Message>)>,
+    observed_commit: Index,
+    proposals: Vec<PendingProposal>,
+    reads: Vec<PendingRead>,
+}
+
+/// Network and disk behaviour for one run.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub drop_probability: f64,
+    pub duplicate_probability: f64,
+    pub delay_ms_max: u64,
+    pub sync_ms_max: u64,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults {
+            drop_probability: 0.0,
+            duplicate_probability: 0.0,
+            delay_ms_max: 5,
+            sync_ms_max: 3,
+        }
+    }
+}
+
+pub struct World {
+    preferred_leader: Option<NodeId>,
+    pub rng: Rng,
+    pub now_ms: u64,
+    sequence: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<SimNode>,
+    pub faults: Faults,
+    /// `blocked[from][to]`: messages from `from` to `to` are dropped.
+    blocked: Vec<Vec<bool>>,
+    partition_generation: u64,
+    pub checker: Checker,
+    next_payload_id: u64,
+    next_read_id: u64,
+    /// Time of the first ack of a proposal made at or after `watch_from_ms`.
+    pub watch_from_ms: u64,
+    pub first_ack_after_watch_ms: Option<u64>,
+    pub trace: Option<VecDeque<String>>,
+    pub events_processed: u64,
+    pub reads_answered: u64,
+}
+
+pub type SimResult<T> = Result<T, String>;
+
+impl World {
+    pub fn new(
+        seed: u64,
+        size: usize,
+        faults: Faults,
+        preferred_leader: Option<NodeId>,
+        trace: bool,
+    ) -> World {
+        let mut world = World {
+            preferred_leader,
+            rng: Rng::new(seed ^ 0x5EED_0F_D1ED6E5),
+            now_ms: 0,
+            sequence: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            faults,
+            blocked: vec![vec![false; size]; size],
+            partition_generation: 0,
+            checker: Checker::default(),
+            next_payload_id: 1,
+            next_read_id: 1,
+            watch_from_ms: u64::MAX,
+            first_ack_after_watch_ms: None,
+            trace: trace.then(VecDeque::new),
+            events_processed: 0,
+            reads_answered: 0,
+        };
+        for index in 0..size {
+            world.nodes.push(SimNode {
+                id: index as NodeId + 1,
+                node: None,
+                storage: Rc::new(RefCell::new(SimStorage::default())),
+                incarnation: 0,
+                sync_scheduled: false,
+                waiting_for_sync: Vec::new(),
+                observed_commit: 0,
+                proposals: Vec::new(),
+                reads: Vec::new(),
+            });
+        }
+        for index in 0..size {
+            world.start_node(index).expect("a fresh node starts");
+        }
+        world
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn config(&self, id: NodeId) -> Config {
+        let members = (1..=self.nodes.len() as NodeId).collect();
+        Config {
+            max_inflight_appends: 8,
+            max_batch_entries: 16,
+            max_batch_bytes: 256,
+            max_pending_proposals: 256,
+            preferred_leader: self.preferred_leader,
+            ..Config::new(id, members)
+        }
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push_back(format!("{:>7}ms {}", self.now_ms, line()));
+            if trace.len() > 4000 {
+                trace.pop_front();
+            }
+        }
+    }
+
+    fn schedule(&mut self, delay_ms: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.push(Scheduled {
+            at_ms: self.now_ms + delay_ms,
+            sequence: self.sequence,
+            event,
+        });
+    }
+
+    fn start_node(&mut self, index: usize) -> SimResult<()> {
+        let id = self.nodes[index].id;
+        let config = self.config(id);
+        let hard_state = self.nodes[index].storage.borrow().synced_hard_state;
+        let log = SimLog(self.nodes[index].storage.clone());
+        let seed = self.rng.next_u64();
+        let node = Node::new(config, log, hard_state, seed)
+            .map_err(|error| format!("node {id} failed to start: {error}"))?;
+        let slot = &mut self.nodes[index];
+        slot.node = Some(node);
+        slot.observed_commit = 0;
+        let incarnation = slot.incarnation;
+        let phase = self.rng.below(TICK_MS) + 1;
+        self.schedule(
+            phase,
+            Event::Tick {
+                node: index,
+                incarnation,
+            },
+        );
+        self.note(|| format!("node {id} starts"));
+        Ok(())
+    }
+
+    pub fn is_up(&self, index: usize) -> bool {
+        self.nodes[index].node.is_some()
+    }
+
+    pub fn node(&self, index: usize) -> Option<&Node<SimLog>> {
+        self.nodes[index].node.as_ref()
+    }
+
+    /// The live leader with the highest term, if any.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|index| {
+                let node = self.nodes[index].node.as_ref()?;
+                (node.role() == Role::Leader).then_some((node.term(), index))
+            })
+            .max()
+            .map(|(_, index)| index)
+    }
+
+    pub fn crash(&mut self, index: usize) -> SimResult<()> {
+        let slot = &mut self.nodes[index];
+        if slot.node.take().is_none() {
+            return Ok(());
+        }
+        slot.incarnation += 1;
+        slot.sync_scheduled = false;
+        slot.waiting_for_sync.clear();
+        slot.proposals.clear();
+        slot.reads.clear();
+        let id = slot.id;
+        let kept = slot.storage.borrow_mut().crash(&mut self.rng);
+        if let Some(position) = kept {
+            let storage = self.nodes[index].storage.clone();
+            self.checker
+                .entries_durable(id, &storage.borrow().synced, position)?;
+        }
+        let synced_len = self.nodes[index].storage.borrow().synced.len();
+        self.note(|| {
+            format!("node {id} crashes (durable log {synced_len}, torn tail kept: {kept:?})")
+        });
+        Ok(())
+    }
+
+    pub fn restart(&mut self, index: usize) -> SimResult<()> {
+        if self.is_up(index) {
+            return Ok(());
+        }
+        self.start_node(index)
+    }
+
+    /// Wipe a stopped node's disk (log and hard state).
+    pub fn wipe(&mut self, index: usize) {
+        assert!(!self.is_up(index), "wipe a stopped node");
+        self.nodes[index].storage.borrow_mut().wipe();
+        let id = self.nodes[index].id;
+        self.note(|| format!("node {id} disk wiped"));
+    }
+
+    pub fn schedule_restart(&mut self, index: usize, delay_ms: u64) {
+        self.schedule(delay_ms, Event::Restart { node: index });
+    }
+
+    pub fn heal_partitions(&mut self) {
+        for row in self.blocked.iter_mut() {
+            row.fill(false);
+        }
+        self.partition_generation += 1;
+        self.note(|| "partitions healed".to_string());
+    }
+
+    /// Block messages between groups. `cut(a, b)` blocks a→b only.
+    pub fn cut(&mut self, from: usize, to: usize) {
+        self.blocked[from][to] = true;
+    }
+
+    /// A random partition of one of several shapes, healed after `heal_ms`.
+    pub fn random_partition(&mut self, heal_ms: u64) {
+        let size = self.nodes.len();
+        if size < 2 {
+            return;
+        }
+        self.heal_partitions();
+        let shape = self.rng.below(4);
+        match shape {
+            0 => {
+                // Symmetric split.
+                let side: Vec<bool> = (0..size).map(|_| self.rng.chance(0.5)).collect();
+                for a in 0..size {
+                    for b in 0..size {
+                        if side[a] != side[b] {
+                            self.cut(a, b);
+                        }
+                    }
+                }
+            }
+            1 => {
+                // One-way cuts.
+                for _ in 0..=self.rng.below(size as u64) {
+                    let a = self.rng.below(size as u64) as usize;
+                    let b = self.rng.below(size as u64) as usize;
+                    if a != b {
+                        self.cut(a, b);
+                    }
+                }
+            }
+            2 => {
+                // A bridge: two sides that only one node connects.
+                let bridge = self.rng.below(size as u64) as usize;
+                let side: Vec<bool> = (0..size).map(|_| self.rng.chance(0.5)).collect();
+                for a in 0..size {
+                    for b in 0..size {
+                        if a != bridge && b != bridge && side[a] != side[b] {
+                            self.cut(a, b);
+                        }
+                    }
+                }
+            }
+            _ => {
+                // Isolate one node.
+                let alone = self.rng.below(size as u64) as usize;
+                for other in 0..size {
+                    if other != alone {
+                        self.cut(alone, other);
+                        self.cut(other, alone);
+                    }
+                }
+            }
+        }
+        let blocked = self.blocked.clone();
+        self.note(|| format!("partition shape {shape}: blocked {blocked:?}"));
+        let generation = self.partition_generation;
+        self.schedule(heal_ms, Event::HealPartition { generation });
+    }
+
+    /// A client proposes a fresh payload at node `index`.
+    pub fn propose(&mut self, index: usize) -> SimResult<()> {
+        let id = self.next_payload_id;
+        let now_ms = self.now_ms;
+        let max_acked = self.checker.max_acked_index;
+        let slot = &mut self.nodes[index];
+        let Some(node) = slot.node.as_mut() else {
+            return Ok(());
+        };
+        let mut payload = id.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0xAB; 8]);
+        match node.propose(Bytes::from(payload)) {
+            Ok((entry_index, term)) => {
+                self.next_payload_id += 1;
+                slot.proposals.push(PendingProposal {
+                    id,
+                    incarnation: slot.incarnation,
+                    index: entry_index,
+                    term,
+                    max_acked_when_proposed: max_acked,
+                    proposed_at_ms: now_ms,
+                });
+                let node_id = slot.id;
+                self.note(|| {
+                    format!("client proposes {id} at node {node_id}: {entry_index}@{term}")
+                });
+            }
+            Err(_) => {}
+        }
+        self.drive(index)
+    }
+
+    /// A client asks node `index` for a linearizable read.
+    pub fn read(&mut self, index: usize) -> SimResult<()> {
+        let request_id = self.next_read_id;
+        self.next_read_id += 1;
+        let max_acked = self.checker.max_acked_index;
+        let slot = &mut self.nodes[index];
+        let Some(node) = slot.node.as_mut() else {
+            return Ok(());
+        };
+        node.read_index(request_id)
+            .map_err(|error| format!("read_index failed: {error}"))?;
+        slot.reads.push(PendingRead {
+            request_id,
+            incarnation: slot.incarnation,
+            max_acked_when_issued: max_acked,
+        });
+        self.drive(index)
+    }
+
+    pub fn transfer(&mut self, index: usize, target: Option<NodeId>) -> SimResult<()> {
+        let Some(node) = self.nodes[index].node.as_mut() else {
+            return Ok(());
+        };
+        let result = node.transfer_leadership(target);
+        let id = self.nodes[index].id;
+        self.note(|| format!("transfer at node {id} to {target:?}: {result:?}"));
+        self.drive(index)
+    }
+
+    /// Run events until `until_ms` (exclusive).
+    pub fn run_until(&mut self, until_ms: u64) -> SimResult<()> {
+        while let Some(next) = self.queue.peek() {
+            if next.at_ms >= until_ms {
+                break;
+            }
+            let scheduled = self.queue.pop().expect("peeked");
+            self.now_ms = scheduled.at_ms;
+            self.events_processed += 1;
+            self.handle(scheduled.event)?;
+            self.check_durability()?;
+        }
+        self.now_ms = until_ms;
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> SimResult<()> {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || !self.is_up(node) {
+                    return Ok(());
+                }
+                let id = self.nodes[node].id;
+                self.nodes[node]
+                    .node
+                    .as_mut()
+                    .expect("up")
+                    .tick()
+                    .map_err(|error| format!("node {id} tick: {error}"))?;
+                self.schedule(TICK_MS, Event::Tick { node, incarnation });
+                self.drive(node)
+            }
+            Event::Deliver(message) => {
+                let to = message.to as usize - 1;
+                if self.blocked[message.from as usize - 1][to] || !self.is_up(to) {
+                    return Ok(());
+                }
+                self.note(|| format!("deliver {message:?}"));
+                let id = message.to;
+                self.nodes[to]
+                    .node
+                    .as_mut()
+                    .expect("up")
+                    .step(message)
+                    .map_err(|error| format!("node {id} step: {error}"))?;
+                self.drive(to)
+            }
+            Event::SyncDone { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || !self.is_up(node) {
+                    return Ok(());
+                }
+                self.sync(node)
+            }
+            Event::Restart { node } => self.restart(node),
+            Event::HealPartition { generation } => {
+                if generation == self.partition_generation {
+                    self.heal_partitions();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.rng.chance(self.faults.drop_probability) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate_probability) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.range(1, self.faults.delay_ms_max + 1);
+            self.schedule(delay, Event::Deliver(message.clone()));
+        }
+    }
+
+    /// Handle every Ready the node has.
+    fn drive(&mut self, index: usize) -> SimResult<()> {
+        loop {
+            let id = self.nodes[index].id;
+            let Some(node) = self.nodes[index].node.as_mut() else {
+                return Ok(());
+            };
+            if !node.has_ready() {
+                return Ok(());
+            }
+            let ready = node
+                .ready()
+                .map_err(|error| format!("node {id} ready: {error}"))?;
+            self.handle_ready(index, ready)?;
+        }
+    }
+
+    fn handle_ready(&mut self, index: usize, ready: Ready) -> SimResult<()> {
+        let id = self.nodes[index].id;
+        if let Some(soft) = ready.soft_state {
+            self.note(|| format!("node {id} now {soft:?}"));
+            if soft.role == Role::Leader {
+                self.checker.leader_elected(soft.term, id)?;
+                let node = self.nodes[index].node.as_ref().expect("up");
+                self.checker
+                    .check_leader_log(id, |at| node.entry_term(at).expect("memory log reads"))?;
+            }
+        }
+        for message in ready.messages {
+            self.send(message);
+        }
+        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+            self.note(|| {
+                let range = ready
+                    .entries
+                    .first()
+                    .map(|first| (first.index, ready.entries.len()));
+                format!(
+                    "node {id} writes {:?} entries (first, count) {range:?}",
+                    ready.hard_state
+                )
+            });
+        }
+        self.nodes[index]
+            .storage
+            .borrow_mut()
+            .write(ready.hard_state, &ready.entries);
+        let last = ready.entries.last().map(|entry| (entry.index, entry.term));
+        let slot = &mut self.nodes[index];
+        slot.waiting_for_sync.push((last, ready.persisted_messages));
+        if !slot.sync_scheduled {
+            slot.sync_scheduled = true;
+            let incarnation = slot.incarnation;
+            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
+            self.schedule(
+                delay,
+                Event::SyncDone {
+                    node: index,
+                    incarnation,
+                },
+            );
+        }
+        if let Some(commit) = ready.commit_index {
+            self.committed(index, commit)?;
+        }
+        for read in ready.read_states {
+            self.read_answered(index, read.request_id, read.result.ok())?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, index: usize) -> SimResult<()> {
+        let id = self.nodes[index].id;
+        let storage = self.nodes[index].storage.clone();
+        let changed = storage.borrow_mut().sync();
+        if let Some(position) = changed {
+            self.checker
+                .entries_durable(id, &storage.borrow().synced, position)?;
+        }
+        let slot = &mut self.nodes[index];
+        slot.sync_scheduled = false;
+        let waiting = std::mem::take(&mut slot.waiting_for_sync);
+        for (last, messages) in waiting {
+            for message in messages {
+                self.send(message);
+            }
+            if let Some((last_index, last_term)) = last {
+                self.nodes[index]
+                    .node
+                    .as_mut()
+                    .expect("up")
+                    .on_persisted(last_index, last_term)
+                    .map_err(|error| format!("node {id} on_persisted: {error}"))?;
+            }
+        }
+        self.drive(index)
+    }
+
+    fn committed(&mut self, index: usize, commit: Index) -> SimResult<()> {
+        let id = self.nodes[index].id;
+        let from = self.nodes[index].observed_commit;
+        assert!(commit > from, "commit advances");
+        let storage = self.nodes[index].storage.clone();
+        {
+            let storage = storage.borrow();
+            if storage.current.len() < commit as usize {
+                return Err(format!(
+                    "node {id} committed {commit} past its written log {}",
+                    storage.current.len()
+                ));
+            }
+            self.checker
+                .node_committed(id, &storage.current[from as usize..commit as usize])?;
+        }
+        self.nodes[index].observed_commit = commit;
+        self.note(|| format!("node {id} commit {commit}"));
+        // Resolve proposals the way the server does: same term = acknowledged.
+        let slot = &mut self.nodes[index];
+        let incarnation = slot.incarnation;
+        let node = slot.node.as_ref().expect("up");
+        let mut acks = Vec::new();
+        slot.proposals.retain(|proposal| {
+            if proposal.incarnation != incarnation || proposal.index > commit {
+                return proposal.incarnation == incarnation;
+            }
+            if node.entry_term(proposal.index).expect("memory log reads") == Some(proposal.term) {
+                acks.push((
+                    proposal.id,
+                    proposal.index,
+                    proposal.max_acked_when_proposed,
+                    proposal.proposed_at_ms,
+                ));
+            }
+            false
+        });
+        for (payload_id, entry_index, max_acked, proposed_at_ms) in acks {
+            self.checker
+                .acknowledged(payload_id, entry_index, max_acked)?;
+            if proposed_at_ms >= self.watch_from_ms && self.first_ack_after_watch_ms.is_none() {
+                self.first_ack_after_watch_ms = Some(self.now_ms);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_answered(
+        &mut self,
+        index: usize,
+        request_id: u64,
+        result: Option<Index>,
+    ) -> SimResult<()> {
+        let slot = &mut self.nodes[index];
+        let Some(position) = slot
+            .reads
+            .iter()
+            .position(|read| read.request_id == request_id)
+        else {
+            return Ok(());
+        };
+        let read = slot.reads.remove(position);
+        if read.incarnation != slot.incarnation {
+            return Ok(());
+        }
+        if let Some(read_index) = result {
+            self.reads_answered += 1;
+            self.checker
+                .read_answered(request_id, read_index, read.max_acked_when_issued)?;
+        }
+        Ok(())
+    }
+
+    fn check_durability(&self) -> SimResult<()> {
+        let storages: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|slot| slot.storage.borrow())
+            .collect();
+        let logs: Vec<&[_]> = storages
+            .iter()
+            .map(|storage| storage.synced.as_slice())
+            .collect();
+        self.checker.committed_durable(&logs)
+    }
+
+    pub fn dump_trace(&self) -> String {
+        match &self.trace {
+            Some(trace) => trace.iter().cloned().collect::<Vec<_>>().join("\n"),
+            None => String::new(),
+        }
+    }
+}
