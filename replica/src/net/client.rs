@@ -454,11 +454,12 @@ impl Connection {
                     config.connect_timeout_ms
                 )))
             }
-            Ok(Err(source @ HandshakeError::Refused { code, .. }))
-                if matches!(code, ErrorCode::WrongGroup | ErrorCode::UnsupportedVersion) =>
-            {
-                return Err(Failure::Fatal(ClientError::Refused { addr, source }))
-            }
+            Ok(Err(
+                source @ HandshakeError::Refused {
+                    code: ErrorCode::WrongGroup | ErrorCode::UnsupportedVersion,
+                    ..
+                },
+            )) => return Err(Failure::Fatal(ClientError::Refused { addr, source })),
             Ok(Err(error)) => return Err(Failure::Retry(format!("{addr}: {error}"))),
             Ok(Ok(framed)) => framed,
         };

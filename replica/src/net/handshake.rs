@@ -342,7 +342,7 @@ where
         return Err(reject(framed, ErrorCode::WrongGroup, message).await);
     }
     if let (Role::Peer, Some(known)) = (hello.role, &policy.known_peers) {
-        if !known.iter().any(|id| *id == hello.member_id) {
+        if !known.contains(&hello.member_id) {
             let message = format!(
                 "{:?} is not a member of group {:?}",
                 hello.member_id, policy.group
