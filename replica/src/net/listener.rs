@@ -1,0 +1,603 @@
+//! The accepting side: a TCP listener that shakes hands with every
+//! connection and hands the server a stream of typed [`Inbound`] items.
+//!
+//! The listener knows nothing of what the server does with them: peer
+//! messages arrive as `Inbound::Peer`, client requests as `Inbound::Client`
+//! with a [`Responder`] that sends the answer back on the right connection
+//! with the right request id. A connection that misbehaves gets an `Error`
+//! frame and is closed; every other connection carries on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::body::decode_peer;
+use super::client_proto::{ClientRequest, ClientResponse, RequestError};
+use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
+use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, Role};
+
+/// How the listener treats connections.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// This group's name; connections naming another are refused.
+    pub group: String,
+    /// This member's id.
+    pub member_id: String,
+    /// Member ids allowed to connect as peers; `None` accepts any.
+    pub known_peers: Option<Vec<String>>,
+    /// Largest frame body accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Time a new connection has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+    /// Requests one client connection may have unanswered; past it the
+    /// listener stops reading from that connection (backpressure).
+    pub max_in_flight_requests: usize,
+    /// Capacity of the channel to the server, in items.
+    pub inbound_capacity: usize,
+}
+
+impl ListenerConfig {
+    /// Defaults for `member_id` of `group`.
+    pub fn new(group: impl Into<String>, member_id: impl Into<String>) -> ListenerConfig {
+        ListenerConfig {
+            group: group.into(),
+            member_id: member_id.into(),
+            known_peers: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout_ms: 5_000,
+            max_in_flight_requests: 1024,
+            inbound_capacity: 4096,
+        }
+    }
+}
+
+/// Something that arrived for the server.
+#[derive(Debug)]
+pub enum Inbound<T> {
+    /// A consensus message from another member.
+    Peer {
+        /// The sender's member id, as it gave it in the handshake.
+        from: String,
+        /// The message.
+        message: T,
+    },
+    /// A client request, to be answered through its responder.
+    Client(ClientCall),
+}
+
+/// One client request and the way to answer it.
+#[derive(Debug)]
+pub struct ClientCall {
+    /// What the client asks.
+    pub request: ClientRequest,
+    /// Where the answer goes.
+    pub responder: Responder,
+}
+
+/// Sends the answer to one client request. Dropping it unanswered answers
+/// `Unavailable`, so a client never waits forever on a lost request.
+#[derive(Debug)]
+pub struct Responder {
+    request_id: u64,
+    client: Arc<str>,
+    sender: Option<mpsc::Sender<Outgoing>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Responder {
+    /// The id the client gave the request.
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// The name the client gave in its handshake.
+    pub fn client_name(&self) -> &str {
+        &self.client
+    }
+
+    /// Whether the client's connection is gone (answering is then useless).
+    pub fn is_closed(&self) -> bool {
+        self.sender.as_ref().is_none_or(|sender| sender.is_closed())
+    }
+
+    /// Sends `response`; false when the connection is already closed.
+    /// Never blocks: the connection reserved room for this answer when it
+    /// read the request.
+    pub fn respond(mut self, response: ClientResponse) -> bool {
+        self.send(response)
+    }
+
+    fn send(&mut self, response: ClientResponse) -> bool {
+        let (Some(sender), Some(permit)) = (self.sender.take(), self.permit.take()) else {
+            return false;
+        };
+        let outgoing = Outgoing::Response {
+            request_id: self.request_id,
+            response,
+            _permit: permit,
+        };
+        // Room is guaranteed: the channel holds one slot per permit, plus
+        // one for the final error.
+        sender.try_send(outgoing).is_ok()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.sender.is_some() {
+            self.send(ClientResponse::Error(RequestError::Unavailable {
+                reason: "the server dropped the request without answering".to_string(),
+            }));
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Outgoing {
+    Response {
+        request_id: u64,
+        response: ClientResponse,
+        _permit: OwnedSemaphorePermit,
+    },
+    Fatal(ErrorBody),
+}
+
+/// Counters of a listener, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// TCP connections accepted.
+    pub connections_accepted: u64,
+    /// Connections whose handshake failed (refused, timed out, garbage).
+    pub handshakes_failed: u64,
+    /// Connections closed after an error past the handshake.
+    pub connections_failed: u64,
+    /// Peer messages handed to the server.
+    pub peer_messages: u64,
+    /// Client requests handed to the server.
+    pub client_requests: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections_accepted: AtomicU64,
+    handshakes_failed: AtomicU64,
+    connections_failed: AtomicU64,
+    peer_messages: AtomicU64,
+    client_requests: AtomicU64,
+}
+
+/// A running listener. Dropping it (or [`Listener::shutdown`]) stops
+/// accepting and closes every connection it accepted.
+#[derive(Debug)]
+pub struct Listener {
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    accept_task: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl Listener {
+    /// Binds `addr` and starts accepting; items for the server arrive on the
+    /// returned receiver. `T` is the peer message type.
+    pub async fn bind<T>(
+        addr: &str,
+        config: ListenerConfig,
+    ) -> std::io::Result<(Listener, mpsc::Receiver<Inbound<T>>)>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let socket = TcpListener::bind(addr).await?;
+        Listener::start(socket, config)
+    }
+
+    /// Starts accepting on an already bound socket.
+    pub fn start<T>(
+        socket: TcpListener,
+        config: ListenerConfig,
+    ) -> std::io::Result<(Listener, mpsc::Receiver<Inbound<T>>)>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        assert!(
+            config.max_in_flight_requests > 0,
+            "max_in_flight_requests must be positive"
+        );
+        assert!(
+            config.inbound_capacity > 0,
+            "inbound_capacity must be positive"
+        );
+        let local_addr = socket.local_addr()?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
+        let cancel = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let context = Arc::new(Context {
+            config,
+            inbound: inbound_tx,
+            cancel: cancel.clone(),
+            counters: counters.clone(),
+        });
+        let accept_task = tokio::spawn(accept_loop(socket, context));
+        let listener = Listener {
+            local_addr,
+            cancel,
+            accept_task: Some(accept_task),
+            counters,
+        };
+        Ok((listener, inbound_rx))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its counters so far.
+    pub fn stats(&self) -> ListenerStats {
+        let c = &self.counters;
+        ListenerStats {
+            connections_accepted: c.connections_accepted.load(Ordering::Relaxed),
+            handshakes_failed: c.handshakes_failed.load(Ordering::Relaxed),
+            connections_failed: c.connections_failed.load(Ordering::Relaxed),
+            peer_messages: c.peer_messages.load(Ordering::Relaxed),
+            client_requests: c.client_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting, closes every connection, and waits until the port
+    /// is released.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.accept_task.take() {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "listener accept task failed");
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Context<T> {
+    config: ListenerConfig,
+    inbound: mpsc::Sender<Inbound<T>>,
+    cancel: CancellationToken,
+    counters: Arc<Counters>,
+}
+
+async fn accept_loop<T>(socket: TcpListener, context: Arc<Context<T>>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = context.cancel.cancelled() => return,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                context
+                    .counters
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve_connection(stream, remote, context.clone()));
+            }
+            Err(error) => {
+                // Usually out of file descriptors: pause rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection<T>(stream: TcpStream, remote: SocketAddr, context: Arc<Context<T>>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%remote, %error, "could not set TCP_NODELAY");
+    }
+    let config = &context.config;
+    let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
+    let policy = AcceptPolicy {
+        group: config.group.clone(),
+        member_id: config.member_id.clone(),
+        known_peers: config.known_peers.clone(),
+    };
+    let timeout = Duration::from_millis(config.handshake_timeout_ms);
+    let hello = match tokio::time::timeout(timeout, handshake::accept(&mut framed, &policy)).await {
+        Ok(Ok((hello, _version))) => hello,
+        Ok(Err(error)) => {
+            context
+                .counters
+                .handshakes_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%remote, %error, "handshake failed; connection closed");
+            return;
+        }
+        Err(_) => {
+            context
+                .counters
+                .handshakes_failed
+                .fetch_add(1, Ordering::Relaxed);
+            let message = format!("no handshake within {} ms", config.handshake_timeout_ms);
+            tracing::info!(%remote, "{message}; connection closed");
+            handshake::send_error(&mut framed, ErrorCode::Protocol, message).await;
+            return;
+        }
+    };
+    let outcome = match hello.role {
+        Role::Peer => serve_peer(framed, hello.member_id, &context).await,
+        Role::Client => serve_client(framed, hello.member_id.into(), &context).await,
+    };
+    if let Err(error) = outcome {
+        context
+            .counters
+            .connections_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%remote, %error, "connection closed");
+    }
+}
+
+/// Why a connection was closed past its handshake.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{message}")]
+    Protocol { code: ErrorCode, message: String },
+}
+
+impl ConnectionError {
+    fn error_body(&self) -> Option<ErrorBody> {
+        match self {
+            ConnectionError::Frame(FrameError::Io(_))
+            | ConnectionError::Frame(FrameError::Truncated { .. }) => None,
+            ConnectionError::Frame(error @ FrameError::TooLarge { .. }) => Some(ErrorBody {
+                code: ErrorCode::TooLarge,
+                message: error.to_string(),
+            }),
+            ConnectionError::Frame(error) => Some(ErrorBody {
+                code: ErrorCode::Protocol,
+                message: error.to_string(),
+            }),
+            ConnectionError::Protocol { code, message } => Some(ErrorBody {
+                code: *code,
+                message: message.clone(),
+            }),
+        }
+    }
+}
+
+fn unexpected(frame: &Frame, role: &str) -> ConnectionError {
+    ConnectionError::Protocol {
+        code: ErrorCode::Protocol,
+        message: format!(
+            "unexpected {:?} frame on a {role} connection",
+            frame.frame_type
+        ),
+    }
+}
+
+async fn serve_peer<T>(
+    mut framed: Framed<TcpStream, FrameCodec>,
+    from: String,
+    context: &Context<T>,
+) -> Result<(), ConnectionError>
+where
+    T: DeserializeOwned,
+{
+    let outcome = loop {
+        let next = tokio::select! {
+            _ = context.cancel.cancelled() => {
+                handshake::send_error(&mut framed, ErrorCode::ShuttingDown, "the member is shutting down".into()).await;
+                return Ok(());
+            }
+            next = framed.next() => next,
+        };
+        let frame = match next {
+            None => break Ok(()),
+            Some(Err(error)) => break Err(ConnectionError::from(error)),
+            Some(Ok(frame)) => frame,
+        };
+        if frame.frame_type != FrameType::Peer {
+            break Err(unexpected(&frame, "peer"));
+        }
+        let message = match decode_peer::<T>(&frame.body) {
+            Ok(message) => message,
+            Err(error) => {
+                break Err(ConnectionError::Protocol {
+                    code: ErrorCode::Protocol,
+                    message: error.to_string(),
+                })
+            }
+        };
+        context
+            .counters
+            .peer_messages
+            .fetch_add(1, Ordering::Relaxed);
+        let item = Inbound::Peer {
+            from: from.clone(),
+            message,
+        };
+        // Awaiting here is the backpressure: a slow server slows the peer.
+        if context.inbound.send(item).await.is_err() {
+            handshake::send_error(
+                &mut framed,
+                ErrorCode::ShuttingDown,
+                "the member is shutting down".into(),
+            )
+            .await;
+            return Ok(());
+        }
+    };
+    if let Err(error) = &outcome {
+        if let Some(body) = error.error_body() {
+            handshake::send_error(&mut framed, body.code, body.message).await;
+        }
+    }
+    outcome
+}
+
+async fn serve_client<T>(
+    framed: Framed<TcpStream, FrameCodec>,
+    client: Arc<str>,
+    context: &Context<T>,
+) -> Result<(), ConnectionError> {
+    let max_in_flight = context.config.max_in_flight_requests;
+    let codec = *framed.codec();
+    let (sink, mut stream) = framed.split();
+    // One slot per in-flight permit plus one for the closing error frame, so
+    // `Responder::respond` never finds the channel full.
+    let (out_tx, out_rx) = mpsc::channel(max_in_flight + 1);
+    let writer = tokio::spawn(write_responses(sink, out_rx, codec, context.cancel.clone()));
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let outcome = loop {
+        let permit = tokio::select! {
+            _ = context.cancel.cancelled() => break Ok(()),
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else {
+            break Ok(());
+        };
+        let next = tokio::select! {
+            _ = context.cancel.cancelled() => break Ok(()),
+            next = stream.next() => next,
+        };
+        let frame = match next {
+            None => break Ok(()),
+            Some(Err(error)) => break Err(ConnectionError::from(error)),
+            Some(Ok(frame)) => frame,
+        };
+        if frame.frame_type != FrameType::Request {
+            break Err(unexpected(&frame, "client"));
+        }
+        let mut responder = Responder {
+            request_id: frame.request_id,
+            client: client.clone(),
+            sender: Some(out_tx.clone()),
+            permit: Some(permit),
+        };
+        let request = match ClientRequest::decode(&frame.body) {
+            Ok(request) => request,
+            Err(error) => {
+                // A bad body spoils one request, not the connection: the
+                // framing is intact.
+                responder.send(ClientResponse::Error(RequestError::BadRequest {
+                    reason: error.to_string(),
+                }));
+                continue;
+            }
+        };
+        context
+            .counters
+            .client_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let call = ClientCall { request, responder };
+        if let Err(mpsc::error::SendError(Inbound::Client(call))) =
+            context.inbound.send(Inbound::Client(call)).await
+        {
+            call.responder
+                .respond(ClientResponse::Error(RequestError::Unavailable {
+                    reason: "the member is shutting down".to_string(),
+                }));
+        }
+    };
+    if context.cancel.is_cancelled() {
+        let body = ErrorBody {
+            code: ErrorCode::ShuttingDown,
+            message: "the member is shutting down".to_string(),
+        };
+        let _ = out_tx.try_send(Outgoing::Fatal(body));
+    } else if let Err(error) = &outcome {
+        if let Some(body) = error.error_body() {
+            let _ = out_tx.try_send(Outgoing::Fatal(body));
+        }
+    }
+    // The writer ends once every responder has answered or been dropped.
+    drop(out_tx);
+    if let Err(error) = writer.await {
+        tracing::warn!(%error, "response writer failed");
+    }
+    outcome
+}
+
+async fn write_responses(
+    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, FrameCodec>, Frame>,
+    mut out_rx: mpsc::Receiver<Outgoing>,
+    codec: FrameCodec,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            // On shutdown, keep writing only what is already queued.
+            _ = cancel.cancelled(), if out_rx.is_empty() => None,
+            first = out_rx.recv() => first,
+        };
+        let Some(first) = first else { break };
+        let mut next = Some(first);
+        // Coalesce what is queued into one flush.
+        while let Some(outgoing) = next {
+            let (frame, fatal) = response_frame(outgoing, &codec);
+            if let Err(error) = sink.feed(frame).await {
+                tracing::debug!(%error, "writing responses failed");
+                return;
+            }
+            if fatal {
+                let _ = sink.close().await;
+                return;
+            }
+            next = out_rx.try_recv().ok();
+        }
+        if let Err(error) = sink.flush().await {
+            tracing::debug!(%error, "flushing responses failed");
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// The frame for `outgoing`, and whether the connection closes after it.
+fn response_frame(outgoing: Outgoing, codec: &FrameCodec) -> (Frame, bool) {
+    match outgoing {
+        Outgoing::Fatal(body) => (body.to_frame(), true),
+        Outgoing::Response {
+            request_id,
+            response,
+            ..
+        } => {
+            let body = match response.encode() {
+                Ok(body) if body.len() <= codec.max_frame_bytes() as usize => body,
+                Ok(body) => error_response(RequestError::TooLarge {
+                    bytes: body.len() as u64,
+                    max_bytes: u64::from(codec.max_frame_bytes()),
+                }),
+                Err(error) => error_response(RequestError::Unavailable {
+                    reason: error.to_string(),
+                }),
+            };
+            (Frame::new(FrameType::Response, request_id, body), false)
+        }
+    }
+}
+
+fn error_response(error: RequestError) -> bytes::Bytes {
+    match ClientResponse::Error(error).encode() {
+        Ok(body) => body,
+        // Plain enums of strings and integers always serialize.
+        Err(error) => panic!("an error response failed to encode: {error}"),
+    }
+}
