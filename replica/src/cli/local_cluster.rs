@@ -289,12 +289,19 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Seconds since the epoch with milliseconds, without a date crate.
+/// The time of day in UTC, `HH:MM:SS.mmm`, without a date crate.
 fn timestamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format!("[{}.{:03}]", now.as_secs(), now.subsec_millis())
+    let seconds = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        now.subsec_millis()
+    )
 }
 
 /// Appends small entries at `per_s` to the group until aborted.

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod client_cmds;
+pub mod local_cluster;
 pub mod log;
+pub mod serve;
 
 /// `dledger-replica`: a Raft-replicated append-only log.
 #[derive(Debug, Parser)]
@@ -20,6 +24,22 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run one replica (the process a pod runs).
+    Serve(serve::ServeArgs),
+    /// Start a replica group on loopback as child processes and watch it.
+    LocalCluster(local_cluster::LocalClusterArgs),
+    /// Append entries (arguments, or lines of standard input).
+    Append(client_cmds::AppendArgs),
+    /// Print one committed entry.
+    Get(client_cmds::GetArgs),
+    /// Print committed entries from an index; --follow waits for more.
+    Read(client_cmds::ReadArgs),
+    /// Show each member's role, term and indexes.
+    Status(client_cmds::StatusArgs),
+    /// Hand leadership to another member.
+    TransferLeader(client_cmds::TransferArgs),
+    /// Measure append throughput and latency.
+    Bench(bench::BenchArgs),
     /// Inspect a replica's on-disk log (offline tools).
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -28,6 +48,14 @@ pub enum Command {
 /// Runs the parsed command line and says how the process should exit.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::LocalCluster(args) => local_cluster::run(args),
+        Command::Append(args) => client_cmds::append(args),
+        Command::Get(args) => client_cmds::get(args),
+        Command::Read(args) => client_cmds::read(args),
+        Command::Status(args) => client_cmds::status(args),
+        Command::TransferLeader(args) => client_cmds::transfer(args),
+        Command::Bench(args) => bench::run(args),
         Command::Log(command) => log::run(command),
     }
 }

@@ -358,8 +358,9 @@ impl RaftLoop {
         target: Option<NodeId>,
         reply: oneshot::Sender<Result<(NodeId, Term), TransferError>>,
     ) {
+        let result = self.node.transfer_leadership(target);
         let name = |id: NodeId| self.member_name(id);
-        let refused = match self.node.transfer_leadership(target) {
+        let refused = match result {
             Ok(()) => None,
             Err(core::TransferError::NotLeader { leader }) => Some(TransferError::NotLeader {
                 leader_id: leader.map(name),
