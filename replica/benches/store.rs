@@ -4,8 +4,11 @@
 //!
 //! `cargo bench -p dledger-replica --bench store`
 //! Environment: `DLEDGER_BENCH_DIR` (where to write; default a temp dir under
-//! /tmp), `DLEDGER_BENCH_SECONDS` (per throughput run; default 2),
-//! `DLEDGER_BENCH_OPEN_GIB` (size of the open-time log; default 1).
+//! /tmp), `DLEDGER_BENCH_SECONDS` (per configuration and side, split in
+//! alternating slices; default 4),
+//! `DLEDGER_BENCH_OPEN_GIB` (size of the open-time log; default 1),
+//! `DLEDGER_BENCH_KEEP=1` (keep the 1 GiB log, e.g. to time a cold open with
+//! `dledger-replica log verify` after evicting it from the page cache).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +23,8 @@ use dledger_replica::store::{
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// Alternating store/raw slices per configuration.
+const ROUNDS: u32 = 4;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -32,11 +37,14 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let base = std::env::var("DLEDGER_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
     std::fs::create_dir_all(&base).expect("create bench dir");
-    let root = tempfile::Builder::new()
+    let mut root = tempfile::Builder::new()
         .prefix("dledger-store-bench-")
         .tempdir_in(&base)
         .expect("temp dir");
-    let seconds: f64 = env_or("DLEDGER_BENCH_SECONDS", 2.0);
+    if std::env::var("DLEDGER_BENCH_KEEP").is_ok_and(|keep| keep == "1") {
+        root.disable_cleanup(true);
+    }
+    let seconds: f64 = env_or("DLEDGER_BENCH_SECONDS", 4.0);
     println!(
         "store benchmark in {} ({seconds} s per run)",
         root.path().display()
@@ -61,10 +69,26 @@ fn throughput(root: &Path, run_for: Duration) {
     );
     for size in [128usize, 1024, 16384] {
         for threads in [1usize, 16, 64] {
+            // The disk is shared with other work and its fsync latency drifts:
+            // alternate short store and raw slices so both see the same disk,
+            // the raw slices using the batch size the store just produced.
             let dir = root.join(format!("tp-{size}-{threads}"));
-            let (entries, elapsed, batch_bytes) = group_commit_run(&dir, size, threads, run_for);
+            let (mut entries, mut elapsed, mut batches_bytes, mut raw_bytes, mut raw_seconds) =
+                (0u64, 0f64, Vec::new(), 0f64, 0f64);
+            for _ in 0..ROUNDS {
+                let slice = run_for / ROUNDS;
+                let (round_entries, round_elapsed, batch_bytes) =
+                    group_commit_run(&dir, size, threads, slice);
+                entries += round_entries;
+                elapsed += round_elapsed;
+                batches_bytes.push(batch_bytes);
+                let (bytes, seconds) = raw_write(root, batch_bytes.max(1), slice);
+                raw_bytes += bytes;
+                raw_seconds += seconds;
+            }
             std::fs::remove_dir_all(&dir).expect("clean up");
-            let raw = raw_bandwidth(root, batch_bytes.max(1), run_for);
+            let batch_bytes = batches_bytes.iter().sum::<u64>() / ROUNDS as u64;
+            let raw = raw_bytes / raw_seconds / MIB;
             let per_second = entries as f64 / elapsed;
             let payload = per_second * size as f64 / MIB;
             let disk = per_second * (size + FRAME_HEADER_BYTES) as f64 / MIB;
@@ -118,8 +142,9 @@ fn group_commit_run(dir: &Path, size: usize, threads: usize, run_for: Duration) 
     (done.load(Ordering::Relaxed), elapsed, batch_bytes)
 }
 
-/// MB/s of sequential `batch_bytes` writes, each followed by fdatasync.
-fn raw_bandwidth(root: &Path, batch_bytes: u64, run_for: Duration) -> f64 {
+/// Bytes written and seconds taken by sequential `batch_bytes` writes,
+/// each followed by fdatasync, for `run_for`.
+fn raw_write(root: &Path, batch_bytes: u64, run_for: Duration) -> (f64, f64) {
     let path = root.join("raw");
     let file = RealVfs.open(&path, true).expect("open raw");
     let buf = vec![0xa5u8; batch_bytes as usize];
@@ -133,7 +158,7 @@ fn raw_bandwidth(root: &Path, batch_bytes: u64, run_for: Duration) -> f64 {
     let elapsed = start.elapsed().as_secs_f64();
     drop(file);
     std::fs::remove_file(&path).expect("remove raw");
-    offset as f64 / elapsed / MIB
+    (offset as f64, elapsed)
 }
 
 fn open_and_read(root: &Path, gib: f64) {
