@@ -720,3 +720,21 @@ fn readers_run_while_the_flusher_appends() {
     }
     assert_eq!(reader.join().expect("reader"), 400);
 }
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_flusher() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = GroupCommit::start(Arc::new(open(dir.path())), GroupCommitOptions::default())
+        .expect("start");
+    group
+        .submit_payloads(
+            1,
+            vec![Bytes::from_static(b"a")],
+            Box::new(|_| panic!("callback bug")),
+        )
+        .expect("submit");
+    let range = group
+        .append_payloads_durable(1, vec![Bytes::from_static(b"b")])
+        .expect("append");
+    assert_eq!(range, 2..=2);
+}
