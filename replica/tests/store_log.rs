@@ -441,7 +441,7 @@ fn truncation_into_a_sealed_segment_survives_reopen() {
     let files = multi_segment_log(dir.path());
     let log = open(dir.path());
     log.truncate_suffix(50).expect("truncate");
-    assert_eq!(segment_files(dir.path()).len() < files.len(), true);
+    assert!(segment_files(dir.path()).len() < files.len());
     fill(&log, 50, 30, 3, 10);
     drop(log);
     let log = open(dir.path());
@@ -681,4 +681,60 @@ fn page_cache_mode_is_opt_in_and_still_persists_on_shutdown() {
     assert_eq!(group.stats().syncs, 0);
     drop(group);
     assert_eq!(open(dir.path()).last_index().expect("last"), 10);
+}
+
+#[test]
+fn readers_run_while_the_flusher_appends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = Arc::new(
+        GroupCommit::start(Arc::new(open(dir.path())), GroupCommitOptions::default())
+            .expect("start"),
+    );
+    let reader = {
+        let log = group.log().clone();
+        std::thread::spawn(move || {
+            let mut checked = 0u64;
+            while checked < 400 {
+                let last = log.last_index().expect("last");
+                if last == 0 {
+                    continue;
+                }
+                // Every entry readable at any moment is whole and in place.
+                for entry in log.entries(1, usize::MAX, u64::MAX).expect("entries") {
+                    assert_eq!(
+                        entry.payload,
+                        Bytes::from(entry.index.to_le_bytes().to_vec())
+                    );
+                    checked = checked.max(entry.index);
+                }
+            }
+            checked
+        })
+    };
+    for index in 1..=400u64 {
+        let payload = Bytes::from(index.to_le_bytes().to_vec());
+        let range = group
+            .append_payloads_durable(1, vec![payload])
+            .expect("append");
+        assert_eq!(range, index..=index);
+    }
+    assert_eq!(reader.join().expect("reader"), 400);
+}
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_flusher() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = GroupCommit::start(Arc::new(open(dir.path())), GroupCommitOptions::default())
+        .expect("start");
+    group
+        .submit_payloads(
+            1,
+            vec![Bytes::from_static(b"a")],
+            Box::new(|_| panic!("callback bug")),
+        )
+        .expect("submit");
+    let range = group
+        .append_payloads_durable(1, vec![Bytes::from_static(b"b")])
+        .expect("append");
+    assert_eq!(range, 2..=2);
 }

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::entry::{Entry, EntryKind, Index};
 use crate::store::verify::{self, IndexFileStatus};
-use crate::store::{Log, LogOptions, MetaStore, StoreError, LOG_DIR_NAME, META_FILE_NAME};
+use crate::store::{log_dir, meta_path, Log, LogOptions, MetaStore, StoreError};
 
 /// The `log` subcommands.
 #[derive(Debug, Subcommand)]
@@ -60,7 +60,7 @@ pub fn run(command: LogCommand) -> ExitCode {
 }
 
 fn verify(data_dir: &Path) -> ExitCode {
-    let log_dir = data_dir.join(LOG_DIR_NAME);
+    let log_dir = log_dir(data_dir);
     let report = match verify::verify_log(&log_dir) {
         Ok(report) => report,
         Err(error) => {
@@ -109,7 +109,7 @@ fn verify(data_dir: &Path) -> ExitCode {
             problem.reason
         );
     }
-    let meta_path = data_dir.join(META_FILE_NAME);
+    let meta_path = meta_path(data_dir);
     if meta_path.exists() {
         match MetaStore::open(&meta_path) {
             Ok(meta) => {
@@ -135,7 +135,7 @@ fn verify(data_dir: &Path) -> ExitCode {
 }
 
 fn dump(data_dir: &Path, from: Option<Index>, count: usize) -> ExitCode {
-    let log_dir = data_dir.join(LOG_DIR_NAME);
+    let log_dir = log_dir(data_dir);
     let options = LogOptions {
         read_only: true,
         ..LogOptions::default()

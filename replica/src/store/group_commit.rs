@@ -354,10 +354,13 @@ fn process(log: &Log, shared: &Shared, flush_mode: FlushMode, batch: Vec<Op>) {
                     }),
                 };
                 match checked {
-                    Err(error) => callback(Err(error)),
-                    Ok(()) if entries.len() == start => callback(Err(StoreError::Invalid(
-                        "an append needs at least one entry".into(),
-                    ))),
+                    Err(error) => complete(callback, Err(error)),
+                    Ok(()) if entries.len() == start => complete(
+                        callback,
+                        Err(StoreError::Invalid(
+                            "an append needs at least one entry".into(),
+                        )),
+                    ),
                     Ok(()) => {
                         let last = &entries[entries.len() - 1];
                         waiting.push((next_index..=last.index, callback));
@@ -385,14 +388,23 @@ fn process(log: &Log, shared: &Shared, flush_mode: FlushMode, batch: Vec<Op>) {
             let bytes: u64 = entries.iter().map(|entry| entry.payload.len() as u64).sum();
             shared.payload_bytes.fetch_add(bytes, Ordering::Relaxed);
             for (range, callback) in waiting {
-                callback(Ok(range));
+                complete(callback, Ok(range));
             }
         }
         Err(error) => {
             for (_, callback) in waiting {
-                callback(Err(duplicate(&error)));
+                complete(callback, Err(duplicate(&error)));
             }
         }
+    }
+}
+
+/// Runs a submitter's callback; a panic in it is logged and contained, so
+/// one bad callback cannot stop the flusher and strand every other waiter.
+fn complete(callback: SubmitCallback, result: Result<RangeInclusive<Index>>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result)));
+    if outcome.is_err() {
+        tracing::error!("a group-commit completion callback panicked");
     }
 }
 
@@ -424,7 +436,7 @@ fn check_term(term: Term, last_term: Term) -> Result<()> {
 fn fail_all(batch: Vec<Op>, error: &StoreError) {
     for op in batch {
         match op {
-            Op::Append { callback, .. } => callback(Err(duplicate(error))),
+            Op::Append { callback, .. } => complete(callback, Err(duplicate(error))),
             Op::Truncate { callback, .. } => callback(Err(duplicate(error))),
         }
     }

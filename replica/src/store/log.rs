@@ -336,6 +336,9 @@ impl Log {
     ///
     /// On a full disk the partial write is cut back and [`StoreError::NoSpace`]
     /// returned; the log stays usable. Other write errors fail the store.
+    /// An append that crosses a segment boundary is written in one write per
+    /// segment; if a later one fails, the earlier part stays (unsynced), so an
+    /// error means "not durable", not "absent" — like any unacknowledged write.
     pub fn append(&self, entries: &[Entry]) -> Result<()> {
         self.check_failed()?;
         if entries.is_empty() {
@@ -380,9 +383,8 @@ impl Log {
 
     fn check_append(&self, entries: &[Entry]) -> Result<()> {
         let segments = self.read()?;
-        let mut expected = segments.last_index() + 1;
         let mut last_term = segments.last_term();
-        for entry in entries {
+        for (expected, entry) in (segments.last_index() + 1..).zip(entries) {
             if entry.index != expected {
                 return Err(StoreError::NotContiguous {
                     got: entry.index,
@@ -402,7 +404,6 @@ impl Log {
                     entry.payload.len()
                 )));
             }
-            expected += 1;
             last_term = entry.term;
         }
         Ok(())

@@ -50,3 +50,13 @@ pub const LOG_DIR_NAME: &str = "log";
 
 /// The file under the data directory that holds the hard state.
 pub const META_FILE_NAME: &str = "meta";
+
+/// The log directory of the data directory `data_dir`.
+pub fn log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join(LOG_DIR_NAME)
+}
+
+/// The hard-state file of the data directory `data_dir`.
+pub fn meta_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join(META_FILE_NAME)
+}

@@ -15,6 +15,9 @@ const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 const INDEX_MAGIC: [u8; 8] = *b"DLGIDX\0\x01";
 
+/// `(first index, term)` of each run of entries with equal terms.
+pub(crate) type TermRuns = Vec<(Index, Term)>;
+
 /// A segment as the log holds it in memory.
 pub(crate) struct Segment {
     pub path: PathBuf,
@@ -213,13 +216,17 @@ pub(crate) fn scan(
     let mut damage = None;
     while offset < len_bytes {
         let expected_index = header.base_index + offsets.len() as u64;
+        if u32::try_from(offset).is_err() {
+            // Offsets are kept as u32; the options cap segments at 2 GiB.
+            return Err(StoreError::corrupt(
+                path,
+                offset,
+                "segment larger than 4 GiB",
+            ));
+        }
         let reason = match window.valid_frame(offset).map_err(io_error)? {
             Ok(frame) if frame.index != expected_index => "entry index out of sequence",
             Ok(frame) if frame.term < last_term => "entry term below the previous entry's",
-            Ok(frame) if u32::try_from(offset).is_err() => {
-                let _ = frame;
-                "segment larger than 4 GiB"
-            }
             Ok(frame) => {
                 if frame.term != last_term || term_runs.is_empty() {
                     term_runs.push((frame.index, frame.term));
@@ -319,7 +326,7 @@ pub(crate) fn load_index(
     path: &Path,
     header: SegmentHeader,
     data_len_bytes: u64,
-) -> Result<(Vec<u32>, Vec<(Index, Term)>), String> {
+) -> Result<(Vec<u32>, TermRuns), String> {
     let index_file = vfs
         .open_read_only(&index_path(path))
         .map_err(|error| format!("cannot open: {error}"))?;
