@@ -651,3 +651,48 @@ async fn a_peer_message_of_the_wrong_shape_closes_the_connection_with_a_reason()
         error.message
     );
 }
+
+#[tokio::test]
+async fn a_dropped_responder_answers_for_the_server() {
+    let (listener, mut inbound) = Listener::bind::<PeerMessage>("127.0.0.1:0", listener_config())
+        .await
+        .unwrap();
+    // A server that loses every request.
+    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    let mut config = client_config();
+    config.retry_deadline_ms = 200;
+    let client = Client::connect_with(vec![listener.local_addr().to_string()], config)
+        .await
+        .unwrap();
+    let err = client.append(&b"x"[..]).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Indeterminate { reason } if reason.contains("dropped the append")),
+        "{err}"
+    );
+    // A read is safe to retry, so the client retries until its deadline.
+    let err = client.get(1).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::DeadlineExceeded { last_error, .. } if last_error.contains("dropped the request")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_link_never_delivers_to_another_member_behind_the_address() {
+    // orders-0 listens, but the link is for orders-2 (a stale address).
+    let (listener, _peers) = start_member(listener_config()).await;
+    let link = PeerLink::<PeerMessage>::spawn(
+        "orders-2",
+        listener.local_addr().to_string(),
+        link_config(50),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = link.stats();
+    assert_eq!(stats.connections_established, 0, "{stats:?}");
+    let last_error = stats.last_error.unwrap_or_default();
+    assert!(
+        last_error.contains("is member \"orders-0\", not \"orders-2\""),
+        "{last_error}"
+    );
+    assert_eq!(listener.stats().peer_messages, 0);
+}

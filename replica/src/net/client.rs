@@ -50,7 +50,7 @@ pub struct ClientConfig {
     pub backoff_initial_ms: u64,
     /// Longest retry delay.
     pub backoff_max_ms: u64,
-    /// Requests in flight on the connection at most (writes wait past it).
+    /// Requests queued for writing at most (callers wait past it).
     pub max_in_flight_requests: usize,
 }
 
@@ -90,7 +90,8 @@ pub enum ClientError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The connection was lost (or the answer timed out) after an append was
-    /// sent: it may or may not have been committed.
+    /// sent, or the server said it cannot tell: the entry may or may not be
+    /// committed. Read the log to find out before appending it again.
     #[error("append outcome unknown: {reason}")]
     Indeterminate {
         /// What happened.
@@ -328,6 +329,9 @@ impl Client {
                         reason
                     }
                     error if error.is_retryable() => format!("{}: {error}", connection.addr),
+                    RequestError::Indeterminate { reason } => {
+                        return Err(ClientError::Indeterminate { reason })
+                    }
                     error => return Err(ClientError::Request(error)),
                 },
                 Ok(response) => return Ok(response),

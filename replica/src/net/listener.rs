@@ -6,6 +6,39 @@
 //! with a [`Responder`] that sends the answer back on the right connection
 //! with the right request id. A connection that misbehaves gets an `Error`
 //! frame and is closed; every other connection carries on.
+//!
+//! # How the server uses it
+//!
+//! ```no_run
+//! use dledger_replica::net::client_proto::{ClientRequest, ClientResponse, RequestError};
+//! use dledger_replica::net::listener::{Inbound, Listener, ListenerConfig};
+//!
+//! # #[derive(serde::Deserialize)] struct Message;
+//! # async fn run() -> std::io::Result<()> {
+//! let mut config = ListenerConfig::new("orders", "orders-0");
+//! config.known_peers = Some(vec!["orders-1".into(), "orders-2".into()]);
+//! let (listener, mut inbound) = Listener::bind::<Message>("0.0.0.0:20911", config).await?;
+//! while let Some(item) = inbound.recv().await {
+//!     match item {
+//!         // Step the consensus core with `message` from member `from`.
+//!         Inbound::Peer { from, message } => {}
+//!         // Keep `call.responder` until the entry commits, then answer;
+//!         // answering is non-blocking and works from any task.
+//!         Inbound::Client(call) => match call.request {
+//!             ClientRequest::Append { payloads } => {
+//!                 call.responder.respond(ClientResponse::Error(RequestError::NotLeader {
+//!                     leader_id: Some("orders-1".into()),
+//!                     leader_addr: Some("orders-1.orders-peers.default.svc:20911".into()),
+//!                 }));
+//!             }
+//!             _ => {}
+//!         },
+//!     }
+//! }
+//! listener.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,10 +117,13 @@ pub struct ClientCall {
 }
 
 /// Sends the answer to one client request. Dropping it unanswered answers
-/// `Unavailable`, so a client never waits forever on a lost request.
+/// for it, so a client never waits forever on a lost request: `Unavailable`
+/// (retry) for reads, `Indeterminate` for appends, since the server may
+/// have appended the entry before losing track of the request.
 #[derive(Debug)]
 pub struct Responder {
     request_id: u64,
+    on_drop: Option<RequestError>,
     client: Arc<str>,
     sender: Option<mpsc::Sender<Outgoing>>,
     permit: Option<OwnedSemaphorePermit>,
@@ -133,10 +169,8 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if self.sender.is_some() {
-            self.send(ClientResponse::Error(RequestError::Unavailable {
-                reason: "the server dropped the request without answering".to_string(),
-            }));
+        if let Some(error) = self.on_drop.take() {
+            self.send(ClientResponse::Error(error));
         }
     }
 }
@@ -487,6 +521,9 @@ async fn serve_client<T>(
         }
         let mut responder = Responder {
             request_id: frame.request_id,
+            on_drop: Some(RequestError::Unavailable {
+                reason: "the server dropped the request without answering".to_string(),
+            }),
             client: client.clone(),
             sender: Some(out_tx.clone()),
             permit: Some(permit),
@@ -502,6 +539,11 @@ async fn serve_client<T>(
                 continue;
             }
         };
+        if let ClientRequest::Append { .. } = request {
+            responder.on_drop = Some(RequestError::Indeterminate {
+                reason: "the server dropped the append without answering".to_string(),
+            });
+        }
         context
             .counters
             .client_requests

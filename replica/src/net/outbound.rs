@@ -208,6 +208,7 @@ impl<T: Serialize> PeerLink<T> {
             jitter_seed(),
         );
         let driver = Driver {
+            peer_id: peer_id.clone(),
             addr: addr.into(),
             config,
             resolver,
@@ -327,6 +328,12 @@ enum LinkError {
     },
     #[error("handshake with {addr} timed out after {timeout_ms} ms")]
     HandshakeTimeout { addr: SocketAddr, timeout_ms: u64 },
+    #[error("{addr} is member {got:?}, not {expected:?}")]
+    WrongMember {
+        addr: SocketAddr,
+        expected: String,
+        got: String,
+    },
     #[error("connection failed: {0}")]
     Frame(#[from] FrameError),
     #[error("peer closed the connection")]
@@ -338,6 +345,7 @@ enum LinkError {
 }
 
 struct Driver {
+    peer_id: String,
     addr: String,
     config: PeerLinkConfig,
     resolver: Arc<dyn Resolver>,
@@ -457,7 +465,14 @@ impl Driver {
         )
         .await
         {
-            Ok(Ok(_ok)) => Ok(framed),
+            // An address can be reused by another member after pods move:
+            // never deliver one member's messages to another.
+            Ok(Ok(ok)) if ok.member_id != self.peer_id => Err(LinkError::WrongMember {
+                addr,
+                expected: self.peer_id.clone(),
+                got: ok.member_id,
+            }),
+            Ok(Ok(_)) => Ok(framed),
             Ok(Err(source)) => Err(LinkError::Handshake { addr, source }),
             Err(_) => Err(LinkError::HandshakeTimeout { addr, timeout_ms }),
         }
