@@ -25,6 +25,7 @@ pub mod load;
 pub mod monitor;
 pub mod netns;
 pub mod probe;
+pub mod scenario;
 pub mod wait;
 
 pub use error::Error;
