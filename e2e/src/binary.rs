@@ -32,14 +32,7 @@ pub fn replica_binary() -> Result<PathBuf> {
 
 fn locate() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("DLEDGER_BIN") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        return Err(Error::Binary(format!(
-            "DLEDGER_BIN={} is not a file",
-            path.display()
-        )));
+        return explicit(PathBuf::from(path));
     }
     let profile_dir = profile_dir()?;
     let path = profile_dir.join(BINARY_NAME);
@@ -52,6 +45,18 @@ fn locate() -> Result<PathBuf> {
         Err(Error::Binary(format!(
             "{} not found: build it with `cargo build --release --bin {BINARY_NAME}` \
              or point DLEDGER_BIN at it",
+            path.display()
+        )))
+    }
+}
+
+/// The binary named by `DLEDGER_BIN`, which must be a file.
+fn explicit(path: PathBuf) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::Binary(format!(
+            "DLEDGER_BIN={} is not a file",
             path.display()
         )))
     }
@@ -98,5 +103,25 @@ fn build(cargo: &Path, profile_dir: &Path) -> Result<()> {
         Err(Error::Binary(format!(
             "`cargo build -p {BINARY_NAME}` ({profile}) failed: {status}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dledger_bin_must_name_a_file() {
+        let missing = std::env::temp_dir().join("dledger-e2e-no-such-binary");
+        let error = explicit(missing).expect_err("a missing file");
+        assert!(error.to_string().contains("is not a file"), "{error}");
+        let exe = std::env::current_exe().expect("current_exe");
+        assert_eq!(explicit(exe.clone()).expect("a file"), exe);
+    }
+
+    #[test]
+    fn the_profile_directory_holds_deps() {
+        let dir = profile_dir().expect("profile dir");
+        assert!(dir.join("deps").is_dir(), "{} has no deps/", dir.display());
     }
 }

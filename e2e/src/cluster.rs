@@ -415,9 +415,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::Timeout`] when none is established within `timeout`.
     pub fn wait_for_leader(&self, timeout: Duration) -> Result<(usize, u64)> {
-        wait_until("an established leader", timeout, || {
-            established_leader(&self.statuses(), |id| self.index_of(id))
-        })
+        self.wait_for_leader_where("an established leader", timeout, |_| true)
     }
 
     /// Waits until a leader other than member `old` is established.
@@ -425,9 +423,45 @@ impl Cluster {
     /// # Errors
     /// [`Error::Timeout`] when none is established within `timeout`.
     pub fn wait_for_new_leader(&self, old: usize, timeout: Duration) -> Result<(usize, u64)> {
-        wait_until("a new leader", timeout, || {
+        self.wait_for_leader_where("a new leader", timeout, |index| index != old)
+    }
+
+    /// Waits for an established leader accepted by `wanted`; gives up at once
+    /// when a member that should run has exited (a crash, or no server at all).
+    fn wait_for_leader_where(
+        &self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Result<(usize, u64)> {
+        wait_until(what, timeout, || {
+            if let Some(exited) = self.first_exited() {
+                return Some(Err(Error::Process {
+                    member: exited,
+                    source: std::io::Error::other(format!(
+                        "exited while waiting for {what}; see its log in {}",
+                        self.dir.display()
+                    )),
+                }));
+            }
             established_leader(&self.statuses(), |id| self.index_of(id))
-                .filter(|(index, _)| *index != old)
+                .filter(|(index, _)| wanted(*index))
+                .map(Ok)
+        })?
+    }
+
+    /// The id of the first member that should be running but has exited
+    /// (a zombie not yet reaped, seen through /proc without needing `&mut`).
+    pub fn first_exited(&self) -> Option<String> {
+        self.members.iter().find_map(|member| {
+            let pid = member.child.as_ref()?.id();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            // The state is the field after the parenthesised command name.
+            let state = stat
+                .as_deref()
+                .and_then(|stat| stat.rsplit_once(')'))
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            matches!(state, None | Some("Z") | Some("X")).then(|| member.id.clone())
         })
     }
 
