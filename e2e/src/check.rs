@@ -73,7 +73,11 @@ pub fn read_log(
     })
 }
 
-fn read_range(client: &Client, from: u64, through: u64) -> Result<Vec<ReadEntry>> {
+/// Reads a committed log from `from` through `through` with range reads via `client`.
+///
+/// # Errors
+/// A failed read, or a page that is not consecutive entries from where it was asked.
+pub fn read_range(client: &Client, from: u64, through: u64) -> Result<Vec<ReadEntry>> {
     let mut log = Vec::new();
     let mut next = from;
     while next <= through {
