@@ -16,7 +16,7 @@ use crate::wait::wait_until;
 
 /// Writers stop by themselves after this long, whatever the test does.
 pub const LOAD_DURATION_MAX: Duration = Duration::from_secs(180);
-/// Time limit of one append.
+/// Default time limit of one append.
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after a failed append before trying the next target.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -54,6 +54,9 @@ pub struct LoadConfig {
     pub namespace: Option<String>,
     /// Pause between two appends of one writer.
     pub pause: Duration,
+    /// Time limit of one append; the write then counts as failed (it may
+    /// still be committed later, it is just not acknowledged).
+    pub append_timeout: Duration,
 }
 
 impl LoadConfig {
@@ -65,7 +68,14 @@ impl LoadConfig {
             targets,
             namespace: None,
             pause: Duration::ZERO,
+            append_timeout: APPEND_TIMEOUT,
         }
+    }
+
+    /// The same, giving up on each append after `timeout`.
+    pub fn with_append_timeout(mut self, timeout: Duration) -> Self {
+        self.append_timeout = timeout;
+        self
     }
 
     /// The same, with writers inside namespace `namespace`.
@@ -198,7 +208,7 @@ fn write_loop(
     let clients: Vec<Client> = config
         .targets
         .iter()
-        .map(|target| Client::new(*target, APPEND_TIMEOUT))
+        .map(|target| Client::new(*target, config.append_timeout))
         .collect();
     let started = Instant::now();
     let mut target = writer % clients.len();

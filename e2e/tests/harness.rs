@@ -113,14 +113,22 @@ impl StandIn {
                     .take(7) // small pages, so paging is exercised
                     .map(|(offset, payload)| {
                         let index = offset as u64 + 1;
-                        let payload = if corrupt == Some(index) { b"other".as_slice() } else { payload };
+                        let payload = if corrupt == Some(index) {
+                            b"other".as_slice()
+                        } else {
+                            payload
+                        };
                         format!(
                             r#"{{"index":{index},"term":{TERM},"payload_base64":"{}"}}"#,
                             base64::engine::general_purpose::STANDARD.encode(payload)
                         )
                     })
                     .collect();
-                let json = format!(r#"{{"entries":[{}],"commitIndex":{}}}"#, entries.join(","), log.len());
+                let json = format!(
+                    r#"{{"entries":[{}],"commitIndex":{}}}"#,
+                    entries.join(","),
+                    log.len()
+                );
                 response("200 OK", &[], json.as_bytes())
             }
             _ => response("404 Not Found", &[], b"no such route"),
@@ -143,9 +151,17 @@ fn response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
 fn appends_follow_the_redirect_and_the_checker_sees_what_was_acknowledged() {
     let (stand_in, leader, follower) = StandIn::start();
     match Client::new(follower, TIMEOUT).append(b"first") {
-        AppendOutcome::Acknowledged { index, term, leader: answered } => {
+        AppendOutcome::Acknowledged {
+            index,
+            term,
+            leader: answered,
+        } => {
             assert_eq!((index, term), (1, TERM));
-            assert_eq!(answered, leader.to_string(), "the leader, reached by redirect, answered");
+            assert_eq!(
+                answered,
+                leader.to_string(),
+                "the leader, reached by redirect, answered"
+            );
         }
         other => panic!("append through the follower: {other:?}"),
     }
@@ -157,7 +173,10 @@ fn appends_follow_the_redirect_and_the_checker_sees_what_was_acknowledged() {
 
     let commit = stand_in.log.lock().expect("log").len() as u64;
     let read = |address| read_range(&Client::new(address, TIMEOUT), 1, commit).expect("range read");
-    let logs = vec![("leader".to_owned(), read(leader)), ("follower".to_owned(), read(follower))];
+    let logs = vec![
+        ("leader".to_owned(), read(leader)),
+        ("follower".to_owned(), read(follower)),
+    ];
     assert_eq!(logs[0].1.len() as u64, commit);
     assert_eq!(check_logs(&logs, &acks), Vec::<String>::new());
 
@@ -167,7 +186,9 @@ fn appends_follow_the_redirect_and_the_checker_sees_what_was_acknowledged() {
     let logs = vec![("leader".to_owned(), read(leader))];
     let problems = check_logs(&logs, &acks);
     assert!(
-        problems.iter().any(|p| p.contains(&format!("at index {victim}"))),
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("at index {victim}"))),
         "a lost entry went unnoticed: {problems:?}"
     );
     stand_in.stop.store(true, Ordering::SeqCst);
