@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use dledger_e2e::check::{check_logs, read_range};
+use dledger_e2e::cluster::Endpoint;
 use dledger_e2e::http::{AppendOutcome, Client};
 use dledger_e2e::load::{Load, LoadConfig};
+use dledger_e2e::monitor::{split_brains, Monitor};
 
 const TERM: u64 = 4;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,6 +133,30 @@ impl StandIn {
                 );
                 response("200 OK", &[], json.as_bytes())
             }
+            ("GET", "/status", _) => {
+                let commit = self.log.lock().expect("log").len();
+                let (id, role) = if is_leader {
+                    ("s-0", "leader")
+                } else {
+                    ("s-1", "follower")
+                };
+                let json = format!(
+                    r#"{{"group":"e2e","id":"{id}","version":"0","role":"{role}","term":{TERM},
+                    "leaderId":"s-0","firstIndex":1,"lastIndex":{commit},"lastTerm":{TERM},
+                    "commitIndex":{commit},"peers":[]}}"#
+                );
+                response("200 OK", &[], json.as_bytes())
+            }
+            ("GET", single, _) if single.starts_with("/v1/entries/") => {
+                let index: usize = single["/v1/entries/".len()..].parse().expect("index");
+                let log = self.log.lock().expect("log");
+                match index.checked_sub(1).and_then(|i| log.get(i)) {
+                    Some(payload) => {
+                        response("200 OK", &[("X-DLedger-Term", TERM.to_string())], payload)
+                    }
+                    None => response("404 Not Found", &[], b"past the commit index"),
+                }
+            }
             _ => response("404 Not Found", &[], b"no such route"),
         }
     }
@@ -166,10 +192,40 @@ fn appends_follow_the_redirect_and_the_checker_sees_what_was_acknowledged() {
         other => panic!("append through the follower: {other:?}"),
     }
 
+    let endpoints = [("s-0", leader), ("s-1", follower)]
+        .into_iter()
+        .map(|(id, http_address)| Endpoint {
+            id: id.to_owned(),
+            http_address,
+            namespace: None,
+        })
+        .collect();
+    let monitor = Monitor::start(endpoints);
     let load = Load::start(&LoadConfig::new("harness", 3, vec![follower, leader]));
     load.wait_for_more(60, TIMEOUT).expect("acknowledgements");
     let acks = load.stop().expect("load");
     assert!(acks.len() >= 60);
+    std::thread::sleep(Duration::from_millis(100));
+    let observations = monitor.stop().expect("monitor");
+    assert!(observations
+        .iter()
+        .any(|o| o.member == "s-0" && o.role == "leader"));
+    assert!(observations
+        .iter()
+        .any(|o| o.member == "s-1" && o.role == "follower"));
+    assert!(split_brains(&observations).is_empty());
+
+    let client = Client::new(follower, TIMEOUT);
+    assert_eq!(
+        client.status().expect("status").leader_id.as_deref(),
+        Some("s-0")
+    );
+    let first = &acks[0];
+    assert_eq!(
+        client.entry(first.index).expect("single read"),
+        Some((TERM, first.payload.clone()))
+    );
+    assert_eq!(client.entry(1_000_000).expect("past the end"), None);
 
     let commit = stand_in.log.lock().expect("log").len() as u64;
     let read = |address| read_range(&Client::new(address, TIMEOUT), 1, commit).expect("range read");
