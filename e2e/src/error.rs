@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Everything the harness can fail at, with enough context to act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum Error {
     /// The replica executable was not found or could not be built.
     #[error("replica binary: {0}")]
@@ -60,6 +60,14 @@ pub enum Error {
         /// Its stderr or the spawn error.
         reason: String,
     },
+}
+
+/// Debug shows the message: tests `expect()` these, and a failing scenario
+/// should read as a sentence, not as a struct dump.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{self}")
+    }
 }
 
 /// The harness's result type.

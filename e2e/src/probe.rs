@@ -13,6 +13,8 @@ use crate::netns::{enter, Network};
 pub const PROBE_PORT: u16 = 7070;
 /// How long a probe waits for traffic that may never come.
 const PROBE_WAIT: Duration = Duration::from_millis(700);
+/// How long a UDP receiver waits for the first datagram.
+const FIRST_DATAGRAM_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether a TCP connection from host `from` to host `to` completes and
 /// carries one byte each way.
@@ -100,13 +102,20 @@ pub fn udp_delivered(network: &Network, from: usize, to: usize, count: usize) ->
                     return Ok(0);
                 }
             };
+            // The sender may be slow to start on a busy machine: wait longer
+            // for the first datagram, then stop at the first quiet PROBE_WAIT
+            // (the sender is done or cut).
             socket
-                .set_read_timeout(Some(PROBE_WAIT))
+                .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
                 .map_err(|error| io_error("timeout", target, error))?;
             let mut received = 0;
             let mut buffer = [0_u8; 64];
-            // Stops at the first quiet PROBE_WAIT: the sender is done or cut.
             while socket.recv(&mut buffer).is_ok() {
+                if received == 0 {
+                    socket
+                        .set_read_timeout(Some(PROBE_WAIT))
+                        .map_err(|error| io_error("timeout", target, error))?;
+                }
                 received += 1;
             }
             Ok(received)
