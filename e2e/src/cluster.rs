@@ -31,6 +31,8 @@ pub const HOST_HTTP_PORT: u16 = 8080;
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long SIGTERM is given before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+/// How long SIGSTOP or SIGCONT may take to show in /proc.
+const SIGNAL_TAKES_EFFECT_WAIT: Duration = Duration::from_secs(2);
 /// How many log bytes of each member are printed when a test fails.
 const LOG_TAIL_BYTES: u64 = 6000;
 
@@ -78,6 +80,15 @@ impl Cluster {
     /// # Errors
     /// When the binary is missing, ports cannot be reserved or a process cannot start.
     pub fn loopback(size: usize) -> Result<Self> {
+        Self::loopback_with_binary(size, replica_binary()?)
+    }
+
+    /// Starts `size` members of `binary` (a stand-in, in the harness's own
+    /// tests) on 127.0.0.1 with free ports.
+    ///
+    /// # Errors
+    /// When ports cannot be reserved or a process cannot start.
+    pub fn loopback_with_binary(size: usize, binary: PathBuf) -> Result<Self> {
         let ports = free_ports(size * 2)?;
         let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
             .map(|index| {
@@ -88,7 +99,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Self::launch(addresses, None)
+        Self::launch(binary, addresses, None)
     }
 
     /// Starts one member on each host of `network`, at the default ports.
@@ -104,15 +115,15 @@ impl Cluster {
                 )
             })
             .collect();
-        Self::launch(addresses, Some(network))
+        Self::launch(replica_binary()?, addresses, Some(network))
     }
 
     fn launch(
+        binary: PathBuf,
         addresses: Vec<(SocketAddr, SocketAddr)>,
         network: Option<Arc<Network>>,
     ) -> Result<Self> {
         assert!(!addresses.is_empty(), "a cluster needs members");
-        let binary = replica_binary()?;
         let dir = std::env::temp_dir().join(format!(
             "dledger-e2e-{}-{}",
             std::process::id(),
@@ -266,7 +277,9 @@ impl Cluster {
     pub fn pause(&mut self, index: usize) -> Result<()> {
         self.signal(index, libc::SIGSTOP)?;
         self.members[index].paused = true;
-        Ok(())
+        // Signals arrive asynchronously: return only once it is stopped, so
+        // that a test's "stopped for N ms" is true.
+        self.wait_for_state(index, "stopped", |state| state == Some("T"))
     }
 
     /// SIGCONT member `index`.
@@ -276,7 +289,24 @@ impl Cluster {
     pub fn resume(&mut self, index: usize) -> Result<()> {
         self.signal(index, libc::SIGCONT)?;
         self.members[index].paused = false;
-        Ok(())
+        self.wait_for_state(index, "resumed", |state| state != Some("T"))
+    }
+
+    fn wait_for_state(
+        &self,
+        index: usize,
+        what: &str,
+        reached: impl Fn(Option<&str>) -> bool,
+    ) -> Result<()> {
+        let member = &self.members[index];
+        let Some(pid) = member.child.as_ref().map(Child::id) else {
+            return Ok(());
+        };
+        wait_until(
+            &format!("{} to be {what}", member.id),
+            SIGNAL_TAKES_EFFECT_WAIT,
+            || reached(process_state(pid).as_deref()).then_some(()),
+        )
     }
 
     /// SIGTERM member `index` and waits for it to exit; SIGKILL after a grace
@@ -343,6 +373,21 @@ impl Cluster {
     /// Whether member `index` has a live process (paused counts as live).
     pub fn is_running(&self, index: usize) -> bool {
         self.members[index].child.is_some()
+    }
+
+    /// The pid of member `index`'s process, when running.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members[index].child.as_ref().map(Child::id)
+    }
+
+    /// The path of member `index`'s log file.
+    pub fn log_path(&self, index: usize) -> &Path {
+        &self.members[index].log_path
+    }
+
+    /// Member `index`'s data directory.
+    pub fn data_dir(&self, index: usize) -> &Path {
+        &self.members[index].data_dir
     }
 
     /// Checks that every member supposed to run still does.
@@ -455,13 +500,8 @@ impl Cluster {
     pub fn first_exited(&self) -> Option<String> {
         self.members.iter().find_map(|member| {
             let pid = member.child.as_ref()?.id();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            // The state is the field after the parenthesised command name.
-            let state = stat
-                .as_deref()
-                .and_then(|stat| stat.rsplit_once(')'))
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            matches!(state, None | Some("Z") | Some("X")).then(|| member.id.clone())
+            let state = process_state(pid);
+            matches!(state.as_deref(), None | Some("Z") | Some("X")).then(|| member.id.clone())
         })
     }
 
@@ -568,6 +608,14 @@ pub fn established_leader(
                 .then(|| index_of(&leader.id).map(|index| (index, leader.term)))
                 .flatten()
         })
+}
+
+/// The state letter of process `pid` (R, S, T, Z, ...) from /proc, if it exists.
+pub fn process_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state is the field after the parenthesised command name.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_owned)
 }
 
 fn free_ports(count: usize) -> Result<Vec<u16>> {
