@@ -212,16 +212,19 @@ fn compare(
 /// A writer waits for each acknowledgement before sending its next entry, so
 /// its acknowledged indices must rise with its sequence numbers.
 fn check_writer_order(acks: &[Ack], problems: &mut Vec<String>) {
-    let mut by_writer: HashMap<usize, Vec<&Ack>> = HashMap::new();
+    let mut by_writer: HashMap<(&str, usize), Vec<&Ack>> = HashMap::new();
     for ack in acks {
-        by_writer.entry(ack.writer).or_default().push(ack);
+        by_writer
+            .entry((ack.label.as_str(), ack.writer))
+            .or_default()
+            .push(ack);
     }
-    for (writer, mut mine) in by_writer {
+    for ((label, writer), mut mine) in by_writer {
         mine.sort_by_key(|ack| ack.sequence);
         for pair in mine.windows(2) {
             if pair[1].index <= pair[0].index {
                 problems.push(format!(
-                    "writer {writer}: sequence {} acknowledged at index {} after sequence {} at {}",
+                    "load {label:?} writer {writer}: sequence {} acknowledged at index {} after sequence {} at {}",
                     pair[1].sequence, pair[1].index, pair[0].sequence, pair[0].index
                 ));
             }
@@ -259,6 +262,7 @@ mod tests {
 
     fn ack(writer: usize, sequence: u64, index: u64, term: u64, payload: &str) -> Ack {
         Ack {
+            label: "t".into(),
             writer,
             sequence,
             index,

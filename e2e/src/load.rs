@@ -24,7 +24,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// One acknowledged append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
-    /// Which writer sent it.
+    /// The label of the load it belongs to (writers are numbered per load).
+    pub label: String,
+    /// Which writer of that load sent it.
     pub writer: usize,
     /// Its place in that writer's sequence (acknowledged or not).
     pub sequence: u64,
@@ -223,6 +225,7 @@ fn write_loop(
                 leader,
             } => {
                 lock(acks).push(Ack {
+                    label: config.label.clone(),
                     writer,
                     sequence,
                     index,
