@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use std::time::Duration;
+
+use crate::server::retention::RetentionPolicy;
 use crate::server::{self, members, ServerConfig};
 use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES};
 
@@ -100,6 +103,18 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_READY_MAX_LAG", default_value_t = 1000)]
     pub ready_max_lag: u64,
 
+    /// Delete sealed log segments last written longer ago than this many
+    /// seconds (0: keep forever). Never past the commit index.
+    #[arg(long, env = "DLEDGER_RETENTION_MAX_AGE_S", default_value_t = 0)]
+    pub retention_max_age_s: u64,
+
+    /// Delete the oldest sealed segments while the log is bigger than this
+    /// many bytes (0: no limit). Never past the commit index; entries a
+    /// lagging follower still needs are kept until the log reaches twice
+    /// this size.
+    #[arg(long, env = "DLEDGER_RETENTION_MAX_BYTES", default_value_t = 0)]
+    pub retention_max_bytes: u64,
+
     /// On SIGTERM a leader first hands leadership over, waiting at most this long.
     #[arg(long, env = "DLEDGER_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
     pub shutdown_transfer_timeout_ms: u64,
@@ -178,6 +193,11 @@ impl ServeArgs {
             preferred_leader: self.preferred_leader.clone(),
             ready_max_lag: self.ready_max_lag,
             shutdown_transfer_timeout_ms: self.shutdown_transfer_timeout_ms,
+            retention: RetentionPolicy {
+                max_age: (self.retention_max_age_s > 0)
+                    .then(|| Duration::from_secs(self.retention_max_age_s)),
+                max_bytes: (self.retention_max_bytes > 0).then_some(self.retention_max_bytes),
+            },
         })
     }
 }

@@ -7,6 +7,7 @@
 //! - [`peers`]: outbound links to the other members.
 //! - [`client_api`]: answers binary-protocol client requests.
 //! - [`disk_log`]: the core's view of the on-disk log.
+//! - [`retention`]: which old segments may be deleted.
 
 pub mod client_api;
 pub mod disk_log;
@@ -14,6 +15,7 @@ pub mod handle;
 pub mod members;
 pub mod peers;
 pub mod raft_loop;
+pub mod retention;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     pub ready_max_lag: u64,
     /// On SIGTERM, how long the leader tries to hand over before stopping.
     pub shutdown_transfer_timeout_ms: u64,
+    /// What to delete from the log.
+    pub retention: retention::RetentionPolicy,
 }
 
 /// Why the server could not start or stopped.
@@ -252,6 +256,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         metrics: metrics.clone(),
         tick: Duration::from_millis(config.tick_ms),
         members: config.members.clone(),
+        retention: config.retention,
     });
     let raft_thread = std::thread::Builder::new()
         .name("raft-loop".into())

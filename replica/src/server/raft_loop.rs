@@ -24,6 +24,10 @@ use crate::store::{GroupCommit, MetaStore};
 use super::disk_log::DiskLog;
 use super::members::Member;
 use super::peers::Peers;
+use super::retention::{self, RetentionPolicy};
+
+/// How often retention looks at the segments.
+const RETENTION_PERIOD: Duration = Duration::from_secs(10);
 
 /// Most inputs handled before the loop looks at the Ready again: bounds the
 /// latency one burst of inputs can add to the others.
@@ -145,6 +149,8 @@ pub struct RaftLoop {
     /// Last entry written, to tell a suffix truncation.
     written_last: Index,
     last_soft: Option<SoftState>,
+    retention: RetentionPolicy,
+    next_retention: Instant,
 }
 
 /// What the loop needs to start.
@@ -169,6 +175,8 @@ pub struct RaftLoopParts {
     pub tick: Duration,
     /// All members.
     pub members: Vec<Member>,
+    /// What to delete from the log, and when.
+    pub retention: RetentionPolicy,
 }
 
 impl RaftLoop {
@@ -196,6 +204,8 @@ impl RaftLoop {
             parked: VecDeque::new(),
             written_last,
             last_soft: None,
+            retention: parts.retention,
+            next_retention: Instant::now() + RETENTION_PERIOD,
         }
     }
 
@@ -238,6 +248,10 @@ impl RaftLoop {
             if now >= next_tick {
                 self.node.tick().map_err(|err| err.to_string())?;
                 self.expire_proposals(now);
+                if now >= self.next_retention {
+                    self.next_retention = now + RETENTION_PERIOD;
+                    self.apply_retention()?;
+                }
                 // After a stall (a paused process), tick once and move on
                 // rather than replaying every missed tick at once.
                 next_tick = (next_tick + self.tick).max(now);
@@ -654,6 +668,46 @@ impl RaftLoop {
                 reason: reason.to_string(),
             }));
         }
+    }
+
+    /// Deletes the segments retention allows. Runs on this thread so the
+    /// core never reads an entry while it is being deleted.
+    fn apply_retention(&mut self) -> Result<(), String> {
+        if !self.retention.is_enabled() {
+            return Ok(());
+        }
+        let log = self.storage.log();
+        let segments = log
+            .segments()
+            .map_err(|err| format!("listing log segments: {err}"))?;
+        let self_id = self.node.id();
+        let slowest_follower_match = (self.node.role() == core::Role::Leader)
+            .then(|| {
+                self.node
+                    .peer_status()
+                    .iter()
+                    .filter(|peer| peer.id != self_id)
+                    .map(|peer| peer.match_index)
+                    .min()
+            })
+            .flatten();
+        let progress = retention::Progress {
+            commit_index: self.node.commit_index().min(self.node.persisted_index()),
+            slowest_follower_match,
+        };
+        let now = std::time::SystemTime::now();
+        if let Some(index) = retention::delete_below(&self.retention, &segments, progress, now) {
+            let deleted = log
+                .delete_below(index)
+                .map_err(|err| format!("deleting log segments below {index}: {err}"))?;
+            tracing::info!(below = index, segments = deleted, "retention deleted log segments");
+        }
+        let bytes = log
+            .segments()
+            .map(|segments| segments.iter().map(|s| s.size_bytes).sum())
+            .unwrap_or(0);
+        self.metrics.log_bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     fn publish(&mut self) {
