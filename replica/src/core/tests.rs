@@ -51,6 +51,8 @@ struct Cluster {
     down: BTreeSet<NodeId>,
     read_states: Vec<(NodeId, ReadState)>,
     outcomes: Vec<TransferOutcome>,
+    /// Messages this returns true for are lost.
+    drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
 }
 
 impl Cluster {
@@ -77,7 +79,33 @@ impl Cluster {
             down: BTreeSet::new(),
             read_states: Vec::new(),
             outcomes: Vec::new(),
+            drop_if: None,
         }
+    }
+
+    /// Nodes restarting from the given logs (terms per index) and hard
+    /// states, sending one entry per append.
+    fn with_logs(logs: &[&[Term]], hard_states: &[HardState]) -> Cluster {
+        let members: Vec<NodeId> = (1..=logs.len() as NodeId).collect();
+        let mut cluster = Cluster::new(0);
+        for (position, terms) in logs.iter().enumerate() {
+            let id = position as NodeId + 1;
+            let log = SharedLog::default();
+            for (offset, term) in terms.iter().enumerate() {
+                log.0
+                    .borrow_mut()
+                    .push(Entry::normal(offset as Index + 1, *term, &b"x"[..]));
+            }
+            let config = Config {
+                max_batch_entries: 1,
+                ..Config::new(id, members.clone())
+            };
+            cluster
+                .nodes
+                .push(Node::new(config, log.clone(), hard_states[position], id).unwrap());
+            cluster.logs.push(log);
+        }
+        cluster
     }
 
     fn node(&mut self, id: NodeId) -> &mut Node<SharedLog> {
@@ -119,6 +147,13 @@ impl Cluster {
             if self.down.contains(&message.to) || self.down.contains(&message.from) {
                 continue;
             }
+            if self
+                .drop_if
+                .as_ref()
+                .is_some_and(|drop_if| drop_if(&message))
+            {
+                continue;
+            }
             let to = message.to;
             self.node(to).step(message).unwrap();
         }
@@ -138,7 +173,7 @@ impl Cluster {
     }
 
     fn elect(&mut self, id: NodeId) {
-        let ticks = 2 * self.node(id).config().election_ticks;
+        let ticks = 4 * self.node(id).config().election_ticks;
         for _ in 0..ticks {
             self.node(id).tick().unwrap();
             self.stabilize();
@@ -553,4 +588,91 @@ fn bad_hard_state_and_config_are_errors() {
         result,
         Err(CoreError::Config(ConfigError::NotAMember(4)))
     ));
+}
+
+/// Raft's Figure 8: an entry of an earlier term replicated to a majority is
+/// not committed by counting, because a leader of a newer term that lacks it
+/// can still be elected and overwrite it.
+#[test]
+fn earlier_term_entry_is_not_committed_by_counting() {
+    let state = |term, vote| HardState { term, vote };
+    let mut cluster = Cluster::with_logs(
+        &[&[1, 2], &[1], &[1], &[1], &[1, 3]],
+        &[
+            state(3, Some(1)),
+            state(3, None),
+            state(3, None),
+            state(3, None),
+            state(3, Some(5)),
+        ],
+    );
+    cluster.down.extend([4, 5]);
+    // Nodes 2 and 3 get entry 2 but never the new leader's no-op (index 3).
+    let logs = cluster.logs.clone();
+    cluster.drop_if = Some(Box::new(move |message: &Message| {
+        (message.to == 2 || message.to == 3)
+            && logs[message.to as usize - 1].0.borrow().len() >= 2
+            && matches!(&message.body, MessageBody::Append { entries, .. } if entries.iter().any(|e| e.index == 3))
+    }));
+    cluster.elect(1);
+    assert_eq!(cluster.node(1).term(), 4);
+    cluster.stabilize();
+    // Entry 2 (term 2) is on nodes 1, 2 and 3, a majority...
+    assert_eq!(cluster.logs[1].0.borrow().len(), 2);
+    assert_eq!(cluster.logs[2].0.borrow().len(), 2);
+    // ...but must not be committed: its term is not the leader's.
+    assert_eq!(cluster.node(1).commit_index(), 0);
+    // Why: with node 1 gone, node 5 (last term 3) wins and replaces entry 2.
+    cluster.down.clear();
+    cluster.down.insert(1);
+    // Let nodes 2-4 forget their leader without electing one of their own.
+    cluster.drop_if = Some(Box::new(|message: &Message| {
+        matches!(message.body, MessageBody::PreVoteRequest { .. })
+    }));
+    for _ in 0..2 * cluster.node(2).config().election_ticks {
+        for id in 2..=4 {
+            cluster.node(id).tick().unwrap();
+        }
+        cluster.stabilize();
+    }
+    cluster.drop_if = None;
+    cluster.elect(5);
+    cluster.stabilize();
+    assert_eq!(cluster.node(3).entry_term(2).unwrap(), Some(3));
+}
+
+/// A candidate's own term and vote are durable before anyone can vote for it.
+#[test]
+fn vote_requests_wait_for_the_candidates_own_vote_to_persist() {
+    let mut node = lone_follower(1, &[1]);
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.role(), Role::PreCandidate);
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.hard_state, None, "pre-vote persists nothing");
+    assert_eq!(ready.messages.len(), 2);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: MessageBody::PreVoteResponse { reject: None },
+    })
+    .unwrap();
+    assert_eq!(node.role(), Role::Candidate);
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            vote: Some(1)
+        })
+    );
+    assert!(ready.messages.is_empty());
+    assert_eq!(ready.persisted_messages.len(), 2);
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .all(|message| matches!(message.body, MessageBody::VoteRequest { .. })));
 }
