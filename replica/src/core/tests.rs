@@ -43,6 +43,9 @@ impl LogRead for SharedLog {
     }
 }
 
+/// Decides which messages the test network loses.
+type DropFilter = Box<dyn Fn(&Message) -> bool>;
+
 /// Nodes 1..=n, delivering messages in order; `down` nodes get nothing.
 struct Cluster {
     nodes: Vec<Node<SharedLog>>,
@@ -52,7 +55,7 @@ struct Cluster {
     read_states: Vec<(NodeId, ReadState)>,
     outcomes: Vec<TransferOutcome>,
     /// Messages this returns true for are lost.
-    drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
+    drop_if: Option<DropFilter>,
 }
 
 impl Cluster {
