@@ -6,10 +6,11 @@
 
 mod sim;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use dledger_replica::core::Role;
-use sim::world::{Faults, World, TICK_MS};
+use sim::world::{Faults, Tuning, World, TICK_MS};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|value| {
@@ -19,6 +20,9 @@ fn env_u64(name: &str) -> Option<u64> {
             .unwrap_or_else(|_| panic!("{name} must be a number, got {value:?}"))
     })
 }
+
+/// Per thread: events, acknowledged proposals, failures (seed, error).
+type ThreadResult = (u64, u64, Vec<(u64, String)>);
 
 #[test]
 fn simulation_seeds() {
@@ -33,16 +37,22 @@ fn simulation_seeds() {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4) as u64;
+    // SIM_FAIL_FAST=1 stops at the first failure (used to time the checkers).
+    let fail_fast = env_u64("SIM_FAIL_FAST").unwrap_or(0) == 1;
+    let stop = AtomicBool::new(false);
+    let seeds_run = AtomicU64::new(0);
     let started = Instant::now();
-    let results: Vec<(u64, u64, Vec<(u64, String)>)> = std::thread::scope(|scope| {
+    let results: Vec<ThreadResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
+                let (stop, seeds_run) = (&stop, &seeds_run);
                 scope.spawn(move || {
                     let mut failures = Vec::new();
                     let mut events = 0;
                     let mut acked = 0;
                     let mut seed = thread;
-                    while seed < seeds {
+                    while seed < seeds && !stop.load(Ordering::Relaxed) {
+                        seeds_run.fetch_add(1, Ordering::Relaxed);
                         match sim::run_seed(seed, false) {
                             Ok(stats) => {
                                 events += stats.events;
@@ -51,6 +61,14 @@ fn simulation_seeds() {
                             Err(error) => {
                                 eprintln!("SEED {seed} FAILED: {error}\n  rerun: SIM_SEED={seed} cargo test --release -p dledger-replica --test simulation");
                                 failures.push((seed, error));
+                                if fail_fast {
+                                    stop.store(true, Ordering::Relaxed);
+                                    eprintln!(
+                                        "first failure: seed {seed} after {} seeds, {:.1} s",
+                                        seeds_run.load(Ordering::Relaxed),
+                                        started.elapsed().as_secs_f64()
+                                    );
+                                }
                             }
                         }
                         seed += threads;
@@ -85,7 +103,7 @@ fn simulation_seeds() {
 /// A follower whose disk was replaced catches up from an empty log.
 #[test]
 fn wiped_follower_catches_up_from_scratch() {
-    let mut world = World::new(7, 3, Faults::none(), None, false);
+    let mut world = World::new(7, 3, Faults::none(), Tuning::default(), false);
     let mut now = 0;
     let mut step = |world: &mut World, ms: u64| {
         now += ms;
@@ -123,7 +141,16 @@ fn wiped_follower_catches_up_from_scratch() {
 /// Leadership hands over to the configured preferred leader.
 #[test]
 fn preferred_leader_takes_over() {
-    let mut world = World::new(11, 5, Faults::none(), Some(4), false);
+    let mut world = World::new(
+        11,
+        5,
+        Faults::none(),
+        Tuning {
+            preferred_leader: Some(4),
+            ..Tuning::default()
+        },
+        false,
+    );
     world.run_until(5_000).expect("no invariant broken");
     let leader = world.leader().expect("a leader");
     assert_eq!(world.node(leader).expect("up").id(), 4);
@@ -138,7 +165,7 @@ fn failover_latency() {
     let crashes = env_u64("FAILOVER_CRASHES").unwrap_or(1000);
     for size in [3usize, 5] {
         let mut latencies = Vec::new();
-        let mut world = World::new(size as u64, size, Faults::none(), None, false);
+        let mut world = World::new(size as u64, size, Faults::none(), Tuning::default(), false);
         let mut now = 0;
         let run =
             |world: &mut World, until: u64| world.run_until(until).expect("no invariant broken");

@@ -20,8 +20,9 @@ pub trait LogRead {
     fn first_index(&self) -> Index;
     /// The last durable index (`first_index() - 1` when empty).
     fn last_index(&self) -> Index;
-    /// The term of the entry at `index`; `Ok(None)` outside the log. Should
-    /// also answer for `first_index() - 1` (the last removed entry) when it can.
+    /// The term of the entry at `index`; `Ok(None)` outside the log. Must
+    /// also answer for `first_index() - 1` (the last entry retention removed)
+    /// when `first_index() > 1`: the core needs it as the term before the log.
     fn term(&self, index: Index) -> Result<Option<Term>, LogReadError>;
     /// Up to `max_count` entries from `from`, stopping before `max_bytes` of
     /// payload is passed, but always at least one entry when `from` is in the log.

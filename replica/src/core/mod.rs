@@ -16,6 +16,30 @@
 //! follower, fast back-off, leadership transfer with TimeoutNow, a preferred
 //! leader, and ReadIndex reads.
 //!
+//! # The caller's loop
+//!
+//! ```text
+//! let mut node = Node::new(config, store_reader, saved_hard_state, seed)?;
+//! loop {
+//!     // every config.tick_ms:     node.tick()?
+//!     // a peer message arrived:   node.step(message)?
+//!     // a client write:           node.propose(payload) -> (index, term), keep it
+//!     // a linearizable read:      node.read_index(request_id)?
+//!     // admin / SIGTERM:          node.transfer_leadership(None)
+//!     while node.has_ready() {
+//!         let ready = node.ready()?;
+//!         send(ready.messages);                       // at once
+//!         store.truncate_and_append(&ready.entries);  // truncate if entries[0].index <= last
+//!         store.save(ready.hard_state);
+//!         store.fsync();                              // group commit: one per Ready (or batch)
+//!         send(ready.persisted_messages);             // only now
+//!         if let Some(last) = ready.entries.last() { node.on_persisted(last.index, last.term)?; }
+//!         // ready.commit_index: ack proposals whose entry_term(index) is still their term
+//!         // ready.read_states: serve each read once entries up to its index are applied
+//!     }
+//! }
+//! ```
+//!
 //! A failed read of the durable log ([`LogReadError`]) is fatal: the call
 //! returns [`CoreError::Storage`] and every later call [`CoreError::Failed`];
 //! the caller must stop the member.

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn replicate_window_bounds_inflight_and_frees_on_ack() {
         let mut progress = Progress::new(1, 2);
-        assert!(progress.maybe_update(0) == false);
+        assert!(!progress.maybe_update(0));
         progress.become_replicate();
         progress.sent_append(3, 3);
         progress.sent_append(5, 2);

@@ -1,1 +1,681 @@
+//! Scenario tests of whole nodes over a tiny in-memory network. The
+//! randomized, fault-injecting tests live in `tests/simulation.rs`.
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::entry::{Entry, HardState, Index, Term};
+
+#[derive(Clone, Default)]
+struct SharedLog(Rc<RefCell<Vec<Entry>>>);
+
+impl LogRead for SharedLog {
+    fn first_index(&self) -> Index {
+        1
+    }
+    fn last_index(&self) -> Index {
+        self.0.borrow().len() as Index
+    }
+    fn term(&self, index: Index) -> Result<Option<Term>, LogReadError> {
+        Ok(match index {
+            0 => Some(0),
+            i => self.0.borrow().get(i as usize - 1).map(|entry| entry.term),
+        })
+    }
+    fn entries(
+        &self,
+        from: Index,
+        max_count: usize,
+        _max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        Ok(self
+            .0
+            .borrow()
+            .iter()
+            .skip(from as usize - 1)
+            .take(max_count)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Decides which messages the test network loses.
+type DropFilter = Box<dyn Fn(&Message) -> bool>;
+
+/// Nodes 1..=n, delivering messages in order; `down` nodes get nothing.
+struct Cluster {
+    nodes: Vec<Node<SharedLog>>,
+    logs: Vec<SharedLog>,
+    queue: VecDeque<Message>,
+    down: BTreeSet<NodeId>,
+    read_states: Vec<(NodeId, ReadState)>,
+    outcomes: Vec<TransferOutcome>,
+    /// Messages this returns true for are lost.
+    drop_if: Option<DropFilter>,
+}
+
+impl Cluster {
+    fn new(size: u64) -> Cluster {
+        let members: Vec<NodeId> = (1..=size).collect();
+        let logs: Vec<SharedLog> = (0..size).map(|_| SharedLog::default()).collect();
+        let nodes = members
+            .iter()
+            .map(|id| {
+                let config = Config::new(*id, members.clone());
+                Node::new(
+                    config,
+                    logs[*id as usize - 1].clone(),
+                    HardState::default(),
+                    *id,
+                )
+                .unwrap()
+            })
+            .collect();
+        Cluster {
+            nodes,
+            logs,
+            queue: VecDeque::new(),
+            down: BTreeSet::new(),
+            read_states: Vec::new(),
+            outcomes: Vec::new(),
+            drop_if: None,
+        }
+    }
+
+    /// Nodes restarting from the given logs (terms per index) and hard
+    /// states, sending one entry per append.
+    fn with_logs(logs: &[&[Term]], hard_states: &[HardState]) -> Cluster {
+        let members: Vec<NodeId> = (1..=logs.len() as NodeId).collect();
+        let mut cluster = Cluster::new(0);
+        for (position, terms) in logs.iter().enumerate() {
+            let id = position as NodeId + 1;
+            let log = SharedLog::default();
+            for (offset, term) in terms.iter().enumerate() {
+                log.0
+                    .borrow_mut()
+                    .push(Entry::normal(offset as Index + 1, *term, &b"x"[..]));
+            }
+            let config = Config {
+                max_batch_entries: 1,
+                ..Config::new(id, members.clone())
+            };
+            cluster
+                .nodes
+                .push(Node::new(config, log.clone(), hard_states[position], id).unwrap());
+            cluster.logs.push(log);
+        }
+        cluster
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut Node<SharedLog> {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Handle every Ready as a server would, with instant durable writes.
+    fn flush(&mut self) {
+        for index in 0..self.nodes.len() {
+            while self.nodes[index].has_ready() {
+                let ready = self.nodes[index].ready().unwrap();
+                if let Some(first) = ready.entries.first() {
+                    let mut log = self.logs[index].0.borrow_mut();
+                    log.truncate(first.index as usize - 1);
+                    log.extend_from_slice(&ready.entries);
+                }
+                self.queue.extend(ready.messages);
+                self.queue.extend(ready.persisted_messages);
+                if let Some(last) = ready.entries.last() {
+                    self.nodes[index]
+                        .on_persisted(last.index, last.term)
+                        .unwrap();
+                }
+                let id = self.nodes[index].id();
+                self.read_states
+                    .extend(ready.read_states.into_iter().map(|read| (id, read)));
+                self.outcomes.extend(ready.transfer_outcomes);
+            }
+        }
+    }
+
+    /// Deliver until quiet.
+    fn stabilize(&mut self) {
+        for _ in 0..10_000 {
+            self.flush();
+            let Some(message) = self.queue.pop_front() else {
+                return;
+            };
+            if self.down.contains(&message.to) || self.down.contains(&message.from) {
+                continue;
+            }
+            if self
+                .drop_if
+                .as_ref()
+                .is_some_and(|drop_if| drop_if(&message))
+            {
+                continue;
+            }
+            let to = message.to;
+            self.node(to).step(message).unwrap();
+        }
+        panic!("the cluster never went quiet");
+    }
+
+    fn tick_all(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for index in 0..self.nodes.len() {
+                let id = self.nodes[index].id();
+                if !self.down.contains(&id) {
+                    self.nodes[index].tick().unwrap();
+                }
+            }
+            self.stabilize();
+        }
+    }
+
+    fn elect(&mut self, id: NodeId) {
+        let ticks = 4 * self.node(id).config().election_ticks;
+        for _ in 0..ticks {
+            self.node(id).tick().unwrap();
+            self.stabilize();
+            if self.node(id).role() == Role::Leader {
+                return;
+            }
+        }
+        panic!("node {id} was not elected");
+    }
+
+    fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|node| node.role() == Role::Leader)
+            .map(|node| node.id())
+            .collect()
+    }
+}
+
+#[test]
+fn single_node_group_commits_on_its_own() {
+    let mut cluster = Cluster::new(1);
+    cluster.elect(1);
+    let (index, term) = cluster.node(1).propose(Bytes::from_static(b"a")).unwrap();
+    assert_eq!((index, term), (2, 1), "after the no-op at 1");
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), 2);
+    assert_eq!(cluster.node(1).entry_term(2).unwrap(), Some(term));
+}
+
+#[test]
+fn three_nodes_elect_replicate_and_commit() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    assert_eq!(cluster.leaders(), vec![1]);
+    for payload in [&b"a"[..], b"b", b"c"] {
+        cluster
+            .node(1)
+            .propose(Bytes::copy_from_slice(payload))
+            .unwrap();
+    }
+    cluster.stabilize();
+    cluster.tick_all(10);
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).commit_index(), 4, "node {id}");
+        assert_eq!(cluster.logs[id as usize - 1].0.borrow().len(), 4);
+        assert_eq!(cluster.node(id).leader_id(), Some(1));
+    }
+    assert_eq!(
+        cluster.node(2).propose(Bytes::new()),
+        Err(ProposeError::NotLeader { leader: Some(1) })
+    );
+}
+
+fn lone_follower(id: NodeId, log_terms: &[Term]) -> Node<SharedLog> {
+    let log = SharedLog::default();
+    for (position, term) in log_terms.iter().enumerate() {
+        log.0
+            .borrow_mut()
+            .push(Entry::normal(position as Index + 1, *term, &b"x"[..]));
+    }
+    let hard_state = HardState {
+        term: log_terms.last().copied().unwrap_or(0),
+        vote: None,
+    };
+    Node::new(Config::new(id, vec![1, 2, 3]), log, hard_state, 1).unwrap()
+}
+
+fn vote_request(
+    from: NodeId,
+    term: Term,
+    last_log_index: Index,
+    last_log_term: Term,
+    transfer: bool,
+) -> Message {
+    Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            leadership_transfer: transfer,
+        },
+    }
+}
+
+#[test]
+fn vote_is_sent_only_after_it_is_persisted() {
+    let mut node = lone_follower(1, &[1, 1]);
+    node.step(vote_request(2, 2, 2, 1, false)).unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            vote: Some(2)
+        })
+    );
+    assert!(
+        ready.messages.is_empty(),
+        "nothing may leave before the vote is durable"
+    );
+    assert_eq!(ready.persisted_messages.len(), 1);
+    assert_eq!(
+        ready.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: None }
+    );
+    // A second candidate in the same term is refused.
+    node.step(vote_request(3, 2, 5, 2, false)).unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.messages[0].body,
+        MessageBody::VoteResponse {
+            reject: Some(VoteRejection::AlreadyVoted)
+        }
+    );
+}
+
+#[test]
+fn vote_needs_an_up_to_date_log() {
+    let mut node = lone_follower(1, &[1, 2, 2]);
+    // Older last term, longer log: refused.
+    node.step(vote_request(2, 3, 9, 1, false)).unwrap();
+    // Same last term, shorter log: refused.
+    node.step(vote_request(3, 3, 2, 2, false)).unwrap();
+    let ready = node.ready().unwrap();
+    let rejections: Vec<_> = ready.messages.iter().map(|m| m.body.clone()).collect();
+    let expected = MessageBody::VoteResponse {
+        reject: Some(VoteRejection::LogNotUpToDate),
+    };
+    assert_eq!(rejections, vec![expected.clone(), expected]);
+    assert_eq!(
+        node.hard_state(),
+        HardState {
+            term: 3,
+            vote: None
+        }
+    );
+}
+
+#[test]
+fn pre_vote_changes_no_state() {
+    let mut node = lone_follower(1, &[1]);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: MessageBody::PreVoteRequest {
+            last_log_index: 1,
+            last_log_term: 1,
+        },
+    })
+    .unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.hard_state, None, "term and vote unchanged");
+    assert_eq!(ready.messages.len(), 1);
+    assert_eq!(ready.messages[0].term, 2);
+    assert_eq!(
+        ready.messages[0].body,
+        MessageBody::PreVoteResponse { reject: None }
+    );
+    assert_eq!(node.term(), 1);
+}
+
+#[test]
+fn leader_stickiness_refuses_votes_unless_transfer() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    // Node 2 hears from its leader; a vote request from 3 at a higher term is refused.
+    cluster
+        .node(2)
+        .step(vote_request(3, 5, 100, 5, false).retarget(2))
+        .unwrap();
+    let ready = cluster.node(2).ready().unwrap();
+    assert_eq!(
+        ready.messages[0].body,
+        MessageBody::VoteResponse {
+            reject: Some(VoteRejection::LeaderAlive)
+        }
+    );
+    assert_eq!(
+        cluster.node(2).term(),
+        1,
+        "a refused vote does not raise the term"
+    );
+    // A TimeoutNow-initiated election skips stickiness.
+    cluster
+        .node(2)
+        .step(vote_request(3, 5, 100, 5, true).retarget(2))
+        .unwrap();
+    let ready = cluster.node(2).ready().unwrap();
+    assert_eq!(
+        ready.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: None }
+    );
+    assert_eq!(cluster.node(2).term(), 5);
+}
+
+impl Message {
+    fn retarget(mut self, to: NodeId) -> Message {
+        self.to = to;
+        self
+    }
+}
+
+#[test]
+fn isolated_leader_steps_down_by_check_quorum() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.down.extend([2, 3]);
+    let election_ticks = cluster.node(1).config().election_ticks;
+    for _ in 0..election_ticks * 2 {
+        cluster.node(1).tick().unwrap();
+        cluster.stabilize();
+    }
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+}
+
+#[test]
+fn partitioned_follower_does_not_disrupt_with_pre_vote() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.down.insert(3);
+    for _ in 0..300 {
+        cluster.node(3).tick().unwrap();
+        cluster.stabilize();
+    }
+    assert_eq!(cluster.node(3).term(), 1, "pre-vote kept the term");
+    cluster.down.clear();
+    cluster.tick_all(20);
+    assert_eq!(cluster.leaders(), vec![1]);
+    assert_eq!(cluster.node(1).term(), 1);
+}
+
+#[test]
+fn leadership_transfer_to_caught_up_follower() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.node(1).propose(Bytes::from_static(b"a")).unwrap();
+    cluster.node(1).transfer_leadership(Some(3)).unwrap();
+    assert_eq!(
+        cluster.node(1).propose(Bytes::new()),
+        Err(ProposeError::Transferring)
+    );
+    cluster.stabilize();
+    assert_eq!(cluster.leaders(), vec![3]);
+    assert_eq!(
+        cluster.outcomes,
+        vec![TransferOutcome::SteppedDown { target: 3 }]
+    );
+    // The most caught-up follower is chosen when no target is given.
+    cluster.node(3).transfer_leadership(None).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.leaders(), vec![1], "ties go to the lowest id");
+}
+
+#[test]
+fn transfer_errors_and_timeout() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    assert_eq!(
+        cluster.node(2).transfer_leadership(Some(3)),
+        Err(TransferError::NotLeader { leader: Some(1) })
+    );
+    assert_eq!(
+        cluster.node(1).transfer_leadership(Some(1)),
+        Err(TransferError::AlreadyLeader(1))
+    );
+    assert_eq!(
+        cluster.node(1).transfer_leadership(Some(9)),
+        Err(TransferError::UnknownMember(9))
+    );
+    cluster.down.insert(2);
+    cluster.node(1).transfer_leadership(Some(2)).unwrap();
+    let election_ticks = cluster.node(1).config().election_ticks;
+    for _ in 0..election_ticks {
+        cluster.node(1).tick().unwrap();
+        cluster.stabilize();
+    }
+    assert_eq!(
+        cluster.outcomes,
+        vec![TransferOutcome::Abandoned {
+            target: 2,
+            reason: TransferAbort::TimedOut
+        }]
+    );
+    assert!(cluster
+        .node(1)
+        .propose(Bytes::from_static(b"again"))
+        .is_ok());
+}
+
+#[test]
+fn read_index_waits_for_noop_and_quorum() {
+    let mut cluster = Cluster::new(3);
+    cluster.down.extend([2, 3]);
+    for _ in 0..200 {
+        cluster.node(1).tick().unwrap();
+        cluster.stabilize();
+    }
+    assert_ne!(
+        cluster.node(1).role(),
+        Role::Leader,
+        "no leader without a quorum"
+    );
+    cluster.down.clear();
+    cluster.elect(1);
+    cluster.node(2).read_index(7).unwrap();
+    cluster.flush();
+    assert_eq!(
+        cluster.read_states,
+        vec![(
+            2,
+            ReadState {
+                request_id: 7,
+                result: Err(ReadError::NotLeader { leader: Some(1) })
+            }
+        )]
+    );
+    cluster.read_states.clear();
+    cluster.node(1).propose(Bytes::from_static(b"a")).unwrap();
+    cluster.stabilize();
+    // Without followers the leader cannot confirm a read.
+    cluster.down.extend([2, 3]);
+    cluster.node(1).read_index(8).unwrap();
+    cluster.stabilize();
+    assert!(cluster.read_states.is_empty());
+    cluster.down.clear();
+    cluster.node(1).read_index(9).unwrap();
+    cluster.stabilize();
+    let commit = cluster.node(1).commit_index();
+    assert_eq!(commit, 2);
+    assert_eq!(
+        cluster.read_states,
+        vec![
+            (
+                1,
+                ReadState {
+                    request_id: 8,
+                    result: Ok(commit)
+                }
+            ),
+            (
+                1,
+                ReadState {
+                    request_id: 9,
+                    result: Ok(commit)
+                }
+            )
+        ]
+    );
+}
+
+#[test]
+fn proposals_are_bounded() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.down.extend([2, 3]);
+    let limit = cluster.node(1).config().max_pending_proposals;
+    let mut refused = None;
+    for attempt in 0..limit + 1 {
+        if let Err(error) = cluster.node(1).propose(Bytes::from_static(b"p")) {
+            refused = Some((attempt, error));
+            break;
+        }
+    }
+    assert_eq!(refused, Some((limit, ProposeError::TooManyPending)));
+}
+
+#[test]
+fn follower_truncates_uncommitted_suffix_and_stale_persist_is_ignored() {
+    let mut node = lone_follower(1, &[1, 1, 1]);
+    // A leader of term 2 whose log diverges after index 1.
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: MessageBody::Append {
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![Entry::normal(2, 2, &b"new"[..])],
+            leader_commit: 1,
+        },
+    })
+    .unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.entries, vec![Entry::normal(2, 2, &b"new"[..])]);
+    assert_eq!(node.last_index(), 2);
+    assert_eq!(ready.commit_index, Some(1));
+    node.on_persisted(3, 1).unwrap();
+    assert_eq!(
+        node.persisted_index(),
+        1,
+        "a report about the replaced entries is stale"
+    );
+    node.on_persisted(2, 2).unwrap();
+    assert_eq!(node.persisted_index(), 2);
+}
+
+#[test]
+fn bad_hard_state_and_config_are_errors() {
+    let log = SharedLog::default();
+    let hard_state = HardState {
+        term: 1,
+        vote: Some(9),
+    };
+    let result = Node::new(Config::new(1, vec![1, 2, 3]), log.clone(), hard_state, 0);
+    assert!(matches!(result, Err(CoreError::VoteNotAMember(9))));
+    let result = Node::new(Config::new(4, vec![1, 2, 3]), log, HardState::default(), 0);
+    assert!(matches!(
+        result,
+        Err(CoreError::Config(ConfigError::NotAMember(4)))
+    ));
+}
+
+/// Raft's Figure 8: an entry of an earlier term replicated to a majority is
+/// not committed by counting, because a leader of a newer term that lacks it
+/// can still be elected and overwrite it.
+#[test]
+fn earlier_term_entry_is_not_committed_by_counting() {
+    let state = |term, vote| HardState { term, vote };
+    let mut cluster = Cluster::with_logs(
+        &[&[1, 2], &[1], &[1], &[1], &[1, 3]],
+        &[
+            state(3, Some(1)),
+            state(3, None),
+            state(3, None),
+            state(3, None),
+            state(3, Some(5)),
+        ],
+    );
+    cluster.down.extend([4, 5]);
+    // Nodes 2 and 3 get entry 2 but never the new leader's no-op (index 3).
+    let logs = cluster.logs.clone();
+    cluster.drop_if = Some(Box::new(move |message: &Message| {
+        (message.to == 2 || message.to == 3)
+            && logs[message.to as usize - 1].0.borrow().len() >= 2
+            && matches!(&message.body, MessageBody::Append { entries, .. } if entries.iter().any(|e| e.index == 3))
+    }));
+    cluster.elect(1);
+    assert_eq!(cluster.node(1).term(), 4);
+    cluster.stabilize();
+    // Entry 2 (term 2) is on nodes 1, 2 and 3, a majority...
+    assert_eq!(cluster.logs[1].0.borrow().len(), 2);
+    assert_eq!(cluster.logs[2].0.borrow().len(), 2);
+    // ...but must not be committed: its term is not the leader's.
+    assert_eq!(cluster.node(1).commit_index(), 0);
+    // Why: with node 1 gone, node 5 (last term 3) wins and replaces entry 2.
+    cluster.down.clear();
+    cluster.down.insert(1);
+    // Let nodes 2-4 forget their leader without electing one of their own.
+    cluster.drop_if = Some(Box::new(|message: &Message| {
+        matches!(message.body, MessageBody::PreVoteRequest { .. })
+    }));
+    for _ in 0..2 * cluster.node(2).config().election_ticks {
+        for id in 2..=4 {
+            cluster.node(id).tick().unwrap();
+        }
+        cluster.stabilize();
+    }
+    cluster.drop_if = None;
+    cluster.elect(5);
+    cluster.stabilize();
+    assert_eq!(cluster.node(3).entry_term(2).unwrap(), Some(3));
+}
+
+/// A candidate's own term and vote are durable before anyone can vote for it.
+#[test]
+fn vote_requests_wait_for_the_candidates_own_vote_to_persist() {
+    let mut node = lone_follower(1, &[1]);
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.role(), Role::PreCandidate);
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.hard_state, None, "pre-vote persists nothing");
+    assert_eq!(ready.messages.len(), 2);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: MessageBody::PreVoteResponse { reject: None },
+    })
+    .unwrap();
+    assert_eq!(node.role(), Role::Candidate);
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            vote: Some(1)
+        })
+    );
+    assert!(ready.messages.is_empty());
+    assert_eq!(ready.persisted_messages.len(), 2);
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .all(|message| matches!(message.body, MessageBody::VoteRequest { .. })));
+}

@@ -8,7 +8,7 @@ pub mod world;
 use dledger_replica::core::rng::Rng;
 use dledger_replica::entry::NodeId;
 
-use world::{Faults, World, TICK_MS};
+use world::{Faults, Tuning, World, TICK_MS};
 
 /// Simulated time of faults, load and partitions.
 pub const CHAOS_MS: u64 = 15_000;
@@ -35,11 +35,16 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         duplicate_probability: [0.0, 0.02, 0.1][plan.below(3) as usize],
         delay_ms_max: [2, 10, 40][plan.below(3) as usize],
         sync_ms_max: [1, 5, 30][plan.below(3) as usize],
+        crash_on_hard_state_probability: [0.0, 0.0, 0.02, 0.1][plan.below(4) as usize],
     };
-    let preferred = plan
-        .chance(0.2)
-        .then(|| plan.range(1, size as u64 + 1) as NodeId);
-    let mut world = World::new(seed, size, faults, preferred, trace);
+    let tuning = Tuning {
+        max_batch_entries: [1, 2, 4, 16, 64][plan.below(5) as usize],
+        max_inflight_appends: [4, 8, 64][plan.below(3) as usize],
+        preferred_leader: plan
+            .chance(0.2)
+            .then(|| plan.range(1, size as u64 + 1) as NodeId),
+    };
+    let mut world = World::new(seed, size, faults, tuning, trace);
     let result = drive(&mut world, &mut plan, size);
     match result {
         Ok(stats) => Ok(stats),
@@ -84,6 +89,9 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
     world.heal_partitions();
     world.faults.drop_probability = 0.0;
     world.faults.duplicate_probability = 0.0;
+    world.faults.crash_on_hard_state_probability = 0.0;
+    // A healed network is a LAN: short delays, so little reordering.
+    world.faults.delay_ms_max = world.faults.delay_ms_max.min(10);
     for node in 0..size {
         world.restart(node)?;
     }

@@ -22,6 +22,7 @@ enum Event {
     Deliver(Message),
     SyncDone { node: usize, incarnation: u64 },
     Restart { node: usize },
+    Crash { node: usize, incarnation: u64 },
     HealPartition { generation: u64 },
 }
 
@@ -64,6 +65,9 @@ struct PendingRead {
     max_acked_when_issued: Index,
 }
 
+/// One Ready's last entry and the messages held until it is durable.
+type WaitingForSync = (Option<(Index, Term)>, Vec<Message>);
+
 struct SimNode {
     id: NodeId,
     node: Option<Node<SimLog>>,
@@ -72,10 +76,29 @@ struct SimNode {
     sync_scheduled: bool,
     /// Per Ready, in order: the last entry written and the messages held
     /// until it is durable.
-    waiting_for_sync: Vec<(Option<(Index, Term)>, Vec<Message>)>,
+    waiting_for_sync: Vec<WaitingForSync>,
     observed_commit: Index,
     proposals: Vec<PendingProposal>,
     reads: Vec<PendingRead>,
+}
+
+/// Core settings varied per run (small batches and windows split the log
+/// into many appends, which exercises back-off and partial replication).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub max_batch_entries: usize,
+    pub max_inflight_appends: usize,
+    pub preferred_leader: Option<NodeId>,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            max_batch_entries: 16,
+            max_inflight_appends: 8,
+            preferred_leader: None,
+        }
+    }
 }
 
 /// Network and disk behaviour for one run.
@@ -85,6 +108,9 @@ pub struct Faults {
     pub duplicate_probability: f64,
     pub delay_ms_max: u64,
     pub sync_ms_max: u64,
+    /// Chance that a node crashes right after writing a new term or vote,
+    /// before the write is synced: the window where ordering bugs live.
+    pub crash_on_hard_state_probability: f64,
 }
 
 impl Faults {
@@ -94,12 +120,13 @@ impl Faults {
             duplicate_probability: 0.0,
             delay_ms_max: 5,
             sync_ms_max: 3,
+            crash_on_hard_state_probability: 0.0,
         }
     }
 }
 
 pub struct World {
-    preferred_leader: Option<NodeId>,
+    tuning: Tuning,
     pub rng: Rng,
     pub now_ms: u64,
     sequence: u64,
@@ -123,16 +150,10 @@ pub struct World {
 pub type SimResult<T> = Result<T, String>;
 
 impl World {
-    pub fn new(
-        seed: u64,
-        size: usize,
-        faults: Faults,
-        preferred_leader: Option<NodeId>,
-        trace: bool,
-    ) -> World {
+    pub fn new(seed: u64, size: usize, faults: Faults, tuning: Tuning, trace: bool) -> World {
         let mut world = World {
-            preferred_leader,
-            rng: Rng::new(seed ^ 0x5EED_0F_D1ED6E5),
+            tuning,
+            rng: Rng::new(seed ^ 0x5EED_0FD1_ED6E_5000),
             now_ms: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -175,11 +196,11 @@ impl World {
     fn config(&self, id: NodeId) -> Config {
         let members = (1..=self.nodes.len() as NodeId).collect();
         Config {
-            max_inflight_appends: 8,
-            max_batch_entries: 16,
+            max_inflight_appends: self.tuning.max_inflight_appends,
+            max_batch_entries: self.tuning.max_batch_entries,
             max_batch_bytes: 256,
             max_pending_proposals: 256,
-            preferred_leader: self.preferred_leader,
+            preferred_leader: self.tuning.preferred_leader,
             ..Config::new(id, members)
         }
     }
@@ -371,8 +392,8 @@ impl World {
         };
         let mut payload = id.to_le_bytes().to_vec();
         payload.extend_from_slice(&[0xAB; 8]);
-        match node.propose(Bytes::from(payload)) {
-            Ok((entry_index, term)) => {
+        if let Ok((entry_index, term)) = node.propose(Bytes::from(payload)) {
+            {
                 self.next_payload_id += 1;
                 slot.proposals.push(PendingProposal {
                     id,
@@ -387,7 +408,6 @@ impl World {
                     format!("client proposes {id} at node {node_id}: {entry_index}@{term}")
                 });
             }
-            Err(_) => {}
         }
         self.drive(index)
     }
@@ -475,6 +495,15 @@ impl World {
                 self.sync(node)
             }
             Event::Restart { node } => self.restart(node),
+            Event::Crash { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || !self.is_up(node) {
+                    return Ok(());
+                }
+                self.crash(node)?;
+                let down_ms = self.rng.range(10, 1_000);
+                self.schedule_restart(node, down_ms);
+                Ok(())
+            }
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
                     self.heal_partitions();
@@ -549,13 +578,27 @@ impl World {
         let last = ready.entries.last().map(|entry| (entry.index, entry.term));
         let slot = &mut self.nodes[index];
         slot.waiting_for_sync.push((last, ready.persisted_messages));
+        let incarnation = slot.incarnation;
         if !slot.sync_scheduled {
             slot.sync_scheduled = true;
-            let incarnation = slot.incarnation;
             let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
             self.schedule(
                 delay,
                 Event::SyncDone {
+                    node: index,
+                    incarnation,
+                },
+            );
+        }
+        if ready.hard_state.is_some()
+            && self.rng.chance(self.faults.crash_on_hard_state_probability)
+        {
+            // Same time as a zero-delay sync or the earliest later one: the
+            // event order decides whether the write survives.
+            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
+            self.schedule(
+                delay,
+                Event::Crash {
                     node: index,
                     incarnation,
                 },
