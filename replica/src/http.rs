@@ -88,10 +88,12 @@ async fn append<E: Engine>(State(engine): State<Arc<E>>, body: Body) -> Response
     // a body of exactly the limit.
     let payload: Bytes = match axum::body::to_bytes(body, max_bytes + 1).await {
         Ok(payload) if payload.len() <= max_bytes => payload,
-        Ok(payload) => return append_error(AppendError::TooLarge {
-            size_bytes: payload.len(),
-            max_bytes,
-        }),
+        Ok(payload) => {
+            return append_error(AppendError::TooLarge {
+                size_bytes: payload.len(),
+                max_bytes,
+            })
+        }
         Err(err) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -172,45 +174,44 @@ async fn entry<E: Engine>(State(engine): State<Arc<E>>, Path(index): Path<String
             response
                 .headers_mut()
                 .insert("x-dledger-index", HeaderValue::from(entry.index));
-            response
-                .headers_mut()
-                .insert("x-dledger-kind", HeaderValue::from_static(entry.kind.name()));
+            response.headers_mut().insert(
+                "x-dledger-kind",
+                HeaderValue::from_static(entry.kind.name()),
+            );
             response
         }
         Err(err) => read_error(err),
     }
 }
 
-/// Parses an optional unsigned query parameter, naming it in the error.
-fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+/// Parses an optional unsigned query parameter; the error names it.
+fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, String> {
     match query.get(name) {
         None => Ok(None),
         Some(text) => text.parse::<u64>().map(Some).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("query parameter {name} must be an unsigned integer, got {text:?}"),
-            )
+            format!("query parameter {name} must be an unsigned integer, got {text:?}")
         }),
     }
+}
+
+/// `from`, `max_bytes` and `wait_ms` of the range read, defaulted and bounded.
+fn range_query(query: &HashMap<String, String>) -> Result<(u64, usize, u64), String> {
+    let from = query_u64(query, "from")?.unwrap_or(1).max(1);
+    let max_bytes = query_u64(query, "max_bytes")?
+        .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
+        .unwrap_or(DEFAULT_RANGE_BYTES)
+        .clamp(1, MAX_RANGE_BYTES);
+    let wait_ms = query_u64(query, "wait_ms")?.unwrap_or(0).min(MAX_WAIT_MS);
+    Ok((from, max_bytes, wait_ms))
 }
 
 async fn range<E: Engine>(
     State(engine): State<Arc<E>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let parsed = (|| {
-        let from = query_u64(&query, "from")?.unwrap_or(1).max(1);
-        let max_bytes = query_u64(&query, "max_bytes")?
-            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
-            .unwrap_or(DEFAULT_RANGE_BYTES)
-            .clamp(1, MAX_RANGE_BYTES);
-        let wait_ms = query_u64(&query, "wait_ms")?.unwrap_or(0).min(MAX_WAIT_MS);
-        Ok::<_, Response>((from, max_bytes, wait_ms))
-    })();
-    let (from, max_bytes, wait_ms) = match parsed {
+    let (from, max_bytes, wait_ms) = match range_query(&query) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     match engine.range(from, max_bytes, wait_ms).await {
         Ok(committed) => {

@@ -154,24 +154,50 @@ fn render_status(out: &mut String, status: &Status) {
     }
     let gauges = [
         ("dledger_term", "The current term.", status.term),
-        ("dledger_first_index", "First index in the log.", status.first_index),
-        ("dledger_last_index", "Last index in the log.", status.last_index),
-        ("dledger_commit_index", "Highest committed index.", status.commit_index),
+        (
+            "dledger_first_index",
+            "First index in the log.",
+            status.first_index,
+        ),
+        (
+            "dledger_last_index",
+            "Last index in the log.",
+            status.last_index,
+        ),
+        (
+            "dledger_commit_index",
+            "Highest committed index.",
+            status.commit_index,
+        ),
     ];
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {value}");
     }
-    let _ = writeln!(out, "# HELP dledger_peer_match_index Highest index known on a follower (leader only).");
+    let _ = writeln!(
+        out,
+        "# HELP dledger_peer_match_index Highest index known on a follower (leader only)."
+    );
     let _ = writeln!(out, "# TYPE dledger_peer_match_index gauge");
     for peer in &status.peers {
-        let _ = writeln!(out, "dledger_peer_match_index{{peer=\"{}\"}} {}", peer.id, peer.match_index);
+        let _ = writeln!(
+            out,
+            "dledger_peer_match_index{{peer=\"{}\"}} {}",
+            peer.id, peer.match_index
+        );
     }
-    let _ = writeln!(out, "# HELP dledger_peer_lag_entries Entries a follower is behind (leader only).");
+    let _ = writeln!(
+        out,
+        "# HELP dledger_peer_lag_entries Entries a follower is behind (leader only)."
+    );
     let _ = writeln!(out, "# TYPE dledger_peer_lag_entries gauge");
     for peer in &status.peers {
-        let _ = writeln!(out, "dledger_peer_lag_entries{{peer=\"{}\"}} {}", peer.id, peer.lag);
+        let _ = writeln!(
+            out,
+            "dledger_peer_lag_entries{{peer=\"{}\"}} {}",
+            peer.id, peer.lag
+        );
     }
 }
 

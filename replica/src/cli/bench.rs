@@ -133,8 +133,7 @@ async fn worker(
     loop {
         let scheduled = if args.rate > 0 {
             let k = schedule.fetch_add(1, Ordering::Relaxed);
-            let at = window.start
-                - Duration::from_secs(args.warmup_s)
+            let at = window.start - Duration::from_secs(args.warmup_s)
                 + Duration::from_secs_f64(k as f64 / args.rate as f64);
             tokio::time::sleep_until(at).await;
             at
@@ -164,7 +163,11 @@ async fn worker(
     }
 }
 
-async fn measure(addresses: Vec<String>, group: String, args: Arc<BenchArgs>) -> Result<BenchResult, String> {
+async fn measure(
+    addresses: Vec<String>,
+    group: String,
+    args: Arc<BenchArgs>,
+) -> Result<BenchResult, String> {
     let client = Client::connect(addresses, group)
         .await
         .map_err(|err| format!("connecting: {err}"))?;

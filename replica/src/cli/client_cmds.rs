@@ -171,7 +171,10 @@ pub fn get(args: GetArgs) -> ExitCode {
     let result = runtime().and_then(|runtime| {
         runtime.block_on(async {
             let client = connect(&args.target).await?;
-            let entry = client.get(args.index).await.map_err(|err| err.to_string())?;
+            let entry = client
+                .get(args.index)
+                .await
+                .map_err(|err| err.to_string())?;
             let mut out = std::io::stdout().lock();
             let written = if args.raw {
                 out.write_all(&entry.payload)

@@ -318,7 +318,10 @@ async fn write_load(addresses: Vec<String>, group: String, per_s: u32) {
     loop {
         interval.tick().await;
         sequence += 1;
-        if let Err(err) = client.append(format!("local-cluster entry {sequence}")).await {
+        if let Err(err) = client
+            .append(format!("local-cluster entry {sequence}"))
+            .await
+        {
             eprintln!("local-cluster: append failed: {err}");
         }
     }

@@ -116,7 +116,11 @@ pub struct ServeArgs {
     pub retention_max_bytes: u64,
 
     /// On SIGTERM a leader first hands leadership over, waiting at most this long.
-    #[arg(long, env = "DLEDGER_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(
+        long,
+        env = "DLEDGER_SHUTDOWN_TRANSFER_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
     pub shutdown_transfer_timeout_ms: u64,
 }
 
@@ -211,7 +215,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("dledger-replica serve: starting the runtime: {err}");
@@ -230,7 +237,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut terminate), Ok(mut interrupt)) => {
             tokio::select! {
                 _ = terminate.recv() => {}

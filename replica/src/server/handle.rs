@@ -135,7 +135,11 @@ impl ReplicaHandle {
             });
         }
         let (reply, answer) = oneshot::channel();
-        if self.inputs.send(Input::Propose { payloads, reply }).is_err() {
+        if self
+            .inputs
+            .send(Input::Propose { payloads, reply })
+            .is_err()
+        {
             return Err(self.stopped_error());
         }
         let (index, term) = answer.await.map_err(|_| self.stopped_error())??;
@@ -177,7 +181,9 @@ impl ReplicaHandle {
 
     fn read_error(&self, index: u64, err: StoreError) -> ReadError {
         match err {
-            StoreError::Compacted { first_index, .. } => ReadError::Compacted { index, first_index },
+            StoreError::Compacted { first_index, .. } => {
+                ReadError::Compacted { index, first_index }
+            }
             StoreError::Unavailable { .. } => ReadError::NotCommitted {
                 index,
                 commit_index: self.snapshot.borrow().readable_index,
@@ -216,10 +222,7 @@ impl ReplicaHandle {
             Ok(Ok(Err(err))) => Err(err),
             Ok(Err(_)) => Err(stopping()),
             Err(_) => Err(TransferError::Failed {
-                reason: format!(
-                    "no new leader within {} s",
-                    TRANSFER_TIMEOUT.as_secs()
-                ),
+                reason: format!("no new leader within {} s", TRANSFER_TIMEOUT.as_secs()),
             }),
         }
     }
@@ -276,7 +279,9 @@ impl Engine for ReplicaHandle {
         if snapshot.leader.is_none() {
             return Err(format!("no leader known in term {}", snapshot.term));
         }
-        let lag = snapshot.commit_index.saturating_sub(snapshot.readable_index);
+        let lag = snapshot
+            .commit_index
+            .saturating_sub(snapshot.readable_index);
         if lag > self.ready_max_lag {
             return Err(format!(
                 "{lag} committed entries not yet on this member's disk (bound {})",
@@ -312,7 +317,9 @@ impl Engine for ReplicaHandle {
                 commit_index: readable,
             });
         }
-        self.log.entry(index).map_err(|err| self.read_error(index, err))
+        self.log
+            .entry(index)
+            .map_err(|err| self.read_error(index, err))
     }
 
     async fn range(

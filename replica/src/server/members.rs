@@ -79,7 +79,11 @@ pub fn node_id_of(name: &str) -> NodeId {
 /// Parses `id=host:port,id=host:port,...` into (name, address) pairs.
 pub fn parse_address_list(list: &str) -> Result<Vec<(String, String)>, MembersError> {
     let mut pairs = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let malformed = |reason: &str| MembersError::Malformed {
             item: item.to_string(),
             reason: reason.to_string(),
@@ -226,10 +230,7 @@ mod tests {
                     reason: "no '='".into(),
                 },
             ),
-            (
-                "a=h:1,a=h:2",
-                MembersError::Duplicate { name: "a".into() },
-            ),
+            ("a=h:1,a=h:2", MembersError::Duplicate { name: "a".into() }),
             (
                 "b=h:1",
                 MembersError::SelfMissing {

@@ -113,10 +113,7 @@ impl ServerConfig {
         config.tick_ms = self.tick_ms;
         config.heartbeat_ticks = ticks(self.heartbeat_ms);
         config.election_ticks = ticks(self.election_timeout_ms);
-        config.preferred_leader = self
-            .preferred_leader
-            .as_deref()
-            .map(members::node_id_of);
+        config.preferred_leader = self.preferred_leader.as_deref().map(members::node_id_of);
         config
     }
 }
@@ -212,9 +209,8 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         segment_bytes: config.segment_bytes,
         ..LogOptions::default()
     };
-    let log = Arc::new(
-        Log::open(&config.data_dir.join(LOG_DIR_NAME), log_options).map_err(store_error)?,
-    );
+    let log =
+        Arc::new(Log::open(&config.data_dir.join(LOG_DIR_NAME), log_options).map_err(store_error)?);
     let meta = MetaStore::open(&config.data_dir.join(META_FILE_NAME)).map_err(store_error)?;
     let storage = Arc::new(
         GroupCommit::start(

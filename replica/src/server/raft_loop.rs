@@ -217,7 +217,8 @@ impl RaftLoop {
             Err(reason) => reason.clone(),
         };
         self.fail_everything(&reason);
-        self.snapshot.send_modify(|snapshot| snapshot.stopped = Some(reason));
+        self.snapshot
+            .send_modify(|snapshot| snapshot.stopped = Some(reason));
         result
     }
 
@@ -274,7 +275,10 @@ impl RaftLoop {
             }
             Input::Transfer { target, reply } => self.start_transfer(target, reply),
             Input::Persisted { sequence, last } => {
-                assert!(sequence > self.persisted, "storage completions out of order");
+                assert!(
+                    sequence > self.persisted,
+                    "storage completions out of order"
+                );
                 self.persisted = sequence;
                 if let Some((index, term)) = last {
                     self.node
@@ -342,18 +346,18 @@ impl RaftLoop {
 
     fn propose_error(&self, err: core::ProposeError) -> AppendError {
         match err {
-            core::ProposeError::NotLeader { leader: Some(leader) } => {
-                match self.members.iter().find(|member| member.id == leader) {
-                    Some(member) => AppendError::NotLeader {
-                        leader_id: member.name.clone(),
-                        leader_http: Some(member.http_address.clone()),
-                        leader_tcp: Some(member.tcp_address.clone()),
-                    },
-                    None => AppendError::NoLeader {
-                        reason: format!("the leader {leader} is not in the member list"),
-                    },
-                }
-            }
+            core::ProposeError::NotLeader {
+                leader: Some(leader),
+            } => match self.members.iter().find(|member| member.id == leader) {
+                Some(member) => AppendError::NotLeader {
+                    leader_id: member.name.clone(),
+                    leader_http: Some(member.http_address.clone()),
+                    leader_tcp: Some(member.tcp_address.clone()),
+                },
+                None => AppendError::NoLeader {
+                    reason: format!("the leader {leader} is not in the member list"),
+                },
+            },
             core::ProposeError::NotLeader { leader: None } => AppendError::NoLeader {
                 reason: "no leader is known; an election is under way".into(),
             },
@@ -564,7 +568,11 @@ impl RaftLoop {
             };
             let _ = pending.reply.send(answer);
         }
-        let ready: Vec<Index> = self.reads_waiting.range(..=commit).map(|(i, _)| *i).collect();
+        let ready: Vec<Index> = self
+            .reads_waiting
+            .range(..=commit)
+            .map(|(i, _)| *i)
+            .collect();
         for index in ready {
             for reply in self.reads_waiting.remove(&index).unwrap_or_default() {
                 let _ = reply.send(Ok(index));
@@ -658,7 +666,12 @@ impl RaftLoop {
             }));
         }
         let waiting = std::mem::take(&mut self.reads_waiting);
-        for reply in self.reads_asked.drain().map(|(_, r)| r).chain(waiting.into_values().flatten()) {
+        for reply in self
+            .reads_asked
+            .drain()
+            .map(|(_, r)| r)
+            .chain(waiting.into_values().flatten())
+        {
             let _ = reply.send(Err(AppendError::Unavailable {
                 reason: reason.to_string(),
             }));
@@ -700,7 +713,11 @@ impl RaftLoop {
             let deleted = log
                 .delete_below(index)
                 .map_err(|err| format!("deleting log segments below {index}: {err}"))?;
-            tracing::info!(below = index, segments = deleted, "retention deleted log segments");
+            tracing::info!(
+                below = index,
+                segments = deleted,
+                "retention deleted log segments"
+            );
         }
         let bytes = log
             .segments()

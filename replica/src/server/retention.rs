@@ -138,7 +138,10 @@ mod tests {
         // Only the prefix of old segments: the young third stops it.
         assert_eq!(delete_below(&policy, &list, progress(400), now), Some(201));
         let all_old = segments(now, &[1000, 1000, 1000]);
-        assert_eq!(delete_below(&policy, &all_old, progress(300), now), Some(201));
+        assert_eq!(
+            delete_below(&policy, &all_old, progress(300), now),
+            Some(201)
+        );
     }
 
     #[test]
