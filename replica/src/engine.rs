@@ -162,6 +162,12 @@ pub trait Engine: Send + Sync + 'static {
     /// A committed entry.
     fn entry(&self, index: u64) -> Result<Entry, ReadError>;
 
+    /// A linearizable read point (ReadIndex, on the leader only): resolves
+    /// with an index that covers every append acknowledged before the call,
+    /// once this member can serve reads up to it. A follower answers
+    /// [`AppendError::NotLeader`].
+    fn read_index(&self) -> impl Future<Output = Result<u64, AppendError>> + Send;
+
     /// Committed entries from `from`, up to `max_bytes` of payload (at least
     /// one entry when any is available), waiting up to `wait_ms` for the
     /// first one to commit.

@@ -213,6 +213,27 @@ async fn range<E: Engine>(
         Ok(parsed) => parsed,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
+    // `linearizable=true`: first confirm leadership with a quorum (ReadIndex),
+    // so the answer holds every append acknowledged before the request.
+    if query
+        .get("linearizable")
+        .is_some_and(|value| value == "true")
+    {
+        if let Err(err) = engine.read_index().await {
+            let mut response = append_error(err);
+            if let Some(location) = response.headers_mut().get_mut(header::LOCATION) {
+                let redirected = format!(
+                    "{}?{}",
+                    location.to_str().unwrap_or_default(),
+                    query_string(&query)
+                );
+                if let Ok(value) = HeaderValue::from_str(&redirected) {
+                    *location = value;
+                }
+            }
+            return response;
+        }
+    }
     match engine.range(from, max_bytes, wait_ms).await {
         Ok(committed) => {
             let entries = committed
@@ -234,6 +255,16 @@ async fn range<E: Engine>(
         }
         Err(err) => read_error(err),
     }
+}
+
+/// The query string again, for a redirect (our parameters need no escaping).
+fn query_string(query: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = query
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    pairs.sort();
+    pairs.join("&")
 }
 
 async fn transfer<E: Engine>(
@@ -347,6 +378,16 @@ mod tests {
                     commit_index: log.len() as u64,
                 })
         }
+        async fn read_index(&self) -> Result<u64, AppendError> {
+            match &self.leader_http {
+                None => Ok(self.log.lock().unwrap().len() as u64),
+                Some(address) => Err(AppendError::NotLeader {
+                    leader_id: "b".into(),
+                    leader_http: Some(address.clone()),
+                    leader_tcp: None,
+                }),
+            }
+        }
         async fn range(
             &self,
             from: u64,
@@ -447,6 +488,22 @@ mod tests {
         assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(headers["location"], "http://10.0.0.2:8080/v1/entries");
         assert_eq!(json(&body)["error"], "not_leader");
+        // A linearizable read is redirected with its query.
+        let (status, headers, _) = call(
+            engine.clone(),
+            "GET",
+            "/v1/entries?from=3&linearizable=true",
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            headers["location"],
+            "http://10.0.0.2:8080/v1/entries?from=3&linearizable=true"
+        );
+        // A plain read is served locally, possibly stale.
+        let (status, _, _) = call(engine.clone(), "GET", "/v1/entries?from=1", b"").await;
+        assert_eq!(status, StatusCode::OK);
         let (status, _, _) = call(engine, "GET", "/readyz", b"").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -22,6 +22,10 @@ use super::raft_loop::{Input, Snapshot};
 /// How long a transfer request waits for the new leader.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a linearizable read waits for the leader's own disk to catch
+/// up with its commit index.
+const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
+
 /// Most entries one range read returns.
 const MAX_RANGE_ENTRIES: usize = 10_000;
 
@@ -151,15 +155,6 @@ impl ReplicaHandle {
         AppendError::Unavailable {
             reason: "the replica is stopping".into(),
         }
-    }
-
-    /// A linearizable read point (ReadIndex on the leader).
-    pub async fn read_index(&self) -> Result<u64, AppendError> {
-        let (reply, answer) = oneshot::channel();
-        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
-            return Err(self.stopped_error());
-        }
-        answer.await.map_err(|_| self.stopped_error())?
     }
 
     /// Waits until `index` is readable here, or `wait` passed; the readable
@@ -302,6 +297,30 @@ impl Engine for ReplicaHandle {
 
     async fn append(&self, payload: Bytes) -> Result<Appended, AppendError> {
         self.append_batch(vec![payload]).await
+    }
+
+    async fn read_index(&self) -> Result<u64, AppendError> {
+        {
+            let snapshot = self.snapshot.borrow();
+            if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
+                return Err(self.not_leader(&snapshot));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
+            return Err(self.stopped_error());
+        }
+        let index = answer.await.map_err(|_| self.stopped_error())??;
+        // The leader's commit index may briefly run ahead of its own disk.
+        let readable = self.wait_readable(index, READ_INDEX_WAIT).await;
+        if readable < index {
+            return Err(AppendError::Unavailable {
+                reason: format!(
+                    "this member's log is not yet readable up to the read index {index}"
+                ),
+            });
+        }
+        Ok(index)
     }
 
     fn entry(&self, index: u64) -> Result<Entry, ReadError> {
