@@ -4,26 +4,43 @@ use std::sync::Arc;
 
 use crate::engine::{AppendError, Engine, ReadError};
 use crate::net::client_proto::{ClientEntry, ClientRequest, ClientResponse, RequestError};
-use crate::net::listener::ClientCall;
+use crate::net::listener::{ClientCall, Responder};
 
 use super::handle::ReplicaHandle;
 
-/// Answers one call; the listener already bounded how many run per connection.
-pub async fn answer(handle: Arc<ReplicaHandle>, call: ClientCall) {
+/// Answers one call. Appends go straight to the raft loop, which answers
+/// the responder when they commit (no task or channel per append: that is
+/// the hot path); reads run as their own task. The listener already bounded
+/// how many calls a connection has in flight.
+pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
     let ClientCall { request, responder } = call;
-    let response = match request {
+    match request {
         ClientRequest::Append { payloads } if payloads.is_empty() => {
-            ClientResponse::Error(RequestError::BadRequest {
+            responder.respond(ClientResponse::Error(RequestError::BadRequest {
                 reason: "an append needs at least one payload".into(),
-            })
+            }));
         }
-        ClientRequest::Append { payloads } => match handle.append_batch(payloads).await {
-            Ok(appended) => ClientResponse::Appended {
-                first_index: appended.index,
-                term: appended.term,
-            },
-            Err(err) => ClientResponse::Error(append_error(err)),
-        },
+        ClientRequest::Append { payloads } => handle.propose(
+            payloads,
+            Box::new(move |result| {
+                let response = match result {
+                    Ok((first_index, term)) => ClientResponse::Appended { first_index, term },
+                    Err(err) => ClientResponse::Error(append_error(err)),
+                };
+                responder.respond(response);
+            }),
+        ),
+        request => {
+            tokio::spawn(answer_read(handle.clone(), request, responder));
+        }
+    }
+}
+
+async fn answer_read(handle: Arc<ReplicaHandle>, request: ClientRequest, responder: Responder) {
+    let response = match request {
+        ClientRequest::Append { .. } => ClientResponse::Error(RequestError::BadRequest {
+            reason: "appends are not reads".into(),
+        }),
         ClientRequest::Get { index } => match handle.entry(index) {
             Ok(entry) => ClientResponse::Entry(ClientEntry {
                 index: entry.index,

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
 use super::members::Member;
-use super::raft_loop::{Input, Snapshot};
+use super::raft_loop::{Input, ProposeReply, Snapshot};
 
 /// How long a transfer request waits for the new leader.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,31 +123,55 @@ impl ReplicaHandle {
         }
     }
 
-    /// Appends a batch; one answer for all of it.
-    pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Appended, AppendError> {
+    /// Proposes a batch; `reply` is called exactly once with the outcome,
+    /// at once when the batch is refused here. Never waits, so front ends
+    /// call it from any thread.
+    pub fn propose(&self, payloads: Vec<Bytes>, reply: ProposeReply) {
+        if let Err(err) = self.check_proposal(&payloads) {
+            reply(Err(err));
+            return;
+        }
         let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let reply: ProposeReply = Box::new(move |result| {
+            if result.is_ok() {
+                metrics.append_latency.observe(started.elapsed());
+            }
+            reply(result);
+        });
+        if let Err(std::sync::mpsc::SendError(Input::Propose { reply, .. })) =
+            self.inputs.send(Input::Propose { payloads, reply })
+        {
+            reply(Err(self.stopped_error()));
+        }
+    }
+
+    fn check_proposal(&self, payloads: &[Bytes]) -> Result<(), AppendError> {
         {
             let snapshot = self.snapshot.borrow();
             if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
                 return Err(self.not_leader(&snapshot));
             }
         }
-        if let Some(payload) = payloads.iter().find(|p| p.len() > self.max_entry_bytes) {
-            return Err(AppendError::TooLarge {
+        match payloads.iter().find(|p| p.len() > self.max_entry_bytes) {
+            Some(payload) => Err(AppendError::TooLarge {
                 size_bytes: payload.len(),
                 max_bytes: self.max_entry_bytes,
-            });
+            }),
+            None => Ok(()),
         }
-        let (reply, answer) = oneshot::channel();
-        if self
-            .inputs
-            .send(Input::Propose { payloads, reply })
-            .is_err()
-        {
-            return Err(self.stopped_error());
-        }
+    }
+
+    /// Appends a batch; resolves once all of it is committed.
+    pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Appended, AppendError> {
+        let (sender, answer) = oneshot::channel();
+        self.propose(
+            payloads,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
         let (index, term) = answer.await.map_err(|_| self.stopped_error())??;
-        self.metrics.append_latency.observe(started.elapsed());
         Ok(Appended { index, term })
     }
 

@@ -309,9 +309,7 @@ async fn dispatch(
                     return;
                 }
             }
-            Inbound::Client(call) => {
-                tokio::spawn(client_api::answer(handle.clone(), call));
-            }
+            Inbound::Client(call) => client_api::answer(&handle, call),
         }
     }
 }

@@ -37,8 +37,10 @@ const MAX_INPUTS_PER_ROUND: usize = 4096;
 /// outcome is unknown.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A proposal's answer: the first index and the term of its entries.
-pub type ProposeReply = oneshot::Sender<Result<(Index, Term), AppendError>>;
+/// Called once with a proposal's outcome: the first index and the term of
+/// its entries, or why they were not acknowledged. Runs on the raft loop
+/// thread, so it must not block (send on a channel, answer a responder).
+pub type ProposeReply = Box<dyn FnOnce(Result<(Index, Term), AppendError>) + Send>;
 
 /// What the loop is fed.
 pub enum Input {
@@ -320,13 +322,13 @@ impl RaftLoop {
                         },
                         (None, err) => self.propose_error(err),
                     };
-                    let _ = reply.send(Err(answer));
+                    reply(Err(answer));
                     return;
                 }
             }
         }
         let Some((first_index, term)) = first else {
-            let _ = reply.send(Err(AppendError::Unavailable {
+            reply(Err(AppendError::Unavailable {
                 reason: "empty append".into(),
             }));
             return;
@@ -566,7 +568,7 @@ impl RaftLoop {
                         .into(),
                 })
             };
-            let _ = pending.reply.send(answer);
+            (pending.reply)(answer);
         }
         let ready: Vec<Index> = self
             .reads_waiting
@@ -591,7 +593,7 @@ impl RaftLoop {
             .is_some_and(|pending| pending.last_index >= from)
         {
             if let Some(pending) = self.proposals.pop_back() {
-                let _ = pending.reply.send(Err(AppendError::Unavailable {
+                (pending.reply)(Err(AppendError::Unavailable {
                     reason: "leadership changed before the entry committed; it was not appended"
                         .into(),
                 }));
@@ -608,7 +610,7 @@ impl RaftLoop {
             .is_some_and(|pending| pending.deadline <= now)
         {
             if let Some(pending) = self.proposals.pop_front() {
-                let _ = pending.reply.send(Err(AppendError::Unknown {
+                (pending.reply)(Err(AppendError::Unknown {
                     reason: format!(
                         "not committed within {} s; it may still commit",
                         COMMIT_TIMEOUT.as_secs()
@@ -661,7 +663,7 @@ impl RaftLoop {
 
     fn fail_everything(&mut self, reason: &str) {
         for pending in self.proposals.drain(..) {
-            let _ = pending.reply.send(Err(AppendError::Unknown {
+            (pending.reply)(Err(AppendError::Unknown {
                 reason: reason.to_string(),
             }));
         }
