@@ -136,6 +136,13 @@ case "$ACTION" in
   up)
     for i in 0 1 2; do kill_member "$i"; done
     rm -rf "$DIR" && mkdir -p "$DIR"
+    # Refuse to start over a group left running by someone else: the drivers would
+    # measure that one instead.
+    for i in 0 1 2; do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$(client_port "$i")") 2>/dev/null; then
+        log "port $(client_port "$i") is already in use; stop whatever listens there first"; exit 1
+      fi
+    done
     if [ "$SYSTEM" = kafka ]; then
       for i in 0 1 2; do
         member_cmd "$i" >/dev/null

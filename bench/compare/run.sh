@@ -14,7 +14,7 @@
 # Full mode: 3 payloads x 4 in-flight levels per system variant, 5 s warm-up +
 # 10 s measured per cell, then 10 leader kills per system; writes
 # bench/compare/results/*.jsonl, BENCHMARKS.md and bench/compare/latency-throughput.png.
-# Quick mode (CI): every system starts, takes writes (1 KiB, 16 in flight, 1+2 s)
+# Quick mode (CI): every system starts, takes writes (1 KiB, 16 in flight, 2+3 s)
 # and reports; exits non-zero if any peer fails. Writes its report under --out only.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$QUICK" = 1 ]; then
-  PAYLOADS=(1024); INFLIGHTS=(16); : "${WARMUP_S:=1}"; : "${DURATION_S:=2}"; : "${KILLS:=0}"
+  PAYLOADS=(1024); INFLIGHTS=(16); : "${WARMUP_S:=2}"; : "${DURATION_S:=3}"; : "${KILLS:=0}"
   : "${OUT:=$(mktemp -d /tmp/bench-compare-quick.XXXXXX)}"
 else
   PAYLOADS=(128 1024 16384); INFLIGHTS=(1 16 64 256); : "${WARMUP_S:=5}"; : "${DURATION_S:=10}"; : "${KILLS:=10}"
