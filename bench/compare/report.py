@@ -197,7 +197,8 @@ def main():
         g = sorted(by.get(k, []))
         if not g:
             if k in ("dledger", "etcd", "nats", "kafka", "dledger-java"):
-                out(f"| {n} | 0 | not measured | | | |")
+                why = "not run (no kills asked)" if meta.get("kills") == 0 else "not measured"
+                out(f"| {n} | 0 | {why} | | | |")
             continue
         p90 = g[min(len(g) - 1, max(0, int(round(0.9 * len(g))) - 1))]
         out(f"| {n} | {len(g)} | {g[0]:.0f} | {statistics.median(g):.0f} | {p90:.0f} | {g[-1]:.0f} |")
