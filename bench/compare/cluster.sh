@@ -138,10 +138,15 @@ case "$ACTION" in
     rm -rf "$DIR" && mkdir -p "$DIR"
     # Refuse to start over a group left running by someone else: the drivers would
     # measure that one instead.
+    # A JVM killed a moment ago may hold its port for a few seconds more: wait up to 30 s.
     for i in 0 1 2; do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$(client_port "$i")") 2>/dev/null; then
-        log "port $(client_port "$i") is already in use; stop whatever listens there first"; exit 1
-      fi
+      for t in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$(client_port "$i")") 2>/dev/null || break
+        if [ "$t" = 150 ]; then
+          log "port $(client_port "$i") is already in use; stop whatever listens there first"; exit 1
+        fi
+        sleep 0.2
+      done
     done
     if [ "$SYSTEM" = kafka ]; then
       for i in 0 1 2; do

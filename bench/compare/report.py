@@ -98,6 +98,9 @@ def main():
     out("## How this was produced")
     out("")
     out(f"- Command: `{meta.get('command', 'bash bench/compare/run.sh')}`")
+    for extra in meta.get("extra_commands", []):
+        out(f"- Then, appended to the same results: `{extra}` "
+            f"({meta.get('extra_elapsed_s', 0) / 60:.1f} min)")
     mode = "quick (CI smoke run)" if meta.get("quick") else "full"
     out(f"- Mode: {mode}; per cell {meta.get('warmup_s', '?'):g} s warm-up then {meta.get('duration_s', '?'):g} s measured; "
         f"{meta.get('kills', '?')} leader kills per system; whole run took {meta.get('elapsed_s', 0) / 60:.1f} min.")
@@ -230,7 +233,9 @@ def plot(cells, present, png):
     colors = plt.get_cmap("tab10")
     for ax, p in zip(axes[0], payloads):
         for i, (k, n, _) in enumerate(SYSTEMS):
-            pts = sorted((c[2], cells[c]) for c in cells if c[0] == k and c[1] == p)
+            pts = sorted(((c[2], cells[c]) for c in cells
+                          if c[0] == k and c[1] == p and cells[c]["throughput_ops"] > 0),
+                         key=lambda t: t[0])
             if not pts or k not in present:
                 continue
             xs = [r["throughput_ops"] for _, r in pts]
@@ -247,8 +252,10 @@ def plot(cells, present, png):
         ax.set_title(f"payload {size(p)}")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    ncol = max(1, min(len(labels), 2 * len(payloads)))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    rows = -(-max(1, len(labels)) // ncol)
+    fig.tight_layout(rect=(0, 0.04 + 0.045 * rows, 1, 1))
     fig.savefig(png, dpi=110)
 
 

@@ -4,6 +4,7 @@
 #
 #   bash bench/compare/run.sh [--quick] [--systems a,b,...] [--out DIR]
 #                             [--warmup-s S] [--duration-s S] [--kills N]
+#                             [--failover-only] [--append]
 #
 # Systems (default: all): dledger-java etcd nats kafka ours. `nats` runs both
 # nats (default sync) and nats-always; `kafka` both kafka (default flush) and
@@ -14,6 +15,8 @@
 # Full mode: 3 payloads x 4 in-flight levels per system variant, 5 s warm-up +
 # 10 s measured per cell, then 10 leader kills per system; writes
 # bench/compare/results/*.jsonl, BENCHMARKS.md and bench/compare/latency-throughput.png.
+# --failover-only skips the matrix; --append adds to the results in --out instead of
+# starting them afresh (the report then lists every command that contributed).
 # Quick mode (CI): every system starts, takes writes (1 KiB, 16 in flight, 2+3 s)
 # and reports; exits non-zero if any peer fails. Writes its report under --out only.
 set -euo pipefail
@@ -25,6 +28,7 @@ export BENCH_CACHE="$CACHE"
 source "$HERE/versions.env"
 
 QUICK=0; SYSTEMS="dledger-java,etcd,nats,kafka,ours"; OUT=""; WARMUP_S=""; DURATION_S=""; KILLS=""
+FAILOVER_ONLY=0; APPEND=0
 ORIG_ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +38,9 @@ while [ $# -gt 0 ]; do
     --warmup-s) WARMUP_S="$2"; shift ;;
     --duration-s) DURATION_S="$2"; shift ;;
     --kills) KILLS="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --failover-only) FAILOVER_ONLY=1 ;;
+    --append) APPEND=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -48,7 +54,7 @@ else
 fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"; FAILOVER="$OUT/failover.jsonl"; META="$OUT/run.json"
-: >"$RESULTS"; : >"$FAILOVER"
+if [ "$APPEND" = 0 ]; then : >"$RESULTS"; : >"$FAILOVER"; fi
 
 WORK="$(mktemp -d /tmp/bench-compare.XXXXXX)"
 export BENCH_WORK="$WORK"
@@ -121,6 +127,7 @@ bench_cell() { # variant payload inflight [extra driver args...]
 
 run_variant() { # variant
   local v="$1"
+  [ "$FAILOVER_ONLY" = 1 ] && return 0
   variant_info "$v"
   for p in "${PAYLOADS[@]}"; do
     # A fresh group per payload size keeps every store small; Kafka, slow to start,
@@ -196,9 +203,17 @@ run_ours() {
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 START_S=$SECONDS
-python3 - "$META" "$QUICK" "$WARMUP_S" "$DURATION_S" "$KILLS" "$(load1)" "${ORIG_ARGS[@]}" <<'PY'
+python3 - "$META" "$QUICK" "$WARMUP_S" "$DURATION_S" "$KILLS" "$(load1)" "$APPEND" "${ORIG_ARGS[@]}" <<'PY'
 import json, os, platform, sys
-meta, quick, warm, dur, kills, load = sys.argv[1:7]
+meta, quick, warm, dur, kills, load, append = sys.argv[1:8]
+sys.argv = sys.argv[:7] + sys.argv[8:]
+if append == "1" and os.path.exists(meta):
+    m = json.load(open(meta))
+    cmd = "bash bench/compare/run.sh" + "".join(" " + a for a in sys.argv[7:])
+    m.setdefault("extra_commands", []).append(cmd)
+    m["appending"] = True
+    json.dump(m, open(meta, "w"))
+    sys.exit(0)
 cpu = "unknown"
 for l in open("/proc/cpuinfo"):
     if l.startswith("model name"):
@@ -228,7 +243,11 @@ done
 ELAPSED=$((SECONDS - START_S))
 python3 - "$META" "$ELAPSED" "$(load1)" <<'PY'
 import json, sys
-m = json.load(open(sys.argv[1])); m["elapsed_s"] = int(sys.argv[2]); m["load1_end"] = float(sys.argv[3])
+m = json.load(open(sys.argv[1]))
+if m.pop("appending", False):
+    m["extra_elapsed_s"] = m.get("extra_elapsed_s", 0) + int(sys.argv[2])
+else:
+    m["elapsed_s"] = int(sys.argv[2]); m["load1_end"] = float(sys.argv[3])
 json.dump(m, open(sys.argv[1], "w"))
 PY
 
