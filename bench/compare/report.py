@@ -209,7 +209,9 @@ def main():
     out("Default failure detection behind these gaps: etcd elects after a 1 s election timeout; DLedger "
         "after 3 missed 2 s heartbeats; JetStream after its Raft election timeout plus the client's "
         "reconnect; Kafka after the controller fences the broker (broker.session.timeout.ms = 9 s) and "
-        "moves partition leadership.")
+        "moves partition leadership. The gap includes the client's own recovery: a write sent to the dead "
+        "leader waits out its 1 s timeout before the next is issued, so gaps come in steps of about 1 s "
+        "where the client sticks to the dead member (etcd's gRPC balancer shows this: 1 s or 2 s).")
     out("")
     rel_png = os.path.relpath(a.png, os.path.dirname(os.path.abspath(a.md)))
     out("## Latency against throughput")
