@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# The side-by-side comparison: DLedger (Java), etcd, NATS JetStream and Kafka,
+# and our replica group, three members each on loopback, one system at a time.
+#
+#   bash bench/compare/run.sh [--quick] [--systems a,b,...] [--out DIR]
+#                             [--warmup-s S] [--duration-s S] [--kills N]
+#                             [--failover-only] [--append]
+#
+# Systems (default: all): dledger-java etcd nats kafka ours. `nats` runs both
+# nats (default sync) and nats-always; `kafka` both kafka (default flush) and
+# kafka-flush (flush.messages=1); `ours` (alias: dledger, dledger-pagecache)
+# both modes of dledger-replica, or reports them "not measured" when its
+# `bench` subcommand does not exist yet.
+#
+# Full mode: 3 payloads x 4 in-flight levels per system variant, 5 s warm-up +
+# 10 s measured per cell, then 10 leader kills per system; writes
+# bench/compare/results/*.jsonl, BENCHMARKS.md and bench/compare/latency-throughput.png.
+# --failover-only skips the matrix; --append adds to the results in --out instead of
+# starting them afresh (the report then lists every command that contributed).
+# Quick mode (CI): every system starts, takes writes (1 KiB, 16 in flight, 2+3 s)
+# and reports; exits non-zero if any peer fails. Writes its report under --out only.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="${BENCH_CACHE:-$ROOT/bench/.cache}"
+export BENCH_CACHE="$CACHE"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+
+QUICK=0; SYSTEMS="dledger-java,etcd,nats,kafka,ours"; OUT=""; WARMUP_S=""; DURATION_S=""; KILLS=""
+FAILOVER_ONLY=0; APPEND=0
+ORIG_ARGS=("$@")
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --systems) SYSTEMS="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --warmup-s) WARMUP_S="$2"; shift ;;
+    --duration-s) DURATION_S="$2"; shift ;;
+    --kills) KILLS="$2"; shift ;;
+    --failover-only) FAILOVER_ONLY=1 ;;
+    --append) APPEND=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$QUICK" = 1 ]; then
+  PAYLOADS=(1024); INFLIGHTS=(16); : "${WARMUP_S:=2}"; : "${DURATION_S:=3}"; : "${KILLS:=0}"
+  : "${OUT:=$(mktemp -d /tmp/bench-compare-quick.XXXXXX)}"
+else
+  PAYLOADS=(128 1024 16384); INFLIGHTS=(1 16 64 256); : "${WARMUP_S:=5}"; : "${DURATION_S:=10}"; : "${KILLS:=10}"
+  : "${OUT:=$HERE/results}"
+fi
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"; FAILOVER="$OUT/failover.jsonl"; META="$OUT/run.json"
+if [ "$APPEND" = 0 ]; then : >"$RESULTS"; : >"$FAILOVER"; fi
+
+WORK="$(mktemp -d /tmp/bench-compare.XXXXXX)"
+export BENCH_WORK="$WORK"
+CURRENT=""     # the cluster.sh system currently up, for the trap
+cleanup() {
+  set +e
+  [ -n "$CURRENT" ] && bash "$HERE/cluster.sh" "$CURRENT" down >/dev/null 2>&1
+  bash "$HERE/ours.sh" down >/dev/null 2>&1
+  # Anything left from a member that was restarted by a hook.
+  for f in "$WORK"/*/n*.pid; do
+    [ -f "$f" ] && { p="$(cat "$f")"; kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null; }
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[run $(date +%H:%M:%S)] $*" >&2; }
+FAILED=()
+fail() { log "FAILED: $*"; FAILED+=("$*"); }
+
+log "fetching and building peers into $CACHE"
+bash "$HERE/fetch.sh" all
+
+JAVA_OPENS="--add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/jdk.internal.misc=ALL-UNNAMED"
+driver_java() { java -Xms256m -Xmx1g $JAVA_OPENS -Dorg.slf4j.simpleLogger.defaultLogLevel=off \
+  -cp "$CACHE/driver-java/lib/*" bench.Main "$@"; }
+driver_go() { "$CACHE/bin/driver-go" "$@"; }
+
+ENDPOINTS_etcd="127.0.0.1:12379,127.0.0.1:12389,127.0.0.1:12399"
+ENDPOINTS_nats="127.0.0.1:14222,127.0.0.1:14223,127.0.0.1:14224"
+ENDPOINTS_dledger_java="127.0.0.1:40911,127.0.0.1:40912,127.0.0.1:40913"
+ENDPOINTS_kafka="127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+
+# variant -> cluster.sh system, driver invocation prefix, version, durability label
+variant_info() {
+  case "$1" in
+    etcd) CL=etcd; VERSION="$ETCD_VERSION"; DUR="fsync (WAL fdatasync before ack)"
+      DRV=(driver_go bench -system etcd -endpoints "$ENDPOINTS_etcd") ;;
+    nats) CL=nats; VERSION="$NATS_SERVER_VERSION"; DUR="page cache (default sync_interval: fsync every 2 min)"
+      DRV=(driver_go bench -system nats -endpoints "$ENDPOINTS_nats") ;;
+    nats-always) CL=nats-always; VERSION="$NATS_SERVER_VERSION"; DUR="fsync (sync_interval: always)"
+      DRV=(driver_go bench -system nats -endpoints "$ENDPOINTS_nats") ;;
+    kafka) CL=kafka; VERSION="$KAFKA_VERSION"; DUR="page cache (default: no flush before ack)"
+      DRV=(driver_java bench --system kafka --endpoints "$ENDPOINTS_kafka") ;;
+    kafka-flush) CL=kafka; VERSION="$KAFKA_VERSION"; DUR="fsync (flush.messages=1)"
+      DRV=(driver_java bench --system kafka --flush-every-message true --endpoints "$ENDPOINTS_kafka") ;;
+    dledger-java) CL=dledger-java; VERSION="$DLEDGER_VERSION"; DUR="page cache (mmap; flush thread every 10 ms; no sync option)"
+      DRV=(driver_java bench --system dledger --endpoints "$ENDPOINTS_dledger_java") ;;
+  esac
+}
+
+# Rewrites the driver's "system" field to the variant name (nats-always, kafka-flush).
+tag() { sed -e "s/\"system\":\"[^\"]*\"/\"system\":\"$1\"/"; }
+
+# One cell of the matrix. Both drivers take --flag (Go's flag package accepts it too).
+bench_cell() { # variant payload inflight [extra driver args...]
+  local v="$1" p="$2" n="$3"; shift 3
+  local line
+  if line="$("${DRV[@]}" "$@" --version "$VERSION" --durability "$DUR" --payload "$p" --inflight "$n" \
+      --warmup-s "$WARMUP_S" --duration-s "$DURATION_S" 2>>"$OUT/driver.log" | tail -1)" && [ -n "$line" ]; then
+    echo "$line" | tag "$v" >>"$RESULTS"
+    log "$v ${p}B x$n: $line"
+    case "$line" in *'"ops":0,'*) fail "$v ${p}B x$n: no write acknowledged in the measured period" ;; esac
+  else
+    echo "{\"system\":\"$v\",\"version\":\"$VERSION\",\"durability\":\"$DUR\",\"payload_bytes\":$p,\"in_flight\":$n,\"error\":\"driver failed\"}" >>"$RESULTS"
+    fail "$v ${p}B x$n: driver failed (see $OUT/driver.log)"
+  fi
+}
+
+run_variant() { # variant
+  local v="$1"
+  [ "$FAILOVER_ONLY" = 1 ] && return 0
+  variant_info "$v"
+  for p in "${PAYLOADS[@]}"; do
+    # A fresh group per payload size keeps every store small; Kafka, slow to start,
+    # keeps its group and gets a fresh topic instead.
+    if [ "$CL" != kafka ] || [ -z "$CURRENT" ]; then
+      CURRENT="$CL"
+      bash "$HERE/cluster.sh" "$CL" up || { fail "$v: cluster did not start"; bash "$HERE/cluster.sh" "$CL" down; CURRENT=""; return 1; }
+    fi
+    local extra=()
+    [ "$CL" = kafka ] && extra=(--topic "bench-$v-$p")
+    # Wait until the group takes a write (leader elected, topic/stream created).
+    local ping=("${DRV[0]}" ping "${DRV[@]:2}")
+    if ! "${ping[@]}" "${extra[@]}" 2>>"$OUT/driver.log"; then
+      fail "$v: started but took no write within 30 s"
+      echo "{\"system\":\"$v\",\"version\":\"$VERSION\",\"durability\":\"$DUR\",\"payload_bytes\":$p,\"in_flight\":0,\"error\":\"took no write\"}" >>"$RESULTS"
+      bash "$HERE/cluster.sh" "$CL" down; CURRENT=""; return 1
+    fi
+    for n in "${INFLIGHTS[@]}"; do
+      bench_cell "$v" "$p" "$n" "${extra[@]}"
+    done
+    if [ "$CL" != kafka ]; then bash "$HERE/cluster.sh" "$CL" down; CURRENT=""; fi
+  done
+}
+
+run_failover() { # variant
+  local v="$1"
+  variant_info "$v"
+  [ "$KILLS" -gt 0 ] || return 0
+  CURRENT="$CL"
+  bash "$HERE/cluster.sh" "$CL" up || { fail "$v failover: cluster did not start"; bash "$HERE/cluster.sh" "$CL" down; CURRENT=""; return 1; }
+  log "$v: failover, $KILLS leader kills"
+  local extra=(); [ "$CL" = kafka ] && extra=(--topic bench-failover)
+  # DRV is "<driver> bench ..."; the same driver runs the failover mode.
+  local drv=("${DRV[0]}" failover "${DRV[@]:2}")
+  if "${drv[@]}" "${extra[@]}" --version "$VERSION" --durability "$DUR" --kills "$KILLS" \
+      --hook "bash $HERE/cluster.sh $CL" 2>>"$OUT/driver.log" | tag "$v" | tee -a "$FAILOVER" >&2 \
+      && [ "${PIPESTATUS[0]}" = 0 ]; then
+    :
+  else
+    fail "$v: failover run failed (see $OUT/driver.log)"
+  fi
+  bash "$HERE/cluster.sh" "$CL" down; CURRENT=""
+}
+
+run_ours() {
+  if ! bash "$HERE/ours.sh" available; then
+    log "ours: target/release/dledger-replica has no 'bench' subcommand yet: not measured"
+    echo '{"system":"dledger","not_measured":"dledger-replica bench is not available"}' >>"$RESULTS"
+    echo '{"system":"dledger-pagecache","not_measured":"dledger-replica bench is not available"}' >>"$RESULTS"
+    return 0
+  fi
+  for mode in durable pagecache; do
+    local v=dledger; [ "$mode" = pagecache ] && v=dledger-pagecache
+    for p in "${PAYLOADS[@]}"; do
+      bash "$HERE/ours.sh" up "$mode" || { fail "$v: did not start"; continue; }
+      for n in "${INFLIGHTS[@]}"; do
+        local line
+        if line="$(bash "$HERE/ours.sh" bench "$mode" "$p" "$n" "$WARMUP_S" "$DURATION_S" 2>>"$OUT/driver.log" | tail -1)" && [ -n "$line" ]; then
+          echo "$line" >>"$RESULTS"; log "$v ${p}B x$n: $line"
+        else
+          fail "$v ${p}B x$n: driver failed"
+        fi
+      done
+      bash "$HERE/ours.sh" down
+    done
+    if [ "$mode" = durable ] && [ "$KILLS" -gt 0 ]; then
+      bash "$HERE/ours.sh" up "$mode" && bash "$HERE/ours.sh" failover "$mode" "$KILLS" 2>>"$OUT/driver.log" >>"$FAILOVER" \
+        || fail "$v: failover failed"
+      bash "$HERE/ours.sh" down
+    fi
+  done
+}
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+START_S=$SECONDS
+python3 - "$META" "$QUICK" "$WARMUP_S" "$DURATION_S" "$KILLS" "$(load1)" "$APPEND" "${ORIG_ARGS[@]}" <<'PY'
+import json, os, platform, sys
+meta, quick, warm, dur, kills, load, append = sys.argv[1:8]
+sys.argv = sys.argv[:7] + sys.argv[8:]
+if append == "1" and os.path.exists(meta):
+    m = json.load(open(meta))
+    cmd = "bash bench/compare/run.sh" + "".join(" " + a for a in sys.argv[7:])
+    m.setdefault("extra_commands", []).append(cmd)
+    m["appending"] = True
+    json.dump(m, open(meta, "w"))
+    sys.exit(0)
+cpu = "unknown"
+for l in open("/proc/cpuinfo"):
+    if l.startswith("model name"):
+        cpu = l.split(":", 1)[1].strip(); break
+mem_kib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+cmd = "bash bench/compare/run.sh" + "".join(" " + a for a in sys.argv[7:])
+json.dump({"command": cmd, "quick": quick == "1", "warmup_s": float(warm), "duration_s": float(dur),
+           "kills": int(kills), "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 2**20, 1),
+           "kernel": platform.release(), "load1_start": float(load)}, open(meta, "w"))
+PY
+
+IFS=, read -r -a WANT <<<"$SYSTEMS"
+for s in "${WANT[@]}"; do
+  case "$s" in
+    dledger-java) run_variant dledger-java || true; run_failover dledger-java || true ;;
+    etcd) run_variant etcd || true; run_failover etcd || true ;;
+    nats) run_variant nats || true; run_variant nats-always || true; run_failover nats || true ;;
+    kafka)
+      run_variant kafka || true; run_variant kafka-flush || true
+      [ -n "$CURRENT" ] && { bash "$HERE/cluster.sh" kafka down; CURRENT=""; }
+      run_failover kafka || true ;;
+    ours|dledger|dledger-pagecache) run_ours ;;
+    *) fail "unknown system $s" ;;
+  esac
+done
+
+ELAPSED=$((SECONDS - START_S))
+python3 - "$META" "$ELAPSED" "$(load1)" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+if m.pop("appending", False):
+    m["extra_elapsed_s"] = m.get("extra_elapsed_s", 0) + int(sys.argv[2])
+else:
+    m["elapsed_s"] = int(sys.argv[2]); m["load1_end"] = float(sys.argv[3])
+json.dump(m, open(sys.argv[1], "w"))
+PY
+
+if [ "$QUICK" = 1 ]; then
+  "$CACHE/venv/bin/python" "$HERE/report.py" --results "$OUT" --md "$OUT/BENCHMARKS.md" --png "$OUT/latency-throughput.png"
+else
+  "$CACHE/venv/bin/python" "$HERE/report.py" --results "$OUT" --md "$ROOT/BENCHMARKS.md" --png "$HERE/latency-throughput.png"
+fi
+log "done in ${ELAPSED}s; results in $OUT"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "${#FAILED[@]} failure(s):"; printf '  %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
