@@ -11,10 +11,9 @@
 #                                     prints ONE JSON result line (format in README.md)
 #   ours.sh failover MODE KILLS       prints one {"system","kill","gap_ms",...} line per kill
 #
-# What the lead fills in: the `bench` subcommand of dledger-replica, which must
-# print the same JSON lines as driver-go/driver-java. The command lines below are
-# the intended ones; until `dledger-replica bench --help` succeeds, `available`
-# fails and the report says "not measured" for both rows.
+# `dledger-replica bench` prints the same JSON lines as driver-go/driver-java,
+# through our own Rust client over the binary protocol (pipelined, one entry
+# per request); `bench --failover-kills` kills leaders through this script.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -24,7 +23,8 @@ DIR="$BENCH_WORK/ours"
 PEERS="n0=127.0.0.1:21911,n1=127.0.0.1:21912,n2=127.0.0.1:21913"
 ENDPOINTS="127.0.0.1:21911,127.0.0.1:21912,127.0.0.1:21913"
 # The flag that selects page-cache mode in `serve` (if ours has one); adjust when it lands.
-PAGECACHE_FLAG="${DLEDGER_PAGECACHE_FLAG:---flush-mode=pagecache}"
+PAGECACHE_FLAG="--flush-mode=page-cache"
+HTTP="127.0.0.1:28080,127.0.0.1:28081,127.0.0.1:28082"
 
 version() { "$BIN" --version 2>/dev/null | awk '{print $NF}' || echo unknown; }
 durability() { [ "$1" = pagecache ] && echo "page cache (ack before fsync)" || echo "fsync (fdatasync, group commit)"; }
@@ -35,7 +35,8 @@ start_member() { # i mode
   [ "$mode" = pagecache ] && extra=("$PAGECACHE_FLAG")
   mkdir -p "$DIR/n$i"
   setsid "$BIN" serve --group bench --id "n$i" --peers "$PEERS" --data-dir "$DIR/n$i" \
-    --listen "127.0.0.1:$((21911 + i))" --http-listen "127.0.0.1:$((28080 + i))" "${extra[@]}" \
+    --listen "127.0.0.1:$((21911 + i))" --http-listen "127.0.0.1:$((28080 + i))" \
+    --http-peers "n0=127.0.0.1:28080,n1=127.0.0.1:28081,n2=127.0.0.1:28082" "${extra[@]}" \
     >>"$DIR/n$i.log" 2>&1 &
   echo $! >"$DIR/n$i.pid"
 }
@@ -63,16 +64,16 @@ case "${1:-}" in
   down) for i in 0 1 2; do kill_member "$i"; done; rm -rf "$DIR" ;;
   kill) kill_member "${2:?member}" ;;
   start) start_member "${2:?member}" ;;
-  ping) "$BIN" bench --json --endpoints "$ENDPOINTS" --payload 128 --inflight 1 --warmup-s 0 --duration-s 1 >/dev/null ;;
+  ping) "$BIN" append --servers "$ENDPOINTS" --group bench ping >/dev/null ;;
   bench)
     mode="$2"
-    "$BIN" bench --json --endpoints "$ENDPOINTS" --system "$(system_name "$mode")" \
-      --version "$(version)" --durability "$(durability "$mode")" \
-      --payload "$3" --inflight "$4" --warmup-s "$5" --duration-s "$6" ;;
+    "$BIN" bench --json --servers "$ENDPOINTS" --group bench --system "$(system_name "$mode")" \
+      --durability "$(durability "$mode")" \
+      --payload-bytes "$3" --in-flight "$4" --warmup-s "$5" --duration-s "$6" ;;
   failover)
     mode="$2"
-    "$BIN" bench --json --failover --kills "$3" --hook "bash $HERE/ours.sh" \
-      --endpoints "$ENDPOINTS" --system "$(system_name "$mode")" \
-      --version "$(version)" --durability "$(durability "$mode")" ;;
+    "$BIN" bench --json --failover-kills "$3" --hook "bash $HERE/ours.sh" \
+      --servers "$ENDPOINTS" --group bench --http "$HTTP" --system "$(system_name "$mode")" \
+      --durability "$(durability "$mode")" ;;
   *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

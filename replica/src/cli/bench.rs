@@ -15,10 +15,13 @@ use bytes::Bytes;
 use clap::Args;
 use tokio::time::Instant;
 
-use super::client_cmds::Target;
+use super::client_cmds::{HttpTarget, Target};
 use super::local_cluster::{LocalCluster, LocalClusterArgs};
 use super::serve::FlushModeArg;
+use crate::admin_client::AdminClient;
+use crate::api::Role;
 use crate::net::client::Client;
+use crate::net::client::ClientConfig;
 
 /// Measure append throughput and latency.
 #[derive(Clone, Debug, Args)]
@@ -68,6 +71,29 @@ pub struct BenchArgs {
     /// Print one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Measure failover instead: this many times, kill -9 the leader under
+    /// light load (an append every 10 ms) and time the gap from the kill to
+    /// the first acknowledged append, then restart it and let it catch up.
+    #[arg(long, default_value_t = 0)]
+    pub failover_kills: u32,
+
+    /// Without --local: the command that kills and restarts members, called
+    /// as `<hook> kill <i>` and `<hook> start <i>` (i: position in --http).
+    #[arg(long)]
+    pub hook: Option<String>,
+
+    /// Without --local: the members' HTTP addresses, in member order.
+    #[command(flatten)]
+    pub http: HttpTarget,
+
+    /// The `system` name in JSON output.
+    #[arg(long, default_value = "dledger")]
+    pub system: String,
+
+    /// The `durability` text in JSON output [default: from --flush-mode].
+    #[arg(long)]
+    pub durability: Option<String>,
 }
 
 /// What one run measured.
@@ -77,8 +103,10 @@ pub struct BenchResult {
     pub system: String,
     /// This replica's version.
     pub version: String,
-    /// `fsync` or `page-cache`.
+    /// `fsync` or `page-cache` (or the --durability text).
     pub durability: String,
+    /// What drove the load.
+    pub client: String,
     /// Bytes per entry.
     pub payload_bytes: usize,
     /// Requests in flight.
@@ -197,12 +225,16 @@ async fn measure(
     let duration_s = args.duration_s as f64;
     let ops = latencies_us.len() as u64 * args.batch.max(1) as u64;
     Ok(BenchResult {
-        system: "dledger".into(),
+        system: args.system.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
-        durability: match args.flush_mode {
-            FlushModeArg::Durable => "fsync".into(),
-            FlushModeArg::PageCache => "page-cache".into(),
-        },
+        durability: args
+            .durability
+            .clone()
+            .unwrap_or_else(|| match args.flush_mode {
+                FlushModeArg::Durable => "fsync".into(),
+                FlushModeArg::PageCache => "page-cache".into(),
+            }),
+        client: "dledger-replica bench (framed TCP, pipelined)".into(),
         payload_bytes: args.payload_bytes,
         in_flight: args.in_flight,
         batch: args.batch.max(1),
@@ -248,13 +280,35 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
     } else {
         (args.target.servers.clone(), args.target.group.clone())
     };
+    if args.failover_kills > 0 {
+        let http = match &cluster {
+            Some(local) => local
+                .members
+                .iter()
+                .map(|m| m.http_address.clone())
+                .collect(),
+            None => args.http.addresses.clone(),
+        };
+        let mut killer = match cluster.as_mut() {
+            Some(local) => Killer::Local(local),
+            None => Killer::Hook(
+                args.hook
+                    .clone()
+                    .ok_or("--failover-kills needs --local or --hook")?,
+            ),
+        };
+        let result = failover(&runtime, &args, &mut killer, &http, addresses, group);
+        if let Some(mut cluster) = cluster {
+            cluster.stop(Duration::from_secs(5));
+            remove_local_data(&cluster);
+        }
+        return result;
+    }
     let args = Arc::new(args);
     let result = runtime.block_on(measure(addresses, group, args.clone()));
     if let Some(mut cluster) = cluster {
         cluster.stop(Duration::from_secs(5));
-        if let Some(parent) = cluster.members.first().and_then(|m| m.data_dir.parent()) {
-            let _ = std::fs::remove_dir_all(parent);
-        }
+        remove_local_data(&cluster);
     }
     let result = result?;
     if args.json {
@@ -277,6 +331,171 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
             result.p999_ms,
             result.max_ms,
             result.errors
+        );
+    }
+    Ok(())
+}
+
+fn remove_local_data(cluster: &LocalCluster) {
+    if let Some(parent) = cluster.members.first().and_then(|m| m.data_dir.parent()) {
+        let _ = std::fs::remove_dir_all(parent);
+    }
+}
+
+/// How members are killed and restarted for the failover measurement.
+enum Killer<'a> {
+    /// A group this command started.
+    Local(&'a mut LocalCluster),
+    /// An external command: `<hook> kill <i>`, `<hook> start <i>`.
+    Hook(String),
+}
+
+impl Killer<'_> {
+    fn act(&mut self, action: &str, index: usize) -> Result<(), String> {
+        match self {
+            Killer::Local(cluster) if action == "kill" => {
+                cluster.kill_member(index);
+                Ok(())
+            }
+            Killer::Local(cluster) => cluster
+                .start_member(index)
+                .map_err(|err| format!("restarting member {index}: {err}")),
+            Killer::Hook(hook) => {
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{hook} {action} {index}"))
+                    .status()
+                    .map_err(|err| format!("running the hook: {err}"))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("`{hook} {action} {index}` failed: {status}"))
+                }
+            }
+        }
+    }
+}
+
+/// The position in `http` of the member that reports itself leader with a
+/// commit in its term, and its commit index; waits up to `timeout`.
+fn find_leader(http: &[String], timeout: Duration) -> Result<(usize, u64), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        for (index, address) in http.iter().enumerate() {
+            if let Ok(status) = AdminClient::new(address, Duration::from_millis(300)).status() {
+                if status.role == Role::Leader && status.commit_index > 0 {
+                    return Ok((index, status.commit_index));
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("no leader within {} s", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until member `index` follows a leader with `at_least` entries.
+fn wait_caught_up(address: &str, at_least: u64, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(status) = AdminClient::new(address, Duration::from_millis(300)).status() {
+            if status.leader_id.is_some() && status.last_index >= at_least {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{address} did not catch up within {} s",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// From `killed_at`, an append every 10 ms until one is acknowledged; the
+/// gap to that acknowledgement.
+async fn first_ack_after(client: &Client, killed_at: Instant) -> Result<Duration, String> {
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
+    let deadline = killed_at + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if Instant::now() >= deadline {
+                    return Err("no append acknowledged within 30 s of the kill".into());
+                }
+                let client = client.clone();
+                attempts.spawn(async move { client.append(&b"failover probe"[..]).await });
+            }
+            Some(done) = attempts.join_next() => {
+                if let Ok(Ok(_)) = done {
+                    return Ok(killed_at.elapsed());
+                }
+            }
+        }
+    }
+}
+
+fn failover(
+    runtime: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    killer: &mut Killer<'_>,
+    http: &[String],
+    addresses: Vec<String>,
+    group: String,
+) -> Result<(), String> {
+    let mut config = ClientConfig::new(group);
+    config.backoff_initial_ms = 5;
+    config.backoff_max_ms = 50;
+    config.request_timeout_ms = 2_000;
+    config.retry_deadline_ms = 30_000;
+    let mut gaps_ms = Vec::new();
+    for kill in 1..=args.failover_kills {
+        let (leader, _) = find_leader(http, Duration::from_secs(30))?;
+        let client = runtime
+            .block_on(Client::connect_with(addresses.clone(), config.clone()))
+            .map_err(|err| format!("connecting: {err}"))?;
+        runtime
+            .block_on(client.append(&b"warm-up"[..]))
+            .map_err(|err| format!("append before the kill: {err}"))?;
+        let killed_at = Instant::now();
+        killer.act("kill", leader)?;
+        let gap = runtime.block_on(first_ack_after(&client, killed_at))?;
+        let gap_ms = gap.as_secs_f64() * 1000.0;
+        gaps_ms.push(gap_ms);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "system": args.system,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "durability": args.durability.as_deref().unwrap_or("fsync"),
+                    "kill": kill,
+                    "member": leader,
+                    "gap_ms": gap_ms,
+                })
+            );
+        } else {
+            println!(
+                "kill {kill}: member {leader}, first acknowledged append after {gap_ms:.0} ms"
+            );
+        }
+        killer.act("start", leader)?;
+        let (_, commit) = find_leader(http, Duration::from_secs(30))?;
+        wait_caught_up(&http[leader], commit, Duration::from_secs(30))?;
+    }
+    gaps_ms.sort_by(f64::total_cmp);
+    if !args.json {
+        let at = |q: f64| {
+            gaps_ms[((gaps_ms.len() as f64 * q).ceil() as usize).clamp(1, gaps_ms.len()) - 1]
+        };
+        println!(
+            "failover over {} kills: p50 {:.0} ms, max {:.0} ms",
+            gaps_ms.len(),
+            at(0.5),
+            at(1.0)
         );
     }
     Ok(())

@@ -3,7 +3,6 @@
 //! leads and each member's indexes as they change; Ctrl-C stops them all.
 //! The `bench` subcommand starts one the same way.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -66,13 +65,18 @@ pub struct LocalCluster {
     pub members: Vec<LocalMember>,
     /// The group name.
     pub group: String,
+    binary: PathBuf,
+    logs_dir: PathBuf,
+    peers: String,
+    http_peers: String,
+    flush_mode: &'static str,
 }
 
 impl LocalCluster {
     /// Starts `args.replicas` members of `binary serve`.
     pub fn start(binary: &Path, args: &LocalClusterArgs) -> std::io::Result<LocalCluster> {
         std::fs::create_dir_all(&args.data_dir)?;
-        let mut members: Vec<LocalMember> = (0..args.replicas)
+        let members: Vec<LocalMember> = (0..args.replicas)
             .map(|i| LocalMember {
                 id: format!("node-{i}"),
                 tcp_address: format!("127.0.0.1:{}", args.base_port + i),
@@ -81,33 +85,56 @@ impl LocalCluster {
                 child: None,
             })
             .collect();
-        let peers = join(&members, |m| &m.tcp_address);
-        let http_peers = join(&members, |m| &m.http_address);
         let flush_mode = match args.flush_mode {
             FlushModeArg::Durable => "durable",
             FlushModeArg::PageCache => "page-cache",
         };
-        for member in &mut members {
-            let log = File::create(args.data_dir.join(format!("{}.log", member.id)))?;
-            let child = Command::new(binary)
-                .arg("serve")
-                .args(["--group", &args.group, "--id", &member.id])
-                .args(["--peers", &peers, "--http-peers", &http_peers])
-                .arg("--data-dir")
-                .arg(&member.data_dir)
-                .args(["--listen", &member.tcp_address])
-                .args(["--http-listen", &member.http_address])
-                .args(["--flush-mode", flush_mode])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
-            member.child = Some(child);
-        }
-        Ok(LocalCluster {
+        let mut cluster = LocalCluster {
+            peers: join(&members, |m| &m.tcp_address),
+            http_peers: join(&members, |m| &m.http_address),
             members,
             group: args.group.clone(),
-        })
+            binary: binary.to_path_buf(),
+            logs_dir: args.data_dir.clone(),
+            flush_mode,
+        };
+        for index in 0..cluster.members.len() {
+            cluster.start_member(index)?;
+        }
+        Ok(cluster)
+    }
+
+    /// (Re)starts member `index` on its data directory; its output is
+    /// appended to `<data dir>/<id>.log`.
+    pub fn start_member(&mut self, index: usize) -> std::io::Result<()> {
+        let member = &self.members[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs_dir.join(format!("{}.log", member.id)))?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .args(["--group", &self.group, "--id", &member.id])
+            .args(["--peers", &self.peers, "--http-peers", &self.http_peers])
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .args(["--listen", &member.tcp_address])
+            .args(["--http-listen", &member.http_address])
+            .args(["--flush-mode", self.flush_mode])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.members[index].child = Some(child);
+        Ok(())
+    }
+
+    /// Kills member `index` with SIGKILL and reaps it.
+    pub fn kill_member(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The members' binary protocol addresses.
