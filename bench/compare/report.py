@@ -83,6 +83,9 @@ def main():
             cells[(s, r["payload_bytes"], r["in_flight"])] = r
             versions[s] = r.get("version", "")
             clients[s] = r.get("client", "")
+    # A later appended run that measured a system supersedes an earlier "not measured".
+    for measured in {c[0] for c in cells}:
+        not_measured.pop(measured, None)
     present = [k for k, _, _ in SYSTEMS if any(c[0] == k for c in cells) or k in not_measured
                or any(f.get("system") == k for f in failed)]
     if not present:
