@@ -215,7 +215,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One network thread: the consensus and the disk have threads of their
+    // own, and on few cores every extra worker costs cross-thread wake-ups
+    // (measured: current-thread served more appends per second than
+    // multi-thread with `bench --local 3`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
