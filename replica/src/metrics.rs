@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::api::{Role, Status};
+use crate::api::{PeerStatus, Role, Status};
 
 /// Upper bounds (seconds) of the latency histogram buckets: 100 µs to 10 s.
 const LATENCY_BUCKETS_S: [f64; 16] = [
@@ -145,6 +145,9 @@ impl Metrics {
     }
 }
 
+/// A per-follower gauge: name, help, and how to read it from the status.
+type PeerGauge = (&'static str, &'static str, fn(&PeerStatus) -> u64);
+
 fn render_status(out: &mut String, status: &Status) {
     let _ = writeln!(out, "# HELP dledger_role 1 for this member's current role.");
     let _ = writeln!(out, "# TYPE dledger_role gauge");
@@ -175,36 +178,30 @@ fn render_status(out: &mut String, status: &Status) {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {value}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP dledger_peer_match_index Highest index known on a follower (leader only)."
-    );
-    let _ = writeln!(out, "# TYPE dledger_peer_match_index gauge");
-    for peer in &status.peers {
-        let _ = writeln!(
-            out,
-            "dledger_peer_match_index{{peer=\"{}\"}} {}",
-            peer.id, peer.match_index
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP dledger_peer_lag_entries Entries a follower is behind (leader only)."
-    );
-    let _ = writeln!(out, "# TYPE dledger_peer_lag_entries gauge");
-    for peer in &status.peers {
-        let _ = writeln!(
-            out,
-            "dledger_peer_lag_entries{{peer=\"{}\"}} {}",
-            peer.id, peer.lag
-        );
+    let per_peer: [PeerGauge; 2] = [
+        (
+            "dledger_peer_match_index",
+            "Highest index known on a follower (leader only).",
+            |peer| peer.match_index,
+        ),
+        (
+            "dledger_peer_lag_entries",
+            "Entries a follower is behind (leader only).",
+            |peer| peer.lag,
+        ),
+    ];
+    for (name, help, value) in per_peer {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for peer in &status.peers {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", peer.id, value(peer));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::PeerStatus;
 
     #[test]
     fn histogram_buckets_are_cumulative() {

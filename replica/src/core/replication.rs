@@ -6,7 +6,7 @@ use crate::entry::{Entry, Index, NodeId, Term};
 use super::log::LogRead;
 use super::message::{AppendResult, MessageBody};
 use super::node::Node;
-use super::progress::ProgressState;
+use super::progress::{Progress, ProgressState};
 use super::quorum;
 use super::ready::Role;
 use super::CoreError;
@@ -182,18 +182,25 @@ impl<L: LogRead> Node<L> {
         );
     }
 
-    pub(super) fn handle_append_response(
-        &mut self,
-        from: NodeId,
-        result: AppendResult,
-    ) -> Result<(), CoreError> {
-        let last_index = self.log.last_index();
+    /// The progress of `from`, marked as heard from just now (check-quorum
+    /// and the status page count on it).
+    fn heard_from(&mut self, from: NodeId) -> &mut Progress {
         let progress = self
             .progress
             .get_mut(&from)
             .expect("leader tracks every peer");
         progress.recent_active = true;
         progress.last_contact_ticks = 0;
+        progress
+    }
+
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        result: AppendResult,
+    ) -> Result<(), CoreError> {
+        let last_index = self.log.last_index();
+        let progress = self.heard_from(from);
         match result {
             AppendResult::Reject {
                 rejected_index,
@@ -248,12 +255,7 @@ impl<L: LogRead> Node<L> {
     ) -> Result<(), CoreError> {
         let last_index = self.log.last_index();
         let commit = self.log.committed();
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader tracks every peer");
-        progress.recent_active = true;
-        progress.last_contact_ticks = 0;
+        let progress = self.heard_from(from);
         progress.resume_probe();
         if progress.state == ProgressState::Replicate && progress.is_paused() {
             // The follower is alive yet the window stays full: an append was
