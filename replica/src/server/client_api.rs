@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::engine::{AppendError, Engine, ReadError};
+use crate::entry::Entry;
 use crate::net::client_proto::{ClientEntry, ClientRequest, ClientResponse, RequestError};
 use crate::net::listener::{ClientCall, Responder};
 
@@ -10,7 +11,8 @@ use super::handle::ReplicaHandle;
 
 /// Answers one call. Appends go straight to the raft loop, which answers
 /// the responder when they commit (no task or channel per append: that is
-/// the hot path); reads run as their own task. The listener already bounded
+/// the hot path); a get is answered at once; a long-polling read runs as
+/// its own task. The listener already bounded
 /// how many calls a connection has in flight.
 pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
     let ClientCall { request, responder } = call;
@@ -30,50 +32,55 @@ pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
                 responder.respond(response);
             }),
         ),
-        request => {
-            tokio::spawn(answer_read(handle.clone(), request, responder));
+        ClientRequest::Get { index } => {
+            let response = match handle.entry(index) {
+                Ok(entry) => ClientResponse::Entry(client_entry(entry)),
+                Err(err) => ClientResponse::Error(read_error(err)),
+            };
+            responder.respond(response);
         }
-    }
-}
-
-async fn answer_read(handle: Arc<ReplicaHandle>, request: ClientRequest, responder: Responder) {
-    let response = match request {
-        ClientRequest::Append { .. } => ClientResponse::Error(RequestError::BadRequest {
-            reason: "appends are not reads".into(),
-        }),
-        ClientRequest::Get { index } => match handle.entry(index) {
-            Ok(entry) => ClientResponse::Entry(ClientEntry {
-                index: entry.index,
-                term: entry.term,
-                payload: entry.payload,
-            }),
-            Err(err) => ClientResponse::Error(read_error(err)),
-        },
         ClientRequest::Read {
             from,
             max_bytes,
             wait_ms,
         } => {
-            let max_bytes = usize::try_from(max_bytes)
-                .unwrap_or(usize::MAX)
-                .min(crate::http::MAX_RANGE_BYTES);
-            let wait_ms = wait_ms.min(crate::http::MAX_WAIT_MS);
-            match handle.range(from, max_bytes, wait_ms).await {
-                Ok(range) => ClientResponse::Entries {
-                    entries: range
-                        .entries
-                        .into_iter()
-                        .map(|entry| ClientEntry {
-                            index: entry.index,
-                            term: entry.term,
-                            payload: entry.payload,
-                        })
-                        .collect(),
-                    commit_index: range.commit_index,
-                },
-                Err(err) => ClientResponse::Error(read_error(err)),
-            }
+            // Long polling: its own task, so the dispatcher goes on.
+            tokio::spawn(answer_range(
+                handle.clone(),
+                from,
+                max_bytes,
+                wait_ms,
+                responder,
+            ));
         }
+    }
+}
+
+fn client_entry(entry: Entry) -> ClientEntry {
+    ClientEntry {
+        index: entry.index,
+        term: entry.term,
+        payload: entry.payload,
+    }
+}
+
+async fn answer_range(
+    handle: Arc<ReplicaHandle>,
+    from: u64,
+    max_bytes: u64,
+    wait_ms: u64,
+    responder: Responder,
+) {
+    let max_bytes = usize::try_from(max_bytes)
+        .unwrap_or(usize::MAX)
+        .min(crate::http::MAX_RANGE_BYTES);
+    let wait_ms = wait_ms.min(crate::http::MAX_WAIT_MS);
+    let response = match handle.range(from, max_bytes, wait_ms).await {
+        Ok(range) => ClientResponse::Entries {
+            entries: range.entries.into_iter().map(client_entry).collect(),
+            commit_index: range.commit_index,
+        },
+        Err(err) => ClientResponse::Error(read_error(err)),
     };
     responder.respond(response);
 }

@@ -89,13 +89,6 @@ impl ReplicaHandle {
             .map_or_else(|| format!("#{id}"), |member| member.name.clone())
     }
 
-    /// The member's binary protocol address for a redirect.
-    pub fn leader_tcp_address(&self) -> Option<(String, String)> {
-        let leader = self.snapshot.borrow().leader?;
-        self.member(leader)
-            .map(|member| (member.name.clone(), member.tcp_address.clone()))
-    }
-
     /// Whether this member leads now.
     pub fn is_leader(&self) -> bool {
         self.snapshot.borrow().role == Some(core::Role::Leader)
@@ -249,11 +242,6 @@ impl ReplicaHandle {
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
     pub fn stopped_watch(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.clone()
-    }
-
-    /// Whether the raft loop has stopped, and why.
-    pub fn stopped(&self) -> Option<String> {
-        self.snapshot.borrow().stopped.clone()
     }
 }
 
