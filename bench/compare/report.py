@@ -57,6 +57,16 @@ def size(b):
     return f"{b // 1024} KiB" if b >= 1024 else f"{b} B"
 
 
+def latest_failover_runs(kills):
+    """An appended failover run of a system replaces its earlier one: keep,
+    per system, only the lines from its last `"kill": 1` on."""
+    last_start = {}
+    for i, k in enumerate(kills):
+        if k.get("kill") == 1:
+            last_start[k.get("system")] = i
+    return [k for i, k in enumerate(kills) if i >= last_start.get(k.get("system"), 0)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -64,7 +74,7 @@ def main():
     ap.add_argument("--png", required=True)
     a = ap.parse_args()
     rows = load(os.path.join(a.results, "results.jsonl"))
-    kills = load(os.path.join(a.results, "failover.jsonl"))
+    kills = latest_failover_runs(load(os.path.join(a.results, "failover.jsonl")))
     meta = {}
     if os.path.exists(os.path.join(a.results, "run.json")):
         meta = json.load(open(os.path.join(a.results, "run.json")))
@@ -102,8 +112,11 @@ def main():
     out("")
     out(f"- Command: `{meta.get('command', 'bash bench/compare/run.sh')}`")
     for extra in meta.get("extra_commands", []):
-        out(f"- Then, appended to the same results: `{extra}` "
-            f"({meta.get('extra_elapsed_s', 0) / 60:.1f} min)")
+        out(f"- Then, appended to the same results: `{extra}`")
+    if meta.get("extra_commands"):
+        out(f"- The appended runs took {meta.get('extra_elapsed_s', 0) / 60:.1f} min in all and ran later than "
+            "the first, under whatever load the machine had then; rerun the first command alone to measure "
+            "every system in one run.")
     mode = "quick (CI smoke run)" if meta.get("quick") else "full"
     out(f"- Mode: {mode}; per cell {meta.get('warmup_s', '?'):g} s warm-up then {meta.get('duration_s', '?'):g} s measured; "
         f"{meta.get('kills', '?')} leader kills per system; whole run took {meta.get('elapsed_s', 0) / 60:.1f} min.")

@@ -210,7 +210,9 @@ sys.argv = sys.argv[:7] + sys.argv[8:]
 if append == "1" and os.path.exists(meta):
     m = json.load(open(meta))
     cmd = "bash bench/compare/run.sh" + "".join(" " + a for a in sys.argv[7:])
-    m.setdefault("extra_commands", []).append(cmd)
+    extra = m.setdefault("extra_commands", [])
+    if cmd not in extra:
+        extra.append(cmd)
     m["appending"] = True
     json.dump(m, open(meta, "w"))
     sys.exit(0)
