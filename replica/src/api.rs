@@ -58,6 +58,21 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
 }
 
+impl Status {
+    /// Role, term, indexes and leader on one line, for a person.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:<9} term {:<4} first {:<6} last {:<8} commit {:<8} leader {}",
+            self.role.as_str(),
+            self.term,
+            self.first_index,
+            self.last_index,
+            self.commit_index,
+            self.leader_id.as_deref().unwrap_or("-")
+        )
+    }
+}
+
 /// One follower's progress as the leader sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

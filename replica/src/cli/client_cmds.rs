@@ -243,17 +243,7 @@ pub fn status(args: StatusArgs) -> ExitCode {
             }
             Ok(s) => {
                 answered = true;
-                println!(
-                    "{:<12} {:<21} {:<9} term {:<4} first {:<6} last {:<8} commit {:<8} leader {}",
-                    s.id,
-                    address,
-                    s.role.as_str(),
-                    s.term,
-                    s.first_index,
-                    s.last_index,
-                    s.commit_index,
-                    s.leader_id.as_deref().unwrap_or("-")
-                );
+                println!("{:<12} {:<21} {}", s.id, address, s.summary());
             }
             Err(err) => eprintln!("{address}: {err}"),
         }

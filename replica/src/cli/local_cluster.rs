@@ -226,16 +226,7 @@ fn render(cluster: &LocalCluster, statuses: &[Result<Status, String>]) -> String
     let mut out = String::new();
     for (member, status) in cluster.members.iter().zip(statuses) {
         let line = match status {
-            Ok(s) => format!(
-                "  {:<8} {:<9} term {:<4} first {:<6} last {:<8} commit {:<8} leader {}",
-                member.id,
-                s.role.as_str(),
-                s.term,
-                s.first_index,
-                s.last_index,
-                s.commit_index,
-                s.leader_id.as_deref().unwrap_or("-")
-            ),
+            Ok(s) => format!("  {:<8} {}", member.id, s.summary()),
             Err(_) => format!("  {:<8} not answering", member.id),
         };
         out.push_str(&line);

@@ -16,7 +16,7 @@ use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
-use super::members::Member;
+use super::members::{not_leader_error, Member};
 use super::raft_loop::{Input, ProposeReply, Snapshot};
 
 /// How long a transfer request waits for the new leader.
@@ -101,19 +101,7 @@ impl ReplicaHandle {
                 reason: reason.clone(),
             };
         }
-        match snapshot.leader.and_then(|leader| self.member(leader)) {
-            Some(member) => AppendError::NotLeader {
-                leader_id: member.name.clone(),
-                leader_http: Some(member.http_address.clone()),
-                leader_tcp: Some(member.tcp_address.clone()),
-            },
-            None => AppendError::NoLeader {
-                reason: format!(
-                    "no leader is known in term {}; an election is under way",
-                    snapshot.term
-                ),
-            },
-        }
+        not_leader_error(&self.members, snapshot.leader, snapshot.term)
     }
 
     /// Proposes a batch; `reply` is called exactly once with the outcome,

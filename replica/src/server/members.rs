@@ -7,7 +7,8 @@
 
 use std::collections::HashSet;
 
-use crate::entry::NodeId;
+use crate::engine::AppendError;
+use crate::entry::{NodeId, Term};
 
 /// One member of the group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +65,21 @@ pub enum MembersError {
         /// The name.
         name: String,
     },
+}
+
+/// The answer to a write sent to a member that does not lead: a redirect to
+/// `leader` when it is a known member, else "no leader" naming the term.
+pub fn not_leader_error(members: &[Member], leader: Option<NodeId>, term: Term) -> AppendError {
+    match leader.and_then(|leader| members.iter().find(|member| member.id == leader)) {
+        Some(member) => AppendError::NotLeader {
+            leader_id: member.name.clone(),
+            leader_http: Some(member.http_address.clone()),
+            leader_tcp: Some(member.tcp_address.clone()),
+        },
+        None => AppendError::NoLeader {
+            reason: format!("no leader is known in term {term}; an election is under way"),
+        },
+    }
 }
 
 /// The numeric id of the member called `name`: FNV-1a, never zero.

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::{GroupCommit, MetaStore};
 
 use super::disk_log::DiskLog;
-use super::members::Member;
+use super::members::{not_leader_error, Member};
 use super::peers::Peers;
 use super::retention::{self, RetentionPolicy};
 
@@ -348,21 +348,9 @@ impl RaftLoop {
 
     fn propose_error(&self, err: core::ProposeError) -> AppendError {
         match err {
-            core::ProposeError::NotLeader {
-                leader: Some(leader),
-            } => match self.members.iter().find(|member| member.id == leader) {
-                Some(member) => AppendError::NotLeader {
-                    leader_id: member.name.clone(),
-                    leader_http: Some(member.http_address.clone()),
-                    leader_tcp: Some(member.tcp_address.clone()),
-                },
-                None => AppendError::NoLeader {
-                    reason: format!("the leader {leader} is not in the member list"),
-                },
-            },
-            core::ProposeError::NotLeader { leader: None } => AppendError::NoLeader {
-                reason: "no leader is known; an election is under way".into(),
-            },
+            core::ProposeError::NotLeader { leader } => {
+                not_leader_error(&self.members, leader, self.node.term())
+            }
             core::ProposeError::Transferring => AppendError::Transferring,
             core::ProposeError::TooManyPending => AppendError::Overloaded {
                 reason: "too many appends wait for commit".into(),
