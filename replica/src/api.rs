@@ -48,7 +48,7 @@ pub struct Status {
     pub leader_id: Option<String>,
     /// The first index still in the log (after retention).
     pub first_index: u64,
-    /// The last index in the log (not necessarily committed).
+    /// The last index on this member's disk (not necessarily committed).
     pub last_index: u64,
     /// The term of the last entry.
     pub last_term: u64,

@@ -95,9 +95,9 @@ pub struct Snapshot {
     pub readable_index: Index,
     /// First index in the log.
     pub first_index: Index,
-    /// Last index in the log (possibly not yet durable).
+    /// Last index on this member's disk.
     pub last_index: Index,
-    /// Term of the last entry.
+    /// Term of that entry.
     pub last_term: Term,
     /// On the leader: each follower's match index and ms since last contact.
     pub peers: Vec<(NodeId, Index, u64)>,
@@ -732,15 +732,18 @@ impl RaftLoop {
             Vec::new()
         };
         let commit_index = self.node.commit_index();
+        let persisted = self.node.persisted_index();
         let next = Snapshot {
             role: Some(soft.role),
             leader: soft.leader_id,
             term: soft.term,
             commit_index,
-            readable_index: commit_index.min(self.node.persisted_index()),
+            readable_index: commit_index.min(persisted),
             first_index: self.node.first_index(),
-            last_index: self.node.last_index(),
-            last_term: self.node.last_term().unwrap_or(0),
+            // What is on this member's disk, not what is still being
+            // written: the operator and the readers take lastIndex as held.
+            last_index: persisted,
+            last_term: self.node.entry_term(persisted).ok().flatten().unwrap_or(0),
             peers,
             stopped: None,
         };
