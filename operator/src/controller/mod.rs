@@ -120,6 +120,19 @@ pub struct Stores {
     pub pods: Store<Pod>,
 }
 
+impl Stores {
+    /// Whether every watch has delivered its first full list, waiting at most `wait`.
+    pub async fn synced(&self, wait: Duration) -> bool {
+        let all = async {
+            self.statefulsets.wait_until_ready().await.is_ok()
+                && self.services.wait_until_ready().await.is_ok()
+                && self.pdbs.wait_until_ready().await.is_ok()
+                && self.pods.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(wait, all).await.unwrap_or(false)
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     /// The API client.
@@ -218,6 +231,17 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         ctx.metrics
             .forget_group(&group.namespace, &group.name, &members);
         return Ok(Action::await_change());
+    }
+    if !ctx
+        .stores
+        .synced(Duration::from_millis(ctx.settings.api_timeout_ms))
+        .await
+    {
+        // Until every watch has listed once, a missing pod or child only
+        // means "not seen yet": deciding now would raise false alarms.
+        return Ok(Action::requeue(Duration::from_millis(
+            ctx.settings.requeue_unsettled_ms,
+        )));
     }
     let generation = resource.meta().generation;
     let outcome = apply::ensure_children(ctx, &group, generation).await?;

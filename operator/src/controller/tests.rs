@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
@@ -105,13 +106,20 @@ fn refusal(code: u16, reason: &str) -> Value {
 struct Writers {
     statefulsets: Writer<StatefulSet>,
     pods: Writer<Pod>,
+    _services: Writer<Service>,
+    _pdbs: Writer<PodDisruptionBudget>,
 }
 
+/// A context whose watches have listed once (empty unless a test adds objects).
 fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
-    let (statefulsets, sts_writer) = reflector::store();
-    let (services, _) = reflector::store();
-    let (pdbs, _) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
+    let (statefulsets, mut sts_writer) = reflector::store();
+    let (services, mut svc_writer) = reflector::store();
+    let (pdbs, mut pdb_writer) = reflector::store();
+    let (pods, mut pod_writer) = reflector::store();
+    sts_writer.apply_watcher_event(&watcher::Event::InitDone);
+    svc_writer.apply_watcher_event(&watcher::Event::InitDone);
+    pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
+    pod_writer.apply_watcher_event(&watcher::Event::InitDone);
     let stores = Stores {
         statefulsets,
         services,
@@ -124,8 +132,44 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
         Writers {
             statefulsets: sts_writer,
             pods: pod_writer,
+            _services: svc_writer,
+            _pdbs: pdb_writer,
         },
     )
+}
+
+#[tokio::test]
+async fn nothing_is_decided_before_the_watches_have_listed() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (statefulsets, _sts) = reflector::store::<StatefulSet>();
+    let (services, _svc) = reflector::store::<Service>();
+    let (pdbs, _pdb) = reflector::store::<PodDisruptionBudget>();
+    let (pods, _pods) = reflector::store::<Pod>();
+    let settings = Settings {
+        api_timeout_ms: 100,
+        ..Settings::default()
+    };
+    let stores = Stores {
+        statefulsets,
+        services,
+        pdbs,
+        pods,
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        None,
+        Metrics::new().unwrap(),
+        settings,
+        stores,
+    ));
+    let action = reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_millis(
+            Settings::default().requeue_unsettled_ms
+        ))
+    );
+    assert!(api.seen().is_empty(), "{:?}", kinds(&api.seen()));
 }
 
 fn kinds(seen: &[Seen]) -> Vec<String> {
