@@ -393,7 +393,9 @@ fn follow_up(input: &PlanInput, progress: &InProgress) -> Option<Step> {
         StepKind::TransferLeadership => transfer_missing(input, progress)?,
         StepKind::Pause => return pause_left(input, progress),
     };
-    let elapsed_seconds = input.now_seconds.saturating_sub(progress.started_at_seconds);
+    let elapsed_seconds = input
+        .now_seconds
+        .saturating_sub(progress.started_at_seconds);
     if elapsed_seconds > i64::from(input.step_timeout_seconds) {
         return Some(Step::StepTimedOut {
             kind: progress.kind,
