@@ -521,9 +521,8 @@ fn plan_fresh(input: &PlanInput) -> Step {
     if let Some(follower) = next_follower {
         return restart_checked(input, follower);
     }
-    if outdated.is_empty() {
-        return Step::Done;
-    }
+    // Every outdated member is the leader (the early returns above saw to
+    // it), so its turn has come.
     leader_turn(input, current, leader_commit)
 }
 
