@@ -233,9 +233,13 @@ fn healthy_caught_up_group_always_makes_progress() {
 fn not_serving_outdated_pod_goes_first() {
     let mut members = vec![
         member(0, false, Health::Leader, false),
-        member(1, false, Health::Follower, true),
+        member(1, false, Health::Follower, false),
         member(2, false, Health::NotReady, true),
     ];
+    // g-1 lags, within the bound, so it would be first among followers.
+    if let Some(r) = members[1].reported.as_mut() {
+        r.last_index = COMMIT - 5;
+    }
     // Crash-looping and not Ready: restarted before the lagging follower.
     if let Some(pod) = members[2].pod.as_mut() {
         pod.crash_looping = true;
