@@ -12,6 +12,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "up.sh needs root (network devices, iptables, mounts)"
 T0=$(date +%s.%N)
+exec 3>&2 # the waits below silence their probes; what explains a failure goes here
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 "$HERE/deps.sh"
@@ -49,7 +50,7 @@ cert() {
     echo "basicConstraints=CA:FALSE"
     echo "keyUsage=critical,digitalSignature,keyEncipherment"
     echo "extendedKeyUsage=$usage"
-    [ -n "$san" ] && echo "subjectAltName=$san"
+    if [ -n "$san" ]; then echo "subjectAltName=$san"; fi
   } >"$PKI/$name.ext"
   openssl_quiet req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$PKI/$name.key" -out "$PKI/$name.csr"
   openssl_quiet x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
@@ -144,13 +145,14 @@ wait_for() {
     if [ "$(date +%s)" -ge "$deadline" ]; then
       log "timed out after ${seconds}s waiting for $what; last log lines:"
       tail -n 30 "$LOGS"/*.log >&2 || true
+      "$@" >&2 || true
       exit 1
     fi
     sleep 0.5
   done
   log "$what ready ($(elapsed)s)"
 }
-alive() { kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null || { log "$1 exited:"; tail -n 30 "$LOGS/$1.log" >&2; exit 1; }; }
+alive() { kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null || { log "$1 exited:" 2>&3; tail -n 30 "$LOGS/$1.log" >&3; exit 1; }; }
 
 # ---------------------------------------------------------------- etcd
 start etcd "$BIN/etcd" --name dledger-e2e --data-dir "$STATE/etcd" \
