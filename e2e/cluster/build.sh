@@ -41,7 +41,10 @@ throwaway_module() { # dir module version
 }
 
 build_kubernetes() {
-  local stamp="$KUBERNETES_VERSION"
+  local stamp="$KUBERNETES_VERSION" lock
+  if is_built "$stamp" "${KUBE_BINARIES[@]}"; then return 0; fi
+  exec {lock}>"$CACHE/build-kubernetes.lock"
+  flock "$lock"
   if is_built "$stamp" "${KUBE_BINARIES[@]}"; then return 0; fi
   log "building Kubernetes $KUBERNETES_VERSION (${KUBE_BINARIES[*]}); about 10 minutes cold"
   local dir="$CACHE/build-kubernetes"
@@ -78,7 +81,11 @@ build_kubernetes() {
 }
 
 build_go_main() { # name module version package
-  local name="$1" module="$2" version="$3" pkg="$4" dir="$CACHE/build-$1"
+  local name="$1" module="$2" version="$3" pkg="$4" dir="$CACHE/build-$1" lock
+  if is_built "$version" "$name"; then return 0; fi
+  # Two build.sh runs (up.sh and a hand-started one) build each part once.
+  exec {lock}>"$CACHE/build-$name.lock"
+  flock "$lock"
   if is_built "$version" "$name"; then return 0; fi
   log "building $name $version from $module"
   throwaway_module "$dir" "$module" "$version"

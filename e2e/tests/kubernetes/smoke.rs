@@ -5,9 +5,9 @@
 //! its own volume, and a Service reaches the group from a client pod.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dledger_e2e::http::Status;
+use dledger_e2e::http::{Client, Status};
 use dledger_e2e::kube::{
     describe_pod, pod_is_ready, required_env, wait_for, Kubectl, REPLICA_HTTP_PORT,
     REPLICA_PEER_PORT,
@@ -486,6 +486,21 @@ fn a_statefulset_of_three_replicas_elects_fails_over_and_keeps_its_data() {
         claim_before,
         "{leader_pod} came back on another claim or volume: its data would be gone"
     );
+    // The same member read from the host through `kubectl port-forward`.
+    let forward = kubectl
+        .port_forward(ns, &format!("pod/{leader_pod}"), REPLICA_HTTP_PORT)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let forwarded = Client::new(forward.local(), Duration::from_secs(5))
+        .status()
+        .unwrap_or_else(|error| {
+            panic!("/status through port-forward {}: {error}", forward.local())
+        });
+    drop(forward);
+    assert_eq!(
+        forwarded.id, leader_pod,
+        "port-forward to {leader_pod} reached {forwarded:?}"
+    );
+    assert!(forwarded.commit_index >= during_index, "{forwarded:?}");
     let volume_in_pod = kubectl
         .get_json(ns, &format!("pod/{leader_pod}"))
         .map(|pod| pod["spec"]["volumes"].to_string())
