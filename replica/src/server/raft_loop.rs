@@ -7,7 +7,6 @@
 //! must tick on time even when the runtime is busy.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -504,16 +503,14 @@ impl RaftLoop {
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {
-            self.metrics
-                .leader_changes_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.leader_changes_total.inc();
         }
         if soft.role == core::Role::Candidate
             && previous.is_none_or(|previous| {
                 previous.role != core::Role::Candidate || previous.term != soft.term
             })
         {
-            self.metrics.elections_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.elections_total.inc();
         }
         if soft.role != core::Role::Leader {
             // Confirmed reads need a leader; tell the callers to retry.
@@ -546,9 +543,7 @@ impl RaftLoop {
                 .map_err(|err| err.to_string())?;
             let answer = if term == Some(pending.term) {
                 let count = pending.last_index - pending.first_index + 1;
-                self.metrics
-                    .appends_total
-                    .fetch_add(count, Ordering::Relaxed);
+                self.metrics.appends_total.inc_by(count);
                 Ok((pending.first_index, pending.term))
             } else {
                 Err(AppendError::Unavailable {
@@ -713,7 +708,7 @@ impl RaftLoop {
             .segments()
             .map(|segments| segments.iter().map(|s| s.size_bytes).sum())
             .unwrap_or(0);
-        self.metrics.log_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.set_log_bytes(bytes);
         Ok(())
     }
 
