@@ -8,6 +8,7 @@
 //! - [`client_api`]: answers binary-protocol client requests.
 //! - [`disk_log`]: the core's view of the on-disk log.
 //! - [`retention`]: which old segments may be deleted.
+//! - [`role_log`]: INFO lines for elections, role changes and lost peers.
 
 pub mod client_api;
 pub mod disk_log;
@@ -16,6 +17,7 @@ pub mod members;
 pub mod peers;
 pub mod raft_loop;
 pub mod retention;
+pub mod role_log;
 
 use std::future::Future;
 use std::path::PathBuf;

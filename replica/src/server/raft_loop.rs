@@ -18,6 +18,7 @@ use crate::core::{self, Message, Node, ReadState, Ready, SoftState, TransferOutc
 use crate::engine::{AppendError, TransferError};
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
 use crate::metrics::Metrics;
+use crate::server::role_log;
 use crate::store::{GroupCommit, MetaStore};
 
 use super::disk_log::DiskLog;
@@ -389,6 +390,7 @@ impl RaftLoop {
             let _ = reply.send(Err(err));
             return;
         }
+        role_log::transfer_started(self.node.transfer_target(), self.node.term(), name);
         if let Some(previous) = self.transfer.take() {
             let _ = previous.reply.send(Err(TransferError::Failed {
                 reason: "superseded by a newer transfer request".into(),
@@ -500,6 +502,9 @@ impl RaftLoop {
 
     fn on_soft_state(&mut self, soft: SoftState) {
         let previous = self.last_soft.replace(soft);
+        role_log::soft_change(previous, soft, self.node.transfer_target(), |id| {
+            self.member_name(id)
+        });
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {
@@ -621,6 +626,7 @@ impl RaftLoop {
     }
 
     fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        role_log::transfer_outcome(outcome, self.node.term(), |id| self.member_name(id));
         match outcome {
             TransferOutcome::SteppedDown { .. } => {
                 if let Some(transfer) = &mut self.transfer {
@@ -742,6 +748,14 @@ impl RaftLoop {
             peers,
             stopped: None,
         };
+        let lost_after_ms = self.node.config().election_ticks * tick_ms;
+        role_log::peers_changed(
+            &self.snapshot.borrow().peers,
+            &next.peers,
+            lost_after_ms,
+            soft.term,
+            |id| self.member_name(id),
+        );
         self.snapshot.send_if_modified(|current| {
             if *current == next {
                 false
