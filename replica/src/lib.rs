@@ -14,6 +14,7 @@ pub mod cli;
 pub mod core;
 pub mod engine;
 pub mod entry;
+pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::{PeerStatus, Role, Status};
+use crate::core::ViolationKind;
 
 /// Upper bounds (seconds) of the latency histogram buckets: 100 µs to 10 s.
 const LATENCY_BUCKETS_S: [f64; 16] = [
@@ -78,6 +79,9 @@ pub struct Metrics {
     pub log_bytes: AtomicU64,
     /// Peer messages dropped because a peer's outbound queue was full.
     pub peer_messages_dropped_total: AtomicU64,
+    /// Peer messages the core dropped for breaking the protocol, by
+    /// `ViolationKind::position`.
+    peer_violations_total: [AtomicU64; ViolationKind::ALL.len()],
     /// The latest status snapshot, for the gauges.
     status: Mutex<Option<Status>>,
 }
@@ -88,6 +92,11 @@ impl Metrics {
         if let Ok(mut slot) = self.status.lock() {
             *slot = Some(status);
         }
+    }
+
+    /// Counts one peer message dropped for breaking the protocol.
+    pub fn count_violation(&self, kind: ViolationKind) {
+        self.peer_violations_total[kind.position()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole exposition, ready to serve.
@@ -123,6 +132,16 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let name = "dledger_peer_protocol_violations_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Peer messages dropped for breaking the protocol, by reason."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for kind in ViolationKind::ALL {
+            let value = self.peer_violations_total[kind.position()].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", kind.as_str());
         }
         let _ = writeln!(out, "# HELP dledger_log_bytes Bytes the log takes on disk.");
         let _ = writeln!(out, "# TYPE dledger_log_bytes gauge");
@@ -238,6 +257,8 @@ mod tests {
                 lag: 2,
                 last_contact_ms: 5,
             }],
+            leader_commit_index: Some(8),
+            lag: 0,
         });
         metrics.elections_total.fetch_add(2, Ordering::Relaxed);
         let out = metrics.render();
