@@ -256,12 +256,12 @@ async fn a_hostile_peer_does_not_stop_a_running_member() {
     drop((to_leader, to_follower));
 
     // Both members still run and the group still commits.
-    for index in 0..2 {
+    for (index, server) in servers.iter().enumerate() {
         assert!(
             status(&addresses.http[index]).await.is_some(),
             "member {index} stopped"
         );
-        assert!(!servers[index].is_finished(), "member {index} exited");
+        assert!(!server.is_finished(), "member {index} exited");
     }
     append_one(&addresses, b"after").await;
     for (index, server) in servers.iter().enumerate() {
