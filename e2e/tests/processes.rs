@@ -311,6 +311,11 @@ fn a_thawed_follower_is_not_ready_until_it_caught_up() {
     let ready_at_once = cluster
         .with_client(follower, PROGRESS_WAIT, |client| client.ready())
         .expect("readyz right after the thaw");
+    let thawed = cluster.status(follower).expect("follower status");
+    eprintln!(
+        "e2e: thawed follower: lastIndex {} commitIndex {}, leader's commit {leader_commit}, ready {ready_at_once}",
+        thawed.last_index, thawed.commit_index
+    );
     assert!(
         !ready_at_once,
         "ready at once although {FROZEN_APPENDS} entries behind"

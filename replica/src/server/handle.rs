@@ -279,6 +279,15 @@ impl Engine for ReplicaHandle {
         if snapshot.leader.is_none() {
             return Err(format!("no leader known in term {}", snapshot.term));
         }
+        if let Some(until) = snapshot.stale_until {
+            let now = Instant::now();
+            if now < until {
+                return Err(format!(
+                    "resumed after a pause; waiting {} ms for the leader's current figures",
+                    (until - now).as_millis()
+                ));
+            }
+        }
         if snapshot.role != Some(core::Role::Leader) {
             // After a pause (SIGSTOP, a long GC-like stall) the figures are
             // as old as the pause: wait for fresh word from the leader.

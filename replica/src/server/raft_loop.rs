@@ -114,6 +114,10 @@ pub struct Snapshot {
     /// How long a follower may go without word from its leader before its
     /// figures count as stale: the election timeout.
     pub leader_silence_limit: Duration,
+    /// Set after this process was paused (SIGSTOP, a stalled VM) for longer
+    /// than the election timeout: until then, what it hears may be messages
+    /// queued during the pause, so its lag is not known yet.
+    pub stale_until: Option<Instant>,
 }
 
 /// How long a linearizable read waits for its answer in all: the core
@@ -170,6 +174,8 @@ pub struct RaftLoop {
     next_retention: Instant,
     /// When the last message from the current leader came in.
     leader_contact_at: Option<Instant>,
+    /// See `Snapshot::stale_until`.
+    stale_until: Option<Instant>,
 }
 
 /// What the loop needs to start.
@@ -227,6 +233,7 @@ impl RaftLoop {
             retention: parts.retention,
             next_retention: Instant::now() + RETENTION_PERIOD,
             leader_contact_at: None,
+            stale_until: None,
         }
     }
 
@@ -267,6 +274,12 @@ impl RaftLoop {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
+            let silence_limit = self.leader_silence_limit();
+            if now.saturating_duration_since(next_tick) > silence_limit {
+                // The process was paused: messages queued meanwhile tell old
+                // news; give the leader's current figures time to arrive.
+                self.stale_until = Some(now + silence_limit);
+            }
             if now >= next_tick {
                 self.node.tick().map_err(|err| err.to_string())?;
                 self.expire_proposals(now);
@@ -365,6 +378,12 @@ impl RaftLoop {
                 reason: format!("entries {first_index}..={last_index} were proposed out of order"),
             }));
         }
+    }
+
+    /// The election timeout, as a duration.
+    fn leader_silence_limit(&self) -> Duration {
+        let ticks = u32::try_from(self.node.config().election_ticks).unwrap_or(u32::MAX);
+        self.tick.saturating_mul(ticks)
     }
 
     /// Milliseconds since the loop started: the proposals' clock.
@@ -795,7 +814,8 @@ impl RaftLoop {
                     (_, new) => new,
                 }
             },
-            leader_silence_limit: self.tick * self.node.config().election_ticks as u32,
+            leader_silence_limit: self.leader_silence_limit(),
+            stale_until: self.stale_until,
         };
         self.snapshot.send_if_modified(|current| {
             if *current == next {
