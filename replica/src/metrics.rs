@@ -78,6 +78,16 @@ pub struct Metrics {
     pub log_bytes: AtomicU64,
     /// Peer messages dropped because a peer's outbound queue was full.
     pub peer_messages_dropped_total: AtomicU64,
+    /// Client appends answered "busy, retry" because the log's write queue
+    /// (or the loop's input queue) was full.
+    pub appends_refused_busy_total: AtomicU64,
+    /// Client appends refused because the disk is full.
+    pub appends_refused_disk_full_total: AtomicU64,
+    /// Appends from the leader dropped unacknowledged (write queue full or
+    /// disk full); the leader sends them again.
+    pub peer_appends_refused_total: AtomicU64,
+    /// Peer messages dropped on arrival because the consensus loop was far behind.
+    pub inbound_peer_messages_dropped_total: AtomicU64,
     /// The latest status snapshot, for the gauges.
     status: Mutex<Option<Status>>,
 }
@@ -117,6 +127,26 @@ impl Metrics {
                 "dledger_peer_messages_dropped_total",
                 "Peer messages dropped because an outbound queue was full.",
                 &self.peer_messages_dropped_total,
+            ),
+            (
+                "dledger_appends_refused_busy_total",
+                "Client appends answered busy (retry) because a write queue was full.",
+                &self.appends_refused_busy_total,
+            ),
+            (
+                "dledger_appends_refused_disk_full_total",
+                "Client appends refused because the disk is full.",
+                &self.appends_refused_disk_full_total,
+            ),
+            (
+                "dledger_peer_appends_refused_total",
+                "Appends from the leader dropped unacknowledged (queue or disk full).",
+                &self.peer_appends_refused_total,
+            ),
+            (
+                "dledger_inbound_peer_messages_dropped_total",
+                "Peer messages dropped on arrival because the consensus loop was far behind.",
+                &self.inbound_peer_messages_dropped_total,
             ),
         ];
         for (name, help, value) in counters {
