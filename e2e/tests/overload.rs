@@ -125,7 +125,7 @@ fn contradictory_limits_are_refused_at_start_naming_both_flags() {
     };
     let cases: [(&[&str], &[&str]); 3] = [
         (
-            &["--max-entry-bytes", "100000000"],
+            &["--max-entry-bytes", "20000000"],
             &["--max-entry-bytes", "frame"],
         ),
         (
