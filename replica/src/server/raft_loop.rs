@@ -46,6 +46,12 @@ const DISK_RESERVE_BYTES: u64 = 8 << 20;
 /// so the rest of the group goes on writing.
 const DISK_FULL_STEP_ASIDE: Duration = Duration::from_secs(2);
 
+/// Client payload bytes proposed and not yet answered, at most: past it new
+/// appends are answered "busy, retry". Bounds the leader's log beyond the
+/// commit index, so a flood of large appends waits at the client, not in
+/// memory and queues here (where it would time out unanswered).
+const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+
 /// How long an append waits for its commit before the client is told the
 /// outcome is unknown.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,6 +178,8 @@ pub struct RaftLoop {
     /// Since when the log's file system is (nearly) full, if it is.
     disk_full_since: Option<Instant>,
     next_disk_check: Instant,
+    /// Client payload bytes proposed and not yet answered.
+    uncommitted_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the loop needs to start.
@@ -230,6 +238,7 @@ impl RaftLoop {
             admitted_bytes: 0,
             disk_full_since: None,
             next_disk_check: Instant::now(),
+            uncommitted_bytes: Arc::default(),
         }
     }
 
@@ -297,7 +306,10 @@ impl RaftLoop {
             Input::Peer(message) if !self.admit_peer_append(&message) => {}
             Input::Peer(message) => self.node.step(message).map_err(|err| err.to_string())?,
             Input::Propose { payloads, reply } => match self.admit_proposal(&payloads) {
-                Ok(()) => self.propose(payloads, reply),
+                Ok(payload_bytes) => {
+                    let reply = self.count_uncommitted(payload_bytes, reply);
+                    self.propose(payloads, reply);
+                }
                 Err(refused) => reply(Err(refused)),
             },
             Input::ReadIndex { reply } => {
@@ -387,8 +399,8 @@ impl RaftLoop {
     /// Lets a client's entries in, or says why not: "busy, retry" when the
     /// write queue is full, "disk full" while storage waits for space. The
     /// client is answered at once, so load slows clients and never piles up.
-    fn admit_proposal(&mut self, payloads: &[Bytes]) -> Result<(), AppendError> {
-        let payload_bytes = payloads.iter().map(|payload| payload.len() as u64).sum();
+    fn admit_proposal(&mut self, payloads: &[Bytes]) -> Result<u64, AppendError> {
+        let payload_bytes: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
         if self.disk_full() {
             self.metrics
                 .appends_refused_disk_full_total
@@ -397,19 +409,47 @@ impl RaftLoop {
                 reason: "this member cannot write its log until space is freed".into(),
             });
         }
-        if !self.storage_has_room(payload_bytes) {
+        let uncommitted_bytes = self.uncommitted_bytes.load(Ordering::Relaxed);
+        let refused = if uncommitted_bytes > 0
+            && uncommitted_bytes + payload_bytes > MAX_UNCOMMITTED_BYTES
+        {
+            Some(format!(
+                "{uncommitted_bytes} bytes of appends wait for commit ({MAX_UNCOMMITTED_BYTES} at most)"
+            ))
+        } else if !self.storage_has_room(payload_bytes) {
+            Some(format!(
+                "the log's write queue is full ({} bytes at most)",
+                self.storage.options().max_pending_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
             self.metrics
                 .appends_refused_busy_total
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(AppendError::Overloaded {
-                reason: format!(
-                    "the log's write queue is full ({} bytes at most)",
-                    self.storage.options().max_pending_bytes
-                ),
-            });
+            return Err(AppendError::Overloaded { reason });
         }
         self.admitted_bytes += payload_bytes;
-        Ok(())
+        Ok(payload_bytes)
+    }
+
+    /// Counts `payload_bytes` as uncommitted until `reply` is answered (or
+    /// dropped), without touching the proposal bookkeeping.
+    fn count_uncommitted(&self, payload_bytes: u64, reply: ProposeReply) -> ProposeReply {
+        struct Uncounted(Arc<std::sync::atomic::AtomicU64>, u64);
+        impl Drop for Uncounted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Relaxed);
+            }
+        }
+        self.uncommitted_bytes
+            .fetch_add(payload_bytes, Ordering::Relaxed);
+        let counted = Uncounted(self.uncommitted_bytes.clone(), payload_bytes);
+        Box::new(move |result| {
+            drop(counted);
+            reply(result);
+        })
     }
 
     /// Whether a peer message may be stepped. An append carrying entries
