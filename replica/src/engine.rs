@@ -39,10 +39,17 @@ pub enum AppendError {
         /// The limit.
         max_bytes: usize,
     },
-    /// Too many appends are waiting; retry shortly.
-    #[error("overloaded: {reason}")]
+    /// Too many appends are waiting; nothing was appended, retry shortly.
+    #[error("overloaded: {reason}; retry shortly")]
     Overloaded {
         /// What limit was hit.
+        reason: String,
+    },
+    /// This member's disk is full: nothing was appended. Reads go on; writes
+    /// resume by themselves once space is freed.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// What is full.
         reason: String,
     },
     /// The entry was accepted but leadership was lost before it committed:
@@ -70,6 +77,7 @@ impl AppendError {
             AppendError::Transferring => "transferring",
             AppendError::TooLarge { .. } => "too_large",
             AppendError::Overloaded { .. } => "overloaded",
+            AppendError::DiskFull { .. } => "disk_full",
             AppendError::Unknown { .. } => "outcome_unknown",
             AppendError::Unavailable { .. } => "unavailable",
         }

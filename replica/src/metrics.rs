@@ -61,6 +61,16 @@ pub struct Metrics {
     log_bytes: IntGauge,
     /// Peer messages dropped because a peer's outbound queue was full.
     pub peer_messages_dropped_total: IntCounter,
+    /// Client appends answered "busy, retry" because the log's write queue
+    /// (or the loop's input queue) was full.
+    pub appends_refused_busy_total: IntCounter,
+    /// Client appends refused because the disk is full.
+    pub appends_refused_disk_full_total: IntCounter,
+    /// Appends from the leader dropped unacknowledged (write queue full or
+    /// disk full); the leader sends them again.
+    pub peer_appends_refused_total: IntCounter,
+    /// Peer messages dropped on arrival because the consensus loop was far behind.
+    pub inbound_peer_messages_dropped_total: IntCounter,
     /// Peer messages the core dropped for breaking the protocol, by reason.
     peer_violations_total: IntCounterVec,
     /// The status gauges, refreshed from a snapshot at each scrape.
@@ -171,6 +181,22 @@ impl Metrics {
                 "dledger_peer_messages_dropped_total",
                 "Peer messages dropped because an outbound queue was full.",
             )?,
+            appends_refused_busy_total: IntCounter::new(
+                "dledger_appends_refused_busy_total",
+                "Client appends answered busy (retry) because a write queue was full.",
+            )?,
+            appends_refused_disk_full_total: IntCounter::new(
+                "dledger_appends_refused_disk_full_total",
+                "Client appends refused because the disk is full.",
+            )?,
+            peer_appends_refused_total: IntCounter::new(
+                "dledger_peer_appends_refused_total",
+                "Appends from the leader dropped unacknowledged (queue or disk full).",
+            )?,
+            inbound_peer_messages_dropped_total: IntCounter::new(
+                "dledger_inbound_peer_messages_dropped_total",
+                "Peer messages dropped on arrival because the consensus loop was far behind.",
+            )?,
             peer_violations_total: IntCounterVec::new(
                 Opts::new(
                     "dledger_peer_protocol_violations_total",
@@ -186,7 +212,9 @@ impl Metrics {
         // Every reason shows from the start (as 0), so a rate() over it
         // works before the first violation.
         for kind in ViolationKind::ALL {
-            metrics.peer_violations_total.with_label_values(&[kind.as_str()]);
+            metrics
+                .peer_violations_total
+                .with_label_values(&[kind.as_str()]);
         }
         Ok(metrics)
     }
@@ -200,6 +228,10 @@ impl Metrics {
         registry.register(Box::new(self.appends_total.clone()))?;
         registry.register(Box::new(self.log_bytes.clone()))?;
         registry.register(Box::new(self.peer_messages_dropped_total.clone()))?;
+        registry.register(Box::new(self.appends_refused_busy_total.clone()))?;
+        registry.register(Box::new(self.appends_refused_disk_full_total.clone()))?;
+        registry.register(Box::new(self.peer_appends_refused_total.clone()))?;
+        registry.register(Box::new(self.inbound_peer_messages_dropped_total.clone()))?;
         registry.register(Box::new(self.peer_violations_total.clone()))?;
         let gauges = &self.gauges;
         registry.register(Box::new(gauges.role.clone()))?;

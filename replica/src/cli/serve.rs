@@ -9,9 +9,18 @@ use clap::{Args, ValueEnum};
 use std::time::Duration;
 
 use crate::datadir;
+use crate::net::frame::DEFAULT_MAX_FRAME_BYTES;
 use crate::server::retention::RetentionPolicy;
 use crate::server::{self, members, ServerConfig};
-use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES};
+use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+
+/// Room kept in a peer frame for what surrounds one entry's payload (the
+/// message, the entry's index and term, the encoding's lengths).
+const FRAME_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// The largest `--max-entry-bytes`: one entry must travel alone in one
+/// peer frame, whose size the protocol bounds.
+pub const MAX_ENTRY_BYTES_LIMIT: usize = DEFAULT_MAX_FRAME_BYTES as usize - FRAME_OVERHEAD_BYTES;
 
 /// When an append is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,7 +99,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
 
-    /// Largest entry accepted, in bytes.
+    /// Largest entry accepted, in bytes. At most 16,711,680 (one entry must
+    /// fit a 16 MiB peer frame) and at most --segment-bytes less 60.
     #[arg(long, env = "DLEDGER_MAX_ENTRY_BYTES", default_value_t = 4 << 20)]
     pub max_entry_bytes: usize,
 
@@ -184,6 +194,7 @@ impl ServeArgs {
                 3 * self.heartbeat_ms
             )));
         }
+        self.check_limits()?;
         let own = members
             .iter()
             .find(|member| member.name == self.id)
@@ -218,6 +229,40 @@ impl ServeArgs {
                 max_bytes: (self.retention_max_bytes > 0).then_some(self.retention_max_bytes),
             },
         })
+    }
+}
+
+impl ServeArgs {
+    /// Refuses sizes that contradict each other: an entry accepted from a
+    /// client must fit one log segment and one peer frame, or every member
+    /// would fail on it (a segment) or the group would stall on it (a frame).
+    fn check_limits(&self) -> Result<(), ServeArgsError> {
+        let segment_headers = (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES) as u64;
+        if self.max_entry_bytes == 0 {
+            return Err(ServeArgsError::Invalid(
+                "--max-entry-bytes must be positive".into(),
+            ));
+        }
+        if self.segment_bytes <= segment_headers {
+            return Err(ServeArgsError::Invalid(format!(
+                "--segment-bytes ({}) must exceed the {segment_headers} bytes of a segment's and an entry's headers",
+                self.segment_bytes
+            )));
+        }
+        let segment_room = self.segment_bytes - segment_headers;
+        if self.max_entry_bytes as u64 > segment_room {
+            return Err(ServeArgsError::Invalid(format!(
+                "--max-entry-bytes ({}) does not fit one log segment: --segment-bytes ({}) holds entries of at most {segment_room} bytes; lower --max-entry-bytes or raise --segment-bytes",
+                self.max_entry_bytes, self.segment_bytes
+            )));
+        }
+        if self.max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
+            return Err(ServeArgsError::Invalid(format!(
+                "--max-entry-bytes ({}) exceeds what one peer frame carries ({MAX_ENTRY_BYTES_LIMIT} bytes: the {DEFAULT_MAX_FRAME_BYTES}-byte frame limit less {FRAME_OVERHEAD_BYTES} bytes of framing); lower --max-entry-bytes",
+                self.max_entry_bytes
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -319,7 +319,10 @@ impl Client {
                         );
                         let redirect = leader_addr.filter(|addr| *addr != connection.addr);
                         let known = redirect.is_some();
-                        self.forget(&connection, redirect).await;
+                        // Stop using this member, but let the requests already
+                        // on the connection get their own answers: closing it
+                        // would turn each into "outcome unknown".
+                        self.forget(&connection, redirect, false).await;
                         // Follow a named leader at once, but not forever: two
                         // members naming each other must not spin.
                         if known && redirects_in_a_row < 3 {
@@ -336,7 +339,7 @@ impl Client {
                 },
                 Ok(response) => return Ok(response),
                 Err(lost) => {
-                    self.forget(&connection, None).await;
+                    self.forget(&connection, None, true).await;
                     if !idempotent {
                         return Err(ClientError::Indeterminate { reason: lost });
                     }
@@ -370,7 +373,7 @@ impl Client {
 
     /// Drops `connection` if it is still the current one; the next call
     /// connects to `redirect`, or else to the next address in the list.
-    async fn forget(&self, connection: &Arc<Connection>, redirect: Option<String>) {
+    async fn forget(&self, connection: &Arc<Connection>, redirect: Option<String>, close: bool) {
         let mut state = self.inner.state.lock().await;
         if state
             .connection
@@ -385,7 +388,9 @@ impl Client {
         if redirect.is_some() {
             state.redirect = redirect;
         }
-        connection.close();
+        if close {
+            connection.close();
+        }
     }
 
     /// The live connection, opening one if needed.

@@ -105,13 +105,21 @@ pub fn append_error(err: AppendError) -> RequestError {
             max_bytes: max_bytes as u64,
         },
         AppendError::Unknown { reason } => RequestError::Indeterminate { reason },
-        err @ (AppendError::NoLeader { .. }
-        | AppendError::Overloaded { .. }
-        | AppendError::Unavailable { .. }) => RequestError::Unavailable {
-            reason: err.to_string(),
+        AppendError::Overloaded { reason } => RequestError::Busy {
+            reason,
+            retry_after_ms: BUSY_RETRY_AFTER_MS,
         },
+        AppendError::DiskFull { reason } => RequestError::DiskFull { reason },
+        err @ (AppendError::NoLeader { .. } | AppendError::Unavailable { .. }) => {
+            RequestError::Unavailable {
+                reason: err.to_string(),
+            }
+        }
     }
 }
+
+/// The pause a busy client is told to take before retrying.
+const BUSY_RETRY_AFTER_MS: u64 = 100;
 
 fn read_error(err: ReadError) -> RequestError {
     match err {

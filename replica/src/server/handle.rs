@@ -2,7 +2,6 @@
 //! talk to. Writes, read points and transfers go to the raft loop as
 //! inputs; committed entries are read straight from the log.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
+use super::input_queue::{InputSender, Refused};
 use super::members::{not_leader_error, Member};
 use super::raft_loop::{Input, ProposeReply, Snapshot};
 
@@ -34,7 +34,7 @@ pub struct ReplicaHandle {
     group: String,
     self_name: String,
     members: Vec<Member>,
-    inputs: Sender<Input>,
+    inputs: InputSender,
     snapshot: watch::Receiver<Snapshot>,
     log: Arc<Log>,
     metrics: Arc<Metrics>,
@@ -51,7 +51,7 @@ pub struct HandleParts {
     /// All members.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
-    pub inputs: Sender<Input>,
+    pub inputs: InputSender,
     /// The raft loop's published state.
     pub snapshot: watch::Receiver<Snapshot>,
     /// The log, for reads.
@@ -120,10 +120,19 @@ impl ReplicaHandle {
             }
             reply(result);
         });
-        if let Err(std::sync::mpsc::SendError(Input::Propose { reply, .. })) =
-            self.inputs.send(Input::Propose { payloads, reply })
-        {
-            reply(Err(self.stopped_error()));
+        match self.inputs.offer(Input::Propose { payloads, reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(Input::Propose { reply, .. })) => {
+                self.metrics.appends_refused_busy_total.inc();
+                reply(Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                }));
+            }
+            Err(Refused::Closed(Input::Propose { reply, .. })) => {
+                reply(Err(self.stopped_error()));
+            }
+            // Only a proposal was offered.
+            Err(Refused::Full(_) | Refused::Closed(_)) => {}
         }
     }
 
@@ -333,8 +342,14 @@ impl Engine for ReplicaHandle {
             }
         }
         let (reply, answer) = oneshot::channel();
-        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
-            return Err(self.stopped_error());
+        match self.inputs.offer(Input::ReadIndex { reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                })
+            }
+            Err(Refused::Closed(_)) => return Err(self.stopped_error()),
         }
         let index = answer.await.map_err(|_| self.stopped_error())??;
         // The leader's commit index may briefly run ahead of its own disk.
