@@ -49,7 +49,8 @@ pub struct HttpTarget {
 
 /// Append entries: each argument is one entry; without arguments, each
 /// line of standard input is one entry. Prints each entry's index and term
-/// once committed.
+/// once committed. An empty argument (`''`) or line is appended as an empty
+/// entry: a legitimate entry, shown by `get` and `read` as `(empty entry)`.
 #[derive(Clone, Debug, Args)]
 pub struct AppendArgs {
     /// Where to send them.
