@@ -406,6 +406,8 @@ mod tests {
                 last_term: 1,
                 commit_index: last_index,
                 peers: vec![],
+                leader_commit_index: Some(last_index),
+                lag: 0,
             }
         }
         fn readiness(&self) -> Result<(), String> {

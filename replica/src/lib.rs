@@ -15,6 +15,7 @@ pub mod core;
 pub mod datadir;
 pub mod engine;
 pub mod entry;
+pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -9,10 +9,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::api::{Role, Status};
+use crate::core::ViolationKind;
 
 /// Upper bounds (seconds) of the latency histogram buckets: 100 µs to 10 s.
 const LATENCY_BUCKETS_S: [f64; 16] = [
@@ -59,6 +61,8 @@ pub struct Metrics {
     log_bytes: IntGauge,
     /// Peer messages dropped because a peer's outbound queue was full.
     pub peer_messages_dropped_total: IntCounter,
+    /// Peer messages the core dropped for breaking the protocol, by reason.
+    peer_violations_total: IntCounterVec,
     /// The status gauges, refreshed from a snapshot at each scrape.
     gauges: StatusGauges,
     /// The latest status snapshot; the lock also keeps one scrape's
@@ -167,11 +171,23 @@ impl Metrics {
                 "dledger_peer_messages_dropped_total",
                 "Peer messages dropped because an outbound queue was full.",
             )?,
+            peer_violations_total: IntCounterVec::new(
+                Opts::new(
+                    "dledger_peer_protocol_violations_total",
+                    "Peer messages dropped for breaking the protocol, by reason.",
+                ),
+                &["reason"],
+            )?,
             gauges: StatusGauges::new()?,
             status: Mutex::new(None),
             registry,
         };
         metrics.register_all()?;
+        // Every reason shows from the start (as 0), so a rate() over it
+        // works before the first violation.
+        for kind in ViolationKind::ALL {
+            metrics.peer_violations_total.with_label_values(&[kind.as_str()]);
+        }
         Ok(metrics)
     }
 
@@ -184,6 +200,7 @@ impl Metrics {
         registry.register(Box::new(self.appends_total.clone()))?;
         registry.register(Box::new(self.log_bytes.clone()))?;
         registry.register(Box::new(self.peer_messages_dropped_total.clone()))?;
+        registry.register(Box::new(self.peer_violations_total.clone()))?;
         let gauges = &self.gauges;
         registry.register(Box::new(gauges.role.clone()))?;
         registry.register(Box::new(gauges.term.clone()))?;
@@ -193,6 +210,13 @@ impl Metrics {
         registry.register(Box::new(gauges.peer_match_index.clone()))?;
         registry.register(Box::new(gauges.peer_lag_entries.clone()))?;
         Ok(())
+    }
+
+    /// Counts one peer message dropped for breaking the protocol.
+    pub fn count_violation(&self, kind: ViolationKind) {
+        self.peer_violations_total
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Records how many bytes the log takes on disk.
@@ -258,6 +282,8 @@ mod tests {
             last_term: 4,
             commit_index: 8,
             peers,
+            leader_commit_index: Some(8),
+            lag: 1,
         }
     }
 

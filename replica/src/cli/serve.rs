@@ -99,8 +99,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_PREFERRED_LEADER")]
     pub preferred_leader: Option<String>,
 
-    /// `/readyz` fails while more than this many committed entries are not
-    /// yet on this member's disk.
+    /// `/readyz` fails while this member's disk is more than this many
+    /// entries behind the leader's commit index (as the leader last told
+    /// it), and until it has heard from a leader since start.
     #[arg(long, env = "DLEDGER_READY_MAX_LAG", default_value_t = 1000)]
     pub ready_max_lag: u64,
 
