@@ -186,7 +186,9 @@ impl Metrics {
         // Every reason shows from the start (as 0), so a rate() over it
         // works before the first violation.
         for kind in ViolationKind::ALL {
-            metrics.peer_violations_total.with_label_values(&[kind.as_str()]);
+            metrics
+                .peer_violations_total
+                .with_label_values(&[kind.as_str()]);
         }
         Ok(metrics)
     }

@@ -143,11 +143,24 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// After this long, a wait for the group tells the user what it waits for.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a connection may take before the members are probed: a running
+/// group answers well within it, so probes (which a member logs as a
+/// handshake cut short) are only made when something is wrong.
+const PROBE_AFTER: Duration = Duration::from_millis(300);
+
 /// Connects to the group. When no member even accepts a TCP connection
 /// this fails at once; when some do (a group electing a leader), the
 /// client's retries run, with a progress line past one second.
 async fn connect(target: &Target) -> Result<Client, String> {
     let listing = target.servers.join(", ");
+    let connecting = Client::connect(target.servers.clone(), target.group.clone());
+    tokio::pin!(connecting);
+    tokio::select! {
+        connected = &mut connecting => {
+            return connected.map_err(|err| format!("connecting to {listing}: {err}"));
+        }
+        () = tokio::time::sleep(PROBE_AFTER) => {}
+    }
     let probes = target.servers.iter().map(|address| async move {
         match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
             Ok(Ok(_)) => Ok(()),
@@ -167,7 +180,6 @@ async fn connect(target: &Target) -> Result<Client, String> {
             reasons.join("; ")
         ));
     }
-    let connecting = Client::connect(target.servers.clone(), target.group.clone());
     with_progress(&format!("a leader among {listing}"), connecting)
         .await
         .map_err(|err| format!("connecting to {listing}: {err}"))
