@@ -124,7 +124,7 @@ pub fn append_error(err: AppendError) -> RequestError {
 }
 
 /// The pause a busy client is told to take before retrying.
-const BUSY_RETRY_AFTER_MS: u64 = 100;
+const BUSY_RETRY_AFTER_MS: u64 = 250;
 
 fn read_error(err: ReadError) -> RequestError {
     match err {
