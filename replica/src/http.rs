@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -61,6 +62,7 @@ pub fn router_with_limits<E: Engine>(
         .route("/metrics", get(metrics::<E>))
         .merge(limited)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
 }
 
@@ -102,6 +104,30 @@ async fn not_found() -> Response {
         "not_found",
         "no such path; see /status, /v1/entries, /admin/transfer-leadership",
     )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// The query of a request, or the JSON 400 that says why it is unreadable.
+// The error is the handler's own answer, returned at once; boxing it would
+// only add an allocation on the error path.
+#[allow(clippy::result_large_err)]
+fn query_or_400(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, Response> {
+    query.map(|Query(query)| query).map_err(|rejection| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unreadable query string: {}", rejection.body_text()),
+        )
+    })
 }
 
 async fn status<E: Engine>(State(engine): State<Arc<E>>) -> Response {
@@ -206,16 +232,28 @@ fn read_error(err: ReadError) -> Response {
     }
 }
 
-async fn entry<E: Engine>(State(engine): State<Arc<E>>, Path(index): Path<String>) -> Response {
-    let index = match index.parse::<u64>() {
-        Ok(index) if index > 0 => index,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("index must be a positive integer, got {index:?}"),
-            )
-        }
+/// Parses an entry index the way both `/v1/entries/{index}` and `?from=`
+/// take it: indexes start at 1, so 0 is refused by both alike.
+fn parse_index(name: &str, text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(index) if index > 0 => Ok(index),
+        _ => Err(format!(
+            "{name} must be a positive integer (the first index is 1), got {text:?}"
+        )),
+    }
+}
+
+async fn entry<E: Engine>(
+    State(engine): State<Arc<E>>,
+    index: Result<Path<String>, PathRejection>,
+) -> Response {
+    let index = match index {
+        Ok(Path(index)) => parse_index("index", &index),
+        Err(rejection) => Err(format!("unreadable index: {}", rejection.body_text())),
+    };
+    let index = match index {
+        Ok(index) => index,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     match engine.entry(index).await {
         Ok(entry) => {
@@ -253,31 +291,66 @@ fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>,
     }
 }
 
-/// `from`, `max_bytes` and `wait_ms` of the range read, defaulted and bounded.
-fn range_query(query: &HashMap<String, String>) -> Result<(u64, usize, u64), String> {
-    let from = query_u64(query, "from")?.unwrap_or(1).max(1);
+/// Parses an optional boolean query parameter: only `true` and `false`, so
+/// a typo never silently picks the weaker behaviour.
+fn query_bool(query: &HashMap<String, String>, name: &str) -> Result<bool, String> {
+    match query.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(text) => Err(format!(
+            "query parameter {name} must be true or false, got {text:?}"
+        )),
+    }
+}
+
+/// What the range read was asked for, defaulted and bounded.
+struct RangeQuery {
+    from: u64,
+    max_bytes: usize,
+    wait_ms: u64,
+    linearizable: bool,
+}
+
+/// Parses the range read's query, refusing what it cannot honour exactly.
+fn range_query(query: &HashMap<String, String>) -> Result<RangeQuery, String> {
+    let from = match query.get("from") {
+        None => 1,
+        Some(text) => parse_index("query parameter from", text)?,
+    };
     let max_bytes = query_u64(query, "max_bytes")?
         .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
         .unwrap_or(DEFAULT_RANGE_BYTES)
         .clamp(1, MAX_RANGE_BYTES);
     let wait_ms = query_u64(query, "wait_ms")?.unwrap_or(0).min(MAX_WAIT_MS);
-    Ok((from, max_bytes, wait_ms))
+    let linearizable = query_bool(query, "linearizable")?;
+    Ok(RangeQuery {
+        from,
+        max_bytes,
+        wait_ms,
+        linearizable,
+    })
 }
 
 async fn range<E: Engine>(
     State(engine): State<Arc<E>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let (from, max_bytes, wait_ms) = match range_query(&query) {
+    let query = match query_or_400(query) {
+        Ok(query) => query,
+        Err(response) => return response,
+    };
+    let RangeQuery {
+        from,
+        max_bytes,
+        wait_ms,
+        linearizable,
+    } = match range_query(&query) {
         Ok(parsed) => parsed,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     // `linearizable=true`: first confirm leadership with a quorum (ReadIndex),
     // so the answer holds every append acknowledged before the request.
-    if query
-        .get("linearizable")
-        .is_some_and(|value| value == "true")
-    {
+    if linearizable {
         if let Err(err) = engine.read_index().await {
             let mut response = append_error(err);
             if let Some(location) = response.headers_mut().get_mut(header::LOCATION) {
@@ -328,8 +401,12 @@ fn query_string(query: &HashMap<String, String>) -> String {
 
 async fn transfer<E: Engine>(
     State(engine): State<Arc<E>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let query = match query_or_400(query) {
+        Ok(query) => query,
+        Err(response) => return response,
+    };
     let to = query.get("to").filter(|to| !to.is_empty()).cloned();
     match engine.transfer_leadership(to).await {
         Ok(transferred) => Json(transferred).into_response(),
@@ -395,6 +472,8 @@ mod tests {
                 last_term: 1,
                 commit_index: last_index,
                 peers: vec![],
+                leader_commit_index: Some(last_index),
+                lag: 0,
             }
         }
         fn readiness(&self) -> Result<(), String> {
@@ -595,6 +674,67 @@ mod tests {
         let (status, _, body) = call(engine, "GET", "/v1/entries?from=x", b"").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(json(&body)["reason"].as_str().unwrap().contains("from"));
+    }
+
+    #[tokio::test]
+    async fn from_zero_and_entry_zero_are_refused_alike() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/entries?from=0", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let from_reason = json(&body)["reason"].as_str().unwrap().to_string();
+        let (status, _, body) = call(engine, "GET", "/v1/entries/0", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let entry_reason = json(&body)["reason"].as_str().unwrap().to_string();
+        for reason in [&from_reason, &entry_reason] {
+            assert!(reason.contains("the first index is 1"), "{reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn linearizable_takes_only_true_or_false() {
+        let engine = FakeEngine::leader();
+        for bad in ["yes", "1", "TRUE", "", "True"] {
+            let uri = format!("/v1/entries?from=1&linearizable={bad}");
+            let (status, _, body) = call(engine.clone(), "GET", &uri, b"").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let body = json(&body);
+            assert_eq!(body["error"], "bad_request");
+            assert!(body["reason"].as_str().unwrap().contains("linearizable"));
+        }
+        for good in ["true", "false"] {
+            let uri = format!("/v1/entries?from=1&linearizable={good}");
+            let (status, _, _) = call(engine.clone(), "GET", &uri, b"").await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_error_has_a_json_body() {
+        let engine = FakeEngine::leader();
+        let cases = [
+            ("DELETE", "/v1/entries", StatusCode::METHOD_NOT_ALLOWED),
+            ("PUT", "/status", StatusCode::METHOD_NOT_ALLOWED),
+            (
+                "GET",
+                "/admin/transfer-leadership",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ("POST", "/v1/entries/1", StatusCode::METHOD_NOT_ALLOWED),
+            ("GET", "/v1/entries?from=%FF", StatusCode::BAD_REQUEST),
+            ("GET", "/v1/entries/%FF", StatusCode::BAD_REQUEST),
+            ("GET", "/nope", StatusCode::NOT_FOUND),
+        ];
+        for (method, uri, expected) in cases {
+            let (status, headers, body) = call(engine.clone(), method, uri, b"").await;
+            assert_eq!(status, expected, "{method} {uri}");
+            assert_eq!(
+                headers["content-type"], "application/json",
+                "{method} {uri}"
+            );
+            let body = json(&body);
+            assert!(body["error"].is_string(), "{method} {uri}: {body}");
+            assert!(body["reason"].is_string(), "{method} {uri}: {body}");
+        }
     }
 
     #[tokio::test]

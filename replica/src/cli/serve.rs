@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
+use crate::datadir;
 use crate::net::frame::DEFAULT_MAX_FRAME_BYTES;
 use crate::server::retention::RetentionPolicy;
 use crate::server::{self, members, ServerConfig};
@@ -108,8 +109,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_PREFERRED_LEADER")]
     pub preferred_leader: Option<String>,
 
-    /// `/readyz` fails while more than this many committed entries are not
-    /// yet on this member's disk.
+    /// `/readyz` fails while this member's disk is more than this many
+    /// entries behind the leader's commit index (as the leader last told
+    /// it), and until it has heard from a leader since start.
     #[arg(long, env = "DLEDGER_READY_MAX_LAG", default_value_t = 1000)]
     pub ready_max_lag: u64,
 
@@ -148,6 +150,19 @@ pub enum ServeArgsError {
 impl ServeArgs {
     /// The validated server configuration.
     pub fn config(&self) -> Result<ServerConfig, ServeArgsError> {
+        if self.group.trim().is_empty() {
+            return Err(ServeArgsError::Invalid(
+                "--group is empty: name the group (peers and clients of another group are refused)"
+                    .into(),
+            ));
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(ServeArgsError::Invalid(
+                "--heartbeat-ms is 0: the leader must send heartbeats at a positive period \
+                 (default 100)"
+                    .into(),
+            ));
+        }
         let http_port = self
             .http_listen
             .rsplit_once(':')
@@ -260,6 +275,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Held until this function returns, that is for the whole run.
+    let _lock = match datadir::claim(&config.data_dir) {
+        Ok(lock) => lock,
+        Err(err) => {
+            eprintln!("dledger-replica serve: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    log_config(&config);
     // One network thread: the consensus and the disk have threads of their
     // own, and on few cores every extra worker costs cross-thread wake-ups
     // (measured: current-thread served more appends per second than
@@ -281,6 +305,44 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs the effective configuration (flags, variables and defaults
+/// resolved) once at start, so a log file tells how to run this member again.
+fn log_config(config: &ServerConfig) {
+    let members: Vec<String> = config
+        .members
+        .iter()
+        .map(|member| format!("{}={}", member.name, member.tcp_address))
+        .collect();
+    let http_peers: Vec<String> = config
+        .members
+        .iter()
+        .map(|member| format!("{}={}", member.name, member.http_address))
+        .collect();
+    tracing::info!(
+        group = %config.group,
+        id = %config.id,
+        peers = %members.join(","),
+        http_peers = %http_peers.join(","),
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        http_listen = %config.http_listen,
+        heartbeat_ms = config.heartbeat_ms,
+        election_timeout_ms = config.election_timeout_ms,
+        tick_ms = config.tick_ms,
+        flush_mode = ?config.flush_mode,
+        segment_bytes = config.segment_bytes,
+        max_entry_bytes = config.max_entry_bytes,
+        preferred_leader = config.preferred_leader.as_deref().unwrap_or("-"),
+        ready_max_lag = config.ready_max_lag,
+        retention_max_age_s = config.retention.max_age.map_or(0, |age| age.as_secs()),
+        retention_max_bytes = config.retention.max_bytes.unwrap_or(0),
+        shutdown_transfer_timeout_ms = config.shutdown_transfer_timeout_ms,
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "effective configuration"
+    );
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -2,7 +2,6 @@
 //! talk to. Writes, read points and transfers go to the raft loop as
 //! inputs; committed entries are read straight from the log.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,9 +130,7 @@ impl ReplicaHandle {
         match self.inputs.offer(Input::Propose { payloads, reply }) {
             Ok(()) => {}
             Err(Refused::Full(Input::Propose { reply, .. })) => {
-                self.metrics
-                    .appends_refused_busy_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.appends_refused_busy_total.inc();
                 reply(Err(AppendError::Overloaded {
                     reason: "the consensus loop's input queue is full".into(),
                 }));
@@ -299,6 +296,8 @@ impl Engine for ReplicaHandle {
             last_term: snapshot.last_term,
             commit_index: snapshot.commit_index,
             peers,
+            leader_commit_index: snapshot.leader_commit_index,
+            lag: snapshot_lag(&snapshot),
         }
     }
 
@@ -307,15 +306,39 @@ impl Engine for ReplicaHandle {
         if let Some(reason) = &snapshot.stopped {
             return Err(reason.clone());
         }
+        if !snapshot.heard_from_leader {
+            return Err("has not heard from a leader since it started".into());
+        }
         if snapshot.leader.is_none() {
             return Err(format!("no leader known in term {}", snapshot.term));
         }
-        let lag = snapshot
-            .commit_index
-            .saturating_sub(snapshot.readable_index);
+        if let Some(until) = snapshot.stale_until {
+            let now = Instant::now();
+            if now < until {
+                return Err(format!(
+                    "resumed after a pause; waiting {} ms for the leader's current figures",
+                    (until - now).as_millis()
+                ));
+            }
+        }
+        if snapshot.role != Some(core::Role::Leader) {
+            // After a pause (SIGSTOP, a long GC-like stall) the figures are
+            // as old as the pause: wait for fresh word from the leader.
+            let silent = snapshot
+                .leader_contact_at
+                .map_or(Duration::MAX, |at| at.elapsed());
+            if silent > snapshot.leader_silence_limit {
+                return Err(format!(
+                    "no word from the leader for {} ms",
+                    silent.as_millis()
+                ));
+            }
+        }
+        let lag = snapshot_lag(&snapshot);
         if lag > self.ready_max_lag {
             return Err(format!(
-                "{lag} committed entries not yet on this member's disk (bound {})",
+                "{lag} entries behind the leader's commit index {} (bound {})",
+                snapshot.leader_commit_index.unwrap_or(0),
                 self.ready_max_lag
             ));
         }
@@ -421,4 +444,11 @@ impl Engine for ReplicaHandle {
     async fn transfer_leadership(&self, to: Option<String>) -> Result<Transferred, TransferError> {
         self.transfer(to).await
     }
+}
+
+/// How far this member's disk is behind the leader's commit index.
+fn snapshot_lag(snapshot: &Snapshot) -> u64 {
+    snapshot
+        .leader_commit_index
+        .map_or(0, |commit| commit.saturating_sub(snapshot.last_index))
 }

@@ -8,6 +8,7 @@
 //! - [`client_api`]: answers binary-protocol client requests.
 //! - [`disk_log`]: the core's view of the on-disk log.
 //! - [`retention`]: which old segments may be deleted.
+//! - [`role_log`]: INFO lines for elections, role changes and lost peers.
 
 pub mod client_api;
 pub mod disk_log;
@@ -17,6 +18,7 @@ pub mod members;
 pub mod peers;
 pub mod raft_loop;
 pub mod retention;
+pub mod role_log;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -319,9 +321,7 @@ async fn dispatch(
                     // The loop is far behind: drop it as a lossy network
                     // would; the sender retries what matters.
                     Err(Refused::Full(_)) => {
-                        metrics
-                            .inbound_peer_messages_dropped_total
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics.inbound_peer_messages_dropped_total.inc();
                     }
                     Err(Refused::Closed(_)) => return,
                 }

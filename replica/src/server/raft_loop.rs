@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use crate::core::{self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome};
+use crate::core::{
+    self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome, Violation,
+};
 use crate::engine::{AppendError, TransferError};
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
+use crate::executor::{Outcome, Proposals};
 use crate::metrics::Metrics;
+use crate::server::role_log;
 use crate::store::{GroupCommit, MetaStore};
 
 use super::disk_log::DiskLog;
@@ -122,13 +126,29 @@ pub struct Snapshot {
     pub peers: Vec<(NodeId, Index, u64)>,
     /// Set when the loop stopped (storage failure, shutdown), with the reason.
     pub stopped: Option<String>,
+    /// The leader's commit index as last told (own on the leader).
+    pub leader_commit_index: Option<Index>,
+    /// Whether a leader was heard from (or this member led) since start.
+    pub heard_from_leader: bool,
+    /// When the last message from the current leader was taken in (a
+    /// follower; `None` on the leader and before any leader spoke).
+    pub leader_contact_at: Option<Instant>,
+    /// How long a follower may go without word from its leader before its
+    /// figures count as stale: the election timeout.
+    pub leader_silence_limit: Duration,
+    /// Set after this process was paused (SIGSTOP, a stalled VM) for longer
+    /// than the election timeout: until then, what it hears may be messages
+    /// queued during the pause, so its lag is not known yet.
+    pub stale_until: Option<Instant>,
 }
 
-struct PendingProposal {
-    first_index: Index,
-    last_index: Index,
-    term: Term,
-    reply: ProposeReply,
+/// How long a linearizable read waits for its answer in all: the core
+/// answers or times a read out well before (two election timeouts).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A read the core has not answered yet.
+struct AskedRead {
+    reply: oneshot::Sender<Result<Index, AppendError>>,
     deadline: Instant,
 }
 
@@ -154,9 +174,11 @@ pub struct RaftLoop {
     members: Vec<Member>,
 
     /// Proposals waiting for commit, in index order.
-    proposals: VecDeque<PendingProposal>,
+    proposals: Proposals<ProposeReply>,
+    /// The clock proposal deadlines are on.
+    started: Instant,
     /// ReadIndex requests by request id, until the core answers.
-    reads_asked: HashMap<u64, oneshot::Sender<Result<Index, AppendError>>>,
+    reads_asked: HashMap<u64, AskedRead>,
     /// Confirmed read points waiting for the commit index to reach them.
     reads_waiting: BTreeMap<Index, Vec<oneshot::Sender<Result<Index, AppendError>>>>,
     next_read_id: u64,
@@ -172,6 +194,10 @@ pub struct RaftLoop {
     last_soft: Option<SoftState>,
     retention: RetentionPolicy,
     next_retention: Instant,
+    /// When the last message from the current leader came in.
+    leader_contact_at: Option<Instant>,
+    /// See `Snapshot::stale_until`.
+    stale_until: Option<Instant>,
     /// Payload bytes let in this round and not yet handed to storage; with
     /// the storage queue's own bytes they must stay within its bound.
     admitted_bytes: u64,
@@ -223,7 +249,8 @@ impl RaftLoop {
             metrics: parts.metrics,
             tick: parts.tick,
             members: parts.members,
-            proposals: VecDeque::new(),
+            proposals: Proposals::default(),
+            started: Instant::now(),
             reads_asked: HashMap::new(),
             reads_waiting: BTreeMap::new(),
             next_read_id: 1,
@@ -235,6 +262,8 @@ impl RaftLoop {
             last_soft: None,
             retention: parts.retention,
             next_retention: Instant::now() + RETENTION_PERIOD,
+            leader_contact_at: None,
+            stale_until: None,
             admitted_bytes: 0,
             disk_full_since: None,
             next_disk_check: Instant::now(),
@@ -279,9 +308,16 @@ impl RaftLoop {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
+            let silence_limit = self.leader_silence_limit();
+            if now.saturating_duration_since(next_tick) > silence_limit {
+                // The process was paused: messages queued meanwhile tell old
+                // news; give the leader's current figures time to arrive.
+                self.stale_until = Some(now + silence_limit);
+            }
             if now >= next_tick {
                 self.node.tick().map_err(|err| err.to_string())?;
                 self.expire_proposals(now);
+                self.expire_reads(now);
                 if now >= self.next_disk_check {
                     self.next_disk_check = now + DISK_CHECK_PERIOD;
                     self.check_disk(now);
@@ -304,7 +340,13 @@ impl RaftLoop {
     fn handle(&mut self, input: Input) -> Result<bool, String> {
         match input {
             Input::Peer(message) if !self.admit_peer_append(&message) => {}
-            Input::Peer(message) => self.node.step(message).map_err(|err| err.to_string())?,
+            Input::Peer(message) => {
+                let from = message.from;
+                self.node.step(message).map_err(|err| err.to_string())?;
+                if self.node.leader_id() == Some(from) {
+                    self.leader_contact_at = Some(Instant::now());
+                }
+            }
             Input::Propose { payloads, reply } => match self.admit_proposal(&payloads) {
                 Ok(payload_bytes) => {
                     let reply = self.count_uncommitted(payload_bytes, reply);
@@ -315,8 +357,9 @@ impl RaftLoop {
             Input::ReadIndex { reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
+                let deadline = Instant::now() + READ_TIMEOUT;
+                self.reads_asked.insert(id, AskedRead { reply, deadline });
                 self.node.read_index(id).map_err(|err| err.to_string())?;
-                self.reads_asked.insert(id, reply);
             }
             Input::Transfer { target, reply } => self.start_transfer(target, reply),
             Input::Persisted { sequence, last } => {
@@ -402,9 +445,7 @@ impl RaftLoop {
     fn admit_proposal(&mut self, payloads: &[Bytes]) -> Result<u64, AppendError> {
         let payload_bytes: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
         if self.disk_full() {
-            self.metrics
-                .appends_refused_disk_full_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.appends_refused_disk_full_total.inc();
             return Err(AppendError::DiskFull {
                 reason: "this member cannot write its log until space is freed".into(),
             });
@@ -425,9 +466,7 @@ impl RaftLoop {
             None
         };
         if let Some(reason) = refused {
-            self.metrics
-                .appends_refused_busy_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.appends_refused_busy_total.inc();
             return Err(AppendError::Overloaded { reason });
         }
         self.admitted_bytes += payload_bytes;
@@ -465,9 +504,7 @@ impl RaftLoop {
         }
         let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
         if self.disk_full() || !self.storage_has_room(payload_bytes) {
-            self.metrics
-                .peer_appends_refused_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.peer_appends_refused_total.inc();
             return false;
         }
         self.admitted_bytes += payload_bytes;
@@ -475,6 +512,7 @@ impl RaftLoop {
     }
 
     fn propose(&mut self, payloads: Vec<Bytes>, reply: ProposeReply) {
+        let requested = payloads.len() as u64;
         let mut first: Option<(Index, Term)> = None;
         let mut last_index = 0;
         for payload in payloads {
@@ -483,19 +521,14 @@ impl RaftLoop {
                     first.get_or_insert((index, term));
                     last_index = index;
                 }
-                Err(err) => {
-                    // Entries of this request already proposed stay in the
-                    // log; the client cannot know which, so it is told the
-                    // outcome is unknown rather than "not appended".
-                    let answer = match (first, err) {
-                        (Some(_), err) => AppendError::Unknown {
-                            reason: format!("part of the batch was refused: {err}"),
-                        },
-                        (None, err) => self.propose_error(err),
-                    };
-                    reply(Err(answer));
+                Err(err) if first.is_none() => {
+                    reply(Err(self.propose_error(err)));
                     return;
                 }
+                // The entries already proposed stay in the log: the batch
+                // is tracked with them and answered by what becomes of
+                // them (the rest was not appended).
+                Err(_) => break,
             }
         }
         let Some((first_index, term)) = first else {
@@ -504,17 +537,26 @@ impl RaftLoop {
             }));
             return;
         };
-        debug_assert!(self
-            .proposals
-            .back()
-            .is_none_or(|previous| previous.last_index < first_index));
-        self.proposals.push_back(PendingProposal {
-            first_index,
-            last_index,
-            term,
-            reply,
-            deadline: Instant::now() + COMMIT_TIMEOUT,
-        });
+        let deadline_ms = self.now_ms() + COMMIT_TIMEOUT.as_millis() as u64;
+        if let Err(reply) =
+            self.proposals
+                .push(first_index, last_index, requested, term, deadline_ms, reply)
+        {
+            reply(Err(AppendError::Unknown {
+                reason: format!("entries {first_index}..={last_index} were proposed out of order"),
+            }));
+        }
+    }
+
+    /// The election timeout, as a duration.
+    fn leader_silence_limit(&self) -> Duration {
+        let ticks = u32::try_from(self.node.config().election_ticks).unwrap_or(u32::MAX);
+        self.tick.saturating_mul(ticks)
+    }
+
+    /// Milliseconds since the loop started: the proposals' clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn propose_error(&self, err: core::ProposeError) -> AppendError {
@@ -561,6 +603,7 @@ impl RaftLoop {
             let _ = reply.send(Err(err));
             return;
         }
+        role_log::transfer_started(self.node.transfer_target(), self.node.term(), name);
         if let Some(previous) = self.transfer.take() {
             let _ = previous.reply.send(Err(TransferError::Failed {
                 reason: "superseded by a newer transfer request".into(),
@@ -598,7 +641,11 @@ impl RaftLoop {
             read_states,
             soft_state,
             transfer_outcomes,
+            violations,
         } = ready;
+        for violation in violations {
+            self.on_violation(violation);
+        }
         if let Some(soft) = soft_state {
             self.on_soft_state(soft);
         }
@@ -633,6 +680,17 @@ impl RaftLoop {
             self.on_transfer_outcome(outcome);
         }
         Ok(())
+    }
+
+    /// A peer broke the protocol; the core dropped its message.
+    fn on_violation(&self, violation: Violation) {
+        self.metrics.count_violation(violation.kind);
+        tracing::warn!(
+            peer = %self.member_name(violation.from),
+            reason = violation.kind.as_str(),
+            detail = %violation.detail,
+            "dropped a peer message that breaks the protocol"
+        );
     }
 
     /// Saves term and vote. On a full disk it waits for space (the messages
@@ -690,24 +748,25 @@ impl RaftLoop {
 
     fn on_soft_state(&mut self, soft: SoftState) {
         let previous = self.last_soft.replace(soft);
+        role_log::soft_change(previous, soft, self.node.transfer_target(), |id| {
+            self.member_name(id)
+        });
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {
-            self.metrics
-                .leader_changes_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.leader_changes_total.inc();
         }
         if soft.role == core::Role::Candidate
             && previous.is_none_or(|previous| {
                 previous.role != core::Role::Candidate || previous.term != soft.term
             })
         {
-            self.metrics.elections_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.elections_total.inc();
         }
         if soft.role != core::Role::Leader {
             // Confirmed reads need a leader; tell the callers to retry.
-            for (_, reply) in self.reads_asked.drain() {
-                let _ = reply.send(Err(AppendError::NoLeader {
+            for (_, read) in self.reads_asked.drain() {
+                let _ = read.reply.send(Err(AppendError::NoLeader {
                     reason: "leadership changed during the read".into(),
                 }));
             }
@@ -722,30 +781,20 @@ impl RaftLoop {
     }
 
     fn on_commit(&mut self, commit: Index) -> Result<(), String> {
-        while let Some(pending) = self.proposals.front() {
-            if pending.last_index > commit {
-                break;
+        let node = &self.node;
+        let answers = self
+            .proposals
+            .on_commit(commit, |index| node.entry_term(index))
+            .map_err(|err| err.to_string())?;
+        for (reply, outcome) in answers {
+            if let Outcome::Committed { count, .. }
+            | Outcome::PartlyCommitted {
+                committed: count, ..
+            } = outcome
+            {
+                self.metrics.appends_total.inc_by(count);
             }
-            let Some(pending) = self.proposals.pop_front() else {
-                break;
-            };
-            let term = self
-                .node
-                .entry_term(pending.last_index)
-                .map_err(|err| err.to_string())?;
-            let answer = if term == Some(pending.term) {
-                let count = pending.last_index - pending.first_index + 1;
-                self.metrics
-                    .appends_total
-                    .fetch_add(count, Ordering::Relaxed);
-                Ok((pending.first_index, pending.term))
-            } else {
-                Err(AppendError::Unavailable {
-                    reason: "leadership changed before the entry committed; it was not appended"
-                        .into(),
-                })
-            };
-            (pending.reply)(answer);
+            reply(proposal_answer(outcome));
         }
         let ready: Vec<Index> = self
             .reads_waiting
@@ -760,37 +809,35 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Proposals at or after `from` were just overwritten by another
-    /// leader's entries: they were not committed (committed entries are
-    /// never overwritten), so they are definitely not in the log.
+    /// Entries from `from` on were just overwritten by another leader's:
+    /// they were not committed (committed entries are never overwritten).
     fn fail_truncated_proposals(&mut self, from: Index) {
-        while self
-            .proposals
-            .back()
-            .is_some_and(|pending| pending.last_index >= from)
-        {
-            if let Some(pending) = self.proposals.pop_back() {
-                (pending.reply)(Err(AppendError::Unavailable {
-                    reason: "leadership changed before the entry committed; it was not appended"
-                        .into(),
-                }));
-            }
+        for (reply, outcome) in self.proposals.on_truncate(from) {
+            reply(proposal_answer(outcome));
         }
     }
 
-    fn expire_proposals(&mut self, now: Instant) {
-        // Proposals are in index order and got the same timeout, so the
-        // expired ones are at the front.
-        while self
-            .proposals
-            .front()
-            .is_some_and(|pending| pending.deadline <= now)
-        {
-            if let Some(pending) = self.proposals.pop_front() {
-                (pending.reply)(Err(AppendError::Unknown {
+    fn expire_proposals(&mut self, _now: Instant) {
+        let now_ms = self.now_ms();
+        for (reply, outcome) in self.proposals.expire(now_ms) {
+            reply(proposal_answer(outcome));
+        }
+    }
+
+    /// Reads the core has not answered by their deadline get a timeout.
+    fn expire_reads(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .reads_asked
+            .iter()
+            .filter(|(_, read)| read.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(read) = self.reads_asked.remove(&id) {
+                let _ = read.reply.send(Err(AppendError::Unavailable {
                     reason: format!(
-                        "not committed within {} s; it may still commit",
-                        COMMIT_TIMEOUT.as_secs()
+                        "the read was not confirmed within {} s",
+                        READ_TIMEOUT.as_secs()
                     ),
                 }));
             }
@@ -798,7 +845,7 @@ impl RaftLoop {
     }
 
     fn on_read_state(&mut self, read: ReadState) {
-        let Some(reply) = self.reads_asked.remove(&read.request_id) else {
+        let Some(AskedRead { reply, .. }) = self.reads_asked.remove(&read.request_id) else {
             return;
         };
         match read.result {
@@ -806,8 +853,13 @@ impl RaftLoop {
                 let _ = reply.send(Ok(index));
             }
             Ok(index) => self.reads_waiting.entry(index).or_default().push(reply),
-            Err(err) => {
+            Err(err @ core::ReadError::NotLeader { .. }) => {
                 let _ = reply.send(Err(AppendError::NoLeader {
+                    reason: err.to_string(),
+                }));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(AppendError::Unavailable {
                     reason: err.to_string(),
                 }));
             }
@@ -815,6 +867,7 @@ impl RaftLoop {
     }
 
     fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        role_log::transfer_outcome(outcome, self.node.term(), |id| self.member_name(id));
         match outcome {
             TransferOutcome::SteppedDown { .. } => {
                 if let Some(transfer) = &mut self.transfer {
@@ -839,8 +892,8 @@ impl RaftLoop {
     }
 
     fn fail_everything(&mut self, reason: &str) {
-        for pending in self.proposals.drain(..) {
-            (pending.reply)(Err(AppendError::Unknown {
+        for reply in self.proposals.drain() {
+            reply(Err(AppendError::Unknown {
                 reason: reason.to_string(),
             }));
         }
@@ -848,7 +901,7 @@ impl RaftLoop {
         for reply in self
             .reads_asked
             .drain()
-            .map(|(_, r)| r)
+            .map(|(_, read)| read.reply)
             .chain(waiting.into_values().flatten())
         {
             let _ = reply.send(Err(AppendError::Unavailable {
@@ -902,7 +955,7 @@ impl RaftLoop {
             .segments()
             .map(|segments| segments.iter().map(|s| s.size_bytes).sum())
             .unwrap_or(0);
-        self.metrics.log_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.set_log_bytes(bytes);
         Ok(())
     }
 
@@ -935,7 +988,30 @@ impl RaftLoop {
             last_term: self.node.entry_term(persisted).ok().flatten().unwrap_or(0),
             peers,
             stopped: None,
+            leader_commit_index: self.node.leader_commit_index(),
+            heard_from_leader: self.node.heard_from_leader(),
+            leader_contact_at: if is_leader {
+                None
+            } else {
+                // Moved on only once a tick old, so heartbeats alone do not
+                // wake every snapshot watcher.
+                let published = self.snapshot.borrow().leader_contact_at;
+                match (published, self.leader_contact_at) {
+                    (Some(old), Some(new)) if new.duration_since(old) < self.tick => Some(old),
+                    (_, new) => new,
+                }
+            },
+            leader_silence_limit: self.leader_silence_limit(),
+            stale_until: self.stale_until,
         };
+        let lost_after_ms = self.node.config().election_ticks * tick_ms;
+        role_log::peers_changed(
+            &self.snapshot.borrow().peers,
+            &next.peers,
+            lost_after_ms,
+            soft.term,
+            |id| self.member_name(id),
+        );
         self.snapshot.send_if_modified(|current| {
             if *current == next {
                 false
@@ -944,5 +1020,38 @@ impl RaftLoop {
                 true
             }
         });
+    }
+}
+
+/// What a proposal's client is told about its batch.
+fn proposal_answer(outcome: Outcome) -> Result<(Index, Term), AppendError> {
+    match outcome {
+        Outcome::Committed {
+            first_index, term, ..
+        } => Ok((first_index, term)),
+        // Not "not appended": the client must not retry the committed part.
+        Outcome::PartlyCommitted {
+            first_index,
+            term,
+            committed,
+            requested,
+        } => Err(AppendError::Unknown {
+            reason: format!(
+                "partly appended: the first {committed} of {requested} entries committed at \
+                 {first_index}..={} in term {term}; the other {} were not appended \
+                 (leadership changed): retry only those",
+                first_index + committed - 1,
+                requested - committed
+            ),
+        }),
+        Outcome::NotAppended => Err(AppendError::Unavailable {
+            reason: "leadership changed before the entry committed; it was not appended".into(),
+        }),
+        Outcome::TimedOut => Err(AppendError::Unknown {
+            reason: format!(
+                "not committed within {} s; it may still commit",
+                COMMIT_TIMEOUT.as_secs()
+            ),
+        }),
     }
 }
