@@ -327,6 +327,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("writer 0: sequence 1"), "{text}");
-        assert!(text.contains("payload x1 is in the log twice"), "{text}");
+    }
+
+    #[test]
+    fn a_load_payload_twice_is_reported_and_another_generators_are_not() {
+        let bench = "x".repeat(100);
+        let log = vec![
+            entry(1, 1, "t-w0-0"),
+            entry(2, 1, &bench),
+            entry(3, 1, &bench),
+            entry(4, 1, "t-w0-1"),
+            entry(5, 1, "t-w0-1"),
+        ];
+        let acks = [ack(0, 0, 1, 1, "t-w0-0")];
+        let text = check_logs(&logs(log.clone(), log), &acks).join("\n");
+        assert!(
+            text.contains("payload t-w0-1 (6 bytes) is in the log twice, at 4 and 5"),
+            "{text}"
+        );
+        assert!(!text.contains("xxx"), "{text}");
     }
 }

@@ -367,6 +367,9 @@ fn a_follower_with_a_full_disk_stays_in_the_group_and_catches_up_once_freed() {
     let acks = load.stop().expect("load");
     cluster.check_alive().expect("every member alive");
     assert_verified(&cluster, &acks);
-    drop(cluster);
+    // Stop the member before unmounting its disk, and unmount before the
+    // cluster removes its directory.
+    cluster.kill(follower).expect("stop the follower");
     drop(tmpfs);
+    drop(cluster);
 }

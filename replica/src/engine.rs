@@ -167,8 +167,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Appends one entry; resolves once it is committed (on a majority's disk).
     fn append(&self, payload: Bytes) -> impl Future<Output = Result<Appended, AppendError>> + Send;
 
-    /// A committed entry.
-    fn entry(&self, index: u64) -> Result<Entry, ReadError>;
+    /// A committed entry. The disk is read off the caller's thread (the
+    /// network thread must stay free for peer messages).
+    fn entry(&self, index: u64) -> impl Future<Output = Result<Entry, ReadError>> + Send;
 
     /// A linearizable read point (ReadIndex, on the leader only): resolves
     /// with an index that covers every append acknowledged before the call,

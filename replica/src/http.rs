@@ -27,19 +27,67 @@ pub const DEFAULT_RANGE_BYTES: usize = 1 << 20;
 /// See [`DEFAULT_RANGE_BYTES`].
 pub const MAX_RANGE_BYTES: usize = 16 << 20;
 
+/// Client and admin requests served at once at most; more are answered
+/// "busy, retry" (the probes and `/status` are never limited, so load does
+/// not make Kubernetes restart a member).
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 512;
+
+/// Longest a client or admin request may take: a long poll's wait plus an
+/// append's commit timeout, with room to spare.
+pub const MAX_REQUEST_MS: u64 = MAX_WAIT_MS + 20_000;
+
 /// The router serving the whole API for `engine`.
 pub fn router<E: Engine>(engine: Arc<E>) -> Router {
+    router_with_limits(engine, MAX_REQUESTS_IN_FLIGHT, MAX_REQUEST_MS)
+}
+
+/// [`router`] with other request limits (for tests).
+pub fn router_with_limits<E: Engine>(
+    engine: Arc<E>,
+    max_requests_in_flight: usize,
+    max_request_ms: u64,
+) -> Router {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
+    let limited = Router::new()
+        .route("/admin/transfer-leadership", post(transfer::<E>))
+        .route("/v1/entries", post(append::<E>).get(range::<E>))
+        .route("/v1/entries/{index}", get(entry::<E>))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            bounded(in_flight.clone(), max_request_ms, request, next)
+        }));
     Router::new()
         .route("/status", get(status::<E>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<E>))
         .route("/metrics", get(metrics::<E>))
-        .route("/admin/transfer-leadership", post(transfer::<E>))
-        .route("/v1/entries", post(append::<E>).get(range::<E>))
-        .route("/v1/entries/{index}", get(entry::<E>))
+        .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
+}
+
+/// Runs a request within the limits: a free slot or "busy, retry", and an
+/// answer within `max_request_ms` or a timeout.
+async fn bounded(
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_request_ms: u64,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = in_flight.try_acquire() else {
+        return append_error(AppendError::Overloaded {
+            reason: "too many requests in flight".into(),
+        });
+    };
+    let limit = std::time::Duration::from_millis(max_request_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no answer within {max_request_ms} ms; a write may still commit"),
+        ),
+    }
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -200,7 +248,7 @@ async fn entry<E: Engine>(
         Ok(index) => index,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
-    match engine.entry(index) {
+    match engine.entry(index).await {
         Ok(entry) => {
             let mut response = (
                 [(
@@ -446,7 +494,7 @@ mod tests {
             log.push(Entry::normal(index, 1, payload));
             Ok(Appended { index, term: 1 })
         }
-        fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+        async fn entry(&self, index: u64) -> Result<Entry, ReadError> {
             if index < self.first_index {
                 return Err(ReadError::Compacted {
                     index,
@@ -475,13 +523,20 @@ mod tests {
             &self,
             from: u64,
             _max_bytes: usize,
-            _wait_ms: u64,
+            wait_ms: u64,
         ) -> Result<CommittedRange, ReadError> {
-            let log = self.log.lock().unwrap();
-            let entries = log.iter().filter(|e| e.index >= from).cloned().collect();
+            let (entries, commit_index): (Vec<Entry>, u64) = {
+                let log = self.log.lock().unwrap();
+                let entries = log.iter().filter(|e| e.index >= from).cloned().collect();
+                (entries, log.len() as u64)
+            };
+            if entries.is_empty() {
+                // Nothing commits in this fake: a long poll waits it out.
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            }
             Ok(CommittedRange {
                 entries,
-                commit_index: log.len() as u64,
+                commit_index,
             })
         }
         async fn transfer_leadership(
@@ -725,5 +780,36 @@ mod tests {
         });
         assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
         assert!(full.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    async fn send_limited(
+        router: Router,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limits_are_busy_or_time_out_and_probes_never_are() {
+        let full = router_with_limits(FakeEngine::leader(), 0, 1_000);
+        let (status, headers) = send_limited(full.clone(), "GET", "/v1/entries/1").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(headers.get(header::RETRY_AFTER).is_some());
+        for probe in ["/healthz", "/readyz", "/status", "/metrics"] {
+            let (status, _) = send_limited(full.clone(), "GET", probe).await;
+            assert_eq!(status, StatusCode::OK, "{probe} was limited");
+        }
+        let slow = router_with_limits(FakeEngine::leader(), 4, 50);
+        let started = std::time::Instant::now();
+        let (status, _) = send_limited(slow, "GET", "/v1/entries?from=5&wait_ms=5000").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
     }
 }

@@ -71,7 +71,7 @@ impl Config {
             heartbeat_ticks: 10,
             election_ticks: 50,
             max_inflight_appends: 256,
-            max_inflight_bytes: 32 << 20,
+            max_inflight_bytes: 8 << 20,
             max_batch_entries: 1024,
             max_batch_bytes: 1 << 20,
             max_pending_proposals: 10_000,

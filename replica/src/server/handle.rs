@@ -29,12 +29,18 @@ const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// Most entries one range read returns.
 const MAX_RANGE_ENTRIES: usize = 10_000;
 
+/// Log reads (gets, range reads) running on the blocking pool at most; more
+/// wait their turn, so a burst of readers cannot take every pool thread.
+const MAX_CONCURRENT_READS: usize = 16;
+
 /// The replica as its front ends see it.
 pub struct ReplicaHandle {
     group: String,
     self_name: String,
     members: Vec<Member>,
     inputs: InputSender,
+    /// Bounds the log reads running on the blocking pool.
+    read_permits: tokio::sync::Semaphore,
     snapshot: watch::Receiver<Snapshot>,
     log: Arc<Log>,
     metrics: Arc<Metrics>,
@@ -77,6 +83,7 @@ impl ReplicaHandle {
             metrics: parts.metrics,
             max_entry_bytes: parts.max_entry_bytes,
             ready_max_lag: parts.ready_max_lag,
+            read_permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
         }
     }
 
@@ -236,6 +243,23 @@ impl ReplicaHandle {
         }
     }
 
+    /// Runs a log read on the blocking pool, at most [`MAX_CONCURRENT_READS`]
+    /// at a time: a slow disk then delays readers, not the network thread
+    /// that carries heartbeats.
+    async fn read_off_thread<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
+    ) -> crate::store::Result<T> {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|err| StoreError::Invalid(format!("a log read task failed: {err}")))?
+    }
+
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
     pub fn stopped_watch(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.clone()
@@ -364,7 +388,7 @@ impl Engine for ReplicaHandle {
         Ok(index)
     }
 
-    fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+    async fn entry(&self, index: u64) -> Result<Entry, ReadError> {
         if index == 0 {
             return Err(ReadError::BadRequest {
                 reason: "indexes start at 1".into(),
@@ -377,8 +401,9 @@ impl Engine for ReplicaHandle {
                 commit_index: readable,
             });
         }
-        self.log
-            .entry(index)
+        let log = self.log.clone();
+        self.read_off_thread(move || log.entry(index))
+            .await
             .map_err(|err| self.read_error(index, err))
     }
 
@@ -405,9 +430,10 @@ impl Engine for ReplicaHandle {
         let count = usize::try_from(readable - from + 1)
             .unwrap_or(usize::MAX)
             .min(MAX_RANGE_ENTRIES);
+        let log = self.log.clone();
         let entries = self
-            .log
-            .entries(from, count, max_bytes as u64)
+            .read_off_thread(move || log.entries(from, count, max_bytes as u64))
+            .await
             .map_err(|err| self.read_error(from, err))?;
         Ok(CommittedRange {
             entries,
