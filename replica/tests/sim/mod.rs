@@ -45,6 +45,8 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
             .then(|| plan.range(1, size as u64 + 1) as NodeId),
     };
     let mut world = World::new(seed, size, faults, tuning, trace);
+    // Client batches of several entries, so truncations cut through them.
+    world.max_batch_payloads = [1, 2, 4, 16][plan.below(4) as usize];
     let result = drive(&mut world, &mut plan, size);
     match result {
         Ok(stats) => Ok(stats),
