@@ -112,6 +112,16 @@ pub struct Faults {
     /// Chance that a node crashes right after writing a new term or vote,
     /// before the write is synced: the window where ordering bugs live.
     pub crash_on_hard_state_probability: f64,
+    /// Chance that a new leader crashes within a few ms of winning: its
+    /// no-op may reach some followers, and entries of earlier terms with it.
+    pub crash_new_leader_probability: f64,
+    /// Chance that a leader crashes right after it wrote entries, before
+    /// they are synced or replicated: it leaves entries of its term alone
+    /// in its log, the stuff of Figure 8.
+    pub crash_leader_after_append_probability: f64,
+    /// Chance that a leader crashes as soon as its commit index moves: the
+    /// entries it just committed may be on a bare majority only.
+    pub crash_leader_on_commit_probability: f64,
 }
 
 impl Faults {
@@ -122,6 +132,9 @@ impl Faults {
             delay_ms_max: 5,
             sync_ms_max: 3,
             crash_on_hard_state_probability: 0.0,
+            crash_new_leader_probability: 0.0,
+            crash_leader_after_append_probability: 0.0,
+            crash_leader_on_commit_probability: 0.0,
         }
     }
 }
@@ -587,6 +600,17 @@ impl World {
         if let Some(soft) = ready.soft_state {
             self.note(|| format!("node {id} now {soft:?}"));
             if soft.role == Role::Leader {
+                if self.rng.chance(self.faults.crash_new_leader_probability) {
+                    let delay = self.rng.range(0, 3 * self.faults.delay_ms_max + 1);
+                    let incarnation = self.nodes[index].incarnation;
+                    self.schedule(
+                        delay,
+                        Event::Crash {
+                            node: index,
+                            incarnation,
+                        },
+                    );
+                }
                 self.checker.leader_elected(soft.term, id)?;
                 let node = self.nodes[index].node.as_ref().expect("up");
                 self.checker
@@ -633,6 +657,25 @@ impl World {
                 },
             );
         }
+        let leads = self.nodes[index]
+            .node
+            .as_ref()
+            .is_some_and(|node| node.role() == Role::Leader);
+        if leads
+            && !ready.entries.is_empty()
+            && self
+                .rng
+                .chance(self.faults.crash_leader_after_append_probability)
+        {
+            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
+            self.schedule(
+                delay,
+                Event::Crash {
+                    node: index,
+                    incarnation,
+                },
+            );
+        }
         if ready.hard_state.is_some()
             && self.rng.chance(self.faults.crash_on_hard_state_probability)
         {
@@ -649,6 +692,20 @@ impl World {
         }
         if let Some(commit) = ready.commit_index {
             self.committed(index, commit)?;
+            if leads
+                && self
+                    .rng
+                    .chance(self.faults.crash_leader_on_commit_probability)
+            {
+                let delay = self.rng.range(0, 3);
+                self.schedule(
+                    delay,
+                    Event::Crash {
+                        node: index,
+                        incarnation,
+                    },
+                );
+            }
         }
         for read in ready.read_states {
             self.read_answered(index, read.request_id, read.result.ok())?;
