@@ -12,6 +12,7 @@ pub mod admin_client;
 pub mod api;
 pub mod cli;
 pub mod core;
+pub mod datadir;
 pub mod engine;
 pub mod entry;
 pub mod executor;

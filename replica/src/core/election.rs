@@ -378,11 +378,17 @@ impl<L: LogRead> Node<L> {
         self.heartbeat_elapsed = 0;
         self.preferred_cooldown_ticks = 0;
         let next_index = self.log.last_index() + 1;
-        let window = self.config.max_inflight_appends;
+        let (window, window_bytes) = (
+            self.config.max_inflight_appends,
+            self.config.max_inflight_bytes,
+        );
         self.progress = self
             .peers
             .iter()
-            .map(|peer| (*peer, Progress::new(next_index, window)))
+            .map(|peer| {
+                let progress = Progress::new(next_index, window);
+                (*peer, progress.with_max_inflight_bytes(window_bytes))
+            })
             .collect();
         // The no-op commits the entries of earlier terms along with it.
         self.noop_index = self.append_own(EntryKind::NoOp, Bytes::new());

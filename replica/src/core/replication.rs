@@ -79,7 +79,8 @@ impl<L: LogRead> Node<L> {
         let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
         let progress = self.progress.get_mut(&peer).expect("peer");
         progress.needs_compacted_entries = false;
-        progress.sent_append(last_sent, entries.len());
+        let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+        progress.sent_append(last_sent, entries.len(), payload_bytes);
         let leader_commit = self.log.committed();
         self.send(
             peer,

@@ -2,7 +2,6 @@
 //! talk to. Writes, read points and transfers go to the raft loop as
 //! inputs; committed entries are read straight from the log.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
+use super::input_queue::{InputSender, Refused};
 use super::members::{not_leader_error, Member};
 use super::raft_loop::{Input, ProposeReply, Snapshot};
 
@@ -29,12 +29,18 @@ const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// Most entries one range read returns.
 const MAX_RANGE_ENTRIES: usize = 10_000;
 
+/// Log reads (gets, range reads) running on the blocking pool at most; more
+/// wait their turn, so a burst of readers cannot take every pool thread.
+const MAX_CONCURRENT_READS: usize = 16;
+
 /// The replica as its front ends see it.
 pub struct ReplicaHandle {
     group: String,
     self_name: String,
     members: Vec<Member>,
-    inputs: Sender<Input>,
+    inputs: InputSender,
+    /// Bounds the log reads running on the blocking pool.
+    read_permits: tokio::sync::Semaphore,
     snapshot: watch::Receiver<Snapshot>,
     log: Arc<Log>,
     metrics: Arc<Metrics>,
@@ -51,7 +57,7 @@ pub struct HandleParts {
     /// All members.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
-    pub inputs: Sender<Input>,
+    pub inputs: InputSender,
     /// The raft loop's published state.
     pub snapshot: watch::Receiver<Snapshot>,
     /// The log, for reads.
@@ -77,6 +83,7 @@ impl ReplicaHandle {
             metrics: parts.metrics,
             max_entry_bytes: parts.max_entry_bytes,
             ready_max_lag: parts.ready_max_lag,
+            read_permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
         }
     }
 
@@ -120,10 +127,19 @@ impl ReplicaHandle {
             }
             reply(result);
         });
-        if let Err(std::sync::mpsc::SendError(Input::Propose { reply, .. })) =
-            self.inputs.send(Input::Propose { payloads, reply })
-        {
-            reply(Err(self.stopped_error()));
+        match self.inputs.offer(Input::Propose { payloads, reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(Input::Propose { reply, .. })) => {
+                self.metrics.appends_refused_busy_total.inc();
+                reply(Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                }));
+            }
+            Err(Refused::Closed(Input::Propose { reply, .. })) => {
+                reply(Err(self.stopped_error()));
+            }
+            // Only a proposal was offered.
+            Err(Refused::Full(_) | Refused::Closed(_)) => {}
         }
     }
 
@@ -225,6 +241,23 @@ impl ReplicaHandle {
                 reason: format!("no new leader within {} s", TRANSFER_TIMEOUT.as_secs()),
             }),
         }
+    }
+
+    /// Runs a log read on the blocking pool, at most [`MAX_CONCURRENT_READS`]
+    /// at a time: a slow disk then delays readers, not the network thread
+    /// that carries heartbeats.
+    async fn read_off_thread<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
+    ) -> crate::store::Result<T> {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|err| StoreError::Invalid(format!("a log read task failed: {err}")))?
     }
 
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
@@ -333,8 +366,14 @@ impl Engine for ReplicaHandle {
             }
         }
         let (reply, answer) = oneshot::channel();
-        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
-            return Err(self.stopped_error());
+        match self.inputs.offer(Input::ReadIndex { reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                })
+            }
+            Err(Refused::Closed(_)) => return Err(self.stopped_error()),
         }
         let index = answer.await.map_err(|_| self.stopped_error())??;
         // The leader's commit index may briefly run ahead of its own disk.
@@ -349,7 +388,7 @@ impl Engine for ReplicaHandle {
         Ok(index)
     }
 
-    fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+    async fn entry(&self, index: u64) -> Result<Entry, ReadError> {
         if index == 0 {
             return Err(ReadError::BadRequest {
                 reason: "indexes start at 1".into(),
@@ -362,8 +401,9 @@ impl Engine for ReplicaHandle {
                 commit_index: readable,
             });
         }
-        self.log
-            .entry(index)
+        let log = self.log.clone();
+        self.read_off_thread(move || log.entry(index))
+            .await
             .map_err(|err| self.read_error(index, err))
     }
 
@@ -390,9 +430,10 @@ impl Engine for ReplicaHandle {
         let count = usize::try_from(readable - from + 1)
             .unwrap_or(usize::MAX)
             .min(MAX_RANGE_ENTRIES);
+        let log = self.log.clone();
         let entries = self
-            .log
-            .entries(from, count, max_bytes as u64)
+            .read_off_thread(move || log.entries(from, count, max_bytes as u64))
+            .await
             .map_err(|err| self.read_error(from, err))?;
         Ok(CommittedRange {
             entries,

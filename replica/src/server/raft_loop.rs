@@ -8,21 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use crate::core::{self, Message, Node, ReadState, Ready, SoftState, TransferOutcome, Violation};
+use crate::core::{
+    self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome, Violation,
+};
 use crate::engine::{AppendError, TransferError};
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
 use crate::executor::{Outcome, Proposals};
 use crate::metrics::Metrics;
+use crate::server::role_log;
 use crate::store::{GroupCommit, MetaStore};
 
 use super::disk_log::DiskLog;
+use super::input_queue::{InputReceiver, InputSender};
 use super::members::{not_leader_error, Member};
 use super::peers::Peers;
 use super::retention::{self, RetentionPolicy};
@@ -33,6 +37,24 @@ const RETENTION_PERIOD: Duration = Duration::from_secs(10);
 /// Most inputs handled before the loop looks at the Ready again: bounds the
 /// latency one burst of inputs can add to the others.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
+
+/// How often the room left on the log's file system is looked at.
+const DISK_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Writes are refused while less than this is free on the log's file
+/// system: room for the hard state and a segment roll, so a full disk is
+/// met by refusing writes rather than by a failed one.
+const DISK_RESERVE_BYTES: u64 = 8 << 20;
+
+/// A leader that cannot write this long hands leadership to a follower,
+/// so the rest of the group goes on writing.
+const DISK_FULL_STEP_ASIDE: Duration = Duration::from_secs(2);
+
+/// Client payload bytes proposed and not yet answered, at most: past it new
+/// appends are answered "busy, retry". Bounds the leader's log beyond the
+/// commit index, so a flood of large appends waits at the client, not in
+/// memory and queues here (where it would time out unanswered).
+const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 
 /// How long an append waits for its commit before the client is told the
 /// outcome is unknown.
@@ -145,9 +167,9 @@ pub struct RaftLoop {
     meta: MetaStore,
     storage: Arc<GroupCommit>,
     peers: Arc<Peers>,
-    inputs: Receiver<Input>,
+    inputs: InputReceiver,
     /// A clone of the inputs' sender, handed to storage completions.
-    loopback: Sender<Input>,
+    loopback: InputSender,
     snapshot: watch::Sender<Snapshot>,
     metrics: Arc<Metrics>,
     tick: Duration,
@@ -178,6 +200,14 @@ pub struct RaftLoop {
     leader_contact_at: Option<Instant>,
     /// See `Snapshot::stale_until`.
     stale_until: Option<Instant>,
+    /// Payload bytes let in this round and not yet handed to storage; with
+    /// the storage queue's own bytes they must stay within its bound.
+    admitted_bytes: u64,
+    /// Since when the log's file system is (nearly) full, if it is.
+    disk_full_since: Option<Instant>,
+    next_disk_check: Instant,
+    /// Client payload bytes proposed and not yet answered.
+    uncommitted_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the loop needs to start.
@@ -191,9 +221,9 @@ pub struct RaftLoopParts {
     /// Links to the other members.
     pub peers: Arc<Peers>,
     /// The inputs.
-    pub inputs: Receiver<Input>,
+    pub inputs: InputReceiver,
     /// A sender of the same inputs.
-    pub loopback: Sender<Input>,
+    pub loopback: InputSender,
     /// Where snapshots go.
     pub snapshot: watch::Sender<Snapshot>,
     /// Metrics.
@@ -236,6 +266,10 @@ impl RaftLoop {
             next_retention: Instant::now() + RETENTION_PERIOD,
             leader_contact_at: None,
             stale_until: None,
+            admitted_bytes: 0,
+            disk_full_since: None,
+            next_disk_check: Instant::now(),
+            uncommitted_bytes: Arc::default(),
         }
     }
 
@@ -286,6 +320,10 @@ impl RaftLoop {
                 self.node.tick().map_err(|err| err.to_string())?;
                 self.expire_proposals(now);
                 self.expire_reads(now);
+                if now >= self.next_disk_check {
+                    self.next_disk_check = now + DISK_CHECK_PERIOD;
+                    self.check_disk(now);
+                }
                 if now >= self.next_retention {
                     self.next_retention = now + RETENTION_PERIOD;
                     self.apply_retention()?;
@@ -295,6 +333,7 @@ impl RaftLoop {
                 next_tick = (next_tick + self.tick).max(now);
             }
             self.process_ready()?;
+            self.admitted_bytes = 0;
             self.publish();
         }
     }
@@ -302,6 +341,7 @@ impl RaftLoop {
     /// Handles one input; false when the loop must stop.
     fn handle(&mut self, input: Input) -> Result<bool, String> {
         match input {
+            Input::Peer(message) if !self.admit_peer_append(&message) => {}
             Input::Peer(message) => {
                 let from = message.from;
                 self.node.step(message).map_err(|err| err.to_string())?;
@@ -314,7 +354,13 @@ impl RaftLoop {
                     .peer_connection_closed(peer)
                     .map_err(|err| err.to_string())?;
             }
-            Input::Propose { payloads, reply } => self.propose(payloads, reply),
+            Input::Propose { payloads, reply } => match self.admit_proposal(&payloads) {
+                Ok(payload_bytes) => {
+                    let reply = self.count_uncommitted(payload_bytes, reply);
+                    self.propose(payloads, reply);
+                }
+                Err(refused) => reply(Err(refused)),
+            },
             Input::ReadIndex { reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
@@ -348,6 +394,128 @@ impl RaftLoop {
             Input::Shutdown => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Whether writes must wait for disk space: the file system is nearly
+    /// full, or the flusher met a full disk.
+    fn disk_full(&self) -> bool {
+        self.disk_full_since.is_some() || self.storage.is_disk_full()
+    }
+
+    /// Looks at the room left; a leader that stays unable to write hands
+    /// leadership over. Writes resume by themselves once space is freed.
+    fn check_disk(&mut self, now: Instant) {
+        let low = match crate::store::space::free_bytes(self.storage.log().dir()) {
+            Ok(free_bytes) => free_bytes < DISK_RESERVE_BYTES,
+            Err(err) => {
+                tracing::warn!(%err, "cannot tell the room left on the log's file system");
+                false
+            }
+        };
+        let full = low || self.storage.is_disk_full();
+        match (full, self.disk_full_since) {
+            (true, None) => {
+                tracing::error!(
+                    reserve_bytes = DISK_RESERVE_BYTES,
+                    "the log's disk is full; writes are refused until space is freed"
+                );
+                self.disk_full_since = Some(now);
+            }
+            (false, Some(_)) => {
+                tracing::info!("disk space is back; writes are taken again");
+                self.disk_full_since = None;
+            }
+            _ => {}
+        }
+        let stuck = self
+            .disk_full_since
+            .is_some_and(|since| now.duration_since(since) >= DISK_FULL_STEP_ASIDE);
+        if stuck && self.node.role() == core::Role::Leader && self.transfer.is_none() {
+            match self.node.transfer_leadership(None) {
+                Ok(()) => tracing::warn!("the disk is full; handing leadership to a follower"),
+                Err(err) => tracing::debug!(%err, "no leadership hand-over on a full disk"),
+            }
+        }
+    }
+
+    /// Whether storage can take `payload_bytes` more now: the log's write
+    /// queue is bounded, and what the loop lets in is what it will write.
+    fn storage_has_room(&self, payload_bytes: u64) -> bool {
+        !self
+            .storage
+            .would_refuse(self.admitted_bytes.saturating_add(payload_bytes))
+    }
+
+    /// Lets a client's entries in, or says why not: "busy, retry" when the
+    /// write queue is full, "disk full" while storage waits for space. The
+    /// client is answered at once, so load slows clients and never piles up.
+    fn admit_proposal(&mut self, payloads: &[Bytes]) -> Result<u64, AppendError> {
+        let payload_bytes: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
+        if self.disk_full() {
+            self.metrics.appends_refused_disk_full_total.inc();
+            return Err(AppendError::DiskFull {
+                reason: "this member cannot write its log until space is freed".into(),
+            });
+        }
+        let uncommitted_bytes = self.uncommitted_bytes.load(Ordering::Relaxed);
+        let refused = if uncommitted_bytes > 0
+            && uncommitted_bytes + payload_bytes > MAX_UNCOMMITTED_BYTES
+        {
+            Some(format!(
+                "{uncommitted_bytes} bytes of appends wait for commit ({MAX_UNCOMMITTED_BYTES} at most)"
+            ))
+        } else if !self.storage_has_room(payload_bytes) {
+            Some(format!(
+                "the log's write queue is full ({} bytes at most)",
+                self.storage.options().max_pending_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.metrics.appends_refused_busy_total.inc();
+            return Err(AppendError::Overloaded { reason });
+        }
+        self.admitted_bytes += payload_bytes;
+        Ok(payload_bytes)
+    }
+
+    /// Counts `payload_bytes` as uncommitted until `reply` is answered (or
+    /// dropped), without touching the proposal bookkeeping.
+    fn count_uncommitted(&self, payload_bytes: u64, reply: ProposeReply) -> ProposeReply {
+        struct Uncounted(Arc<std::sync::atomic::AtomicU64>, u64);
+        impl Drop for Uncounted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Relaxed);
+            }
+        }
+        self.uncommitted_bytes
+            .fetch_add(payload_bytes, Ordering::Relaxed);
+        let counted = Uncounted(self.uncommitted_bytes.clone(), payload_bytes);
+        Box::new(move |result| {
+            drop(counted);
+            reply(result);
+        })
+    }
+
+    /// Whether a peer message may be stepped. An append carrying entries
+    /// that storage cannot queue now (queue full, disk full) is dropped
+    /// unanswered: the leader sends it again, and heartbeats, votes and
+    /// everything else still go through, so the member stays in the group.
+    fn admit_peer_append(&mut self, message: &Message) -> bool {
+        let MessageBody::Append { entries, .. } = &message.body else {
+            return true;
+        };
+        if entries.is_empty() {
+            return true;
+        }
+        let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+        if self.disk_full() || !self.storage_has_room(payload_bytes) {
+            self.metrics.peer_appends_refused_total.inc();
+            return false;
+        }
+        self.admitted_bytes += payload_bytes;
+        true
     }
 
     fn propose(&mut self, payloads: Vec<Bytes>, reply: ProposeReply) {
@@ -442,6 +610,7 @@ impl RaftLoop {
             let _ = reply.send(Err(err));
             return;
         }
+        role_log::transfer_started(self.node.transfer_target(), self.node.term(), name);
         if let Some(previous) = self.transfer.take() {
             let _ = previous.reply.send(Err(TransferError::Failed {
                 reason: "superseded by a newer transfer request".into(),
@@ -531,10 +700,26 @@ impl RaftLoop {
         );
     }
 
+    /// Saves term and vote. On a full disk it waits for space (the messages
+    /// that depend on the vote must not go out before it is durable); any
+    /// other failure stops the loop.
     fn save_hard_state(&mut self, state: HardState) -> Result<(), String> {
-        self.meta
-            .save(state)
-            .map_err(|err| format!("saving term and vote: {err}"))
+        let mut logged = false;
+        loop {
+            match self.meta.save(state) {
+                Ok(()) => return Ok(()),
+                Err(crate::store::StoreError::NoSpace { .. }) => {
+                    if !logged {
+                        tracing::error!(
+                            "the disk is full; waiting for space to save term and vote"
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(crate::store::DISK_FULL_RETRY);
+                }
+                Err(err) => return Err(format!("saving term and vote: {err}")),
+            }
+        }
     }
 
     fn submit(&mut self, entries: Vec<Entry>) -> Result<(), String> {
@@ -561,26 +746,34 @@ impl RaftLoop {
             };
             let _ = loopback.send(input);
         });
+        // Admitted: the loop let these bytes in against the queue's bound
+        // (`admit_proposal`, `admit_peer_append`), so the queue never refuses.
         self.storage
-            .submit(entries, callback)
+            .submit_admitted(entries, callback)
             .map_err(|err| format!("submitting entries to the log: {err}"))
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {
         let previous = self.last_soft.replace(soft);
+        let transferring = self.transfer.is_some();
+        role_log::soft_change(
+            previous,
+            soft,
+            self.node.transfer_target(),
+            transferring,
+            |id| self.member_name(id),
+        );
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {
-            self.metrics
-                .leader_changes_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.leader_changes_total.inc();
         }
         if soft.role == core::Role::Candidate
             && previous.is_none_or(|previous| {
                 previous.role != core::Role::Candidate || previous.term != soft.term
             })
         {
-            self.metrics.elections_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.elections_total.inc();
         }
         if soft.role != core::Role::Leader {
             // Confirmed reads need a leader; tell the callers to retry.
@@ -611,9 +804,7 @@ impl RaftLoop {
                 committed: count, ..
             } = outcome
             {
-                self.metrics
-                    .appends_total
-                    .fetch_add(count, Ordering::Relaxed);
+                self.metrics.appends_total.inc_by(count);
             }
             reply(proposal_answer(outcome));
         }
@@ -688,6 +879,7 @@ impl RaftLoop {
     }
 
     fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        role_log::transfer_outcome(outcome, self.node.term(), |id| self.member_name(id));
         match outcome {
             TransferOutcome::SteppedDown { .. } => {
                 if let Some(transfer) = &mut self.transfer {
@@ -775,7 +967,7 @@ impl RaftLoop {
             .segments()
             .map(|segments| segments.iter().map(|s| s.size_bytes).sum())
             .unwrap_or(0);
-        self.metrics.log_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.set_log_bytes(bytes);
         Ok(())
     }
 
@@ -824,6 +1016,14 @@ impl RaftLoop {
             leader_silence_limit: self.leader_silence_limit(),
             stale_until: self.stale_until,
         };
+        let lost_after_ms = self.node.config().election_ticks * tick_ms;
+        role_log::peers_changed(
+            &self.snapshot.borrow().peers,
+            &next.peers,
+            lost_after_ms,
+            soft.term,
+            |id| self.member_name(id),
+        );
         self.snapshot.send_if_modified(|current| {
             if *current == next {
                 false
