@@ -114,20 +114,13 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// The query of a request, or the JSON 400 that says why it is unreadable.
-// The error is the handler's own answer, returned at once; boxing it would
-// only add an allocation on the error path.
-#[allow(clippy::result_large_err)]
-fn query_or_400(
+/// The query of a request, or why it is unreadable (answered as a 400).
+fn query_or_reason(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, Response> {
-    query.map(|Query(query)| query).map_err(|rejection| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("unreadable query string: {}", rejection.body_text()),
-        )
-    })
+) -> Result<HashMap<String, String>, String> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| format!("unreadable query string: {}", rejection.body_text()))
 }
 
 async fn status<E: Engine>(State(engine): State<Arc<E>>) -> Response {
@@ -335,9 +328,9 @@ async fn range<E: Engine>(
     State(engine): State<Arc<E>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let query = match query_or_400(query) {
+    let query = match query_or_reason(query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     let RangeQuery {
         from,
@@ -403,9 +396,9 @@ async fn transfer<E: Engine>(
     State(engine): State<Arc<E>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let query = match query_or_400(query) {
+    let query = match query_or_reason(query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     let to = query.get("to").filter(|to| !to.is_empty()).cloned();
     match engine.transfer_leadership(to).await {

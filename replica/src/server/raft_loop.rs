@@ -748,9 +748,14 @@ impl RaftLoop {
 
     fn on_soft_state(&mut self, soft: SoftState) {
         let previous = self.last_soft.replace(soft);
-        role_log::soft_change(previous, soft, self.node.transfer_target(), |id| {
-            self.member_name(id)
-        });
+        let transferring = self.transfer.is_some();
+        role_log::soft_change(
+            previous,
+            soft,
+            self.node.transfer_target(),
+            transferring,
+            |id| self.member_name(id),
+        );
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {

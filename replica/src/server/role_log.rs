@@ -15,9 +15,15 @@ pub fn soft_change(
     previous: Option<SoftState>,
     soft: SoftState,
     transfer_target: Option<NodeId>,
+    transfer_pending: bool,
     name: impl Fn(NodeId) -> String,
 ) {
-    for line in describe_soft_change(previous, soft, transfer_target, name) {
+    let transfer = match transfer_target {
+        Some(target) => Transfer::To(target),
+        None if transfer_pending => Transfer::Unnamed,
+        None => Transfer::None,
+    };
+    for line in describe_soft_change(previous, soft, transfer, name) {
         tracing::info!(term = soft.term, "{line}");
     }
 }
@@ -48,13 +54,33 @@ pub fn peers_changed(
     }
 }
 
+/// Whether a leadership transfer is running, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// None is.
+    None,
+    /// One is, to this member.
+    To(NodeId),
+    /// One was asked for; the core no longer names its target (it ends as
+    /// the leader steps down).
+    Unnamed,
+}
+
+/// A role as the log says it; unlike `/status`, a pre-candidate is told
+/// apart from a candidate.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::PreCandidate => "pre-candidate",
+        role => role.as_str(),
+    }
+}
+
 /// What changed between two soft states, as sentences (none if nothing
-/// an operator cares about did). `transfer_target` is the member a running
-/// transfer hands over to.
+/// an operator cares about did).
 pub fn describe_soft_change(
     previous: Option<SoftState>,
     soft: SoftState,
-    transfer_target: Option<NodeId>,
+    transfer: Transfer,
     name: impl Fn(NodeId) -> String,
 ) -> Vec<String> {
     let term = soft.term;
@@ -62,7 +88,7 @@ pub fn describe_soft_change(
     let Some(previous) = previous else {
         return vec![format!(
             "started as {} at term {term}{}",
-            soft.role.as_str(),
+            role_name(soft.role),
             leader(soft).map_or_else(String::new, |l| format!(", leader {l}"))
         )];
     };
@@ -108,20 +134,21 @@ pub fn describe_soft_change(
             ));
         }
         (Role::Leader, role) if role != Role::Leader => {
-            let reason = match (transfer_target, higher_term) {
-                (Some(target), _) => format!("handing leadership to {}", name(target)),
-                (None, true) => "a member is at a higher term".to_string(),
-                (None, false) => "lost contact with a majority".to_string(),
+            let reason = match (transfer, higher_term) {
+                (Transfer::To(target), _) => format!("handing leadership to {}", name(target)),
+                (Transfer::Unnamed, _) => "leadership transfer".to_string(),
+                (Transfer::None, true) => "a member is at a higher term".to_string(),
+                (Transfer::None, false) => "lost contact with a majority".to_string(),
             };
             lines.push(format!(
                 "stepped down at term {term} ({reason}); now {}",
-                role.as_str()
+                role_name(role)
             ));
         }
         (from, to) if from != to => lines.push(format!(
             "role {} -> {} at term {term}",
-            from.as_str(),
-            to.as_str()
+            role_name(from),
+            role_name(to)
         )),
         _ => {}
     }
@@ -200,18 +227,18 @@ mod tests {
         let follower = soft(Role::Follower, Some(2), 3);
         let pre = soft(Role::PreCandidate, None, 3);
         let candidate = soft(Role::Candidate, None, 4);
-        let lines = describe_soft_change(Some(follower), pre, None, name);
+        let lines = describe_soft_change(Some(follower), pre, Transfer::None, name);
         assert_eq!(
             lines,
             ["election timeout at term 3: no word from a leader; asking for pre-votes"]
         );
-        let lines = describe_soft_change(Some(pre), candidate, None, name);
+        let lines = describe_soft_change(Some(pre), candidate, Transfer::None, name);
         assert_eq!(lines, ["started an election at term 4"]);
         let won = soft(Role::Leader, Some(1), 4);
-        let lines = describe_soft_change(Some(candidate), won, None, name);
+        let lines = describe_soft_change(Some(candidate), won, Transfer::None, name);
         assert_eq!(lines, ["won the election at term 4; now leader"]);
         let lost = soft(Role::Follower, Some(3), 4);
-        let lines = describe_soft_change(Some(candidate), lost, None, name);
+        let lines = describe_soft_change(Some(candidate), lost, Transfer::None, name);
         assert_eq!(
             lines,
             [
@@ -220,7 +247,7 @@ mod tests {
             ]
         );
         let retry = soft(Role::Candidate, None, 5);
-        let lines = describe_soft_change(Some(candidate), retry, None, name);
+        let lines = describe_soft_change(Some(candidate), retry, Transfer::None, name);
         assert!(lines[0].starts_with("lost the election at term 4: no majority"));
     }
 
@@ -228,20 +255,26 @@ mod tests {
     fn a_leader_stepping_down_says_why() {
         let leader = soft(Role::Leader, Some(1), 4);
         let follower = soft(Role::Follower, None, 4);
-        let by_transfer = describe_soft_change(Some(leader), follower, Some(2), name);
+        let by_transfer = describe_soft_change(Some(leader), follower, Transfer::To(2), name);
         assert_eq!(
             by_transfer,
             ["stepped down at term 4 (handing leadership to m2); now follower"]
         );
         let higher = soft(Role::Follower, None, 6);
-        let by_term = describe_soft_change(Some(leader), higher, None, name);
+        // The target's election raises the term; the transfer is the reason.
+        let unnamed = describe_soft_change(Some(leader), higher, Transfer::Unnamed, name);
+        assert!(unnamed[0].contains("(leadership transfer)"), "{unnamed:?}");
+        let by_term = describe_soft_change(Some(leader), higher, Transfer::None, name);
         assert!(by_term[0].contains("higher term"), "{by_term:?}");
-        let quorum = describe_soft_change(Some(leader), follower, None, name);
+        let quorum = describe_soft_change(Some(leader), follower, Transfer::None, name);
         assert!(
             quorum[0].contains("lost contact with a majority"),
             "{quorum:?}"
         );
-        assert!(describe_soft_change(Some(leader), leader, None, name).is_empty());
+        assert!(describe_soft_change(Some(leader), leader, Transfer::None, name).is_empty());
+        let pre = soft(Role::PreCandidate, None, 0);
+        let first = describe_soft_change(None, pre, Transfer::None, name);
+        assert_eq!(first, ["started as pre-candidate at term 0"]);
     }
 
     #[test]
