@@ -27,6 +27,7 @@ fn data_dir(dir: &Path) {
     let options = LogOptions {
         segment_bytes: 8192,
         read_only: false,
+        start_writeback: false,
     };
     let log = Log::open(&dir.join("log"), options).expect("open");
     let entries: Vec<Entry> = (1..=300)

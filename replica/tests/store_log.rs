@@ -21,6 +21,7 @@ fn options() -> LogOptions {
     LogOptions {
         segment_bytes: SMALL_SEGMENT_BYTES,
         read_only: false,
+        start_writeback: false,
     }
 }
 
@@ -775,4 +776,25 @@ fn a_panicking_callback_does_not_stop_the_flusher() {
         .append_payloads_durable(1, vec![Bytes::from_static(b"b")])
         .expect("append");
     assert_eq!(range, 2..=2);
+}
+
+#[test]
+fn early_writeback_changes_nothing_that_is_read_or_reopened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = LogOptions {
+        start_writeback: true,
+        ..options()
+    };
+    let log = Log::open(dir.path(), options).expect("open");
+    let batch: Vec<Entry> = (1..=50).map(|i| entry(i, 1, 300)).collect();
+    log.append(&batch)
+        .expect("append across segments with writeback started");
+    assert!(
+        segment_files(dir.path()).len() > 1,
+        "the batch rolled segments"
+    );
+    assert_eq!(log.entries(1, 100, u64::MAX).expect("read").len(), 50);
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(open(dir.path()).last_index().expect("last"), 50);
 }

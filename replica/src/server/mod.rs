@@ -211,6 +211,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     })?;
     let log_options = LogOptions {
         segment_bytes: config.segment_bytes,
+        start_writeback: config.flush_mode == FlushMode::PageCache,
         ..LogOptions::default()
     };
     let log =
