@@ -144,6 +144,7 @@ fn spawn_responder(
                     let _ = peer_tx.send((from, message));
                 }
                 Inbound::Client(call) => log.answer(call),
+                Inbound::PeerClosed { .. } => {}
             }
         }
     });
@@ -313,7 +314,7 @@ async fn pipelined_requests_answered_out_of_order_are_matched_by_id() {
         while calls.len() < COUNT {
             match inbound.recv().await {
                 Some(Inbound::Client(call)) => calls.push(call),
-                Some(Inbound::Peer { .. }) => {}
+                Some(Inbound::Peer { .. } | Inbound::PeerClosed { .. }) => {}
                 None => return,
             }
         }

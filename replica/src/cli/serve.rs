@@ -82,7 +82,9 @@ pub struct ServeArgs {
     pub heartbeat_ms: u64,
 
     /// Minimum election timeout; each member draws its timeout at random
-    /// between this and twice this. Failover takes about this long.
+    /// between this and twice this. Failover after a partition takes about
+    /// this long; when the leader's process dies, its peers see the
+    /// connection close and campaign within a heartbeat.
     #[arg(long, env = "DLEDGER_ELECTION_TIMEOUT_MS", default_value_t = 500)]
     pub election_timeout_ms: u64,
 

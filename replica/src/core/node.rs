@@ -184,6 +184,27 @@ impl<L: LogRead> Node<L> {
         self.guard(|node| node.step_inner(message))
     }
 
+    /// The transport saw `peer`'s connection close or reset, which a dead
+    /// process does and a partition does not. When `peer` is this
+    /// follower's leader, it stops counting on it: it forgets the leader
+    /// (so it no longer refuses votes for stickiness) and campaigns within
+    /// a heartbeat period, still through pre-vote, instead of waiting out
+    /// the election timeout. Members that still hear the leader refuse the
+    /// pre-vote, so a false alarm changes nothing.
+    pub fn peer_connection_closed(&mut self, peer: NodeId) -> Result<(), CoreError> {
+        self.ensure_alive()?;
+        if self.role == Role::Follower && self.leader_id == Some(peer) {
+            self.leader_id = None;
+            // Spread over a heartbeat period so the survivors do not split
+            // the vote by campaigning in the same tick.
+            let delay_ticks = self.rng.range(0, self.config.heartbeat_ticks.max(1));
+            self.election_elapsed = self
+                .randomized_election_ticks
+                .saturating_sub(delay_ticks + 1);
+        }
+        Ok(())
+    }
+
     /// Append `payload` as a new entry (leader only). Returns its (index,
     /// term); see [`Ready`] for how to tell when it is acknowledged or lost.
     pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {

@@ -282,10 +282,11 @@ impl<L: LogRead> Node<L> {
                 hint_index,
                 hint_term,
             } => {
+                // A hint is the follower's word: never past our own log.
                 let next_probe = if hint_term > 0 {
                     self.log.find_conflict_by_term(hint_index, hint_term)?.0
                 } else {
-                    hint_index
+                    hint_index.min(last_index)
                 };
                 let progress = self.progress.get_mut(&from).expect("peer");
                 if progress.maybe_decrease_to(rejected_index, next_probe) {

@@ -972,3 +972,52 @@ fn a_read_that_cannot_be_confirmed_times_out() {
         )]
     );
 }
+
+// ----- failover when the leader's connection closes -----
+
+#[test]
+fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.stabilize();
+    let heartbeat_ticks = cluster.node(2).config().heartbeat_ticks;
+    let election_ticks = cluster.node(2).config().election_ticks;
+    assert!(heartbeat_ticks < election_ticks);
+    cluster.down.insert(1);
+    // Node 2 sees the leader's connection close; node 3 does not (yet).
+    cluster.node(2).peer_connection_closed(1).unwrap();
+    assert_eq!(cluster.node(2).leader_id(), None);
+    cluster.node(3).peer_connection_closed(2).unwrap();
+    assert_eq!(cluster.node(3).leader_id(), Some(1), "not its leader");
+    for _ in 0..heartbeat_ticks {
+        cluster.node(2).tick().unwrap();
+        cluster.stabilize();
+    }
+    // Node 3 still counts on its leader: stickiness refuses the pre-vote,
+    // so nobody's term moved.
+    assert_ne!(cluster.node(2).role(), Role::Candidate);
+    assert_eq!((cluster.node(2).term(), cluster.node(3).term()), (1, 1));
+    assert_eq!(cluster.node(3).leader_id(), Some(1));
+    // Once node 3 sees the close too, the next early campaign wins.
+    cluster.node(3).peer_connection_closed(1).unwrap();
+    cluster.node(2).peer_connection_closed(1).unwrap();
+    let mut ticks = 0;
+    // (Node 1, down, still thinks it leads term 1.)
+    while ![2, 3]
+        .iter()
+        .any(|id| cluster.node(*id).role() == Role::Leader)
+    {
+        cluster.node(2).tick().unwrap();
+        cluster.node(3).tick().unwrap();
+        cluster.stabilize();
+        ticks += 1;
+        assert!(
+            ticks < election_ticks,
+            "no early election: {:?} {:?} terms {} {}",
+            cluster.node(2).role(),
+            cluster.node(3).role(),
+            cluster.node(2).term(),
+            cluster.node(3).term()
+        );
+    }
+}

@@ -110,6 +110,12 @@ pub enum Inbound<T> {
     },
     /// A client request, to be answered through its responder.
     Client(ClientCall),
+    /// The peer closed its connection or it was reset: its process most
+    /// likely exited (a network partition closes nothing).
+    PeerClosed {
+        /// The peer's member id, as it gave it in the handshake.
+        from: String,
+    },
 }
 
 /// One client request and the way to answer it.
@@ -481,7 +487,18 @@ where
             next = framed.next() => next,
         };
         let frame = match next {
-            None => break Ok(()),
+            None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
+                // Closed or reset by the other side: tell the server at once,
+                // it may be a dead leader.
+                let _ = context
+                    .inbound
+                    .send(Inbound::PeerClosed { from: from.clone() })
+                    .await;
+                match next {
+                    Some(Err(error)) => break Err(ConnectionError::from(error)),
+                    _ => break Ok(()),
+                }
+            }
             Some(Err(error)) => break Err(ConnectionError::from(error)),
             Some(Ok(frame)) => frame,
         };

@@ -327,6 +327,12 @@ async fn dispatch(
                 }
             }
             Inbound::Client(call) => client_api::answer(&handle, call),
+            Inbound::PeerClosed { from } => {
+                let peer = members::node_id_of(&from);
+                if inputs.send(Input::PeerClosed(peer)).is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -69,6 +69,8 @@ pub type ProposeReply = Box<dyn FnOnce(Result<(Index, Term), AppendError>) + Sen
 pub enum Input {
     /// A message from a peer (its sender already checked).
     Peer(Message),
+    /// The connection from this peer was closed or reset.
+    PeerClosed(NodeId),
     /// Append these payloads as consecutive entries.
     Propose {
         /// One entry each.
@@ -346,6 +348,11 @@ impl RaftLoop {
                 if self.node.leader_id() == Some(from) {
                     self.leader_contact_at = Some(Instant::now());
                 }
+            }
+            Input::PeerClosed(peer) => {
+                self.node
+                    .peer_connection_closed(peer)
+                    .map_err(|err| err.to_string())?;
             }
             Input::Propose { payloads, reply } => match self.admit_proposal(&payloads) {
                 Ok(payload_bytes) => {
