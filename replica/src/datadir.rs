@@ -8,8 +8,9 @@
 //! stale `LOCK` file after a crash never blocks a restart.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the data directory.
@@ -105,9 +106,12 @@ pub fn claim(dir: &Path) -> Result<DataDirLock, DataDirError> {
             holder,
         });
     }
-    file.set_len(0).map_err(io("writing LOCK"))?;
-    file.seek(SeekFrom::Start(0)).map_err(io("writing LOCK"))?;
-    writeln!(file, "{}", std::process::id()).map_err(io("writing LOCK"))?;
+    // One fixed-width write over the old PID, never a truncation first, so
+    // a reader never sees an empty or half-written file.
+    let pid = format!("{:<20}\n", std::process::id());
+    file.write_all_at(pid.as_bytes(), 0)
+        .map_err(io("writing LOCK"))?;
+    file.set_len(pid.len() as u64).map_err(io("writing LOCK"))?;
     Ok(DataDirLock { _file: file })
 }
 

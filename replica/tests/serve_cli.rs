@@ -214,8 +214,8 @@ fn local_cluster_says_how_a_member_died_and_restarts_it() {
     )
     .unwrap();
     assert!(line.contains("restarted it"), "{line}");
-    // The new process takes the lock again under another PID. The file is
-    // rewritten in place, so a read may see it empty for a moment.
+    // The new process takes the lock again under another PID (it may not
+    // have written it yet when the restart line shows).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut new_pid = None;
     while new_pid.is_none() && Instant::now() < deadline {

@@ -312,35 +312,53 @@ pub fn run(args: ServeArgs) -> ExitCode {
 /// Logs the effective configuration (flags, variables and defaults
 /// resolved) once at start, so a log file tells how to run this member again.
 fn log_config(config: &ServerConfig) {
-    let members: Vec<String> = config
-        .members
+    // Destructured without `..`: a new setting does not compile until it is
+    // logged here too.
+    let ServerConfig {
+        group,
+        id,
+        members,
+        data_dir,
+        listen,
+        http_listen,
+        tick_ms,
+        heartbeat_ms,
+        election_timeout_ms,
+        flush_mode,
+        segment_bytes,
+        max_entry_bytes,
+        preferred_leader,
+        ready_max_lag,
+        shutdown_transfer_timeout_ms,
+        retention,
+    } = config;
+    let peers: Vec<String> = members
         .iter()
         .map(|member| format!("{}={}", member.name, member.tcp_address))
         .collect();
-    let http_peers: Vec<String> = config
-        .members
+    let http_peers: Vec<String> = members
         .iter()
         .map(|member| format!("{}={}", member.name, member.http_address))
         .collect();
     tracing::info!(
-        group = %config.group,
-        id = %config.id,
-        peers = %members.join(","),
+        group = %group,
+        id = %id,
+        peers = %peers.join(","),
         http_peers = %http_peers.join(","),
-        data_dir = %config.data_dir.display(),
-        listen = %config.listen,
-        http_listen = %config.http_listen,
-        heartbeat_ms = config.heartbeat_ms,
-        election_timeout_ms = config.election_timeout_ms,
-        tick_ms = config.tick_ms,
-        flush_mode = ?config.flush_mode,
-        segment_bytes = config.segment_bytes,
-        max_entry_bytes = config.max_entry_bytes,
-        preferred_leader = config.preferred_leader.as_deref().unwrap_or("-"),
-        ready_max_lag = config.ready_max_lag,
-        retention_max_age_s = config.retention.max_age.map_or(0, |age| age.as_secs()),
-        retention_max_bytes = config.retention.max_bytes.unwrap_or(0),
-        shutdown_transfer_timeout_ms = config.shutdown_transfer_timeout_ms,
+        data_dir = %data_dir.display(),
+        listen = %listen,
+        http_listen = %http_listen,
+        heartbeat_ms,
+        election_timeout_ms,
+        tick_ms,
+        flush_mode = ?flush_mode,
+        segment_bytes,
+        max_entry_bytes,
+        preferred_leader = preferred_leader.as_deref().unwrap_or("-"),
+        ready_max_lag,
+        retention_max_age_s = retention.max_age.map_or(0, |age| age.as_secs()),
+        retention_max_bytes = retention.max_bytes.unwrap_or(0),
+        shutdown_transfer_timeout_ms,
         version = env!("CARGO_PKG_VERSION"),
         pid = std::process::id(),
         "effective configuration"
