@@ -24,5 +24,7 @@ if [ -z "${DLEDGER_KUBECTL:-}" ]; then
   if [ -x "$cached" ]; then DLEDGER_KUBECTL="$cached"; else DLEDGER_KUBECTL=kubectl; fi
 fi
 export DLEDGER_KUBECTL
+# Helm for the chart scenario: the pinned build unless the caller names one.
+export DLEDGER_HELM="${DLEDGER_HELM:-$PWD/scripts/helm.sh}"
 "$DLEDGER_KUBECTL" version >&2
 exec cargo test --release -p dledger-e2e --test kubernetes -- --ignored --test-threads=1 --nocapture "$@"

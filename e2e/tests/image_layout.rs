@@ -91,7 +91,10 @@ fn exec_form(value: &str) -> String {
 fn dockerfile_config(target: &str) -> ImageConfig {
     let text = std::fs::read_to_string(workspace_root().join("Dockerfile")).unwrap();
     let stages = stages(&text);
-    assert!(stages.contains_key(target), "the Dockerfile has no stage {target}");
+    assert!(
+        stages.contains_key(target),
+        "the Dockerfile has no stage {target}"
+    );
     let get = |instruction: &str| {
         inherited(&stages, target, instruction)
             .unwrap_or_else(|| panic!("stage {target} sets no {instruction}"))
@@ -170,7 +173,10 @@ fn the_parser_sees_inheritance_and_catches_a_difference() {
     let text = "FROM base AS common\nUSER 1:1\nFROM common AS app\nENTRYPOINT [\"/bin/app\"]\nCMD [\"go\"]\n";
     let stages = stages(text);
     assert_eq!(inherited(&stages, "app", "USER").as_deref(), Some("1:1"));
-    assert_eq!(inherited(&stages, "app", "CMD").as_deref(), Some("[\"go\"]"));
+    assert_eq!(
+        inherited(&stages, "app", "CMD").as_deref(),
+        Some("[\"go\"]")
+    );
     assert_eq!(inherited(&stages, "app", "WORKDIR"), None);
     assert_eq!(exec_form("[\"/bin/app\", \"serve\"]"), "/bin/app serve");
 }

@@ -7,5 +7,7 @@
 //!
 //! Each scenario uses its own namespace and deletes it at the end.
 
+#[path = "kubernetes/chart.rs"]
+mod chart;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
