@@ -10,14 +10,25 @@
 
 pub mod admin_client;
 pub mod api;
+#[cfg(feature = "engine")]
 pub mod cli;
+#[cfg(feature = "engine")]
 pub mod core;
+#[cfg(feature = "engine")]
 pub mod datadir;
+#[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "engine")]
 pub mod entry;
+#[cfg(feature = "engine")]
 pub mod executor;
+#[cfg(feature = "engine")]
 pub mod http;
+#[cfg(feature = "engine")]
 pub mod metrics;
+#[cfg(feature = "engine")]
 pub mod net;
+#[cfg(feature = "engine")]
 pub mod server;
+#[cfg(feature = "engine")]
 pub mod store;

@@ -1,0 +1,170 @@
+//! Every member's `/status`, asked concurrently with a short timeout. A
+//! member that does not answer in time is reported as silent, never guessed.
+
+use std::time::Duration;
+
+use dledger_replica::admin_client::AdminClient;
+use dledger_replica::api::Status;
+
+/// What asking one member gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// It answered.
+    Answered(Status),
+    /// It did not: no address yet, refused, timed out or unreadable.
+    Silent(String),
+}
+
+/// One member to ask: its name and HTTP address (`host:port`), if it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The member id (pod name).
+    pub name: String,
+    /// Where its HTTP server listens; `None` while the pod has no IP.
+    pub address: Option<String>,
+}
+
+/// Asks every target at once; each answer is in by `timeout_ms` or counted silent.
+pub async fn poll_members(targets: &[Target], timeout_ms: u64) -> Vec<(String, Polled)> {
+    let timeout = Duration::from_millis(timeout_ms);
+    let asks = targets.iter().map(|target| async move {
+        let polled = match &target.address {
+            None => Polled::Silent("the pod has no IP address yet".to_string()),
+            Some(address) => ask(address.clone(), timeout).await,
+        };
+        (target.name.clone(), polled)
+    });
+    futures::future::join_all(asks).await
+}
+
+async fn ask(address: String, timeout: Duration) -> Polled {
+    let call = tokio::task::spawn_blocking(move || AdminClient::new(&address, timeout).status());
+    // The client has its own deadline; this one also covers a blocked thread pool.
+    match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
+        Ok(Ok(Ok(status))) => Polled::Answered(status),
+        Ok(Ok(Err(err))) => Polled::Silent(err.to_string()),
+        Ok(Err(join)) => Polled::Silent(format!("status call failed: {join}")),
+        Err(_) => Polled::Silent(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dledger_replica::api::Role;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    fn status_json(id: &str) -> String {
+        serde_json::to_string(&Status {
+            group: "orders".into(),
+            id: id.into(),
+            version: "0.1.0".into(),
+            role: Role::Follower,
+            term: 3,
+            leader_id: Some("orders-0".into()),
+            first_index: 1,
+            last_index: 10,
+            last_term: 3,
+            commit_index: 10,
+            peers: vec![],
+        })
+        .unwrap()
+    }
+
+    /// A fake member on loopback: answers `/status` with `body`, once per connection.
+    fn answering_member(body: String) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        address
+    }
+
+    /// A fake member that accepts connections and never answers.
+    fn hanging_member() -> (String, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        (listener.local_addr().unwrap().to_string(), listener)
+    }
+
+    #[tokio::test]
+    async fn answers_and_silences_are_reported_per_member() {
+        let good = answering_member(status_json("orders-1"));
+        let (hanging, _keep_open) = hanging_member();
+        let targets = vec![
+            Target {
+                name: "orders-0".into(),
+                address: None,
+            },
+            Target {
+                name: "orders-1".into(),
+                address: Some(good),
+            },
+            Target {
+                name: "orders-2".into(),
+                address: Some(hanging),
+            },
+        ];
+        let started = Instant::now();
+        let polled = poll_members(&targets, 300).await;
+        let elapsed_ms = started.elapsed().as_millis();
+        assert!(
+            elapsed_ms < 2000,
+            "a hanging member held the poll for {elapsed_ms} ms"
+        );
+        assert_eq!(polled.len(), 3);
+        assert!(matches!(&polled[0].1, Polled::Silent(reason) if reason.contains("no IP")));
+        match &polled[1].1 {
+            Polled::Answered(status) => assert_eq!(status.id, "orders-1"),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+        assert!(matches!(&polled[2].1, Polled::Silent(_)), "{:?}", polled[2]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_silent() {
+        // Bind and drop: nothing listens on that port any more.
+        let address = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let polled = poll_members(
+            &[Target {
+                name: "a".into(),
+                address: Some(address),
+            }],
+            300,
+        )
+        .await;
+        assert!(matches!(&polled[0].1, Polled::Silent(_)));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_is_silent() {
+        let address = answering_member("{\"not\": \"a status\"}".into());
+        let polled = poll_members(
+            &[Target {
+                name: "a".into(),
+                address: Some(address),
+            }],
+            500,
+        )
+        .await;
+        assert!(
+            matches!(&polled[0].1, Polled::Silent(reason) if reason.contains("unreadable")),
+            "{polled:?}"
+        );
+    }
+}

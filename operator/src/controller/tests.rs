@@ -1,0 +1,529 @@
+//! Reconcile against a mocked API server (tower-test, as kube-rs's
+//! controller-rs does): the exact requests, their bodies, and the error paths.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::client::Body;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::specs::fixtures;
+
+/// One request the operator made.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    body: Value,
+}
+
+/// How the fake API server answers a request: a status and a body, or never.
+type Responder = Box<dyn Fn(&Seen) -> Option<(u16, Value)> + Send + Sync>;
+
+struct FakeApi {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeApi {
+    fn start(respond: Responder) -> (Client, FakeApi) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            // Requests left unanswered stay here so the client waits on them.
+            let mut hanging = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let request = Seen { method, path, body };
+                record.lock().unwrap().push(request.clone());
+                match respond(&request) {
+                    Some((code, body)) => send.send_response(
+                        Response::builder()
+                            .status(code)
+                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                            .unwrap(),
+                    ),
+                    None => hanging.push(send),
+                }
+            }
+        });
+        (Client::new(service, "default"), FakeApi { seen })
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// What a healthy API server answers: the applied object back, with the
+/// metadata the server adds.
+fn echo(request: &Seen) -> Option<(u16, Value)> {
+    let mut body = request.body.clone();
+    if request.method == Method::PATCH && body.is_object() {
+        let name = request
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let name = if name == "status" {
+            "orders".to_string()
+        } else {
+            name
+        };
+        body["metadata"]["name"] = name.clone().into();
+        body["metadata"]["namespace"] = "shop".into();
+        body["metadata"]["uid"] = format!("uid-{name}").into();
+        body["metadata"]["generation"] = 1.into();
+        body["metadata"]["resourceVersion"] = "1".into();
+        if request.path.contains("/pods/") {
+            body["apiVersion"] = "v1".into();
+            body["kind"] = "Pod".into();
+        }
+        if request.path.ends_with("/status") {
+            body["spec"] = json!({"replicas": 3, "image": "i", "storage": {"size": "1Gi"}});
+        }
+    }
+    Some((200, body))
+}
+
+fn refusal(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{reason} (fake)"), "reason": reason, "code": code})
+}
+
+struct Writers {
+    statefulsets: Writer<StatefulSet>,
+    pods: Writer<Pod>,
+    _services: Writer<Service>,
+    _pdbs: Writer<PodDisruptionBudget>,
+}
+
+/// A context whose watches have listed once (empty unless a test adds objects).
+fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
+    let (statefulsets, mut sts_writer) = reflector::store();
+    let (services, mut svc_writer) = reflector::store();
+    let (pdbs, mut pdb_writer) = reflector::store();
+    let (pods, mut pod_writer) = reflector::store();
+    sts_writer.apply_watcher_event(&watcher::Event::InitDone);
+    svc_writer.apply_watcher_event(&watcher::Event::InitDone);
+    pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
+    pod_writer.apply_watcher_event(&watcher::Event::InitDone);
+    let stores = Stores {
+        statefulsets,
+        services,
+        pdbs,
+        pods,
+    };
+    let ctx = Context::new(client, None, Metrics::new().unwrap(), settings, stores);
+    (
+        Arc::new(ctx),
+        Writers {
+            statefulsets: sts_writer,
+            pods: pod_writer,
+            _services: svc_writer,
+            _pdbs: pdb_writer,
+        },
+    )
+}
+
+#[tokio::test]
+async fn nothing_is_decided_before_the_watches_have_listed() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (statefulsets, _sts) = reflector::store::<StatefulSet>();
+    let (services, _svc) = reflector::store::<Service>();
+    let (pdbs, _pdb) = reflector::store::<PodDisruptionBudget>();
+    let (pods, _pods) = reflector::store::<Pod>();
+    let settings = Settings {
+        api_timeout_ms: 100,
+        ..Settings::default()
+    };
+    let stores = Stores {
+        statefulsets,
+        services,
+        pdbs,
+        pods,
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        None,
+        Metrics::new().unwrap(),
+        settings,
+        stores,
+    ));
+    let action = reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_millis(
+            Settings::default().requeue_unsettled_ms
+        ))
+    );
+    assert!(api.seen().is_empty(), "{:?}", kinds(&api.seen()));
+}
+
+fn kinds(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_group_gets_its_children_then_its_status() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (ctx, _writers) = context(client, Settings::default());
+    let action = reconcile(Arc::new(fixtures::minimal()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_millis(
+            Settings::default().requeue_unsettled_ms
+        ))
+    );
+    let seen = api.seen();
+    assert_eq!(
+        kinds(&seen),
+        [
+            "PATCH /apis/apps/v1/namespaces/shop/statefulsets/orders",
+            "PATCH /api/v1/namespaces/shop/services/orders-peers",
+            "PATCH /api/v1/namespaces/shop/services/orders",
+            "PATCH /api/v1/namespaces/shop/services/orders-leader",
+            "PATCH /apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders",
+            "PATCH /apis/dledger.io/v1alpha1/namespaces/shop/dledgergroups/orders/status",
+        ]
+    );
+    assert_eq!(seen[0].body["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(
+        seen[0].body["metadata"]["ownerReferences"][0]["uid"],
+        "uid-1"
+    );
+    let status = &seen[5].body["status"];
+    assert_eq!(status["phase"], "Creating");
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["members"].as_array().unwrap().len(), 3);
+    assert_eq!(status["members"][0]["answering"], false);
+    assert_eq!(ctx.metrics.reconciles.with_label_values(&["ok"]).get(), 1);
+}
+
+#[tokio::test]
+async fn a_second_reconcile_applies_nothing_unchanged() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (ctx, mut writers) = context(client, Settings::default());
+    let group = Arc::new(fixtures::minimal());
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    // The watch delivers what the apply returned.
+    let applied: StatefulSet = serde_json::from_value(api.seen()[0].body.clone()).unwrap();
+    let mut applied = applied;
+    applied.metadata.uid = Some("uid-orders".into());
+    applied.metadata.generation = Some(1);
+    applied.metadata.resource_version = Some("1".into());
+    applied.metadata.name = Some("orders".into());
+    applied.metadata.namespace = Some("shop".into());
+    writers
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Apply(applied));
+    let before = api.seen().len();
+    reconcile(group, ctx).await.unwrap();
+    let again = kinds(&api.seen()[before..]);
+    assert!(
+        !again.iter().any(|k| k.contains("statefulsets")),
+        "the unchanged StatefulSet was applied again: {again:?}"
+    );
+    // The status did not change either, so nothing is written.
+    assert!(!again.iter().any(|k| k.ends_with("/status")), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_fails_the_reconcile_and_stops_there() {
+    let (client, api) = FakeApi::start(Box::new(|request: &Seen| {
+        if request.path.contains("statefulsets") {
+            Some((409, refusal(409, "Conflict")))
+        } else {
+            echo(request)
+        }
+    }));
+    let (ctx, _writers) = context(client, Settings::default());
+    let group = Arc::new(fixtures::minimal());
+    let err = reconcile(group.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "conflict");
+    assert!(
+        err.to_string().contains("apply StatefulSet orders"),
+        "{err}"
+    );
+    assert_eq!(api.seen().len(), 1, "nothing after the refused apply");
+    let action = error_policy(group, &err, ctx.clone());
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_millis(Settings::default().error_requeue_ms))
+    );
+    assert_eq!(ctx.metrics.errors.with_label_values(&["conflict"]).get(), 1);
+    assert_eq!(
+        ctx.metrics.reconciles.with_label_values(&["error"]).get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_on_the_status_write_is_reported() {
+    let (client, api) = FakeApi::start(Box::new(|request: &Seen| {
+        if request.path.ends_with("/status") {
+            Some((503, refusal(503, "ServiceUnavailable")))
+        } else {
+            echo(request)
+        }
+    }));
+    let (ctx, _writers) = context(client, Settings::default());
+    let err = reconcile(Arc::new(fixtures::minimal()), ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.metric_label(), "server_error");
+    assert!(err.to_string().contains("write status of orders"), "{err}");
+    assert_eq!(api.seen().len(), 6);
+}
+
+#[tokio::test]
+async fn an_api_server_that_does_not_answer_times_out() {
+    let (client, api) = FakeApi::start(Box::new(|request: &Seen| {
+        if request.path.contains("services/orders-leader") {
+            None
+        } else {
+            echo(request)
+        }
+    }));
+    let settings = Settings {
+        api_timeout_ms: 300,
+        ..Settings::default()
+    };
+    let (ctx, _writers) = context(client, settings);
+    let started = Instant::now();
+    let err = reconcile(Arc::new(fixtures::minimal()), ctx)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.metric_label(), "timeout");
+    assert!(
+        err.to_string().contains("apply Service orders-leader"),
+        "{err}"
+    );
+    assert_eq!(api.seen().len(), 4);
+}
+
+fn member_pod(name: &str, ip: &str, role: Option<&str>) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(name.into());
+    pod.metadata.namespace = Some("shop".into());
+    let mut labels = specs::common_labels("orders");
+    labels.insert("controller-revision-hash".into(), "rev-1".into());
+    if let Some(role) = role {
+        labels.insert(ROLE_LABEL.into(), role.into());
+    }
+    pod.metadata.labels = Some(labels);
+    pod.status = Some(PodStatus {
+        pod_ip: Some(ip.into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..PodCondition::default()
+        }]),
+        ..PodStatus::default()
+    });
+    pod
+}
+
+/// A fake member answering `/status` on `address` for every connection.
+fn answering_member(listener: TcpListener, id: &'static str, role: &'static str) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let leader = if role == "leader" {
+                json!(id)
+            } else {
+                json!("orders-0")
+            };
+            let body = json!({
+                "group": "orders", "id": id, "version": "0.1.0", "role": role, "term": 4, "leaderId": leader,
+                "firstIndex": 1, "lastIndex": 50, "lastTerm": 4, "commitIndex": 50, "peers": []
+            })
+            .to_string();
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_member_that_hangs_is_reported_silent_and_the_others_labelled() {
+    // Three loopback addresses, one port: members 0 and 1 answer, 2 hangs.
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap().port();
+    let second = TcpListener::bind(("127.0.0.2", port)).unwrap();
+    let _hanging = TcpListener::bind(("127.0.0.3", port)).unwrap();
+    answering_member(first, "orders-0", "leader");
+    answering_member(second, "orders-1", "follower");
+
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let settings = Settings {
+        member_http_port: port,
+        poll_timeout_ms: 300,
+        ..Settings::default()
+    };
+    let (ctx, mut writers) = context(client, settings);
+    for (name, ip, role) in [
+        ("orders-0", "127.0.0.1", None),
+        ("orders-1", "127.0.0.2", Some("leader")),
+        ("orders-2", "127.0.0.3", Some("follower")),
+    ] {
+        writers
+            .pods
+            .apply_watcher_event(&watcher::Event::Apply(member_pod(name, ip, role)));
+    }
+    let started = Instant::now();
+    reconcile(Arc::new(fixtures::minimal()), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the hanging member held the reconcile"
+    );
+    let seen = api.seen();
+    let labels: Vec<(String, Value)> = seen
+        .iter()
+        .filter(|s| s.path.contains("/pods/"))
+        .map(|s| {
+            (
+                s.path.rsplit('/').next().unwrap().to_string(),
+                s.body["metadata"]["labels"][ROLE_LABEL].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("orders-0".to_string(), json!("leader")),
+            ("orders-1".to_string(), json!("follower")),
+            ("orders-2".to_string(), json!("unknown")),
+        ]
+    );
+    let status = &seen.last().unwrap().body["status"];
+    assert_eq!(status["leader"], "orders-0");
+    assert_eq!(status["term"], 4);
+    assert_eq!(status["commitIndex"], 50);
+    assert_eq!(status["members"][2]["answering"], false);
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "MemberNotAnswering");
+    let rendered = ctx.metrics.render();
+    assert!(
+        rendered.contains(
+            r#"dledger_group_member_answering{group="orders",member="orders-2",namespace="shop"} 0"#
+        ),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn a_child_edited_or_deleted_by_hand_is_put_back_and_counted() {
+    let applies = Arc::new(Mutex::new(0));
+    let count = applies.clone();
+    let (client, api) = FakeApi::start(Box::new(move |request: &Seen| {
+        let mut answer = echo(request)?;
+        if request.path.contains("statefulsets") {
+            // Created at generation 1; the hand edit makes it 2, our apply 3.
+            let mut count = count.lock().unwrap();
+            *count += 1;
+            answer.1["metadata"]["generation"] = if *count == 1 { 1 } else { 3 }.into();
+        }
+        Some(answer)
+    }));
+    let (ctx, mut writers) = context(client, Settings::default());
+    let group = fixtures::minimal();
+    let identity = Group::of(&group).unwrap();
+    apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    let mut edited = specs::statefulset(&identity);
+    edited.metadata.uid = Some("uid-orders".into());
+    edited.metadata.generation = Some(2);
+    writers
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Apply(edited));
+    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    assert_eq!(outcome.repaired, ["StatefulSet/orders"]);
+    // Nothing changed since: nothing to repair, nothing applied.
+    let mut current = specs::statefulset(&identity);
+    current.metadata.uid = Some("uid-orders".into());
+    current.metadata.generation = Some(3);
+    writers
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Apply(current));
+    let before = api.seen().len();
+    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    assert!(outcome.repaired.is_empty());
+    assert!(!kinds(&api.seen()[before..])
+        .iter()
+        .any(|k| k.contains("statefulsets")));
+}
+
+#[tokio::test]
+async fn a_deleted_child_comes_back_as_a_repair_but_a_lagging_watch_is_not_one() {
+    let recreated = Arc::new(Mutex::new(false));
+    let flag = recreated.clone();
+    let (client, _api) = FakeApi::start(Box::new(move |request: &Seen| {
+        let mut answer = echo(request)?;
+        if request.path.ends_with("/services/orders") && *flag.lock().unwrap() {
+            answer.1["metadata"]["uid"] = "uid-new".into();
+        }
+        Some(answer)
+    }));
+    let (ctx, _writers) = context(client, Settings::default());
+    let group = fixtures::minimal();
+    let identity = Group::of(&group).unwrap();
+    apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    // The watch has not delivered anything yet: the same objects come back.
+    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    assert!(outcome.repaired.is_empty(), "{:?}", outcome.repaired);
+    // The client Service was deleted by hand: the apply creates a new one.
+    *recreated.lock().unwrap() = true;
+    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
+        .await
+        .unwrap();
+    assert_eq!(outcome.repaired, ["Service/orders"]);
+}
+
+#[tokio::test]
+async fn a_group_without_uid_is_an_error_before_any_request() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (ctx, _writers) = context(client, Settings::default());
+    let mut group = fixtures::minimal();
+    group.metadata.uid = None;
+    let err = reconcile(Arc::new(group), ctx).await.unwrap_err();
+    assert_eq!(err.metric_label(), "incomplete_resource");
+    assert!(api.seen().is_empty());
+}

@@ -1,0 +1,533 @@
+//! The StatefulSet: one pod and one volume per member, restarted only by the
+//! operator (`OnDelete`), all started at once (`Parallel`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{common_labels, selector_labels, Group};
+
+/// The binary protocol port (peers and clients).
+pub const PEER_PORT: i32 = 20911;
+/// The HTTP port (status, health, metrics, admin, client API).
+pub const HTTP_PORT: i32 = 8080;
+/// Where the member's volume is mounted.
+pub const DATA_DIR: &str = "/var/lib/dledger";
+/// The image's non-root user and group.
+const RUN_AS_ID: i64 = 65532;
+/// Time the pod gets beyond the replica's own SIGTERM hand-off.
+const TERMINATION_MARGIN_SECONDS: i64 = 10;
+
+/// The members' ids (pod names), in ordinal order.
+pub fn member_names(group: &Group<'_>) -> Vec<String> {
+    (0..group.spec.replicas.max(0))
+        .map(|ordinal| format!("{}-{ordinal}", group.name))
+        .collect()
+}
+
+/// `DLEDGER_PEERS`: every member at its stable DNS name.
+pub fn peer_list(group: &Group<'_>) -> String {
+    let peers = group.peers_service_name();
+    member_names(group)
+        .iter()
+        .map(|pod| format!("{pod}={pod}.{peers}.{}.svc:{PEER_PORT}", group.namespace))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The StatefulSet `<name>`.
+pub fn statefulset(group: &Group<'_>) -> StatefulSet {
+    let spec = group.spec;
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or(StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some("Retain".into()),
+            when_scaled: Some("Retain".into()),
+        });
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(group.name.clone()),
+            namespace: Some(group.namespace.clone()),
+            labels: Some(common_labels(&group.name)),
+            owner_references: Some(vec![group.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(group.peers_service_name()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&group.name)),
+                ..LabelSelector::default()
+            },
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
+            persistent_volume_claim_retention_policy: Some(retention),
+            template: pod_template(group),
+            volume_claim_templates: Some(vec![volume_claim_template(group)]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn pod_template(group: &Group<'_>) -> PodTemplateSpec {
+    let spec = group.spec;
+    // The user's labels first so that the operator's own win.
+    let mut labels: BTreeMap<String, String> = spec.pod.labels.clone();
+    labels.extend(common_labels(&group.name));
+    let termination_grace_period_seconds =
+        (i64::from(spec.config.shutdown_transfer_timeout_ms) + 999) / 1000
+            + TERMINATION_MARGIN_SECONDS;
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: (!spec.pod.annotations.is_empty()).then(|| spec.pod.annotations.clone()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![replica_container(group)],
+            termination_grace_period_seconds: Some(termination_grace_period_seconds),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_ID),
+                run_as_group: Some(RUN_AS_ID),
+                fs_group: Some(RUN_AS_ID),
+                fs_group_change_policy: Some("OnRootMismatch".into()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            affinity: Some(
+                spec.pod
+                    .affinity
+                    .clone()
+                    .unwrap_or_else(|| default_affinity(group)),
+            ),
+            tolerations: (!spec.pod.tolerations.is_empty()).then(|| spec.pod.tolerations.clone()),
+            node_selector: (!spec.pod.node_selector.is_empty())
+                .then(|| spec.pod.node_selector.clone()),
+            topology_spread_constraints: (!spec.pod.topology_spread_constraints.is_empty())
+                .then(|| spec.pod.topology_spread_constraints.clone()),
+            // Members talk to each other by name, not through the API.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            volumes: Some(vec![Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// Members preferably on different hosts, so one node failure costs one member.
+fn default_affinity(group: &Group<'_>) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(&group.name)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn replica_container(group: &Group<'_>) -> Container {
+    let spec = group.spec;
+    Container {
+        name: "replica".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
+        args: Some(vec!["serve".into()]),
+        env: Some(environment(group)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        // Readiness tolerates an election (a few seconds without a leader)
+        // before the member leaves the client Service.
+        readiness_probe: Some(http_probe("/readyz", 1, 3)),
+        liveness_probe: Some(http_probe("/healthz", 5, 3)),
+        // Opening a long log can take a while; liveness waits for it.
+        startup_probe: Some(http_probe("/healthz", 1, 120)),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(failure_threshold),
+        success_threshold: Some(1),
+        ..Probe::default()
+    }
+}
+
+fn value(name: &str, value: impl ToString) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.to_string()),
+        value_from: None,
+    }
+}
+
+/// The `DLEDGER_*` variables of `dledger-replica serve`.
+fn environment(group: &Group<'_>) -> Vec<EnvVar> {
+    let config = &group.spec.config;
+    let mut env = vec![
+        value("DLEDGER_GROUP", &group.name),
+        EnvVar {
+            name: "DLEDGER_ID".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: Some("v1".into()),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        value("DLEDGER_PEERS", peer_list(group)),
+        value("DLEDGER_DATA_DIR", DATA_DIR),
+        value("DLEDGER_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+        value("DLEDGER_HEARTBEAT_MS", config.heartbeat_ms),
+        value("DLEDGER_ELECTION_TIMEOUT_MS", config.election_timeout_ms),
+        value("DLEDGER_FLUSH_MODE", config.flush_mode.as_str()),
+        value("DLEDGER_SEGMENT_BYTES", config.segment_bytes),
+        value("DLEDGER_MAX_ENTRY_BYTES", config.max_entry_bytes),
+        value("DLEDGER_READY_MAX_LAG", config.ready_max_lag),
+        value(
+            "DLEDGER_RETENTION_MAX_AGE_S",
+            config.retention_max_age_seconds,
+        ),
+        value("DLEDGER_RETENTION_MAX_BYTES", config.retention_max_bytes),
+        value(
+            "DLEDGER_SHUTDOWN_TRANSFER_TIMEOUT_MS",
+            config.shutdown_transfer_timeout_ms,
+        ),
+    ];
+    if let Some(preferred) = &group.spec.preferred_leader {
+        env.push(value("DLEDGER_PREFERRED_LEADER", preferred));
+    }
+    env
+}
+
+fn volume_claim_template(group: &Group<'_>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(selector_labels(&group.name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: group.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(group.spec.storage.size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::specs::fixtures;
+
+    fn env_of(sts: &StatefulSet) -> BTreeMap<String, EnvVar> {
+        let pod = sts.spec.template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|var| (var.name.clone(), var))
+            .collect()
+    }
+
+    #[test]
+    fn the_statefulset_is_ondelete_parallel_and_owned() {
+        let group = fixtures::minimal();
+        let sts = statefulset(&Group::of(&group).unwrap());
+        let spec = &sts.spec;
+        assert_eq!(sts.metadata.name.as_deref(), Some("orders"));
+        assert_eq!(sts.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(
+            sts.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("orders-peers"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "1Gi"
+        );
+        assert_eq!(claim_spec.storage_class_name, None);
+        let template_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (key, value) in spec.selector.match_labels.as_ref().unwrap() {
+            assert_eq!(
+                &template_labels[key], value,
+                "the selector must match the template"
+            );
+        }
+        assert!(
+            !template_labels.contains_key(crate::specs::ROLE_LABEL),
+            "the operator owns the role label on pods"
+        );
+    }
+
+    #[test]
+    fn the_environment_names_every_member_and_the_pod() {
+        let group = fixtures::minimal();
+        let sts = statefulset(&Group::of(&group).unwrap());
+        let env = env_of(&sts);
+        assert_eq!(
+            env["DLEDGER_PEERS"].value.as_deref(),
+            Some("orders-0=orders-0.orders-peers.shop.svc:20911,orders-1=orders-1.orders-peers.shop.svc:20911,orders-2=orders-2.orders-peers.shop.svc:20911")
+        );
+        assert_eq!(env["DLEDGER_GROUP"].value.as_deref(), Some("orders"));
+        let id = env["DLEDGER_ID"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(id.field_path, "metadata.name");
+        assert_eq!(env["DLEDGER_DATA_DIR"].value.as_deref(), Some(DATA_DIR));
+        assert_eq!(
+            env["DLEDGER_ELECTION_TIMEOUT_MS"].value.as_deref(),
+            Some("500")
+        );
+        assert_eq!(env["DLEDGER_HEARTBEAT_MS"].value.as_deref(), Some("100"));
+        assert_eq!(env["DLEDGER_FLUSH_MODE"].value.as_deref(), Some("durable"));
+        assert!(!env.contains_key("DLEDGER_PREFERRED_LEADER"));
+    }
+
+    #[test]
+    fn the_pod_is_restricted_probed_and_outlives_the_hand_off() {
+        let group = fixtures::minimal();
+        let sts = statefulset(&Group::of(&group).unwrap());
+        let pod = sts.spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.args, Some(vec!["serve".to_string()]));
+        assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let path = |probe: &Option<Probe>| {
+            probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(path(&container.readiness_probe), "/readyz");
+        assert_eq!(path(&container.liveness_probe), "/healthz");
+        assert_eq!(path(&container.startup_probe), "/healthz");
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(pod_security.run_as_user, Some(65532));
+        assert_eq!(pod_security.fs_group, Some(65532));
+        assert_eq!(
+            pod_security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        // 3 s hand-off by default, plus the margin.
+        assert_eq!(pod.termination_grace_period_seconds, Some(13));
+        let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+        let preferred = anti
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            preferred[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+    }
+
+    #[test]
+    fn spec_overrides_reach_the_pods() {
+        let group = fixtures::group(serde_json::json!({
+            "replicas": 5,
+            "image": "img:1",
+            "imagePullPolicy": "Always",
+            "storage": {"size": "5Gi", "storageClassName": "fast"},
+            "preferredLeader": "orders-2",
+            "config": {"heartbeatMs": 50, "electionTimeoutMs": 300, "flushMode": "page-cache", "shutdownTransferTimeoutMs": 7500},
+            "pod": {
+                "nodeSelector": {"disk": "ssd"},
+                "labels": {"team": "payments", "app.kubernetes.io/name": "not-ours"},
+                "annotations": {"note": "x"},
+                "affinity": {"nodeAffinity": {}},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}]
+            },
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}
+        }));
+        let sts = statefulset(&Group::of(&group).unwrap());
+        let env = env_of(&sts);
+        assert_eq!(
+            env["DLEDGER_PREFERRED_LEADER"].value.as_deref(),
+            Some("orders-2")
+        );
+        assert_eq!(
+            env["DLEDGER_FLUSH_MODE"].value.as_deref(),
+            Some("page-cache")
+        );
+        assert_eq!(
+            env["DLEDGER_PEERS"]
+                .value
+                .as_deref()
+                .unwrap()
+                .split(',')
+                .count(),
+            5
+        );
+        let spec = sts.spec;
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Delete")
+        );
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        assert_eq!(
+            claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("fast")
+        );
+        let metadata = spec.template.metadata.unwrap();
+        let labels = metadata.labels.unwrap();
+        assert_eq!(labels["team"], "payments");
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "dledger",
+            "the operator's labels win"
+        );
+        assert_eq!(metadata.annotations.unwrap()["note"], "x");
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+        assert!(
+            pod.affinity.unwrap().pod_anti_affinity.is_none(),
+            "the spec's affinity replaces the default"
+        );
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(pod.termination_grace_period_seconds, Some(18));
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("Always")
+        );
+    }
+}
