@@ -4,7 +4,7 @@
 //! [`crd`] holds the resource types; [`specs`] builds the children as pure
 //! functions; [`controller`] decides and applies; [`rbac`] is the one table of
 //! rights the operator needs; [`lease`], [`metrics`] and [`server`] are the
-//! process around it.
+//! process around it; [`upgrade`] plans rolling upgrades.
 
 #![deny(missing_docs)]
 
@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod rbac;
 pub mod server;
 pub mod specs;
+pub mod upgrade;
