@@ -6,8 +6,9 @@
 #   e2e/kind/run.sh [--node-image kindest/node:vX.Y.Z@sha256:...] [--keep]
 #
 # Creates a cluster, builds both images with the Dockerfile, loads them into
-# the nodes, installs the operator with the Helm chart, runs the suite's one
-# entry point (e2e/kubernetes/run.sh), collects logs on failure, and deletes
+# the nodes, runs the suite's one entry point (whose scenarios install the
+# operator themselves, one through the Helm chart), collects logs on failure,
+# and deletes
 # the cluster unless --keep is given.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,12 +61,6 @@ docker build --target replica --build-arg VERSION="$tag" -t "$replica_image" .
 docker build --target operator --build-arg VERSION="$tag" -t "$operator_image" .
 kind load docker-image "$replica_image" "$operator_image" --name "$cluster"
 
-echo "== operator (Helm chart)"
-helm install dledger-operator charts/dledger-operator \
-  --namespace dledger-system --create-namespace \
-  --set image.repository="${operator_image%:*}" --set image.tag="$tag" \
-  --set image.pullPolicy=IfNotPresent --wait --timeout 180s
-
 echo "== suite"
 DLEDGER_REPLICA_IMAGE=$replica_image DLEDGER_OPERATOR_IMAGE=$operator_image \
-  DLEDGER_OPERATOR_INSTALLED=helm bash e2e/kubernetes/run.sh
+  DLEDGER_HELM=helm bash e2e/kubernetes/run.sh

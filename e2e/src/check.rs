@@ -2,7 +2,7 @@
 //! its payload and term, each writer's entries are in the order it was told,
 //! no payload was committed twice, and all members hold the same committed log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::cluster::Cluster;
@@ -161,17 +161,17 @@ pub fn check_logs(logs: &[(String, Vec<ReadEntry>)], acks: &[Ack]) -> Vec<String
         match by_index.get(&ack.index) {
             None => problems.push(format!(
                 "acknowledged {} at index {} term {} is not in the log",
-                String::from_utf8_lossy(&ack.payload),
+                shown(&ack.payload),
                 ack.index,
                 ack.term
             )),
             Some(entry) if entry.payload != ack.payload || entry.term != ack.term => {
                 problems.push(format!(
                     "acknowledged {} at index {} term {}; the log holds {} term {} there",
-                    String::from_utf8_lossy(&ack.payload),
+                    shown(&ack.payload),
                     ack.index,
                     ack.term,
-                    String::from_utf8_lossy(&entry.payload),
+                    shown(&entry.payload),
                     entry.term
                 ));
             }
@@ -179,7 +179,7 @@ pub fn check_logs(logs: &[(String, Vec<ReadEntry>)], acks: &[Ack]) -> Vec<String
         }
     }
     check_writer_order(acks, &mut problems);
-    check_unique_payloads(reference, &mut problems);
+    check_unique_payloads(reference, acks, &mut problems);
     problems
 }
 
@@ -202,9 +202,9 @@ fn compare(
             "{id} and {reference_id} differ first at index {}: term {} {:?} vs term {} {:?}",
             mine.index,
             mine.term,
-            String::from_utf8_lossy(&mine.payload),
+            shown(&mine.payload),
             theirs.term,
-            String::from_utf8_lossy(&theirs.payload)
+            shown(&theirs.payload)
         ));
     }
 }
@@ -233,18 +233,39 @@ fn check_writer_order(acks: &[Ack], problems: &mut Vec<String>) {
 }
 
 /// Payloads are never re-sent, so a payload twice in the log is a duplicate
-/// the server made. Empty payloads (a new leader's no-op) are skipped.
-fn check_unique_payloads(log: &[ReadEntry], problems: &mut Vec<String>) {
+/// the server made. Empty payloads (a new leader's no-op) are skipped, and
+/// so are payloads that are not the loads' (another load generator, such as
+/// `dledger-replica bench`, may write the same bytes many times).
+fn check_unique_payloads(log: &[ReadEntry], acks: &[Ack], problems: &mut Vec<String>) {
+    let prefixes: HashSet<String> = acks.iter().map(|ack| format!("{}-w", ack.label)).collect();
+    let is_loads = |payload: &[u8]| {
+        prefixes.is_empty()
+            || prefixes
+                .iter()
+                .any(|prefix| payload.starts_with(prefix.as_bytes()))
+    };
     let mut seen: HashMap<&[u8], u64> = HashMap::new();
-    for entry in log.iter().filter(|e| !e.payload.is_empty()) {
+    for entry in log
+        .iter()
+        .filter(|e| !e.payload.is_empty() && is_loads(&e.payload))
+    {
         if let Some(first) = seen.insert(&entry.payload, entry.index) {
             problems.push(format!(
-                "payload {} is in the log twice, at {first} and {}",
-                String::from_utf8_lossy(&entry.payload),
+                "payload {} ({} bytes) is in the log twice, at {first} and {}",
+                shown(&entry.payload),
+                entry.payload.len(),
                 entry.index
             ));
         }
     }
+}
+
+/// How much of a payload a problem shows (large entries would flood the report).
+const PAYLOAD_SHOWN_BYTES: usize = 64;
+
+/// The start of `payload`, as text.
+fn shown(payload: &[u8]) -> String {
+    String::from_utf8_lossy(&payload[..payload.len().min(PAYLOAD_SHOWN_BYTES)]).into_owned()
 }
 
 #[cfg(test)]
@@ -306,6 +327,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("writer 0: sequence 1"), "{text}");
-        assert!(text.contains("payload x1 is in the log twice"), "{text}");
+    }
+
+    #[test]
+    fn a_load_payload_twice_is_reported_and_another_generators_are_not() {
+        let bench = "x".repeat(100);
+        let log = vec![
+            entry(1, 1, "t-w0-0"),
+            entry(2, 1, &bench),
+            entry(3, 1, &bench),
+            entry(4, 1, "t-w0-1"),
+            entry(5, 1, "t-w0-1"),
+        ];
+        let acks = [ack(0, 0, 1, 1, "t-w0-0")];
+        let text = check_logs(&logs(log.clone(), log), &acks).join("\n");
+        assert!(
+            text.contains("payload t-w0-1 (6 bytes) is in the log twice, at 4 and 5"),
+            "{text}"
+        );
+        assert!(!text.contains("xxx"), "{text}");
     }
 }

@@ -60,6 +60,24 @@ pub enum Error {
         /// Its stderr or the spawn error.
         reason: String,
     },
+    /// A `kubectl` command failed or printed something unusable.
+    #[error("`{command}` failed: {reason}")]
+    Kube {
+        /// The command line (or the variable) involved.
+        command: String,
+        /// Its stderr, the exit status or what was wrong with its output.
+        reason: String,
+    },
+    /// A condition was not reached in time; what was last seen instead.
+    #[error("timed out after {waited_ms} ms waiting for {what}; last seen: {last_seen}")]
+    Waited {
+        /// What was waited for.
+        what: String,
+        /// How long it was waited for.
+        waited_ms: u128,
+        /// The last observation that did not satisfy the condition.
+        last_seen: String,
+    },
 }
 
 /// Debug shows the message: tests `expect()` these, and a failing scenario

@@ -156,6 +156,21 @@ impl Client {
         Ok(self.get(&url)?.0 == 200)
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    ///
+    /// # Errors
+    /// A transport failure or a status other than `200`.
+    pub fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.base);
+        match self.get(&url)? {
+            (200, body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            (status, body) => Err(Error::Http {
+                url,
+                reason: format!("{status} {}", lossy(&body)),
+            }),
+        }
+    }
+
     /// `POST /v1/entries` with `payload`, following up to [`REDIRECTS_MAX`]
     /// `307`s to the leader.
     pub fn append(&self, payload: &[u8]) -> AppendOutcome {

@@ -12,7 +12,8 @@
 //! [`http`] speaks the HTTP API, [`load`] writes continuously and records every
 //! acknowledgement, [`monitor`] watches `/status` for split brain, [`check`]
 //! compares the acknowledgements with every member's log, and [`netns`] builds
-//! the namespaces, the bridge and the faults.
+//! the namespaces, the bridge and the faults. [`kube`] wraps `kubectl` for the
+//! Kubernetes suite (`tests/kubernetes.rs`, run by `e2e/kubernetes/run.sh`).
 
 #![deny(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod check;
 pub mod cluster;
 pub mod error;
 pub mod http;
+pub mod kube;
 pub mod load;
 pub mod monitor;
 pub mod netns;

@@ -59,6 +59,8 @@ pub struct LoadConfig {
     /// Time limit of one append; the write then counts as failed (it may
     /// still be committed later, it is just not acknowledged).
     pub append_timeout: Duration,
+    /// Each payload padded to this many bytes (0: just its unique label).
+    pub payload_bytes: usize,
 }
 
 impl LoadConfig {
@@ -71,7 +73,14 @@ impl LoadConfig {
             namespace: None,
             pause: Duration::ZERO,
             append_timeout: APPEND_TIMEOUT,
+            payload_bytes: 0,
         }
+    }
+
+    /// The same, each payload padded to `bytes` (large entries).
+    pub fn with_payload_bytes(mut self, bytes: usize) -> Self {
+        self.payload_bytes = bytes;
+        self
     }
 
     /// The same, giving up on each append after `timeout`.
@@ -216,7 +225,10 @@ fn write_loop(
     let mut target = writer % clients.len();
     let mut sequence = 0_u64;
     while !stop.load(Ordering::SeqCst) && started.elapsed() < LOAD_DURATION_MAX {
-        let payload = format!("{}-w{writer}-{sequence}", config.label).into_bytes();
+        let mut payload = format!("{}-w{writer}-{sequence}", config.label).into_bytes();
+        // Padding that differs per payload, so a mixed-up body is caught.
+        let fill = (payload.len()..config.payload_bytes).map(|at| (at as u64 ^ sequence) as u8);
+        payload.extend(fill);
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         match clients[target].append(&payload) {
             AppendOutcome::Acknowledged {

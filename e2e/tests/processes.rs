@@ -263,6 +263,79 @@ fn leadership_transfers_under_load() {
 /// Figures, not a pass/fail on time: failover (SIGKILL of the leader to the
 /// first acknowledged append in a newer term) over 20 kills, and leadership
 /// transfer (request to first acknowledged append on the new leader) over 10.
+/// Entries appended while a follower is frozen: several times the default
+/// `--ready-max-lag` (1000).
+const FROZEN_APPENDS: usize = 4_000;
+const FROZEN_ENTRY_BYTES: usize = 8 * 1024;
+
+#[test]
+fn a_thawed_follower_is_not_ready_until_it_caught_up() {
+    let _serial = serial();
+    let mut cluster = start();
+    let (leader, _) = cluster
+        .wait_for_leader(FIRST_LEADER_WAIT)
+        .expect("first leader");
+    let follower = a_follower(&cluster, leader);
+    wait_until("the follower to be ready", PROGRESS_WAIT, || {
+        cluster
+            .with_client(follower, PROGRESS_WAIT, |client| client.ready())
+            .ok()
+            .filter(|ready| *ready)
+    })
+    .expect("ready before the freeze");
+    cluster.pause(follower).expect("SIGSTOP the follower");
+    let leader_http = cluster.member(leader).http_address;
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let client = dledger_e2e::http::Client::new(leader_http, PROGRESS_WAIT);
+                let payload = vec![b'f'; FROZEN_ENTRY_BYTES];
+                for _ in 0..FROZEN_APPENDS / 4 {
+                    let outcome = client.append(&payload);
+                    assert!(
+                        matches!(
+                            outcome,
+                            dledger_e2e::http::AppendOutcome::Acknowledged { .. }
+                        ),
+                        "append while the follower is frozen: {outcome:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let leader_commit = cluster.status(leader).expect("leader status").commit_index;
+    cluster.resume(follower).expect("SIGCONT the follower");
+    let ready_at_once = cluster
+        .with_client(follower, PROGRESS_WAIT, |client| client.ready())
+        .expect("readyz right after the thaw");
+    let thawed = cluster.status(follower).expect("follower status");
+    eprintln!(
+        "e2e: thawed follower: lastIndex {} commitIndex {}, leader's commit {leader_commit}, ready {ready_at_once}",
+        thawed.last_index, thawed.commit_index
+    );
+    assert!(
+        !ready_at_once,
+        "ready at once although {FROZEN_APPENDS} entries behind"
+    );
+    let caught_up = wait_until("the thawed follower to be ready", PROGRESS_WAIT, || {
+        let ready = cluster
+            .with_client(follower, PROGRESS_WAIT, |client| client.ready())
+            .ok()?;
+        let status = cluster.status(follower).ok()?;
+        // Sampled after the readyz answer: lastIndex only grows.
+        ready.then_some(status.last_index)
+    })
+    .expect("caught up after the thaw");
+    assert!(
+        caught_up + 1000 >= leader_commit,
+        "ready at lastIndex {caught_up}, more than the bound behind the leader's commit {leader_commit}"
+    );
+    cluster.check_alive().expect("no replica died");
+}
+
 #[test]
 #[ignore = "measures and prints figures; run with --ignored --nocapture"]
 fn failover_figures() {

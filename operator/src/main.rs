@@ -31,6 +31,12 @@ enum Command {
         /// The namespace the operator runs in.
         #[arg(long, default_value = "dledger-system")]
         namespace: String,
+        /// Print only the ClusterRole's rules (a YAML list, for the Helm chart).
+        #[arg(long, conflicts_with = "lease_rules_only")]
+        rules_only: bool,
+        /// Print only the leader-election Role's rules (a YAML list).
+        #[arg(long)]
+        lease_rules_only: bool,
     },
 }
 
@@ -70,7 +76,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print(crd::crd_yaml()),
-        Command::Rbac { namespace } => print(rbac::manifests_yaml(&namespace)),
+        Command::Rbac {
+            rules_only: true, ..
+        } => print(rbac::cluster_rules_yaml()),
+        Command::Rbac {
+            lease_rules_only: true,
+            ..
+        } => print(rbac::namespace_rules_yaml()),
+        Command::Rbac { namespace, .. } => print(rbac::manifests_yaml(&namespace)),
         Command::Run(args) => run(args),
     }
 }

@@ -98,6 +98,16 @@ fn meta(namespace: Option<&str>) -> ObjectMeta {
     }
 }
 
+/// Only the ClusterRole's rules, as a YAML list (the Helm chart embeds them).
+pub fn cluster_rules_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&rules(CLUSTER_RIGHTS))
+}
+
+/// Only the leader-election Role's rules, as a YAML list.
+pub fn namespace_rules_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&rules(NAMESPACE_RIGHTS))
+}
+
 /// The ServiceAccount, ClusterRole, Role and bindings for an operator
 /// running in `namespace`, as one multi-document YAML.
 pub fn manifests_yaml(namespace: &str) -> Result<String, serde_yaml::Error> {
@@ -202,6 +212,17 @@ mod tests {
             committed == generated,
             "operator/deploy/rbac.yaml drifted: run `cargo run -p dledger-operator -- rbac > operator/deploy/rbac.yaml`"
         );
+    }
+
+    #[test]
+    fn the_rules_alone_are_the_manifests_rules() {
+        let rules: Vec<serde_yaml::Value> =
+            serde_yaml::from_str(&cluster_rules_yaml().unwrap()).unwrap();
+        assert_eq!(rules.len(), CLUSTER_RIGHTS.len());
+        assert_eq!(rules[0]["apiGroups"][0].as_str(), Some("dledger.io"));
+        let lease: Vec<serde_yaml::Value> =
+            serde_yaml::from_str(&namespace_rules_yaml().unwrap()).unwrap();
+        assert_eq!(lease[0]["resources"][0].as_str(), Some("leases"));
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub struct Status {
     pub commit_index: u64,
     /// The followers' progress, filled on the leader only.
     pub peers: Vec<PeerStatus>,
+    /// The leader's commit index as the leader last told this member (its
+    /// own on the leader); `null` until a leader spoke.
+    #[serde(default)]
+    pub leader_commit_index: Option<u64>,
+    /// How many entries this member's disk is behind the leader's commit:
+    /// `leaderCommitIndex - lastIndex`, 0 when not behind or unknown.
+    #[serde(default)]
+    pub lag: u64,
 }
 
 impl Status {
@@ -162,13 +170,16 @@ mod tests {
                 lag: 0,
                 last_contact_ms: 12,
             }],
+            leader_commit_index: Some(10523),
+            lag: 0,
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({
             "group": "orders", "id": "orders-1", "version": "0.1.0",
             "role": "leader", "term": 7, "leaderId": "orders-1",
             "firstIndex": 1, "lastIndex": 10523, "lastTerm": 7, "commitIndex": 10523,
-            "peers": [{"id": "orders-0", "matchIndex": 10523, "lag": 0, "lastContactMs": 12}]
+            "peers": [{"id": "orders-0", "matchIndex": 10523, "lag": 0, "lastContactMs": 12}],
+            "leaderCommitIndex": 10523, "lag": 0
         });
         assert_eq!(json, expected);
     }
@@ -187,9 +198,23 @@ mod tests {
             last_term: 0,
             commit_index: 0,
             peers: vec![],
+            leader_commit_index: None,
+            lag: 0,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert!(json["leaderId"].is_null());
+        assert!(json["leaderCommitIndex"].is_null());
         assert_eq!(json["role"], "candidate");
+    }
+
+    #[test]
+    fn status_without_the_newer_fields_still_parses() {
+        let json = serde_json::json!({
+            "group": "g", "id": "a", "version": "0", "role": "follower", "term": 1,
+            "leaderId": null, "firstIndex": 1, "lastIndex": 0, "lastTerm": 0,
+            "commitIndex": 0, "peers": []
+        });
+        let status: Status = serde_json::from_value(json).unwrap();
+        assert_eq!((status.leader_commit_index, status.lag), (None, 0));
     }
 }

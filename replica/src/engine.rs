@@ -39,10 +39,17 @@ pub enum AppendError {
         /// The limit.
         max_bytes: usize,
     },
-    /// Too many appends are waiting; retry shortly.
-    #[error("overloaded: {reason}")]
+    /// Too many appends are waiting; nothing was appended, retry shortly.
+    #[error("overloaded: {reason}; retry shortly")]
     Overloaded {
         /// What limit was hit.
+        reason: String,
+    },
+    /// This member's disk is full: nothing was appended. Reads go on; writes
+    /// resume by themselves once space is freed.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// What is full.
         reason: String,
     },
     /// The entry was accepted but leadership was lost before it committed:
@@ -70,6 +77,7 @@ impl AppendError {
             AppendError::Transferring => "transferring",
             AppendError::TooLarge { .. } => "too_large",
             AppendError::Overloaded { .. } => "overloaded",
+            AppendError::DiskFull { .. } => "disk_full",
             AppendError::Unknown { .. } => "outcome_unknown",
             AppendError::Unavailable { .. } => "unavailable",
         }
@@ -159,8 +167,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Appends one entry; resolves once it is committed (on a majority's disk).
     fn append(&self, payload: Bytes) -> impl Future<Output = Result<Appended, AppendError>> + Send;
 
-    /// A committed entry.
-    fn entry(&self, index: u64) -> Result<Entry, ReadError>;
+    /// A committed entry. The disk is read off the caller's thread (the
+    /// network thread must stay free for peer messages).
+    fn entry(&self, index: u64) -> impl Future<Output = Result<Entry, ReadError>> + Send;
 
     /// A linearizable read point (ReadIndex, on the leader only): resolves
     /// with an index that covers every append acknowledged before the call,

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,18 +27,67 @@ pub const DEFAULT_RANGE_BYTES: usize = 1 << 20;
 /// See [`DEFAULT_RANGE_BYTES`].
 pub const MAX_RANGE_BYTES: usize = 16 << 20;
 
+/// Client and admin requests served at once at most; more are answered
+/// "busy, retry" (the probes and `/status` are never limited, so load does
+/// not make Kubernetes restart a member).
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 512;
+
+/// Longest a client or admin request may take: a long poll's wait plus an
+/// append's commit timeout, with room to spare.
+pub const MAX_REQUEST_MS: u64 = MAX_WAIT_MS + 20_000;
+
 /// The router serving the whole API for `engine`.
 pub fn router<E: Engine>(engine: Arc<E>) -> Router {
+    router_with_limits(engine, MAX_REQUESTS_IN_FLIGHT, MAX_REQUEST_MS)
+}
+
+/// [`router`] with other request limits (for tests).
+pub fn router_with_limits<E: Engine>(
+    engine: Arc<E>,
+    max_requests_in_flight: usize,
+    max_request_ms: u64,
+) -> Router {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
+    let limited = Router::new()
+        .route("/admin/transfer-leadership", post(transfer::<E>))
+        .route("/v1/entries", post(append::<E>).get(range::<E>))
+        .route("/v1/entries/{index}", get(entry::<E>))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            bounded(in_flight.clone(), max_request_ms, request, next)
+        }));
     Router::new()
         .route("/status", get(status::<E>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<E>))
         .route("/metrics", get(metrics::<E>))
-        .route("/admin/transfer-leadership", post(transfer::<E>))
-        .route("/v1/entries", post(append::<E>).get(range::<E>))
-        .route("/v1/entries/{index}", get(entry::<E>))
+        .merge(limited)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
+}
+
+/// Runs a request within the limits: a free slot or "busy, retry", and an
+/// answer within `max_request_ms` or a timeout.
+async fn bounded(
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_request_ms: u64,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = in_flight.try_acquire() else {
+        return append_error(AppendError::Overloaded {
+            reason: "too many requests in flight".into(),
+        });
+    };
+    let limit = std::time::Duration::from_millis(max_request_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no answer within {max_request_ms} ms; a write may still commit"),
+        ),
+    }
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -54,6 +104,23 @@ async fn not_found() -> Response {
         "not_found",
         "no such path; see /status, /v1/entries, /admin/transfer-leadership",
     )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// The query of a request, or why it is unreadable (answered as a 400).
+fn query_or_reason(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, String> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| format!("unreadable query string: {}", rejection.body_text()))
 }
 
 async fn status<E: Engine>(State(engine): State<Arc<E>>) -> Response {
@@ -108,6 +175,9 @@ async fn append<E: Engine>(State(engine): State<Arc<E>>, body: Body) -> Response
     }
 }
 
+/// Seconds a busy client is told to wait before retrying.
+const RETRY_AFTER_S: &str = "1";
+
 fn append_error(err: AppendError) -> Response {
     let code = err.code();
     let reason = err.to_string();
@@ -123,10 +193,18 @@ fn append_error(err: AppendError) -> Response {
             }
             response
         }
+        // Busy: nothing was appended; the client backs off and retries.
+        AppendError::Overloaded { .. } => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, reason);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+            response
+        }
+        AppendError::DiskFull { .. } => error(StatusCode::INSUFFICIENT_STORAGE, code, reason),
         AppendError::NotLeader { .. }
         | AppendError::NoLeader { .. }
         | AppendError::Transferring
-        | AppendError::Overloaded { .. }
         | AppendError::Unavailable { .. } => error(StatusCode::SERVICE_UNAVAILABLE, code, reason),
         AppendError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, code, reason),
         // 504: the request was taken but its fate is not known, like a
@@ -147,18 +225,30 @@ fn read_error(err: ReadError) -> Response {
     }
 }
 
-async fn entry<E: Engine>(State(engine): State<Arc<E>>, Path(index): Path<String>) -> Response {
-    let index = match index.parse::<u64>() {
-        Ok(index) if index > 0 => index,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("index must be a positive integer, got {index:?}"),
-            )
-        }
+/// Parses an entry index the way both `/v1/entries/{index}` and `?from=`
+/// take it: indexes start at 1, so 0 is refused by both alike.
+fn parse_index(name: &str, text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(index) if index > 0 => Ok(index),
+        _ => Err(format!(
+            "{name} must be a positive integer (the first index is 1), got {text:?}"
+        )),
+    }
+}
+
+async fn entry<E: Engine>(
+    State(engine): State<Arc<E>>,
+    index: Result<Path<String>, PathRejection>,
+) -> Response {
+    let index = match index {
+        Ok(Path(index)) => parse_index("index", &index),
+        Err(rejection) => Err(format!("unreadable index: {}", rejection.body_text())),
     };
-    match engine.entry(index) {
+    let index = match index {
+        Ok(index) => index,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
+    };
+    match engine.entry(index).await {
         Ok(entry) => {
             let mut response = (
                 [(
@@ -194,31 +284,66 @@ fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>,
     }
 }
 
-/// `from`, `max_bytes` and `wait_ms` of the range read, defaulted and bounded.
-fn range_query(query: &HashMap<String, String>) -> Result<(u64, usize, u64), String> {
-    let from = query_u64(query, "from")?.unwrap_or(1).max(1);
+/// Parses an optional boolean query parameter: only `true` and `false`, so
+/// a typo never silently picks the weaker behaviour.
+fn query_bool(query: &HashMap<String, String>, name: &str) -> Result<bool, String> {
+    match query.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(text) => Err(format!(
+            "query parameter {name} must be true or false, got {text:?}"
+        )),
+    }
+}
+
+/// What the range read was asked for, defaulted and bounded.
+struct RangeQuery {
+    from: u64,
+    max_bytes: usize,
+    wait_ms: u64,
+    linearizable: bool,
+}
+
+/// Parses the range read's query, refusing what it cannot honour exactly.
+fn range_query(query: &HashMap<String, String>) -> Result<RangeQuery, String> {
+    let from = match query.get("from") {
+        None => 1,
+        Some(text) => parse_index("query parameter from", text)?,
+    };
     let max_bytes = query_u64(query, "max_bytes")?
         .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
         .unwrap_or(DEFAULT_RANGE_BYTES)
         .clamp(1, MAX_RANGE_BYTES);
     let wait_ms = query_u64(query, "wait_ms")?.unwrap_or(0).min(MAX_WAIT_MS);
-    Ok((from, max_bytes, wait_ms))
+    let linearizable = query_bool(query, "linearizable")?;
+    Ok(RangeQuery {
+        from,
+        max_bytes,
+        wait_ms,
+        linearizable,
+    })
 }
 
 async fn range<E: Engine>(
     State(engine): State<Arc<E>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let (from, max_bytes, wait_ms) = match range_query(&query) {
+    let query = match query_or_reason(query) {
+        Ok(query) => query,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
+    };
+    let RangeQuery {
+        from,
+        max_bytes,
+        wait_ms,
+        linearizable,
+    } = match range_query(&query) {
         Ok(parsed) => parsed,
         Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
     };
     // `linearizable=true`: first confirm leadership with a quorum (ReadIndex),
     // so the answer holds every append acknowledged before the request.
-    if query
-        .get("linearizable")
-        .is_some_and(|value| value == "true")
-    {
+    if linearizable {
         if let Err(err) = engine.read_index().await {
             let mut response = append_error(err);
             if let Some(location) = response.headers_mut().get_mut(header::LOCATION) {
@@ -269,8 +394,12 @@ fn query_string(query: &HashMap<String, String>) -> String {
 
 async fn transfer<E: Engine>(
     State(engine): State<Arc<E>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let query = match query_or_reason(query) {
+        Ok(query) => query,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
+    };
     let to = query.get("to").filter(|to| !to.is_empty()).cloned();
     match engine.transfer_leadership(to).await {
         Ok(transferred) => Json(transferred).into_response(),
@@ -336,6 +465,8 @@ mod tests {
                 last_term: 1,
                 commit_index: last_index,
                 peers: vec![],
+                leader_commit_index: Some(last_index),
+                lag: 0,
             }
         }
         fn readiness(&self) -> Result<(), String> {
@@ -363,7 +494,7 @@ mod tests {
             log.push(Entry::normal(index, 1, payload));
             Ok(Appended { index, term: 1 })
         }
-        fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+        async fn entry(&self, index: u64) -> Result<Entry, ReadError> {
             if index < self.first_index {
                 return Err(ReadError::Compacted {
                     index,
@@ -392,13 +523,20 @@ mod tests {
             &self,
             from: u64,
             _max_bytes: usize,
-            _wait_ms: u64,
+            wait_ms: u64,
         ) -> Result<CommittedRange, ReadError> {
-            let log = self.log.lock().unwrap();
-            let entries = log.iter().filter(|e| e.index >= from).cloned().collect();
+            let (entries, commit_index): (Vec<Entry>, u64) = {
+                let log = self.log.lock().unwrap();
+                let entries = log.iter().filter(|e| e.index >= from).cloned().collect();
+                (entries, log.len() as u64)
+            };
+            if entries.is_empty() {
+                // Nothing commits in this fake: a long poll waits it out.
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            }
             Ok(CommittedRange {
                 entries,
-                commit_index: log.len() as u64,
+                commit_index,
             })
         }
         async fn transfer_leadership(
@@ -532,6 +670,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn from_zero_and_entry_zero_are_refused_alike() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/entries?from=0", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let from_reason = json(&body)["reason"].as_str().unwrap().to_string();
+        let (status, _, body) = call(engine, "GET", "/v1/entries/0", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let entry_reason = json(&body)["reason"].as_str().unwrap().to_string();
+        for reason in [&from_reason, &entry_reason] {
+            assert!(reason.contains("the first index is 1"), "{reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn linearizable_takes_only_true_or_false() {
+        let engine = FakeEngine::leader();
+        for bad in ["yes", "1", "TRUE", "", "True"] {
+            let uri = format!("/v1/entries?from=1&linearizable={bad}");
+            let (status, _, body) = call(engine.clone(), "GET", &uri, b"").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let body = json(&body);
+            assert_eq!(body["error"], "bad_request");
+            assert!(body["reason"].as_str().unwrap().contains("linearizable"));
+        }
+        for good in ["true", "false"] {
+            let uri = format!("/v1/entries?from=1&linearizable={good}");
+            let (status, _, _) = call(engine.clone(), "GET", &uri, b"").await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_error_has_a_json_body() {
+        let engine = FakeEngine::leader();
+        let cases = [
+            ("DELETE", "/v1/entries", StatusCode::METHOD_NOT_ALLOWED),
+            ("PUT", "/status", StatusCode::METHOD_NOT_ALLOWED),
+            (
+                "GET",
+                "/admin/transfer-leadership",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ("POST", "/v1/entries/1", StatusCode::METHOD_NOT_ALLOWED),
+            ("GET", "/v1/entries?from=%FF", StatusCode::BAD_REQUEST),
+            ("GET", "/v1/entries/%FF", StatusCode::BAD_REQUEST),
+            ("GET", "/nope", StatusCode::NOT_FOUND),
+        ];
+        for (method, uri, expected) in cases {
+            let (status, headers, body) = call(engine.clone(), method, uri, b"").await;
+            assert_eq!(status, expected, "{method} {uri}");
+            assert_eq!(
+                headers["content-type"], "application/json",
+                "{method} {uri}"
+            );
+            let body = json(&body);
+            assert!(body["error"].is_string(), "{method} {uri}: {body}");
+            assert!(body["reason"].is_string(), "{method} {uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
     async fn unknown_paths_get_a_json_404_and_status_follows_the_contract() {
         let engine = FakeEngine::leader();
         let (status, _, body) = call(engine.clone(), "GET", "/nope/../etc", b"").await;
@@ -564,5 +763,53 @@ mod tests {
         let (status, _, body) = call(engine, "POST", "/admin/transfer-leadership?to=a", b"").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(json(&body)["error"], "bad_target");
+    }
+
+    #[test]
+    fn busy_is_503_with_retry_after_and_disk_full_is_507() {
+        let busy = append_error(AppendError::Overloaded {
+            reason: "queue full".into(),
+        });
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            busy.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static(RETRY_AFTER_S))
+        );
+        let full = append_error(AppendError::DiskFull {
+            reason: "no space".into(),
+        });
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(full.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    async fn send_limited(
+        router: Router,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limits_are_busy_or_time_out_and_probes_never_are() {
+        let full = router_with_limits(FakeEngine::leader(), 0, 1_000);
+        let (status, headers) = send_limited(full.clone(), "GET", "/v1/entries/1").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(headers.get(header::RETRY_AFTER).is_some());
+        for probe in ["/healthz", "/readyz", "/status", "/metrics"] {
+            let (status, _) = send_limited(full.clone(), "GET", probe).await;
+            assert_eq!(status, StatusCode::OK, "{probe} was limited");
+        }
+        let slow = router_with_limits(FakeEngine::leader(), 4, 50);
+        let started = std::time::Instant::now();
+        let (status, _) = send_limited(slow, "GET", "/v1/entries?from=5&wait_ms=5000").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
     }
 }

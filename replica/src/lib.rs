@@ -15,9 +15,13 @@ pub mod cli;
 #[cfg(feature = "engine")]
 pub mod core;
 #[cfg(feature = "engine")]
+pub mod datadir;
+#[cfg(feature = "engine")]
 pub mod engine;
 #[cfg(feature = "engine")]
 pub mod entry;
+#[cfg(feature = "engine")]
+pub mod executor;
 #[cfg(feature = "engine")]
 pub mod http;
 #[cfg(feature = "engine")]

@@ -13,6 +13,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dledger-replica"))
         .args(args)
         .env_remove("DLEDGER_DATA_DIR")
+        .env_remove("DLEDGER_PEERS")
         .output()
         .expect("run dledger-replica")
 }
@@ -26,6 +27,7 @@ fn data_dir(dir: &Path) {
     let options = LogOptions {
         segment_bytes: 8192,
         read_only: false,
+        start_writeback: false,
     };
     let log = Log::open(&dir.join("log"), options).expect("open");
     let entries: Vec<Entry> = (1..=300)
@@ -79,8 +81,43 @@ fn verify_accepts_a_good_log() {
         "{text}"
     );
     assert!(text.contains("index ok"), "{text}");
-    assert!(text.contains("hard state: term 4  vote 2"), "{text}");
+    assert!(
+        text.contains("hard state: term 4  vote #2 (give --peers"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("ok"), "{text}");
+}
+
+#[test]
+fn verify_names_the_vote_from_the_member_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    data_dir(dir.path());
+    let vote = dledger_replica::server::members::node_id_of("node-1");
+    MetaStore::open(&dir.path().join("meta"))
+        .expect("meta")
+        .save(HardState {
+            term: 5,
+            vote: Some(vote),
+        })
+        .expect("save");
+    let data = dir.path().to_str().expect("utf-8");
+    let peers = "node-0=127.0.0.1:1,node-1=127.0.0.1:2,node-2=127.0.0.1:3";
+    let output = run(&["log", "verify", "--data-dir", data, "--peers", peers]);
+    let text = stdout(&output);
+    assert!(text.contains("hard state: term 5  vote node-1\n"), "{text}");
+    let output = run(&[
+        "log",
+        "verify",
+        "--data-dir",
+        data,
+        "--peers",
+        "node-0,node-2",
+    ]);
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("vote #{vote} (none of --peers)")),
+        "{text}"
+    );
 }
 
 #[test]

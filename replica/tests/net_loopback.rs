@@ -144,6 +144,7 @@ fn spawn_responder(
                     let _ = peer_tx.send((from, message));
                 }
                 Inbound::Client(call) => log.answer(call),
+                Inbound::PeerClosed { .. } => {}
             }
         }
     });
@@ -313,7 +314,7 @@ async fn pipelined_requests_answered_out_of_order_are_matched_by_id() {
         while calls.len() < COUNT {
             match inbound.recv().await {
                 Some(Inbound::Client(call)) => calls.push(call),
-                Some(Inbound::Peer { .. }) => {}
+                Some(Inbound::Peer { .. } | Inbound::PeerClosed { .. }) => {}
                 None => return,
             }
         }
@@ -695,4 +696,32 @@ async fn a_link_never_delivers_to_another_member_behind_the_address() {
         "{last_error}"
     );
     assert_eq!(listener.stats().peer_messages, 0);
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_at_once() {
+    let config = ListenerConfig {
+        max_connections: 2,
+        ..listener_config()
+    };
+    let (listener, _inbound) = Listener::bind::<PeerMessage>("127.0.0.1:0", config)
+        .await
+        .expect("bind");
+    let addr = listener.local_addr();
+    let _first = TcpStream::connect(addr).await.expect("connect");
+    let _second = TcpStream::connect(addr).await.expect("connect");
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut third, &mut byte),
+    )
+    .await
+    .expect("closed within the handshake timeout");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the third connection was served"
+    );
+    assert_eq!(listener.stats().connections_refused, 1);
+    assert_eq!(listener.stats().connections_accepted, 2);
 }

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dledger_replica::entry::{Entry, EntryKind, Index, Term};
@@ -20,6 +21,7 @@ fn options() -> LogOptions {
     LogOptions {
         segment_bytes: SMALL_SEGMENT_BYTES,
         read_only: false,
+        start_writeback: false,
     }
 }
 
@@ -634,7 +636,7 @@ fn a_bad_request_fails_alone_and_callbacks_report() {
 }
 
 #[test]
-fn group_commit_reports_a_full_disk_and_an_fsync_failure() {
+fn group_commit_waits_out_a_full_disk_and_reports_an_fsync_failure() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (log, vfs) = faulty_log(dir.path());
     let group = GroupCommit::start(Arc::new(log), GroupCommitOptions::default()).expect("start");
@@ -642,16 +644,53 @@ fn group_commit_reports_a_full_disk_and_an_fsync_failure() {
         .append_payloads_durable(1, vec![Bytes::from_static(b"a")])
         .expect("append");
     vfs.set_space_left(10);
-    let error = group
-        .append_payloads_durable(1, vec![Bytes::from(vec![0u8; 100])])
-        .expect_err("full");
-    assert!(matches!(error, StoreError::NoSpace { .. }), "{error}");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    group
+        .submit_payloads(
+            1,
+            vec![Bytes::from(vec![7u8; 100])],
+            Box::new(move |result| drop(sender.send(result))),
+        )
+        .expect("submit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !group.is_disk_full() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "disk full never reported"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a write that does not fit waits for space instead of failing"
+    );
+    assert!(!group.log().is_failed());
+    assert_eq!(
+        group
+            .log()
+            .entries(1, 10, u64::MAX)
+            .expect("reads go on")
+            .len(),
+        1
+    );
     vfs.set_space_left(u64::MAX);
+    let written = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("completed once space was freed")
+        .expect("written");
+    assert_eq!(written, 2..=2);
+    assert!(!group.is_disk_full());
+    assert_eq!(
+        group.log().entries(2, 1, u64::MAX).expect("entry")[0]
+            .payload
+            .len(),
+        100
+    );
     assert_eq!(
         group
             .append_payloads_durable(1, vec![Bytes::from_static(b"b")])
             .expect("append"),
-        2..=2
+        3..=3
     );
     vfs.fail_next_sync();
     let error = group
@@ -737,4 +776,25 @@ fn a_panicking_callback_does_not_stop_the_flusher() {
         .append_payloads_durable(1, vec![Bytes::from_static(b"b")])
         .expect("append");
     assert_eq!(range, 2..=2);
+}
+
+#[test]
+fn early_writeback_changes_nothing_that_is_read_or_reopened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = LogOptions {
+        start_writeback: true,
+        ..options()
+    };
+    let log = Log::open(dir.path(), options).expect("open");
+    let batch: Vec<Entry> = (1..=50).map(|i| entry(i, 1, 300)).collect();
+    log.append(&batch)
+        .expect("append across segments with writeback started");
+    assert!(
+        segment_files(dir.path()).len() > 1,
+        "the batch rolled segments"
+    );
+    assert_eq!(log.entries(1, 100, u64::MAX).expect("read").len(), 50);
+    log.sync().expect("sync");
+    drop(log);
+    assert_eq!(open(dir.path()).last_index().expect("last"), 50);
 }

@@ -516,6 +516,8 @@ mod tests {
             last_term: term,
             commit_index,
             peers: vec![],
+            leader_commit_index: None,
+            lag: 0,
         }
     }
 

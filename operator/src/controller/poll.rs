@@ -69,6 +69,8 @@ mod tests {
             last_term: 3,
             commit_index: 10,
             peers: vec![],
+            leader_commit_index: None,
+            lag: 0,
         })
         .unwrap()
     }

@@ -34,9 +34,12 @@ pub struct Target {
 /// Where the group's members serve HTTP.
 #[derive(Clone, Debug, Args)]
 pub struct HttpTarget {
-    /// Members' HTTP addresses, `host:port,...`.
+    /// Members' HTTP addresses, `host:port,...` (the HTTP ports, not the
+    /// binary protocol ones the other subcommands take). `--http` is the
+    /// old name of this flag.
     #[arg(
-        long = "http",
+        long = "servers",
+        alias = "http",
         env = "DLEDGER_HTTP",
         value_delimiter = ',',
         default_value = "127.0.0.1:18080,127.0.0.1:18081,127.0.0.1:18082"
@@ -46,7 +49,8 @@ pub struct HttpTarget {
 
 /// Append entries: each argument is one entry; without arguments, each
 /// line of standard input is one entry. Prints each entry's index and term
-/// once committed.
+/// once committed. An empty argument (`''`) or line is appended as an empty
+/// entry: a legitimate entry, shown by `get` and `read` as `(empty entry)`.
 #[derive(Clone, Debug, Args)]
 pub struct AppendArgs {
     /// Where to send them.
@@ -56,7 +60,9 @@ pub struct AppendArgs {
     pub entries: Vec<String>,
 }
 
-/// Print a committed entry: `index<TAB>term<TAB>payload`.
+/// Print a committed entry: `index<TAB>term<TAB>payload`. A leader's no-op
+/// (the first entry of each term) shows as `(no-op)`, an empty entry a
+/// client wrote as `(empty entry)`.
 #[derive(Clone, Debug, Args)]
 pub struct GetArgs {
     /// Where to read.
@@ -85,6 +91,10 @@ pub struct ReadArgs {
     /// Stop after this many entries (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// Write only the payloads' bytes, as they are, one after the other
+    /// (no index, term or separator; no-ops add nothing): for binary data.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Show every member's role, term and indexes.
@@ -126,10 +136,115 @@ fn finish(command: &str, result: Result<(), String>) -> ExitCode {
     }
 }
 
+/// How long one member may take to accept a TCP connection before it
+/// counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// After this long, a wait for the group tells the user what it waits for.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a connection may take before the members are probed: a running
+/// group answers well within it, so probes (which a member logs as a
+/// handshake cut short) are only made when something is wrong.
+const PROBE_AFTER: Duration = Duration::from_millis(300);
+
+/// Connects to the group. When no member even accepts a TCP connection
+/// this fails at once; when some do (a group electing a leader), the
+/// client's retries run, with a progress line past one second.
 async fn connect(target: &Target) -> Result<Client, String> {
-    Client::connect(target.servers.clone(), target.group.clone())
+    let listing = target.servers.join(", ");
+    let connecting = Client::connect(target.servers.clone(), target.group.clone());
+    tokio::pin!(connecting);
+    tokio::select! {
+        connected = &mut connecting => {
+            return connected.map_err(|err| format!("connecting to {listing}: {err}"));
+        }
+        () = tokio::time::sleep(PROBE_AFTER) => {}
+    }
+    let probes = target.servers.iter().map(|address| async move {
+        match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(format!("{address}: {err}")),
+            Err(_) => Err(format!(
+                "{address}: no answer in {} ms",
+                PROBE_TIMEOUT.as_millis()
+            )),
+        }
+    });
+    let results = futures_util::future::join_all(probes).await;
+    if results.iter().all(Result::is_err) {
+        let reasons: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        return Err(format!(
+            "no member reachable at {listing} ({}); is the group running? \
+             (`dledger-replica local-cluster` starts one on loopback)",
+            reasons.join("; ")
+        ));
+    }
+    with_progress(&format!("a leader among {listing}"), connecting)
         .await
-        .map_err(|err| format!("connecting to {}: {err}", target.servers.join(",")))
+        .map_err(|err| format!("connecting to {listing}: {err}"))
+}
+
+/// Awaits `work`, printing to standard error what it waits for once it
+/// takes longer than [`PROGRESS_AFTER`], and again every few seconds.
+async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    tokio::pin!(work);
+    let mut next = PROGRESS_AFTER;
+    loop {
+        tokio::select! {
+            done = &mut work => {
+                if started.elapsed() >= PROGRESS_AFTER {
+                    eprintln!("... done after {:.1} s", started.elapsed().as_secs_f64());
+                }
+                return done;
+            }
+            () = tokio::time::sleep(next.saturating_sub(started.elapsed())) => {
+                eprintln!("waiting for {what} ({} s) ...", started.elapsed().as_secs());
+                next += Duration::from_secs(3);
+            }
+        }
+    }
+}
+
+/// A write that failed because the reader went away (`| head`) ends the
+/// command quietly; any other write error is reported.
+fn written(result: std::io::Result<()>) -> Result<bool, String> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(format!("writing: {err}")),
+    }
+}
+
+/// What an entry is, as far as a client can see: the binary protocol does
+/// not carry the kind, but a leader's no-op is always the first entry of
+/// its term, and nothing else is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    Payload,
+    NoOp,
+    Empty,
+}
+
+fn shown(entry: &ClientEntry, previous_term: Option<u64>) -> Shown {
+    if !entry.payload.is_empty() {
+        return Shown::Payload;
+    }
+    let first_of_term = entry.index == 1 || previous_term.is_some_and(|term| term < entry.term);
+    if first_of_term {
+        Shown::NoOp
+    } else {
+        Shown::Empty
+    }
+}
+
+/// The term of the entry before `index`, when it can still be read.
+async fn term_before(client: &Client, index: u64) -> Option<u64> {
+    if index <= 1 {
+        return None;
+    }
+    client.get(index - 1).await.ok().map(|entry| entry.term)
 }
 
 /// Runs `append`.
@@ -143,12 +258,15 @@ pub fn append(args: AppendArgs) -> ExitCode {
                     entries.push(line.map_err(|err| format!("reading standard input: {err}"))?);
                 }
             }
+            let mut out = std::io::stdout().lock();
             for entry in entries {
-                let (index, term) = client
-                    .append(Bytes::from(entry))
-                    .await
-                    .map_err(|err| err.to_string())?;
-                println!("{index}\t{term}");
+                let (index, term) =
+                    with_progress("the group to commit", client.append(Bytes::from(entry)))
+                        .await
+                        .map_err(|err| err.to_string())?;
+                if !written(writeln!(out, "{index}\t{term}"))? {
+                    break;
+                }
             }
             Ok(())
         })
@@ -156,14 +274,13 @@ pub fn append(args: AppendArgs) -> ExitCode {
     finish("append", result)
 }
 
-fn print_entry(out: &mut impl Write, entry: &ClientEntry) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{}\t{}\t{}",
-        entry.index,
-        entry.term,
-        String::from_utf8_lossy(&entry.payload)
-    )
+fn print_entry(out: &mut impl Write, entry: &ClientEntry, kind: Shown) -> std::io::Result<()> {
+    let payload = match kind {
+        Shown::Payload => String::from_utf8_lossy(&entry.payload),
+        Shown::NoOp => "(no-op)".into(),
+        Shown::Empty => "(empty entry)".into(),
+    };
+    writeln!(out, "{}\t{}\t{payload}", entry.index, entry.term)
 }
 
 /// Runs `get`.
@@ -175,13 +292,24 @@ pub fn get(args: GetArgs) -> ExitCode {
                 .get(args.index)
                 .await
                 .map_err(|err| err.to_string())?;
-            let mut out = std::io::stdout().lock();
-            let written = if args.raw {
-                out.write_all(&entry.payload)
+            let kind = if entry.payload.is_empty() {
+                shown(&entry, term_before(&client, entry.index).await)
             } else {
-                print_entry(&mut out, &entry)
+                Shown::Payload
             };
-            written.map_err(|err| format!("writing: {err}"))
+            let mut out = std::io::stdout().lock();
+            if args.raw {
+                if kind == Shown::NoOp {
+                    eprintln!(
+                        "entry {} is a no-op (a leader's first entry of its term)",
+                        entry.index
+                    );
+                }
+                written(out.write_all(&entry.payload).and_then(|()| out.flush()))?;
+            } else {
+                written(print_entry(&mut out, &entry, kind).and_then(|()| out.flush()))?;
+            }
+            Ok(())
         })
     });
     finish("get", result)
@@ -193,6 +321,7 @@ pub fn read(args: ReadArgs) -> ExitCode {
         runtime.block_on(async {
             let client = connect(&args.target).await?;
             let mut next = args.from.max(1);
+            let mut previous_term = term_before(&client, next).await;
             let mut printed = 0u64;
             let wait_ms = if args.follow { 10_000 } else { 0 };
             loop {
@@ -202,12 +331,25 @@ pub fn read(args: ReadArgs) -> ExitCode {
                     .map_err(|err| err.to_string())?;
                 let mut out = std::io::stdout().lock();
                 for entry in &batch.entries {
-                    print_entry(&mut out, entry).map_err(|err| format!("writing: {err}"))?;
+                    let kind = shown(entry, previous_term);
+                    let result = if args.raw {
+                        out.write_all(&entry.payload)
+                    } else {
+                        print_entry(&mut out, entry, kind)
+                    };
+                    if !written(result)? {
+                        return Ok(());
+                    }
+                    previous_term = Some(entry.term);
                     next = entry.index + 1;
                     printed += 1;
                     if args.count > 0 && printed >= args.count {
                         return Ok(());
                     }
+                }
+                // Shown before the next long poll, not when it ends.
+                if !written(out.flush())? {
+                    return Ok(());
                 }
                 if batch.entries.is_empty() && !args.follow {
                     return Ok(());

@@ -57,6 +57,8 @@ pub struct LocalMember {
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
+    /// When its current process was started.
+    started: Option<Instant>,
 }
 
 /// A running local group; dropping it kills the members.
@@ -83,6 +85,7 @@ impl LocalCluster {
                 http_address: format!("127.0.0.1:{}", args.http_base_port + i),
                 data_dir: args.data_dir.join(format!("node-{i}")),
                 child: None,
+                started: None,
             })
             .collect();
         let flush_mode = match args.flush_mode {
@@ -113,20 +116,68 @@ impl LocalCluster {
             .append(true)
             .open(self.logs_dir.join(format!("{}.log", member.id)))?;
         let child = Command::new(&self.binary)
-            .arg("serve")
-            .args(["--group", &self.group, "--id", &member.id])
-            .args(["--peers", &self.peers, "--http-peers", &self.http_peers])
-            .arg("--data-dir")
-            .arg(&member.data_dir)
-            .args(["--listen", &member.tcp_address])
-            .args(["--http-listen", &member.http_address])
-            .args(["--flush-mode", self.flush_mode])
+            .args(self.serve_args(index))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
         self.members[index].child = Some(child);
+        self.members[index].started = Some(Instant::now());
         Ok(())
+    }
+
+    /// The arguments member `index` runs `serve` with.
+    fn serve_args(&self, index: usize) -> Vec<String> {
+        let member = &self.members[index];
+        [
+            "serve",
+            "--group",
+            &self.group,
+            "--id",
+            &member.id,
+            "--peers",
+            &self.peers,
+            "--http-peers",
+            &self.http_peers,
+            "--data-dir",
+            &member.data_dir.to_string_lossy(),
+            "--listen",
+            &member.tcp_address,
+            "--http-listen",
+            &member.http_address,
+            "--flush-mode",
+            self.flush_mode,
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect()
+    }
+
+    /// The shell command that starts member `index` by hand.
+    pub fn serve_command(&self, index: usize) -> String {
+        let mut words = vec![self.binary.to_string_lossy().into_owned()];
+        words.extend(self.serve_args(index));
+        let log = self
+            .logs_dir
+            .join(format!("{}.log", self.members[index].id));
+        format!("{} >>{} 2>&1", words.join(" "), log.display())
+    }
+
+    /// Members whose process has exited since the last call, each with how
+    /// it died; their child handles are reaped.
+    pub fn reap_exited(&mut self) -> Vec<(usize, String, Duration)> {
+        let mut exited = Vec::new();
+        for (index, member) in self.members.iter_mut().enumerate() {
+            let Some(child) = member.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                let ran = member.started.map_or(Duration::ZERO, |at| at.elapsed());
+                member.child = None;
+                exited.push((index, describe_exit(status), ran));
+            }
+        }
+        exited
     }
 
     /// Kills member `index` with SIGKILL and reaps it.
@@ -222,11 +273,64 @@ pub fn terminate(child: &Child) {
 }
 
 /// One line per member, for a person.
+/// How a process ended, in words: its exit code or the signal that killed it.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(signal) => {
+            let name = match signal {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGINT => " (SIGINT)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT)",
+                _ => "",
+            };
+            format!("killed by signal {signal}{name}")
+        }
+        None => format!("ended ({status})"),
+    }
+}
+
+/// A member that dies sooner than this after its start is not restarted
+/// again: it would only die again (bad flags, a damaged log, a held port).
+const CRASH_LOOP_S: u64 = 5;
+
+/// Notices exited members, says how each died, and restarts it unless it
+/// died right after starting, in which case it prints the command instead.
+fn restart_exited(cluster: &mut LocalCluster) {
+    for (index, how, ran) in cluster.reap_exited() {
+        let id = cluster.members[index].id.clone();
+        let log = cluster.logs_dir.join(format!("{id}.log"));
+        if ran < Duration::from_secs(CRASH_LOOP_S) {
+            println!(
+                "{id} {how} {:.1} s after its start; not restarting it (see {}). \
+                 To start it by hand:\n  {}",
+                ran.as_secs_f64(),
+                log.display(),
+                cluster.serve_command(index)
+            );
+            continue;
+        }
+        match cluster.start_member(index) {
+            Ok(()) => println!("{id} {how}; restarted it (log: {})", log.display()),
+            Err(err) => println!(
+                "{id} {how}; restarting it failed ({err}). To start it by hand:\n  {}",
+                cluster.serve_command(index)
+            ),
+        }
+    }
+}
+
 fn render(cluster: &LocalCluster, statuses: &[Result<Status, String>]) -> String {
     let mut out = String::new();
     for (member, status) in cluster.members.iter().zip(statuses) {
         let line = match status {
             Ok(s) => format!("  {:<8} {}", member.id, s.summary()),
+            Err(_) if member.child.is_none() => format!("  {:<8} not running", member.id),
             Err(_) => format!("  {:<8} not answering", member.id),
         };
         out.push_str(&line);
@@ -285,6 +389,7 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
     runtime.block_on(async {
         let mut last = String::new();
         loop {
+            restart_exited(&mut cluster);
             let statuses = tokio::task::block_in_place(|| cluster.statuses());
             let table = render(&cluster, &statuses);
             if table != last {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::entry::{Entry, EntryKind, Index};
+use crate::entry::{Entry, EntryKind, Index, NodeId};
+use crate::server::members;
 use crate::store::verify::{self, IndexFileStatus};
 use crate::store::{log_dir, meta_path, Log, LogOptions, MetaStore, StoreError};
 
@@ -18,7 +19,7 @@ use crate::store::{log_dir, meta_path, Log, LogOptions, MetaStore, StoreError};
 pub enum LogCommand {
     /// Check every entry's CRC, index continuity and the index files; print
     /// the segments and the first/last index and term. Exits 1 on damage.
-    Verify(DataDirArgs),
+    Verify(VerifyArgs),
     /// List entries: index, term, kind, size and a payload preview.
     Dump(DumpArgs),
 }
@@ -29,6 +30,18 @@ pub struct DataDirArgs {
     /// The replica's data directory (holds `log/` and `meta`).
     #[arg(long, env = "DLEDGER_DATA_DIR")]
     pub data_dir: PathBuf,
+}
+
+/// Arguments of `log verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The group's members, `id=host:port,...` as `serve --peers` takes them
+    /// (or just `id,id,...`), to print the vote as a member's name: the
+    /// disk holds only a number derived from the name.
+    #[arg(long, env = "DLEDGER_PEERS")]
+    pub peers: Option<String>,
 }
 
 /// Arguments of `log dump`.
@@ -51,15 +64,30 @@ const EXIT_ERROR: u8 = 2;
 /// Bytes of payload shown per entry.
 const PREVIEW_BYTES: usize = 40;
 
+/// The member name behind the numeric id `vote`, found among `peers`.
+fn vote_name(vote: NodeId, peers: Option<&str>) -> String {
+    let Some(peers) = peers else {
+        return format!("#{vote} (give --peers to name the member)");
+    };
+    peers
+        .split(',')
+        .map(|item| item.split_once('=').map_or(item, |(name, _)| name).trim())
+        .find(|name| !name.is_empty() && members::node_id_of(name) == vote)
+        .map_or_else(
+            || format!("#{vote} (none of --peers)"),
+            |name| name.to_string(),
+        )
+}
+
 /// Runs a `log` subcommand.
 pub fn run(command: LogCommand) -> ExitCode {
     match command {
-        LogCommand::Verify(args) => verify(&args.data_dir),
+        LogCommand::Verify(args) => verify(&args.data.data_dir, args.peers.as_deref()),
         LogCommand::Dump(args) => dump(&args.data.data_dir, args.from, args.count),
     }
 }
 
-fn verify(data_dir: &Path) -> ExitCode {
+fn verify(data_dir: &Path, peers: Option<&str>) -> ExitCode {
     let log_dir = log_dir(data_dir);
     let report = match verify::verify_log(&log_dir) {
         Ok(report) => report,
@@ -116,7 +144,7 @@ fn verify(data_dir: &Path) -> ExitCode {
                 let state = meta.hard_state();
                 let vote = state
                     .vote
-                    .map_or_else(|| "none".to_string(), |vote| vote.to_string());
+                    .map_or_else(|| "none".to_string(), |vote| vote_name(vote, peers));
                 println!("hard state: term {}  vote {vote}", state.term);
             }
             Err(error) => {

@@ -8,9 +8,19 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
+use crate::datadir;
+use crate::net::frame::DEFAULT_MAX_FRAME_BYTES;
 use crate::server::retention::RetentionPolicy;
 use crate::server::{self, members, ServerConfig};
-use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES};
+use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+
+/// Room kept in a peer frame for what surrounds one entry's payload (the
+/// message, the entry's index and term, the encoding's lengths).
+const FRAME_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// The largest `--max-entry-bytes`: one entry must travel alone in one
+/// peer frame, whose size the protocol bounds.
+pub const MAX_ENTRY_BYTES_LIMIT: usize = DEFAULT_MAX_FRAME_BYTES as usize - FRAME_OVERHEAD_BYTES;
 
 /// When an append is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,7 +82,9 @@ pub struct ServeArgs {
     pub heartbeat_ms: u64,
 
     /// Minimum election timeout; each member draws its timeout at random
-    /// between this and twice this. Failover takes about this long.
+    /// between this and twice this. Failover after a partition takes about
+    /// this long; when the leader's process dies, its peers see the
+    /// connection close and campaign within a heartbeat.
     #[arg(long, env = "DLEDGER_ELECTION_TIMEOUT_MS", default_value_t = 500)]
     pub election_timeout_ms: u64,
 
@@ -89,7 +101,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
 
-    /// Largest entry accepted, in bytes.
+    /// Largest entry accepted, in bytes. At most 16,711,680 (one entry must
+    /// fit a 16 MiB peer frame) and at most --segment-bytes less 60.
     #[arg(long, env = "DLEDGER_MAX_ENTRY_BYTES", default_value_t = 4 << 20)]
     pub max_entry_bytes: usize,
 
@@ -98,8 +111,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_PREFERRED_LEADER")]
     pub preferred_leader: Option<String>,
 
-    /// `/readyz` fails while more than this many committed entries are not
-    /// yet on this member's disk.
+    /// `/readyz` fails while this member's disk is more than this many
+    /// entries behind the leader's commit index (as the leader last told
+    /// it), and until it has heard from a leader since start.
     #[arg(long, env = "DLEDGER_READY_MAX_LAG", default_value_t = 1000)]
     pub ready_max_lag: u64,
 
@@ -138,6 +152,19 @@ pub enum ServeArgsError {
 impl ServeArgs {
     /// The validated server configuration.
     pub fn config(&self) -> Result<ServerConfig, ServeArgsError> {
+        if self.group.trim().is_empty() {
+            return Err(ServeArgsError::Invalid(
+                "--group is empty: name the group (peers and clients of another group are refused)"
+                    .into(),
+            ));
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(ServeArgsError::Invalid(
+                "--heartbeat-ms is 0: the leader must send heartbeats at a positive period \
+                 (default 100)"
+                    .into(),
+            ));
+        }
         let http_port = self
             .http_listen
             .rsplit_once(':')
@@ -169,6 +196,7 @@ impl ServeArgs {
                 3 * self.heartbeat_ms
             )));
         }
+        self.check_limits()?;
         let own = members
             .iter()
             .find(|member| member.name == self.id)
@@ -206,6 +234,40 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// Refuses sizes that contradict each other: an entry accepted from a
+    /// client must fit one log segment and one peer frame, or every member
+    /// would fail on it (a segment) or the group would stall on it (a frame).
+    fn check_limits(&self) -> Result<(), ServeArgsError> {
+        let segment_headers = (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES) as u64;
+        if self.max_entry_bytes == 0 {
+            return Err(ServeArgsError::Invalid(
+                "--max-entry-bytes must be positive".into(),
+            ));
+        }
+        if self.segment_bytes <= segment_headers {
+            return Err(ServeArgsError::Invalid(format!(
+                "--segment-bytes ({}) must exceed the {segment_headers} bytes of a segment's and an entry's headers",
+                self.segment_bytes
+            )));
+        }
+        let segment_room = self.segment_bytes - segment_headers;
+        if self.max_entry_bytes as u64 > segment_room {
+            return Err(ServeArgsError::Invalid(format!(
+                "--max-entry-bytes ({}) does not fit one log segment: --segment-bytes ({}) holds entries of at most {segment_room} bytes; lower --max-entry-bytes or raise --segment-bytes",
+                self.max_entry_bytes, self.segment_bytes
+            )));
+        }
+        if self.max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
+            return Err(ServeArgsError::Invalid(format!(
+                "--max-entry-bytes ({}) exceeds what one peer frame carries ({MAX_ENTRY_BYTES_LIMIT} bytes: the {DEFAULT_MAX_FRAME_BYTES}-byte frame limit less {FRAME_OVERHEAD_BYTES} bytes of framing); lower --max-entry-bytes",
+                self.max_entry_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Runs `serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> ExitCode {
     let config = match args.config() {
@@ -215,6 +277,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Held until this function returns, that is for the whole run.
+    let _lock = match datadir::claim(&config.data_dir) {
+        Ok(lock) => lock,
+        Err(err) => {
+            eprintln!("dledger-replica serve: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    log_config(&config);
     // One network thread: the consensus and the disk have threads of their
     // own, and on few cores every extra worker costs cross-thread wake-ups
     // (measured: current-thread served more appends per second than
@@ -236,6 +307,62 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs the effective configuration (flags, variables and defaults
+/// resolved) once at start, so a log file tells how to run this member again.
+fn log_config(config: &ServerConfig) {
+    // Destructured without `..`: a new setting does not compile until it is
+    // logged here too.
+    let ServerConfig {
+        group,
+        id,
+        members,
+        data_dir,
+        listen,
+        http_listen,
+        tick_ms,
+        heartbeat_ms,
+        election_timeout_ms,
+        flush_mode,
+        segment_bytes,
+        max_entry_bytes,
+        preferred_leader,
+        ready_max_lag,
+        shutdown_transfer_timeout_ms,
+        retention,
+    } = config;
+    let peers: Vec<String> = members
+        .iter()
+        .map(|member| format!("{}={}", member.name, member.tcp_address))
+        .collect();
+    let http_peers: Vec<String> = members
+        .iter()
+        .map(|member| format!("{}={}", member.name, member.http_address))
+        .collect();
+    tracing::info!(
+        group = %group,
+        id = %id,
+        peers = %peers.join(","),
+        http_peers = %http_peers.join(","),
+        data_dir = %data_dir.display(),
+        listen = %listen,
+        http_listen = %http_listen,
+        heartbeat_ms,
+        election_timeout_ms,
+        tick_ms,
+        flush_mode = ?flush_mode,
+        segment_bytes,
+        max_entry_bytes,
+        preferred_leader = preferred_leader.as_deref().unwrap_or("-"),
+        ready_max_lag,
+        retention_max_age_s = retention.max_age.map_or(0, |age| age.as_secs()),
+        retention_max_bytes = retention.max_bytes.unwrap_or(0),
+        shutdown_transfer_timeout_ms,
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "effective configuration"
+    );
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -20,6 +20,9 @@ pub struct Config {
     pub election_ticks: u64,
     /// Appends in flight per follower before the leader waits for answers.
     pub max_inflight_appends: usize,
+    /// Payload bytes in flight per follower before the leader waits for
+    /// answers (one append always goes, however large).
+    pub max_inflight_bytes: u64,
     /// Entries per append message at most.
     pub max_batch_entries: usize,
     /// Payload bytes per append message at most (one larger entry still goes
@@ -68,6 +71,7 @@ impl Config {
             heartbeat_ticks: 10,
             election_ticks: 50,
             max_inflight_appends: 256,
+            max_inflight_bytes: 8 << 20,
             max_batch_entries: 1024,
             max_batch_bytes: 1 << 20,
             max_pending_proposals: 10_000,
@@ -94,7 +98,7 @@ impl Config {
                 return Err(ConfigError::PreferredNotAMember(preferred));
             }
         }
-        let checks: [(bool, &'static str, &'static str); 7] = [
+        let checks: [(bool, &'static str, &'static str); 8] = [
             (self.tick_ms > 0, "tick_ms", "must be positive"),
             (
                 self.heartbeat_ticks > 0,
@@ -109,6 +113,11 @@ impl Config {
             (
                 self.max_inflight_appends > 0,
                 "max_inflight_appends",
+                "must be positive",
+            ),
+            (
+                self.max_inflight_bytes > 0,
+                "max_inflight_bytes",
                 "must be positive",
             ),
             (

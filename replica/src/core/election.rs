@@ -11,6 +11,7 @@ use super::node::Node;
 use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::ready::{ReadError, Role, TransferOutcome};
+use super::violation::ViolationKind;
 use super::CoreError;
 
 impl<L: LogRead> Node<L> {
@@ -121,15 +122,18 @@ impl<L: LogRead> Node<L> {
                 entries,
                 leader_commit,
             } => {
-                self.follow(from);
+                if !self.follow(from) {
+                    return Ok(());
+                }
                 self.handle_append(from, prev_log_index, prev_log_term, &entries, leader_commit)
             }
             MessageBody::Heartbeat {
                 leader_commit,
                 read_context,
             } => {
-                self.follow(from);
-                self.handle_heartbeat(from, leader_commit, read_context);
+                if self.follow(from) {
+                    self.handle_heartbeat(from, leader_commit, read_context);
+                }
                 Ok(())
             }
             MessageBody::AppendResponse { result } => {
@@ -156,26 +160,31 @@ impl<L: LogRead> Node<L> {
         }
     }
 
-    /// A leader of the current term spoke: follow it.
-    fn follow(&mut self, leader: NodeId) {
-        assert!(
-            self.role != Role::Leader,
-            "two leaders in term {}: {} and {leader}",
-            self.term,
-            self.id
-        );
+    /// A leader of the current term spoke: follow it. Returns false (and
+    /// reports a violation) when the term already has another leader: one
+    /// term never has two, so the claim is dropped.
+    fn follow(&mut self, leader: NodeId) -> bool {
+        let known = if self.role == Role::Leader {
+            Some(self.id)
+        } else {
+            self.leader_id
+        };
+        if let Some(known) = known.filter(|known| *known != leader) {
+            let detail = format!(
+                "claims to lead term {} which {known} already leads",
+                self.term
+            );
+            self.violation(leader, ViolationKind::SecondLeader, detail);
+            return false;
+        }
         if self.role != Role::Follower {
             let term = self.term;
             self.become_follower(term, Some(leader));
         }
-        assert!(
-            self.leader_id.is_none() || self.leader_id == Some(leader),
-            "two leaders in term {}: {:?} and {leader}",
-            self.term,
-            self.leader_id
-        );
         self.leader_id = Some(leader);
+        self.heard_from_leader = true;
         self.election_elapsed = 0;
+        true
     }
 
     /// Whether a leader was heard within the minimum election timeout.
@@ -342,7 +351,7 @@ impl<L: LogRead> Node<L> {
         for request_id in self.read_only.take_all() {
             self.answer_read(request_id, Err(ReadError::NotLeader { leader }));
         }
-        for request_id in std::mem::take(&mut self.reads_before_noop) {
+        for (request_id, _) in std::mem::take(&mut self.reads_before_noop) {
             self.answer_read(request_id, Err(ReadError::NotLeader { leader }));
         }
         if let Some(transfer) = self.transfer.take() {
@@ -364,15 +373,22 @@ impl<L: LogRead> Node<L> {
         assert_eq!(self.vote, Some(self.id));
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
+        self.heard_from_leader = true;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.preferred_cooldown_ticks = 0;
         let next_index = self.log.last_index() + 1;
-        let window = self.config.max_inflight_appends;
+        let (window, window_bytes) = (
+            self.config.max_inflight_appends,
+            self.config.max_inflight_bytes,
+        );
         self.progress = self
             .peers
             .iter()
-            .map(|peer| (*peer, Progress::new(next_index, window)))
+            .map(|peer| {
+                let progress = Progress::new(next_index, window);
+                (*peer, progress.with_max_inflight_bytes(window_bytes))
+            })
             .collect();
         // The no-op commits the entries of earlier terms along with it.
         self.noop_index = self.append_own(EntryKind::NoOp, Bytes::new());

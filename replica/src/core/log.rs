@@ -187,7 +187,9 @@ impl<L: LogRead> RaftLog<L> {
         self.unstable.extend_from_slice(entries);
     }
 
-    /// A follower's append: Some(last new index) when `prev` matches.
+    /// A follower's append: Some(last new index) when `prev` matches. The
+    /// caller has checked the entries are contiguous after `prev_index` and
+    /// replace nothing committed.
     pub(crate) fn maybe_append(
         &mut self,
         prev_index: Index,
@@ -201,11 +203,7 @@ impl<L: LogRead> RaftLog<L> {
         let last_new = prev_index + entries.len() as Index;
         let mut conflict = None;
         for (position, entry) in entries.iter().enumerate() {
-            assert_eq!(
-                entry.index,
-                prev_index + 1 + position as Index,
-                "append entries are contiguous"
-            );
+            // The caller checked the entries follow `prev_index` one by one.
             if self.term(entry.index)? != Some(entry.term) {
                 conflict = Some(position);
                 break;

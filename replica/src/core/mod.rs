@@ -36,6 +36,7 @@
 //!         if let Some(last) = ready.entries.last() { node.on_persisted(last.index, last.term)?; }
 //!         // ready.commit_index: ack proposals whose entry_term(index) is still their term
 //!         // ready.read_states: serve each read once entries up to its index are applied
+//!         // ready.violations: log and count the peer messages the core dropped
 //!     }
 //! }
 //! ```
@@ -57,6 +58,7 @@ mod replication;
 pub mod rng;
 #[cfg(test)]
 mod tests;
+mod violation;
 
 pub use config::{Config, ConfigError};
 pub use log::{LogRead, LogReadError};
@@ -64,6 +66,7 @@ pub use message::{AppendResult, Message, MessageBody, VoteRejection};
 pub use node::{Node, PeerStatus};
 pub use progress::ProgressState;
 pub use ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
+pub use violation::{Violation, ViolationKind};
 
 use crate::entry::NodeId;
 

@@ -13,6 +13,7 @@ use super::quorum;
 use super::read_only::ReadOnly;
 use super::ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
 use super::rng::Rng;
+use super::violation::{Violation, ViolationKind};
 use super::{Config, CoreError, ProposeError, TransferError};
 
 /// A leadership hand-over in progress.
@@ -62,8 +63,11 @@ pub struct Node<L: LogRead> {
     /// Leader only: one entry per peer.
     pub(super) progress: BTreeMap<NodeId, Progress>,
     pub(super) read_only: ReadOnly,
-    /// Leader only: reads that arrived before its no-op committed.
-    pub(super) reads_before_noop: Vec<u64>,
+    /// Leader only: reads that arrived before its no-op committed, as
+    /// (request id, tick asked).
+    pub(super) reads_before_noop: Vec<(u64, u64)>,
+    /// Ticks since start: the clock read deadlines are measured on.
+    pub(super) now_ticks: u64,
     /// Leader only: the index of this term's no-op.
     pub(super) noop_index: Index,
     pub(super) transfer: Option<Transfer>,
@@ -78,6 +82,12 @@ pub struct Node<L: LogRead> {
     pub(super) persisted_messages: Vec<Message>,
     pub(super) read_states: Vec<ReadState>,
     pub(super) transfer_outcomes: Vec<TransferOutcome>,
+    pub(super) violations: Vec<Violation>,
+    /// The commit index the leader of the current term last sent, as sent
+    /// (it may be past this member's log: that difference is its lag).
+    pub(super) leader_commit_told: Option<Index>,
+    /// Whether any leader was followed (or this member led) since start.
+    pub(super) heard_from_leader: bool,
     last_hard_state: HardState,
     last_soft_state: SoftState,
     last_commit: Index,
@@ -134,6 +144,7 @@ impl<L: LogRead> Node<L> {
             progress: BTreeMap::new(),
             read_only: ReadOnly::default(),
             reads_before_noop: Vec::new(),
+            now_ticks: 0,
             noop_index: 0,
             transfer: None,
             preferred_cooldown_ticks: 0,
@@ -143,6 +154,9 @@ impl<L: LogRead> Node<L> {
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
             transfer_outcomes: Vec::new(),
+            violations: Vec::new(),
+            leader_commit_told: None,
+            heard_from_leader: false,
             last_hard_state: hard_state,
             last_soft_state: SoftState {
                 role: Role::Follower,
@@ -168,6 +182,27 @@ impl<L: LogRead> Node<L> {
     /// non-member are ignored.
     pub fn step(&mut self, message: Message) -> Result<(), CoreError> {
         self.guard(|node| node.step_inner(message))
+    }
+
+    /// The transport saw `peer`'s connection close or reset, which a dead
+    /// process does and a partition does not. When `peer` is this
+    /// follower's leader, it stops counting on it: it forgets the leader
+    /// (so it no longer refuses votes for stickiness) and campaigns within
+    /// a heartbeat period, still through pre-vote, instead of waiting out
+    /// the election timeout. Members that still hear the leader refuse the
+    /// pre-vote, so a false alarm changes nothing.
+    pub fn peer_connection_closed(&mut self, peer: NodeId) -> Result<(), CoreError> {
+        self.ensure_alive()?;
+        if self.role == Role::Follower && self.leader_id == Some(peer) {
+            self.leader_id = None;
+            // Spread over a heartbeat period so the survivors do not split
+            // the vote by campaigning in the same tick.
+            let delay_ticks = self.rng.range(0, self.config.heartbeat_ticks.max(1));
+            self.election_elapsed = self
+                .randomized_election_ticks
+                .saturating_sub(delay_ticks + 1);
+        }
+        Ok(())
     }
 
     /// Append `payload` as a new entry (leader only). Returns its (index,
@@ -250,6 +285,7 @@ impl<L: LogRead> Node<L> {
             || !self.persisted_messages.is_empty()
             || !self.read_states.is_empty()
             || !self.transfer_outcomes.is_empty()
+            || !self.violations.is_empty()
             || self.hard_state() != self.last_hard_state
             || self.soft_state() != self.last_soft_state
             || self.log.committed() != self.last_commit
@@ -276,6 +312,7 @@ impl<L: LogRead> Node<L> {
             read_states: std::mem::take(&mut self.read_states),
             soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
             transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
+            violations: std::mem::take(&mut self.violations),
         };
         assert!(
             commit >= self.last_commit,
@@ -319,6 +356,22 @@ impl<L: LogRead> Node<L> {
     /// until a leader says more).
     pub fn commit_index(&self) -> Index {
         self.log.committed()
+    }
+
+    /// The commit index of the group as this member last learnt it: its own
+    /// when it leads, else what the current term's leader last sent (not
+    /// clamped to this member's log). `None` until a leader spoke.
+    pub fn leader_commit_index(&self) -> Option<Index> {
+        if self.role == Role::Leader {
+            Some(self.log.committed())
+        } else {
+            self.leader_commit_told
+        }
+    }
+
+    /// Whether this member followed a leader (or led) since it started.
+    pub fn heard_from_leader(&self) -> bool {
+        self.heard_from_leader
     }
 
     /// The first index in the log.
@@ -437,6 +490,12 @@ impl<L: LogRead> Node<L> {
         });
     }
 
+    /// Drop a peer message that broke the protocol: report it for the
+    /// caller to log and count.
+    pub(super) fn violation(&mut self, from: NodeId, kind: ViolationKind, detail: String) {
+        self.violations.push(Violation { from, kind, detail });
+    }
+
     pub(super) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         let minimum = self.config.election_ticks;
@@ -462,6 +521,7 @@ impl<L: LogRead> Node<L> {
     }
 
     fn tick_inner(&mut self) -> Result<(), CoreError> {
+        self.now_ticks += 1;
         if self.role == Role::Leader {
             return self.tick_leader();
         }
@@ -503,9 +563,13 @@ impl<L: LogRead> Node<L> {
             }
         }
         self.maybe_hand_to_preferred()?;
+        self.expire_reads();
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat(None);
+            // Every heartbeat carries the newest read round still waiting,
+            // so a round whose messages were lost is confirmed by the next.
+            let context = self.read_only.newest_context();
+            self.broadcast_heartbeat(context);
         }
         Ok(())
     }
@@ -524,15 +588,40 @@ impl<L: LogRead> Node<L> {
         if self.log.committed() < self.noop_index {
             // The commit index of an earlier term may be behind what the
             // group committed: wait for this term's no-op.
-            self.reads_before_noop.push(request_id);
+            self.reads_before_noop.push((request_id, self.now_ticks));
             return Ok(());
         }
-        self.start_reads(&[request_id]);
+        let read = [(request_id, self.now_ticks)];
+        self.start_reads(&read);
         Ok(())
     }
 
-    /// Start a confirmation round for reads at the current commit index.
-    pub(super) fn start_reads(&mut self, request_ids: &[u64]) {
+    /// How long a read may wait for its confirmation: two election
+    /// timeouts, by which check-quorum has deposed a leader cut off from
+    /// its majority.
+    fn read_timeout_ticks(&self) -> u64 {
+        2 * self.config.election_ticks
+    }
+
+    /// Answer reads older than the read timeout with an error.
+    fn expire_reads(&mut self) {
+        let oldest_allowed = self.now_ticks.saturating_sub(self.read_timeout_ticks());
+        let mut expired = self.read_only.take_asked_before(oldest_allowed);
+        self.reads_before_noop.retain(|(request_id, asked)| {
+            let keep = *asked >= oldest_allowed;
+            if !keep {
+                expired.push(*request_id);
+            }
+            keep
+        });
+        for request_id in expired {
+            self.answer_read(request_id, Err(ReadError::TimedOut));
+        }
+    }
+
+    /// Start a confirmation round for reads, given as (request id, tick
+    /// asked), at the current commit index.
+    pub(super) fn start_reads(&mut self, reads: &[(u64, u64)]) {
         assert_eq!(self.role, Role::Leader);
         assert!(
             self.log.committed() >= self.noop_index,
@@ -540,12 +629,12 @@ impl<L: LogRead> Node<L> {
         );
         let commit = self.log.committed();
         if self.peers.is_empty() {
-            for request_id in request_ids {
+            for (request_id, _) in reads {
                 self.answer_read(*request_id, Ok(commit));
             }
             return;
         }
-        let context = self.read_only.add(request_ids, commit, self.id);
+        let context = self.read_only.add(reads, commit, self.id);
         self.broadcast_heartbeat(Some(context));
     }
 

@@ -33,10 +33,16 @@ pub struct Progress {
     pub needs_compacted_entries: bool,
     /// In `Probe`: an append is out and no answer came yet.
     probe_sent: bool,
-    /// In `Replicate`: last index of each append in flight, oldest first.
-    /// Invariant: `inflight.len() <= max_inflight`, increasing.
-    inflight: VecDeque<Index>,
+    /// In `Replicate`: last index and payload bytes of each append in
+    /// flight, oldest first. Invariant: `inflight.len() <= max_inflight`,
+    /// indices increasing, `inflight_bytes` is the sum of the bytes.
+    inflight: VecDeque<(Index, u64)>,
     max_inflight: usize,
+    /// Payload bytes in flight; the window is also full once this reaches
+    /// `max_inflight_bytes` (so large entries cannot flood a follower's disk
+    /// queue with `max_inflight` appends of many megabytes each).
+    inflight_bytes: u64,
+    max_inflight_bytes: u64,
 }
 
 impl Progress {
@@ -58,15 +64,36 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::with_capacity(max_inflight),
             max_inflight,
+            inflight_bytes: 0,
+            max_inflight_bytes: u64::MAX,
         }
+    }
+
+    /// The same, with the window also bounded to `max_inflight_bytes` of
+    /// payload (one append is always allowed, however large).
+    pub fn with_max_inflight_bytes(mut self, max_inflight_bytes: u64) -> Progress {
+        assert!(
+            max_inflight_bytes >= 1,
+            "the byte window holds at least one byte"
+        );
+        self.max_inflight_bytes = max_inflight_bytes;
+        self
     }
 
     /// Whether no append may be sent now.
     pub fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
-            ProgressState::Replicate => self.inflight.len() >= self.max_inflight,
+            ProgressState::Replicate => {
+                self.inflight.len() >= self.max_inflight
+                    || self.inflight_bytes >= self.max_inflight_bytes
+            }
         }
+    }
+
+    /// Payload bytes in flight (replicate mode).
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
     }
 
     /// How many appends are in flight (replicate mode).
@@ -79,7 +106,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     /// Switch to pipelining from just after the match point.
@@ -87,7 +114,18 @@ impl Progress {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
+        self.clear_inflight();
+    }
+
+    fn clear_inflight(&mut self) {
         self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    fn pop_inflight(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
+        }
     }
 
     /// Allow one more probe (a heartbeat answer arrived).
@@ -98,11 +136,12 @@ impl Progress {
     /// Free the oldest in-flight slot: when the window is full and a
     /// heartbeat answer shows the follower alive, an append was probably lost.
     pub fn free_first_inflight(&mut self) {
-        self.inflight.pop_front();
+        self.pop_inflight();
     }
 
-    /// Record an append sent with `entry_count` entries ending at `last_index`.
-    pub fn sent_append(&mut self, last_index: Index, entry_count: usize) {
+    /// Record an append sent with `entry_count` entries of `payload_bytes`
+    /// in all, ending at `last_index`.
+    pub fn sent_append(&mut self, last_index: Index, entry_count: usize, payload_bytes: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
@@ -112,12 +151,13 @@ impl Progress {
                         "sent up to {last_index} but next is {}",
                         self.next_index
                     );
-                    if let Some(back) = self.inflight.back() {
+                    if let Some((back, _)) = self.inflight.back() {
                         assert!(*back < last_index, "in-flight appends grow");
                     }
                     assert!(!self.is_paused(), "sent an append past the window");
                     self.next_index = last_index + 1;
-                    self.inflight.push_back(last_index);
+                    self.inflight.push_back((last_index, payload_bytes));
+                    self.inflight_bytes += payload_bytes;
                 }
             }
         }
@@ -132,8 +172,12 @@ impl Progress {
             self.probe_sent = false;
         }
         self.next_index = self.next_index.max(index + 1);
-        while self.inflight.front().is_some_and(|front| *front <= index) {
-            self.inflight.pop_front();
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(front, _)| *front <= index)
+        {
+            self.pop_inflight();
         }
         assert!(self.match_index < self.next_index);
         updated
@@ -179,7 +223,7 @@ mod tests {
     fn probe_sends_one_at_a_time() {
         let mut progress = Progress::new(11, 4);
         assert!(!progress.is_paused());
-        progress.sent_append(12, 2);
+        progress.sent_append(12, 2, 0);
         assert!(progress.is_paused());
         progress.resume_probe();
         assert!(!progress.is_paused());
@@ -190,8 +234,8 @@ mod tests {
         let mut progress = Progress::new(1, 2);
         assert!(!progress.maybe_update(0));
         progress.become_replicate();
-        progress.sent_append(3, 3);
-        progress.sent_append(5, 2);
+        progress.sent_append(3, 3, 0);
+        progress.sent_append(5, 2, 0);
         assert!(progress.is_paused());
         assert_eq!(progress.next_index, 6);
         assert!(progress.maybe_update(3));
@@ -203,10 +247,33 @@ mod tests {
     }
 
     #[test]
+    fn replicate_window_bounds_inflight_bytes_and_frees_on_ack() {
+        let mut progress = Progress::new(1, 256).with_max_inflight_bytes(8 << 20);
+        progress.become_replicate();
+        progress.sent_append(1, 1, 4 << 20);
+        assert!(!progress.is_paused());
+        progress.sent_append(2, 1, 4 << 20);
+        assert!(progress.is_paused(), "8 MiB in flight fill the byte window");
+        assert_eq!(progress.inflight_bytes(), 8 << 20);
+        assert!(progress.maybe_update(1));
+        assert_eq!(progress.inflight_bytes(), 4 << 20);
+        assert!(!progress.is_paused());
+        progress.free_first_inflight();
+        assert_eq!(progress.inflight_bytes(), 0);
+        progress.sent_append(3, 1, 64 << 20);
+        assert!(
+            progress.is_paused(),
+            "one append larger than the window still goes"
+        );
+        progress.become_probe();
+        assert_eq!(progress.inflight_bytes(), 0);
+    }
+
+    #[test]
     fn empty_appends_do_not_use_the_window() {
         let mut progress = Progress::new(1, 1);
         progress.become_replicate();
-        progress.sent_append(0, 0);
+        progress.sent_append(0, 0, 0);
         assert!(!progress.is_paused());
     }
 
@@ -219,7 +286,7 @@ mod tests {
         assert!(progress.maybe_decrease_to(8, 6));
         assert_eq!(progress.next_index, 6);
         progress.become_probe();
-        progress.sent_append(6, 1);
+        progress.sent_append(6, 1, 0);
         assert!(!progress.maybe_decrease_to(9, 3), "not the probe in flight");
     }
 

@@ -12,6 +12,8 @@ struct PendingRead {
     request_id: u64,
     index: Index,
     context: u64,
+    /// The leader's tick when the read was asked (for its deadline).
+    asked_at_tick: u64,
     acks: BTreeSet<NodeId>,
 }
 
@@ -28,17 +30,29 @@ impl ReadOnly {
         self.pending.len()
     }
 
-    /// Queue reads at `index`; returns the context their heartbeat carries.
-    pub(crate) fn add(&mut self, request_ids: &[u64], index: Index, leader: NodeId) -> u64 {
+    /// The context of the newest round still waiting, if any.
+    pub(crate) fn newest_context(&self) -> Option<u64> {
+        self.pending.back().map(|read| read.context)
+    }
+
+    /// The newest context handed out (0 before the first round).
+    pub(crate) fn last_context(&self) -> u64 {
+        self.last_context
+    }
+
+    /// Queue reads, given as (request id, tick asked), at `index`; returns
+    /// the context their heartbeat carries.
+    pub(crate) fn add(&mut self, reads: &[(u64, u64)], index: Index, leader: NodeId) -> u64 {
         self.last_context += 1;
         if let Some(back) = self.pending.back() {
             assert!(back.index <= index, "read indexes never go back");
         }
-        for request_id in request_ids {
+        for (request_id, asked_at_tick) in reads {
             self.pending.push_back(PendingRead {
                 request_id: *request_id,
                 index,
                 context: self.last_context,
+                asked_at_tick: *asked_at_tick,
                 acks: BTreeSet::from([leader]),
             });
         }
@@ -72,6 +86,19 @@ impl ReadOnly {
         out
     }
 
+    /// Remove the reads asked before `tick`; returns their request ids.
+    pub(crate) fn take_asked_before(&mut self, tick: u64) -> Vec<u64> {
+        let mut expired = Vec::new();
+        self.pending.retain(|read| {
+            let keep = read.asked_at_tick >= tick;
+            if !keep {
+                expired.push(read.request_id);
+            }
+            keep
+        });
+        expired
+    }
+
     /// Drop every pending read (leadership lost); returns their request ids.
     pub(crate) fn take_all(&mut self) -> Vec<u64> {
         self.pending.drain(..).map(|read| read.request_id).collect()
@@ -85,8 +112,8 @@ mod tests {
     #[test]
     fn confirmed_by_majority_in_order() {
         let mut reads = ReadOnly::default();
-        let first = reads.add(&[10, 11], 5, 1);
-        let second = reads.add(&[12], 7, 1);
+        let first = reads.add(&[(10, 0), (11, 0)], 5, 1);
+        let second = reads.add(&[(12, 0)], 7, 1);
         assert!(second > first);
         assert!(reads.take_confirmed(2).is_empty());
         reads.ack(2, first);
@@ -99,8 +126,8 @@ mod tests {
     #[test]
     fn later_ack_confirms_earlier_rounds() {
         let mut reads = ReadOnly::default();
-        reads.add(&[1], 3, 1);
-        let second = reads.add(&[2], 3, 1);
+        reads.add(&[(1, 0)], 3, 1);
+        let second = reads.add(&[(2, 0)], 3, 1);
         reads.ack(2, second);
         assert_eq!(reads.take_confirmed(2), vec![(1, 3), (2, 3)]);
     }
@@ -108,10 +135,22 @@ mod tests {
     #[test]
     fn duplicate_acks_count_once() {
         let mut reads = ReadOnly::default();
-        let context = reads.add(&[1], 3, 1);
+        let context = reads.add(&[(1, 0)], 3, 1);
         reads.ack(2, context);
         reads.ack(2, context);
         assert!(reads.take_confirmed(3).is_empty());
         assert_eq!(reads.take_all(), vec![1]);
+    }
+
+    #[test]
+    fn old_reads_expire_and_the_newest_round_is_resent() {
+        let mut reads = ReadOnly::default();
+        assert_eq!(reads.newest_context(), None);
+        reads.add(&[(1, 3)], 3, 1);
+        let second = reads.add(&[(2, 9)], 3, 1);
+        assert_eq!(reads.newest_context(), Some(second));
+        assert_eq!(reads.take_asked_before(5), vec![1]);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads.last_context(), second);
     }
 }

@@ -3,6 +3,7 @@
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
 
 use super::message::Message;
+use super::violation::Violation;
 
 /// A member's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub enum ReadError {
     /// Too many reads are waiting for confirmation.
     #[error("too many pending reads")]
     TooManyPending,
+    /// No majority confirmed the read within the read timeout.
+    #[error("the read was not confirmed by a majority in time")]
+    TimedOut,
 }
 
 /// The answer to `read_index(request_id)`.
@@ -110,6 +114,7 @@ pub enum TransferOutcome {
 ///    index reaches `index` and `Node::entry_term(index)` is still `term`;
 ///    if the term differs the proposal was lost (tell the client to retry).
 /// 6. `read_states`, `soft_state`, `transfer_outcomes`: answer and report.
+/// 7. `violations`: log each with the peer's name and count it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Term and vote to persist, when they changed.
@@ -128,6 +133,8 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Ends of leadership transfers.
     pub transfer_outcomes: Vec<TransferOutcome>,
+    /// Peer messages dropped because they broke the protocol.
+    pub violations: Vec<Violation>,
 }
 
 impl Ready {

@@ -9,6 +9,7 @@ use super::node::Node;
 use super::progress::{Progress, ProgressState};
 use super::quorum;
 use super::ready::Role;
+use super::violation::ViolationKind;
 use super::CoreError;
 
 impl<L: LogRead> Node<L> {
@@ -78,7 +79,8 @@ impl<L: LogRead> Node<L> {
         let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
         let progress = self.progress.get_mut(&peer).expect("peer");
         progress.needs_compacted_entries = false;
-        progress.sent_append(last_sent, entries.len());
+        let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+        progress.sent_append(last_sent, entries.len(), payload_bytes);
         let leader_commit = self.log.committed();
         self.send(
             peer,
@@ -93,10 +95,11 @@ impl<L: LogRead> Node<L> {
     }
 
     pub(super) fn broadcast_heartbeat(&mut self, read_context: Option<u64>) {
-        let commit = self.log.committed();
+        // The commit index as it is, not clamped to what the follower
+        // matches: the follower clamps it itself before committing, and
+        // needs the real figure to know how far behind it is.
+        let leader_commit = self.log.committed();
         for peer in self.peers.clone() {
-            // Never tell a follower to commit past what it matches.
-            let leader_commit = commit.min(self.progress[&peer].match_index);
             self.send(
                 peer,
                 MessageBody::Heartbeat {
@@ -132,6 +135,11 @@ impl<L: LogRead> Node<L> {
         entries: &[Entry],
         leader_commit: Index,
     ) -> Result<(), CoreError> {
+        if let Some((kind, detail)) = self.check_append(prev_log_index, prev_log_term, entries)? {
+            self.violation(from, kind, detail);
+            return Ok(());
+        }
+        self.leader_commit_told = Some(leader_commit);
         let committed = self.log.committed();
         if prev_log_index < committed {
             // Our committed prefix is in every later leader's log.
@@ -163,15 +171,73 @@ impl<L: LogRead> Node<L> {
         Ok(())
     }
 
+    /// What is wrong with an append from the current term's leader, if
+    /// anything: entries that do not follow `prev_log_index` one by one,
+    /// terms that go back or are newer than the leader's, or a
+    /// replacement of entries this leader already confirmed (or that are
+    /// committed).
+    fn check_append(
+        &self,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: &[Entry],
+    ) -> Result<Option<(ViolationKind, String)>, CoreError> {
+        let mut previous = (prev_log_index, prev_log_term);
+        for entry in entries {
+            if previous.0.checked_add(1) != Some(entry.index) {
+                let detail = format!(
+                    "entry {} follows {} in an append after {prev_log_index}",
+                    entry.index, previous.0
+                );
+                return Ok(Some((ViolationKind::NonContiguousEntries, detail)));
+            }
+            if entry.term < previous.1 || entry.term > self.term {
+                let detail = format!(
+                    "entry {} has term {} after term {} in an append of term {}",
+                    entry.index, entry.term, previous.1, self.term
+                );
+                return Ok(Some((ViolationKind::BadEntryTerm, detail)));
+            }
+            previous = (entry.index, entry.term);
+        }
+        if prev_log_term > self.term {
+            let detail = format!(
+                "prev_log_term {prev_log_term} is newer than the append's term {}",
+                self.term
+            );
+            return Ok(Some((ViolationKind::BadEntryTerm, detail)));
+        }
+        // Only what would be replaced matters; an entry below the commit
+        // index is skipped by `handle_append` anyway.
+        let keep_through = self.leader_match_index.max(self.log.committed());
+        for entry in entries {
+            if entry.index > keep_through {
+                break;
+            }
+            match self.log.term(entry.index)? {
+                Some(term) if term != entry.term => {
+                    let detail = format!(
+                        "replaces entry {} (term {term}) with term {}, but entries up to {keep_through} already matched",
+                        entry.index, entry.term
+                    );
+                    return Ok(Some((ViolationKind::LeaderContradiction, detail)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
     pub(super) fn handle_heartbeat(
         &mut self,
         from: NodeId,
         leader_commit: Index,
         read_context: Option<u64>,
     ) {
+        self.leader_commit_told = Some(leader_commit);
         // Only commit what is known to match this leader's log.
-        self.log
-            .commit_to(leader_commit.min(self.leader_match_index));
+        let known_match = self.leader_match_index.min(self.log.last_index());
+        self.log.commit_to(leader_commit.min(known_match));
         let commit_index = self.log.committed();
         self.send(
             from,
@@ -200,6 +266,15 @@ impl<L: LogRead> Node<L> {
         result: AppendResult,
     ) -> Result<(), CoreError> {
         let last_index = self.log.last_index();
+        let past_end = match result {
+            AppendResult::Success { match_index } => match_index > last_index,
+            AppendResult::Reject { rejected_index, .. } => rejected_index > last_index,
+        };
+        if past_end {
+            let detail = format!("answers {result:?} but the last index is {last_index}");
+            self.violation(from, ViolationKind::AckPastLastIndex, detail);
+            return Ok(());
+        }
         let progress = self.heard_from(from);
         match result {
             AppendResult::Reject {
@@ -207,10 +282,11 @@ impl<L: LogRead> Node<L> {
                 hint_index,
                 hint_term,
             } => {
+                // A hint is the follower's word: never past our own log.
                 let next_probe = if hint_term > 0 {
                     self.log.find_conflict_by_term(hint_index, hint_term)?.0
                 } else {
-                    hint_index
+                    hint_index.min(last_index)
                 };
                 let progress = self.progress.get_mut(&from).expect("peer");
                 if progress.maybe_decrease_to(rejected_index, next_probe) {
@@ -221,10 +297,6 @@ impl<L: LogRead> Node<L> {
                 }
             }
             AppendResult::Success { match_index } => {
-                assert!(
-                    match_index <= last_index,
-                    "follower {from} acknowledged {match_index} past our last index {last_index}"
-                );
                 if progress.maybe_update(match_index) {
                     if progress.state == ProgressState::Probe {
                         progress.become_replicate();
@@ -255,6 +327,14 @@ impl<L: LogRead> Node<L> {
     ) -> Result<(), CoreError> {
         let last_index = self.log.last_index();
         let commit = self.log.committed();
+        if let Some(context) = read_context.filter(|c| *c > self.read_only.last_context()) {
+            let detail = format!(
+                "confirms read round {context}; the last one started is {}",
+                self.read_only.last_context()
+            );
+            self.violation(from, ViolationKind::UnknownReadContext, detail);
+            return Ok(());
+        }
         let progress = self.heard_from(from);
         progress.resume_probe();
         if progress.state == ProgressState::Replicate && progress.is_paused() {

@@ -679,3 +679,345 @@ fn vote_requests_wait_for_the_candidates_own_vote_to_persist() {
         .iter()
         .all(|message| matches!(message.body, MessageBody::VoteRequest { .. })));
 }
+
+// ----- peer messages that break the protocol: dropped, reported, survived -----
+
+fn message(from: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to: 1,
+        term,
+        body,
+    }
+}
+
+fn append(from: NodeId, term: Term, prev: (Index, Term), entries: &[(Index, Term)]) -> Message {
+    message(
+        from,
+        term,
+        MessageBody::Append {
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries: entries
+                .iter()
+                .map(|(index, term)| Entry::normal(*index, *term, &b"x"[..]))
+                .collect(),
+            leader_commit: 0,
+        },
+    )
+}
+
+/// Steps `bad` into `node` and returns the violations it reported.
+fn violations_of(node: &mut Node<SharedLog>, bad: Message) -> Vec<ViolationKind> {
+    node.step(bad).unwrap();
+    let ready = node.ready().unwrap();
+    ready.violations.iter().map(|v| v.kind).collect()
+}
+
+/// A follower of node 2 in term 2 with a log of terms [1, 1, 2], all of it
+/// matched by that leader.
+fn follower_of_2() -> Node<SharedLog> {
+    let mut node = lone_follower(1, &[1, 1, 2]);
+    node.step(append(2, 2, (3, 2), &[])).unwrap();
+    let ready = node.ready().unwrap();
+    assert!(ready.violations.is_empty());
+    assert_eq!(node.leader_id(), Some(2));
+    node
+}
+
+#[test]
+fn a_second_leader_in_a_term_is_dropped_and_reported() {
+    let mut node = follower_of_2();
+    let kinds = violations_of(&mut node, append(3, 2, (3, 2), &[(4, 2)]));
+    assert_eq!(kinds, vec![ViolationKind::SecondLeader]);
+    assert_eq!(node.leader_id(), Some(2), "still follows the first leader");
+    assert_eq!(node.last_index(), 3, "nothing appended");
+    let heartbeat = message(
+        3,
+        2,
+        MessageBody::Heartbeat {
+            leader_commit: 3,
+            read_context: None,
+        },
+    );
+    assert_eq!(
+        violations_of(&mut node, heartbeat),
+        vec![ViolationKind::SecondLeader]
+    );
+    // A leader told of another leader in its own term drops that too.
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    let term = cluster.node(1).term();
+    let kinds = violations_of(cluster.node(1), append(2, term, (0, 0), &[]));
+    assert_eq!(kinds, vec![ViolationKind::SecondLeader]);
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+}
+
+#[test]
+fn acknowledgements_past_the_last_index_are_dropped() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    let term = cluster.node(1).term();
+    let last = cluster.node(1).last_index();
+    for result in [
+        AppendResult::Success { match_index: 1000 },
+        AppendResult::Reject {
+            rejected_index: 1000,
+            hint_index: 5,
+            hint_term: 1,
+        },
+    ] {
+        let bad = message(2, term, MessageBody::AppendResponse { result });
+        let kinds = violations_of(cluster.node(1), bad);
+        assert_eq!(kinds, vec![ViolationKind::AckPastLastIndex]);
+    }
+    let status = cluster.node(1).peer_status();
+    assert!(status.iter().all(|peer| peer.match_index <= last));
+    assert_eq!(cluster.node(1).commit_index(), last, "commit unchanged");
+}
+
+#[test]
+fn malformed_append_entries_are_dropped() {
+    let mut node = follower_of_2();
+    let gap = append(2, 2, (3, 2), &[(4, 2), (6, 2)]);
+    assert_eq!(
+        violations_of(&mut node, gap),
+        vec![ViolationKind::NonContiguousEntries]
+    );
+    let wrong_start = append(2, 2, (3, 2), &[(5, 2)]);
+    assert_eq!(
+        violations_of(&mut node, wrong_start),
+        vec![ViolationKind::NonContiguousEntries]
+    );
+    let overflow = append(2, 2, (u64::MAX, 2), &[(0, 2)]);
+    assert_eq!(
+        violations_of(&mut node, overflow),
+        vec![ViolationKind::NonContiguousEntries]
+    );
+    let newer_than_leader = append(2, 2, (3, 2), &[(4, 9)]);
+    assert_eq!(
+        violations_of(&mut node, newer_than_leader),
+        vec![ViolationKind::BadEntryTerm]
+    );
+    let terms_go_back = append(2, 2, (3, 2), &[(4, 2), (5, 1)]);
+    assert_eq!(
+        violations_of(&mut node, terms_go_back),
+        vec![ViolationKind::BadEntryTerm]
+    );
+    assert_eq!(node.last_index(), 3, "nothing appended");
+    // Still takes a good append.
+    node.step(append(2, 2, (3, 2), &[(4, 2)])).unwrap();
+    assert_eq!(node.last_index(), 4);
+}
+
+#[test]
+fn a_leader_contradicting_what_it_confirmed_is_dropped() {
+    let mut node = follower_of_2();
+    // Entry 3 (term 2) matched this leader; it now claims a different one.
+    let contradiction = append(2, 2, (2, 1), &[(3, 1)]);
+    assert_eq!(
+        violations_of(&mut node, contradiction),
+        vec![ViolationKind::LeaderContradiction]
+    );
+    assert_eq!(node.entry_term(3).unwrap(), Some(2));
+    // Committing what it matched does not panic either.
+    let heartbeat = message(
+        2,
+        2,
+        MessageBody::Heartbeat {
+            leader_commit: 1_000,
+            read_context: None,
+        },
+    );
+    node.step(heartbeat).unwrap();
+    assert_eq!(node.commit_index(), 3);
+}
+
+#[test]
+fn an_unknown_read_context_is_dropped() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    let term = cluster.node(1).term();
+    let bad = message(
+        2,
+        term,
+        MessageBody::HeartbeatResponse {
+            read_context: Some(77),
+            commit_index: 0,
+        },
+    );
+    assert_eq!(
+        violations_of(cluster.node(1), bad),
+        vec![ViolationKind::UnknownReadContext]
+    );
+}
+
+// ----- the leader's commit as told, for readiness -----
+
+#[test]
+fn followers_learn_the_leaders_commit_beyond_their_own_log() {
+    let mut node = lone_follower(1, &[1]);
+    assert_eq!(node.leader_commit_index(), None);
+    assert!(!node.heard_from_leader());
+    let heartbeat = message(
+        2,
+        1,
+        MessageBody::Heartbeat {
+            leader_commit: 16_000,
+            read_context: None,
+        },
+    );
+    node.step(heartbeat).unwrap();
+    assert!(node.heard_from_leader());
+    assert_eq!(node.leader_commit_index(), Some(16_000), "as sent");
+    assert_eq!(node.commit_index(), 0, "commits nothing it has not matched");
+    // The leader sends its commit as it is, not clamped to the follower.
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.down.insert(3);
+    for _ in 0..5 {
+        cluster.node(1).propose(Bytes::from_static(b"a")).unwrap();
+    }
+    cluster.stabilize();
+    let commit = cluster.node(1).commit_index();
+    assert_eq!(commit, 6);
+    for _ in 0..cluster.node(1).config().heartbeat_ticks {
+        cluster.node(1).tick().unwrap();
+    }
+    let ready = cluster.node(1).ready().unwrap();
+    let to_3 = ready
+        .messages
+        .iter()
+        .find(|m| m.to == 3 && matches!(m.body, MessageBody::Heartbeat { .. }));
+    assert!(
+        matches!(to_3.map(|m| &m.body), Some(MessageBody::Heartbeat { leader_commit, .. }) if *leader_commit == commit),
+        "{to_3:?}"
+    );
+    assert_eq!(cluster.node(1).leader_commit_index(), Some(commit));
+}
+
+// ----- ReadIndex under loss -----
+
+#[test]
+fn a_read_whose_round_was_lost_is_confirmed_by_the_next_heartbeat() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.stabilize();
+    // The first round's heartbeats are lost; nothing else is.
+    let lost = Rc::new(RefCell::new(true));
+    let lose = lost.clone();
+    cluster.drop_if = Some(Box::new(move |message: &Message| {
+        *lose.borrow()
+            && matches!(
+                message.body,
+                MessageBody::Heartbeat {
+                    read_context: Some(_),
+                    ..
+                }
+            )
+    }));
+    cluster.node(1).read_index(5).unwrap();
+    cluster.stabilize();
+    assert!(cluster.read_states.is_empty());
+    *lost.borrow_mut() = false;
+    let heartbeat_ticks = cluster.node(1).config().heartbeat_ticks;
+    cluster.tick_all(heartbeat_ticks);
+    let commit = cluster.node(1).commit_index();
+    assert_eq!(
+        cluster.read_states,
+        vec![(
+            1,
+            ReadState {
+                request_id: 5,
+                result: Ok(commit)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_read_that_cannot_be_confirmed_times_out() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.stabilize();
+    // Every answer to a read round is lost while appends flow: the leader
+    // keeps its quorum (check-quorum) yet can never confirm the read.
+    cluster.drop_if = Some(Box::new(|message: &Message| {
+        matches!(
+            message.body,
+            MessageBody::HeartbeatResponse {
+                read_context: Some(_),
+                ..
+            }
+        )
+    }));
+    cluster.node(1).read_index(6).unwrap();
+    let election_ticks = cluster.node(1).config().election_ticks;
+    for _ in 0..3 * election_ticks {
+        cluster.node(1).propose(Bytes::from_static(b"a")).unwrap();
+        cluster.tick_all(1);
+        if !cluster.read_states.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(cluster.node(1).role(), Role::Leader);
+    assert_eq!(
+        cluster.read_states,
+        vec![(
+            1,
+            ReadState {
+                request_id: 6,
+                result: Err(ReadError::TimedOut)
+            }
+        )]
+    );
+}
+
+// ----- failover when the leader's connection closes -----
+
+#[test]
+fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.stabilize();
+    let heartbeat_ticks = cluster.node(2).config().heartbeat_ticks;
+    let election_ticks = cluster.node(2).config().election_ticks;
+    assert!(heartbeat_ticks < election_ticks);
+    cluster.down.insert(1);
+    // Node 2 sees the leader's connection close; node 3 does not (yet).
+    cluster.node(2).peer_connection_closed(1).unwrap();
+    assert_eq!(cluster.node(2).leader_id(), None);
+    cluster.node(3).peer_connection_closed(2).unwrap();
+    assert_eq!(cluster.node(3).leader_id(), Some(1), "not its leader");
+    for _ in 0..heartbeat_ticks {
+        cluster.node(2).tick().unwrap();
+        cluster.stabilize();
+    }
+    // Node 3 still counts on its leader: stickiness refuses the pre-vote,
+    // so nobody's term moved.
+    assert_ne!(cluster.node(2).role(), Role::Candidate);
+    assert_eq!((cluster.node(2).term(), cluster.node(3).term()), (1, 1));
+    assert_eq!(cluster.node(3).leader_id(), Some(1));
+    // Once node 3 sees the close too, the next early campaign wins.
+    cluster.node(3).peer_connection_closed(1).unwrap();
+    cluster.node(2).peer_connection_closed(1).unwrap();
+    let mut ticks = 0;
+    // (Node 1, down, still thinks it leads term 1.)
+    while ![2, 3]
+        .iter()
+        .any(|id| cluster.node(*id).role() == Role::Leader)
+    {
+        cluster.node(2).tick().unwrap();
+        cluster.node(3).tick().unwrap();
+        cluster.stabilize();
+        ticks += 1;
+        assert!(
+            ticks < election_ticks,
+            "no early election: {:?} {:?} terms {} {}",
+            cluster.node(2).role(),
+            cluster.node(3).role(),
+            cluster.node(2).term(),
+            cluster.node(3).term()
+        );
+    }
+}

@@ -181,7 +181,9 @@ impl Client {
             match client.connection().await {
                 Ok(_) => return Ok(client),
                 Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Retry(reason)) => client.pause(&mut backoff, deadline, reason).await?,
+                Err(Failure::Retry(reason)) => {
+                    client.pause(&mut backoff, deadline, reason, 0).await?
+                }
             }
         }
     }
@@ -299,11 +301,13 @@ impl Client {
         let mut backoff = self.backoff();
         let mut redirects_in_a_row = 0u32;
         loop {
+            // A busy server's hint: the next try waits at least this long.
+            let mut pause_at_least_ms = 0;
             let connection = match self.connection().await {
                 Ok(connection) => connection,
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(reason)) => {
-                    self.pause(&mut backoff, deadline, reason).await?;
+                    self.pause(&mut backoff, deadline, reason, 0).await?;
                     continue;
                 }
             };
@@ -319,7 +323,10 @@ impl Client {
                         );
                         let redirect = leader_addr.filter(|addr| *addr != connection.addr);
                         let known = redirect.is_some();
-                        self.forget(&connection, redirect).await;
+                        // Stop using this member, but let the requests already
+                        // on the connection get their own answers: closing it
+                        // would turn each into "outcome unknown".
+                        self.forget(&connection, redirect, false).await;
                         // Follow a named leader at once, but not forever: two
                         // members naming each other must not spin.
                         if known && redirects_in_a_row < 3 {
@@ -327,6 +334,10 @@ impl Client {
                             continue;
                         }
                         reason
+                    }
+                    error @ RequestError::Busy { retry_after_ms, .. } => {
+                        pause_at_least_ms = retry_after_ms.min(config.backoff_max_ms);
+                        format!("{}: {error}", connection.addr)
                     }
                     error if error.is_retryable() => format!("{}: {error}", connection.addr),
                     RequestError::Indeterminate { reason } => {
@@ -336,7 +347,7 @@ impl Client {
                 },
                 Ok(response) => return Ok(response),
                 Err(lost) => {
-                    self.forget(&connection, None).await;
+                    self.forget(&connection, None, true).await;
                     if !idempotent {
                         return Err(ClientError::Indeterminate { reason: lost });
                     }
@@ -344,18 +355,21 @@ impl Client {
                 }
             };
             redirects_in_a_row = 0;
-            self.pause(&mut backoff, deadline, reason).await?;
+            self.pause(&mut backoff, deadline, reason, pause_at_least_ms)
+                .await?;
         }
     }
 
-    /// Sleeps the next back-off delay, or fails when it would pass `deadline`.
+    /// Sleeps the next back-off delay (at least `at_least_ms`), or fails
+    /// when it would pass `deadline`.
     async fn pause(
         &self,
         backoff: &mut Backoff,
         deadline: Instant,
         last_error: String,
+        at_least_ms: u64,
     ) -> Result<(), ClientError> {
-        let delay = Duration::from_millis(backoff.next_delay_ms());
+        let delay = Duration::from_millis(backoff.next_delay_ms().max(at_least_ms));
         let now = Instant::now();
         if now + delay > deadline {
             let started = deadline - Duration::from_millis(self.inner.config.retry_deadline_ms);
@@ -370,7 +384,7 @@ impl Client {
 
     /// Drops `connection` if it is still the current one; the next call
     /// connects to `redirect`, or else to the next address in the list.
-    async fn forget(&self, connection: &Arc<Connection>, redirect: Option<String>) {
+    async fn forget(&self, connection: &Arc<Connection>, redirect: Option<String>, close: bool) {
         let mut state = self.inner.state.lock().await;
         if state
             .connection
@@ -385,7 +399,9 @@ impl Client {
         if redirect.is_some() {
             state.redirect = redirect;
         }
-        connection.close();
+        if close {
+            connection.close();
+        }
     }
 
     /// The live connection, opening one if needed.

@@ -16,7 +16,7 @@
 //! - `ClientResponse`: 0 `Appended`, 1 `Entry`, 2 `Entries`, 3 `Error`.
 //! - `RequestError`: 0 `NotLeader`, 1 `Transferring`, 2 `Unavailable`,
 //!   3 `TooLarge`, 4 `BadRequest`, 5 `NotFound`, 6 `Compacted`,
-//!   7 `Indeterminate`.
+//!   7 `Indeterminate`, 8 `Busy`, 9 `DiskFull`.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -149,6 +149,22 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
+    /// The server is overloaded (a write queue is full). Nothing was
+    /// appended; retry after a short pause.
+    #[error("busy: {reason}; retry after {retry_after_ms} ms")]
+    Busy {
+        /// What limit was hit.
+        reason: String,
+        /// A suggested pause before retrying.
+        retry_after_ms: u64,
+    },
+    /// The server's disk is full. Nothing was appended; reads still work
+    /// and writes resume once space is freed.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// What is full.
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -160,6 +176,8 @@ impl RequestError {
             RequestError::NotLeader { .. }
                 | RequestError::Transferring
                 | RequestError::Unavailable { .. }
+                | RequestError::Busy { .. }
+                | RequestError::DiskFull { .. }
         )
     }
 }
@@ -244,6 +262,11 @@ mod tests {
                 }),
             Just(RequestError::Transferring),
             arb_text().prop_map(|reason| RequestError::Unavailable { reason }),
+            (arb_text(), any::<u64>()).prop_map(|(reason, retry_after_ms)| RequestError::Busy {
+                reason,
+                retry_after_ms
+            }),
+            arb_text().prop_map(|reason| RequestError::DiskFull { reason }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(bytes, max_bytes)| RequestError::TooLarge { bytes, max_bytes }),
             arb_text().prop_map(|reason| RequestError::BadRequest { reason }),
@@ -319,6 +342,25 @@ mod tests {
             .unwrap()
             .as_ref(),
             &[3, 7, 0]
+        );
+        assert_eq!(
+            ClientResponse::Error(RequestError::Busy {
+                reason: String::new(),
+                retry_after_ms: 5
+            })
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[3, 8, 0, 5]
+        );
+        assert_eq!(
+            ClientResponse::Error(RequestError::DiskFull {
+                reason: String::new()
+            })
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[3, 9, 0]
         );
         assert_eq!(
             ClientRequest::Append {

@@ -76,6 +76,10 @@ pub struct ListenerConfig {
     pub max_in_flight_requests: usize,
     /// Capacity of the channel to the server, in items.
     pub inbound_capacity: usize,
+    /// Connections open at once, peers past their handshake not counted;
+    /// past it new connections are closed at once (peers stay reachable:
+    /// a handshake that names a peer frees its slot).
+    pub max_connections: usize,
 }
 
 impl ListenerConfig {
@@ -89,6 +93,7 @@ impl ListenerConfig {
             handshake_timeout_ms: 5_000,
             max_in_flight_requests: 1024,
             inbound_capacity: 4096,
+            max_connections: 1024,
         }
     }
 }
@@ -105,6 +110,12 @@ pub enum Inbound<T> {
     },
     /// A client request, to be answered through its responder.
     Client(ClientCall),
+    /// The peer closed its connection or it was reset: its process most
+    /// likely exited (a network partition closes nothing).
+    PeerClosed {
+        /// The peer's member id, as it gave it in the handshake.
+        from: String,
+    },
 }
 
 /// One client request and the way to answer it.
@@ -194,6 +205,8 @@ pub struct ListenerStats {
     pub handshakes_failed: u64,
     /// Connections closed after an error past the handshake.
     pub connections_failed: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: u64,
     /// Peer messages handed to the server.
     pub peer_messages: u64,
     /// Client requests handed to the server.
@@ -205,6 +218,7 @@ struct Counters {
     connections_accepted: AtomicU64,
     handshakes_failed: AtomicU64,
     connections_failed: AtomicU64,
+    connections_refused: AtomicU64,
     peer_messages: AtomicU64,
     client_requests: AtomicU64,
 }
@@ -249,12 +263,18 @@ impl Listener {
             config.inbound_capacity > 0,
             "inbound_capacity must be positive"
         );
+        assert!(
+            config.max_connections > 0,
+            "max_connections must be positive"
+        );
         let local_addr = socket.local_addr()?;
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
         let cancel = CancellationToken::new();
         let counters = Arc::new(Counters::default());
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let context = Arc::new(Context {
             config,
+            connections,
             inbound: inbound_tx,
             cancel: cancel.clone(),
             counters: counters.clone(),
@@ -281,6 +301,7 @@ impl Listener {
             connections_accepted: c.connections_accepted.load(Ordering::Relaxed),
             handshakes_failed: c.handshakes_failed.load(Ordering::Relaxed),
             connections_failed: c.connections_failed.load(Ordering::Relaxed),
+            connections_refused: c.connections_refused.load(Ordering::Relaxed),
             peer_messages: c.peer_messages.load(Ordering::Relaxed),
             client_requests: c.client_requests.load(Ordering::Relaxed),
         }
@@ -306,6 +327,8 @@ impl Drop for Listener {
 
 struct Context<T> {
     config: ListenerConfig,
+    /// One permit per open connection (see `max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
     inbound: mpsc::Sender<Inbound<T>>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
@@ -322,11 +345,20 @@ where
         };
         match accepted {
             Ok((stream, remote)) => {
+                let Ok(permit) = context.connections.clone().try_acquire_owned() else {
+                    context
+                        .counters
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, "too many connections; closed at once");
+                    drop(stream);
+                    continue;
+                };
                 context
                     .counters
                     .connections_accepted
                     .fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve_connection(stream, remote, context.clone()));
+                tokio::spawn(serve_connection(stream, remote, context.clone(), permit));
             }
             Err(error) => {
                 // Usually out of file descriptors: pause rather than spin.
@@ -337,8 +369,12 @@ where
     }
 }
 
-async fn serve_connection<T>(stream: TcpStream, remote: SocketAddr, context: Arc<Context<T>>)
-where
+async fn serve_connection<T>(
+    stream: TcpStream,
+    remote: SocketAddr,
+    context: Arc<Context<T>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     T: DeserializeOwned + Send + 'static,
 {
     if let Err(error) = stream.set_nodelay(true) {
@@ -374,8 +410,16 @@ where
         }
     };
     let outcome = match hello.role {
-        Role::Peer => serve_peer(framed, hello.member_id, &context).await,
-        Role::Client => serve_client(framed, hello.member_id.into(), &context).await,
+        Role::Peer => {
+            // Known peers passed the handshake's checks: never crowded out.
+            drop(permit);
+            serve_peer(framed, hello.member_id, &context).await
+        }
+        Role::Client => {
+            let outcome = serve_client(framed, hello.member_id.into(), &context).await;
+            drop(permit);
+            outcome
+        }
     };
     if let Err(error) = outcome {
         context
@@ -443,7 +487,18 @@ where
             next = framed.next() => next,
         };
         let frame = match next {
-            None => break Ok(()),
+            None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
+                // Closed or reset by the other side: tell the server at once,
+                // it may be a dead leader.
+                let _ = context
+                    .inbound
+                    .send(Inbound::PeerClosed { from: from.clone() })
+                    .await;
+                match next {
+                    Some(Err(error)) => break Err(ConnectionError::from(error)),
+                    _ => break Ok(()),
+                }
+            }
             Some(Err(error)) => break Err(ConnectionError::from(error)),
             Some(Ok(frame)) => frame,
         };

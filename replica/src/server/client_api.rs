@@ -11,8 +11,8 @@ use super::handle::ReplicaHandle;
 
 /// Answers one call. Appends go straight to the raft loop, which answers
 /// the responder when they commit (no task or channel per append: that is
-/// the hot path); a get is answered at once; a long-polling read runs as
-/// its own task. The listener already bounded
+/// the hot path); gets and long-polling reads run as tasks of their own
+/// that read the disk on the blocking pool. The listener already bounded
 /// how many calls a connection has in flight.
 pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
     let ClientCall { request, responder } = call;
@@ -33,11 +33,16 @@ pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
             }),
         ),
         ClientRequest::Get { index } => {
-            let response = match handle.entry(index) {
-                Ok(entry) => ClientResponse::Entry(client_entry(entry)),
-                Err(err) => ClientResponse::Error(read_error(err)),
-            };
-            responder.respond(response);
+            // Its own task: the entry is read on the blocking pool, never on
+            // this thread, which also carries the peers' heartbeats.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let response = match handle.entry(index).await {
+                    Ok(entry) => ClientResponse::Entry(client_entry(entry)),
+                    Err(err) => ClientResponse::Error(read_error(err)),
+                };
+                responder.respond(response);
+            });
         }
         ClientRequest::Read {
             from,
@@ -105,13 +110,21 @@ pub fn append_error(err: AppendError) -> RequestError {
             max_bytes: max_bytes as u64,
         },
         AppendError::Unknown { reason } => RequestError::Indeterminate { reason },
-        err @ (AppendError::NoLeader { .. }
-        | AppendError::Overloaded { .. }
-        | AppendError::Unavailable { .. }) => RequestError::Unavailable {
-            reason: err.to_string(),
+        AppendError::Overloaded { reason } => RequestError::Busy {
+            reason,
+            retry_after_ms: BUSY_RETRY_AFTER_MS,
         },
+        AppendError::DiskFull { reason } => RequestError::DiskFull { reason },
+        err @ (AppendError::NoLeader { .. } | AppendError::Unavailable { .. }) => {
+            RequestError::Unavailable {
+                reason: err.to_string(),
+            }
+        }
     }
 }
+
+/// The pause a busy client is told to take before retrying.
+const BUSY_RETRY_AFTER_MS: u64 = 250;
 
 fn read_error(err: ReadError) -> RequestError {
     match err {

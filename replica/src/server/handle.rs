@@ -2,7 +2,6 @@
 //! talk to. Writes, read points and transfers go to the raft loop as
 //! inputs; committed entries are read straight from the log.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
+use super::input_queue::{InputSender, Refused};
 use super::members::{not_leader_error, Member};
 use super::raft_loop::{Input, ProposeReply, Snapshot};
 
@@ -29,12 +29,18 @@ const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// Most entries one range read returns.
 const MAX_RANGE_ENTRIES: usize = 10_000;
 
+/// Log reads (gets, range reads) running on the blocking pool at most; more
+/// wait their turn, so a burst of readers cannot take every pool thread.
+const MAX_CONCURRENT_READS: usize = 16;
+
 /// The replica as its front ends see it.
 pub struct ReplicaHandle {
     group: String,
     self_name: String,
     members: Vec<Member>,
-    inputs: Sender<Input>,
+    inputs: InputSender,
+    /// Bounds the log reads running on the blocking pool.
+    read_permits: tokio::sync::Semaphore,
     snapshot: watch::Receiver<Snapshot>,
     log: Arc<Log>,
     metrics: Arc<Metrics>,
@@ -51,7 +57,7 @@ pub struct HandleParts {
     /// All members.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
-    pub inputs: Sender<Input>,
+    pub inputs: InputSender,
     /// The raft loop's published state.
     pub snapshot: watch::Receiver<Snapshot>,
     /// The log, for reads.
@@ -77,6 +83,7 @@ impl ReplicaHandle {
             metrics: parts.metrics,
             max_entry_bytes: parts.max_entry_bytes,
             ready_max_lag: parts.ready_max_lag,
+            read_permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
         }
     }
 
@@ -120,10 +127,19 @@ impl ReplicaHandle {
             }
             reply(result);
         });
-        if let Err(std::sync::mpsc::SendError(Input::Propose { reply, .. })) =
-            self.inputs.send(Input::Propose { payloads, reply })
-        {
-            reply(Err(self.stopped_error()));
+        match self.inputs.offer(Input::Propose { payloads, reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(Input::Propose { reply, .. })) => {
+                self.metrics.appends_refused_busy_total.inc();
+                reply(Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                }));
+            }
+            Err(Refused::Closed(Input::Propose { reply, .. })) => {
+                reply(Err(self.stopped_error()));
+            }
+            // Only a proposal was offered.
+            Err(Refused::Full(_) | Refused::Closed(_)) => {}
         }
     }
 
@@ -227,6 +243,23 @@ impl ReplicaHandle {
         }
     }
 
+    /// Runs a log read on the blocking pool, at most [`MAX_CONCURRENT_READS`]
+    /// at a time: a slow disk then delays readers, not the network thread
+    /// that carries heartbeats.
+    async fn read_off_thread<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
+    ) -> crate::store::Result<T> {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|err| StoreError::Invalid(format!("a log read task failed: {err}")))?
+    }
+
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
     pub fn stopped_watch(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.clone()
@@ -263,6 +296,8 @@ impl Engine for ReplicaHandle {
             last_term: snapshot.last_term,
             commit_index: snapshot.commit_index,
             peers,
+            leader_commit_index: snapshot.leader_commit_index,
+            lag: snapshot_lag(&snapshot),
         }
     }
 
@@ -271,15 +306,39 @@ impl Engine for ReplicaHandle {
         if let Some(reason) = &snapshot.stopped {
             return Err(reason.clone());
         }
+        if !snapshot.heard_from_leader {
+            return Err("has not heard from a leader since it started".into());
+        }
         if snapshot.leader.is_none() {
             return Err(format!("no leader known in term {}", snapshot.term));
         }
-        let lag = snapshot
-            .commit_index
-            .saturating_sub(snapshot.readable_index);
+        if let Some(until) = snapshot.stale_until {
+            let now = Instant::now();
+            if now < until {
+                return Err(format!(
+                    "resumed after a pause; waiting {} ms for the leader's current figures",
+                    (until - now).as_millis()
+                ));
+            }
+        }
+        if snapshot.role != Some(core::Role::Leader) {
+            // After a pause (SIGSTOP, a long GC-like stall) the figures are
+            // as old as the pause: wait for fresh word from the leader.
+            let silent = snapshot
+                .leader_contact_at
+                .map_or(Duration::MAX, |at| at.elapsed());
+            if silent > snapshot.leader_silence_limit {
+                return Err(format!(
+                    "no word from the leader for {} ms",
+                    silent.as_millis()
+                ));
+            }
+        }
+        let lag = snapshot_lag(&snapshot);
         if lag > self.ready_max_lag {
             return Err(format!(
-                "{lag} committed entries not yet on this member's disk (bound {})",
+                "{lag} entries behind the leader's commit index {} (bound {})",
+                snapshot.leader_commit_index.unwrap_or(0),
                 self.ready_max_lag
             ));
         }
@@ -307,8 +366,14 @@ impl Engine for ReplicaHandle {
             }
         }
         let (reply, answer) = oneshot::channel();
-        if self.inputs.send(Input::ReadIndex { reply }).is_err() {
-            return Err(self.stopped_error());
+        match self.inputs.offer(Input::ReadIndex { reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                })
+            }
+            Err(Refused::Closed(_)) => return Err(self.stopped_error()),
         }
         let index = answer.await.map_err(|_| self.stopped_error())??;
         // The leader's commit index may briefly run ahead of its own disk.
@@ -323,7 +388,7 @@ impl Engine for ReplicaHandle {
         Ok(index)
     }
 
-    fn entry(&self, index: u64) -> Result<Entry, ReadError> {
+    async fn entry(&self, index: u64) -> Result<Entry, ReadError> {
         if index == 0 {
             return Err(ReadError::BadRequest {
                 reason: "indexes start at 1".into(),
@@ -336,8 +401,9 @@ impl Engine for ReplicaHandle {
                 commit_index: readable,
             });
         }
-        self.log
-            .entry(index)
+        let log = self.log.clone();
+        self.read_off_thread(move || log.entry(index))
+            .await
             .map_err(|err| self.read_error(index, err))
     }
 
@@ -364,9 +430,10 @@ impl Engine for ReplicaHandle {
         let count = usize::try_from(readable - from + 1)
             .unwrap_or(usize::MAX)
             .min(MAX_RANGE_ENTRIES);
+        let log = self.log.clone();
         let entries = self
-            .log
-            .entries(from, count, max_bytes as u64)
+            .read_off_thread(move || log.entries(from, count, max_bytes as u64))
+            .await
             .map_err(|err| self.read_error(from, err))?;
         Ok(CommittedRange {
             entries,
@@ -377,4 +444,11 @@ impl Engine for ReplicaHandle {
     async fn transfer_leadership(&self, to: Option<String>) -> Result<Transferred, TransferError> {
         self.transfer(to).await
     }
+}
+
+/// How far this member's disk is behind the leader's commit index.
+fn snapshot_lag(snapshot: &Snapshot) -> u64 {
+    snapshot
+        .leader_commit_index
+        .map_or(0, |commit| commit.saturating_sub(snapshot.last_index))
 }

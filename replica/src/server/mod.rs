@@ -8,14 +8,17 @@
 //! - [`client_api`]: answers binary-protocol client requests.
 //! - [`disk_log`]: the core's view of the on-disk log.
 //! - [`retention`]: which old segments may be deleted.
+//! - [`role_log`]: INFO lines for elections, role changes and lost peers.
 
 pub mod client_api;
 pub mod disk_log;
 pub mod handle;
+pub mod input_queue;
 pub mod members;
 pub mod peers;
 pub mod raft_loop;
 pub mod retention;
+pub mod role_log;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -36,6 +39,7 @@ use crate::store::{
 
 use self::disk_log::DiskLog;
 use self::handle::{HandleParts, ReplicaHandle};
+use self::input_queue::{input_queue, InputLimits, InputSender, Refused};
 use self::members::Member;
 use self::raft_loop::{Input, RaftLoop, RaftLoopParts, Snapshot};
 
@@ -121,7 +125,7 @@ impl ServerConfig {
 /// A running server's parts that outlive `start`.
 struct Running {
     handle: Arc<ReplicaHandle>,
-    inputs: std::sync::mpsc::Sender<Input>,
+    inputs: InputSender,
     raft_thread: std::thread::JoinHandle<Result<(), String>>,
     listener: Listener,
 }
@@ -207,6 +211,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     })?;
     let log_options = LogOptions {
         segment_bytes: config.segment_bytes,
+        start_writeback: config.flush_mode == FlushMode::PageCache,
         ..LogOptions::default()
     };
     let log =
@@ -239,7 +244,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         &peer_config,
         metrics.clone(),
     ));
-    let (inputs, inputs_rx) = std::sync::mpsc::channel();
+    let (inputs, inputs_rx) = input_queue(InputLimits::default());
     let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
     let raft_loop = RaftLoop::new(RaftLoopParts {
         node,
@@ -266,7 +271,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         inputs: inputs.clone(),
         snapshot: snapshot_rx,
         log,
-        metrics,
+        metrics: metrics.clone(),
         max_entry_bytes: config.max_entry_bytes,
         ready_max_lag: config.ready_max_lag,
     }));
@@ -279,7 +284,13 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
             address: config.listen.clone(),
             source,
         })?;
-    tokio::spawn(dispatch(inbound, inputs.clone(), handle.clone(), self_id));
+    tokio::spawn(dispatch(
+        inbound,
+        inputs.clone(),
+        handle.clone(),
+        metrics,
+        self_id,
+    ));
     Ok(Running {
         handle,
         inputs,
@@ -292,8 +303,9 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
 /// client requests to their own tasks.
 async fn dispatch(
     mut inbound: tokio::sync::mpsc::Receiver<Inbound<Message>>,
-    inputs: std::sync::mpsc::Sender<Input>,
+    inputs: InputSender,
     handle: Arc<ReplicaHandle>,
+    metrics: Arc<Metrics>,
     self_id: NodeId,
 ) {
     while let Some(item) = inbound.recv().await {
@@ -305,11 +317,23 @@ async fn dispatch(
                     tracing::warn!(%from, "peer message with a wrong sender or addressee dropped");
                     continue;
                 }
-                if inputs.send(Input::Peer(message)).is_err() {
-                    return;
+                match inputs.offer(Input::Peer(message)) {
+                    Ok(()) => {}
+                    // The loop is far behind: drop it as a lossy network
+                    // would; the sender retries what matters.
+                    Err(Refused::Full(_)) => {
+                        metrics.inbound_peer_messages_dropped_total.inc();
+                    }
+                    Err(Refused::Closed(_)) => return,
                 }
             }
             Inbound::Client(call) => client_api::answer(&handle, call),
+            Inbound::PeerClosed { from } => {
+                let peer = members::node_id_of(&from);
+                if inputs.send(Input::PeerClosed(peer)).is_err() {
+                    return;
+                }
+            }
         }
     }
 }

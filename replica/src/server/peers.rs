@@ -1,7 +1,6 @@
 //! Outbound links to the other members, by numeric id.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::core::Message;
@@ -51,9 +50,7 @@ impl Peers {
             match link.send(&message) {
                 Ok(()) => {}
                 Err(SendError::QueueFull { .. }) => {
-                    self.metrics
-                        .peer_messages_dropped_total
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.peer_messages_dropped_total.inc();
                 }
                 Err(err) => tracing::warn!(peer = link.peer_id(), "send failed: {err}"),
             }

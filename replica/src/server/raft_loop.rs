@@ -8,20 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use crate::core::{self, Message, Node, ReadState, Ready, SoftState, TransferOutcome};
+use crate::core::{
+    self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome, Violation,
+};
 use crate::engine::{AppendError, TransferError};
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
+use crate::executor::{Outcome, Proposals};
 use crate::metrics::Metrics;
+use crate::server::role_log;
 use crate::store::{GroupCommit, MetaStore};
 
 use super::disk_log::DiskLog;
+use super::input_queue::{InputReceiver, InputSender};
 use super::members::{not_leader_error, Member};
 use super::peers::Peers;
 use super::retention::{self, RetentionPolicy};
@@ -32,6 +37,24 @@ const RETENTION_PERIOD: Duration = Duration::from_secs(10);
 /// Most inputs handled before the loop looks at the Ready again: bounds the
 /// latency one burst of inputs can add to the others.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
+
+/// How often the room left on the log's file system is looked at.
+const DISK_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Writes are refused while less than this is free on the log's file
+/// system: room for the hard state and a segment roll, so a full disk is
+/// met by refusing writes rather than by a failed one.
+const DISK_RESERVE_BYTES: u64 = 8 << 20;
+
+/// A leader that cannot write this long hands leadership to a follower,
+/// so the rest of the group goes on writing.
+const DISK_FULL_STEP_ASIDE: Duration = Duration::from_secs(2);
+
+/// Client payload bytes proposed and not yet answered, at most: past it new
+/// appends are answered "busy, retry". Bounds the leader's log beyond the
+/// commit index, so a flood of large appends waits at the client, not in
+/// memory and queues here (where it would time out unanswered).
+const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 
 /// How long an append waits for its commit before the client is told the
 /// outcome is unknown.
@@ -46,6 +69,8 @@ pub type ProposeReply = Box<dyn FnOnce(Result<(Index, Term), AppendError>) + Sen
 pub enum Input {
     /// A message from a peer (its sender already checked).
     Peer(Message),
+    /// The connection from this peer was closed or reset.
+    PeerClosed(NodeId),
     /// Append these payloads as consecutive entries.
     Propose {
         /// One entry each.
@@ -103,13 +128,29 @@ pub struct Snapshot {
     pub peers: Vec<(NodeId, Index, u64)>,
     /// Set when the loop stopped (storage failure, shutdown), with the reason.
     pub stopped: Option<String>,
+    /// The leader's commit index as last told (own on the leader).
+    pub leader_commit_index: Option<Index>,
+    /// Whether a leader was heard from (or this member led) since start.
+    pub heard_from_leader: bool,
+    /// When the last message from the current leader was taken in (a
+    /// follower; `None` on the leader and before any leader spoke).
+    pub leader_contact_at: Option<Instant>,
+    /// How long a follower may go without word from its leader before its
+    /// figures count as stale: the election timeout.
+    pub leader_silence_limit: Duration,
+    /// Set after this process was paused (SIGSTOP, a stalled VM) for longer
+    /// than the election timeout: until then, what it hears may be messages
+    /// queued during the pause, so its lag is not known yet.
+    pub stale_until: Option<Instant>,
 }
 
-struct PendingProposal {
-    first_index: Index,
-    last_index: Index,
-    term: Term,
-    reply: ProposeReply,
+/// How long a linearizable read waits for its answer in all: the core
+/// answers or times a read out well before (two election timeouts).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A read the core has not answered yet.
+struct AskedRead {
+    reply: oneshot::Sender<Result<Index, AppendError>>,
     deadline: Instant,
 }
 
@@ -126,18 +167,20 @@ pub struct RaftLoop {
     meta: MetaStore,
     storage: Arc<GroupCommit>,
     peers: Arc<Peers>,
-    inputs: Receiver<Input>,
+    inputs: InputReceiver,
     /// A clone of the inputs' sender, handed to storage completions.
-    loopback: Sender<Input>,
+    loopback: InputSender,
     snapshot: watch::Sender<Snapshot>,
     metrics: Arc<Metrics>,
     tick: Duration,
     members: Vec<Member>,
 
     /// Proposals waiting for commit, in index order.
-    proposals: VecDeque<PendingProposal>,
+    proposals: Proposals<ProposeReply>,
+    /// The clock proposal deadlines are on.
+    started: Instant,
     /// ReadIndex requests by request id, until the core answers.
-    reads_asked: HashMap<u64, oneshot::Sender<Result<Index, AppendError>>>,
+    reads_asked: HashMap<u64, AskedRead>,
     /// Confirmed read points waiting for the commit index to reach them.
     reads_waiting: BTreeMap<Index, Vec<oneshot::Sender<Result<Index, AppendError>>>>,
     next_read_id: u64,
@@ -153,6 +196,18 @@ pub struct RaftLoop {
     last_soft: Option<SoftState>,
     retention: RetentionPolicy,
     next_retention: Instant,
+    /// When the last message from the current leader came in.
+    leader_contact_at: Option<Instant>,
+    /// See `Snapshot::stale_until`.
+    stale_until: Option<Instant>,
+    /// Payload bytes let in this round and not yet handed to storage; with
+    /// the storage queue's own bytes they must stay within its bound.
+    admitted_bytes: u64,
+    /// Since when the log's file system is (nearly) full, if it is.
+    disk_full_since: Option<Instant>,
+    next_disk_check: Instant,
+    /// Client payload bytes proposed and not yet answered.
+    uncommitted_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the loop needs to start.
@@ -166,9 +221,9 @@ pub struct RaftLoopParts {
     /// Links to the other members.
     pub peers: Arc<Peers>,
     /// The inputs.
-    pub inputs: Receiver<Input>,
+    pub inputs: InputReceiver,
     /// A sender of the same inputs.
-    pub loopback: Sender<Input>,
+    pub loopback: InputSender,
     /// Where snapshots go.
     pub snapshot: watch::Sender<Snapshot>,
     /// Metrics.
@@ -196,7 +251,8 @@ impl RaftLoop {
             metrics: parts.metrics,
             tick: parts.tick,
             members: parts.members,
-            proposals: VecDeque::new(),
+            proposals: Proposals::default(),
+            started: Instant::now(),
             reads_asked: HashMap::new(),
             reads_waiting: BTreeMap::new(),
             next_read_id: 1,
@@ -208,6 +264,12 @@ impl RaftLoop {
             last_soft: None,
             retention: parts.retention,
             next_retention: Instant::now() + RETENTION_PERIOD,
+            leader_contact_at: None,
+            stale_until: None,
+            admitted_bytes: 0,
+            disk_full_since: None,
+            next_disk_check: Instant::now(),
+            uncommitted_bytes: Arc::default(),
         }
     }
 
@@ -248,9 +310,20 @@ impl RaftLoop {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
+            let silence_limit = self.leader_silence_limit();
+            if now.saturating_duration_since(next_tick) > silence_limit {
+                // The process was paused: messages queued meanwhile tell old
+                // news; give the leader's current figures time to arrive.
+                self.stale_until = Some(now + silence_limit);
+            }
             if now >= next_tick {
                 self.node.tick().map_err(|err| err.to_string())?;
                 self.expire_proposals(now);
+                self.expire_reads(now);
+                if now >= self.next_disk_check {
+                    self.next_disk_check = now + DISK_CHECK_PERIOD;
+                    self.check_disk(now);
+                }
                 if now >= self.next_retention {
                     self.next_retention = now + RETENTION_PERIOD;
                     self.apply_retention()?;
@@ -260,6 +333,7 @@ impl RaftLoop {
                 next_tick = (next_tick + self.tick).max(now);
             }
             self.process_ready()?;
+            self.admitted_bytes = 0;
             self.publish();
         }
     }
@@ -267,13 +341,32 @@ impl RaftLoop {
     /// Handles one input; false when the loop must stop.
     fn handle(&mut self, input: Input) -> Result<bool, String> {
         match input {
-            Input::Peer(message) => self.node.step(message).map_err(|err| err.to_string())?,
-            Input::Propose { payloads, reply } => self.propose(payloads, reply),
+            Input::Peer(message) if !self.admit_peer_append(&message) => {}
+            Input::Peer(message) => {
+                let from = message.from;
+                self.node.step(message).map_err(|err| err.to_string())?;
+                if self.node.leader_id() == Some(from) {
+                    self.leader_contact_at = Some(Instant::now());
+                }
+            }
+            Input::PeerClosed(peer) => {
+                self.node
+                    .peer_connection_closed(peer)
+                    .map_err(|err| err.to_string())?;
+            }
+            Input::Propose { payloads, reply } => match self.admit_proposal(&payloads) {
+                Ok(payload_bytes) => {
+                    let reply = self.count_uncommitted(payload_bytes, reply);
+                    self.propose(payloads, reply);
+                }
+                Err(refused) => reply(Err(refused)),
+            },
             Input::ReadIndex { reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
+                let deadline = Instant::now() + READ_TIMEOUT;
+                self.reads_asked.insert(id, AskedRead { reply, deadline });
                 self.node.read_index(id).map_err(|err| err.to_string())?;
-                self.reads_asked.insert(id, reply);
             }
             Input::Transfer { target, reply } => self.start_transfer(target, reply),
             Input::Persisted { sequence, last } => {
@@ -303,7 +396,130 @@ impl RaftLoop {
         Ok(true)
     }
 
+    /// Whether writes must wait for disk space: the file system is nearly
+    /// full, or the flusher met a full disk.
+    fn disk_full(&self) -> bool {
+        self.disk_full_since.is_some() || self.storage.is_disk_full()
+    }
+
+    /// Looks at the room left; a leader that stays unable to write hands
+    /// leadership over. Writes resume by themselves once space is freed.
+    fn check_disk(&mut self, now: Instant) {
+        let low = match crate::store::space::free_bytes(self.storage.log().dir()) {
+            Ok(free_bytes) => free_bytes < DISK_RESERVE_BYTES,
+            Err(err) => {
+                tracing::warn!(%err, "cannot tell the room left on the log's file system");
+                false
+            }
+        };
+        let full = low || self.storage.is_disk_full();
+        match (full, self.disk_full_since) {
+            (true, None) => {
+                tracing::error!(
+                    reserve_bytes = DISK_RESERVE_BYTES,
+                    "the log's disk is full; writes are refused until space is freed"
+                );
+                self.disk_full_since = Some(now);
+            }
+            (false, Some(_)) => {
+                tracing::info!("disk space is back; writes are taken again");
+                self.disk_full_since = None;
+            }
+            _ => {}
+        }
+        let stuck = self
+            .disk_full_since
+            .is_some_and(|since| now.duration_since(since) >= DISK_FULL_STEP_ASIDE);
+        if stuck && self.node.role() == core::Role::Leader && self.transfer.is_none() {
+            match self.node.transfer_leadership(None) {
+                Ok(()) => tracing::warn!("the disk is full; handing leadership to a follower"),
+                Err(err) => tracing::debug!(%err, "no leadership hand-over on a full disk"),
+            }
+        }
+    }
+
+    /// Whether storage can take `payload_bytes` more now: the log's write
+    /// queue is bounded, and what the loop lets in is what it will write.
+    fn storage_has_room(&self, payload_bytes: u64) -> bool {
+        !self
+            .storage
+            .would_refuse(self.admitted_bytes.saturating_add(payload_bytes))
+    }
+
+    /// Lets a client's entries in, or says why not: "busy, retry" when the
+    /// write queue is full, "disk full" while storage waits for space. The
+    /// client is answered at once, so load slows clients and never piles up.
+    fn admit_proposal(&mut self, payloads: &[Bytes]) -> Result<u64, AppendError> {
+        let payload_bytes: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
+        if self.disk_full() {
+            self.metrics.appends_refused_disk_full_total.inc();
+            return Err(AppendError::DiskFull {
+                reason: "this member cannot write its log until space is freed".into(),
+            });
+        }
+        let uncommitted_bytes = self.uncommitted_bytes.load(Ordering::Relaxed);
+        let refused = if uncommitted_bytes > 0
+            && uncommitted_bytes + payload_bytes > MAX_UNCOMMITTED_BYTES
+        {
+            Some(format!(
+                "{uncommitted_bytes} bytes of appends wait for commit ({MAX_UNCOMMITTED_BYTES} at most)"
+            ))
+        } else if !self.storage_has_room(payload_bytes) {
+            Some(format!(
+                "the log's write queue is full ({} bytes at most)",
+                self.storage.options().max_pending_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.metrics.appends_refused_busy_total.inc();
+            return Err(AppendError::Overloaded { reason });
+        }
+        self.admitted_bytes += payload_bytes;
+        Ok(payload_bytes)
+    }
+
+    /// Counts `payload_bytes` as uncommitted until `reply` is answered (or
+    /// dropped), without touching the proposal bookkeeping.
+    fn count_uncommitted(&self, payload_bytes: u64, reply: ProposeReply) -> ProposeReply {
+        struct Uncounted(Arc<std::sync::atomic::AtomicU64>, u64);
+        impl Drop for Uncounted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Relaxed);
+            }
+        }
+        self.uncommitted_bytes
+            .fetch_add(payload_bytes, Ordering::Relaxed);
+        let counted = Uncounted(self.uncommitted_bytes.clone(), payload_bytes);
+        Box::new(move |result| {
+            drop(counted);
+            reply(result);
+        })
+    }
+
+    /// Whether a peer message may be stepped. An append carrying entries
+    /// that storage cannot queue now (queue full, disk full) is dropped
+    /// unanswered: the leader sends it again, and heartbeats, votes and
+    /// everything else still go through, so the member stays in the group.
+    fn admit_peer_append(&mut self, message: &Message) -> bool {
+        let MessageBody::Append { entries, .. } = &message.body else {
+            return true;
+        };
+        if entries.is_empty() {
+            return true;
+        }
+        let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+        if self.disk_full() || !self.storage_has_room(payload_bytes) {
+            self.metrics.peer_appends_refused_total.inc();
+            return false;
+        }
+        self.admitted_bytes += payload_bytes;
+        true
+    }
+
     fn propose(&mut self, payloads: Vec<Bytes>, reply: ProposeReply) {
+        let requested = payloads.len() as u64;
         let mut first: Option<(Index, Term)> = None;
         let mut last_index = 0;
         for payload in payloads {
@@ -312,19 +528,14 @@ impl RaftLoop {
                     first.get_or_insert((index, term));
                     last_index = index;
                 }
-                Err(err) => {
-                    // Entries of this request already proposed stay in the
-                    // log; the client cannot know which, so it is told the
-                    // outcome is unknown rather than "not appended".
-                    let answer = match (first, err) {
-                        (Some(_), err) => AppendError::Unknown {
-                            reason: format!("part of the batch was refused: {err}"),
-                        },
-                        (None, err) => self.propose_error(err),
-                    };
-                    reply(Err(answer));
+                Err(err) if first.is_none() => {
+                    reply(Err(self.propose_error(err)));
                     return;
                 }
+                // The entries already proposed stay in the log: the batch
+                // is tracked with them and answered by what becomes of
+                // them (the rest was not appended).
+                Err(_) => break,
             }
         }
         let Some((first_index, term)) = first else {
@@ -333,17 +544,26 @@ impl RaftLoop {
             }));
             return;
         };
-        debug_assert!(self
-            .proposals
-            .back()
-            .is_none_or(|previous| previous.last_index < first_index));
-        self.proposals.push_back(PendingProposal {
-            first_index,
-            last_index,
-            term,
-            reply,
-            deadline: Instant::now() + COMMIT_TIMEOUT,
-        });
+        let deadline_ms = self.now_ms() + COMMIT_TIMEOUT.as_millis() as u64;
+        if let Err(reply) =
+            self.proposals
+                .push(first_index, last_index, requested, term, deadline_ms, reply)
+        {
+            reply(Err(AppendError::Unknown {
+                reason: format!("entries {first_index}..={last_index} were proposed out of order"),
+            }));
+        }
+    }
+
+    /// The election timeout, as a duration.
+    fn leader_silence_limit(&self) -> Duration {
+        let ticks = u32::try_from(self.node.config().election_ticks).unwrap_or(u32::MAX);
+        self.tick.saturating_mul(ticks)
+    }
+
+    /// Milliseconds since the loop started: the proposals' clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn propose_error(&self, err: core::ProposeError) -> AppendError {
@@ -390,6 +610,7 @@ impl RaftLoop {
             let _ = reply.send(Err(err));
             return;
         }
+        role_log::transfer_started(self.node.transfer_target(), self.node.term(), name);
         if let Some(previous) = self.transfer.take() {
             let _ = previous.reply.send(Err(TransferError::Failed {
                 reason: "superseded by a newer transfer request".into(),
@@ -427,7 +648,11 @@ impl RaftLoop {
             read_states,
             soft_state,
             transfer_outcomes,
+            violations,
         } = ready;
+        for violation in violations {
+            self.on_violation(violation);
+        }
         if let Some(soft) = soft_state {
             self.on_soft_state(soft);
         }
@@ -464,10 +689,37 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// A peer broke the protocol; the core dropped its message.
+    fn on_violation(&self, violation: Violation) {
+        self.metrics.count_violation(violation.kind);
+        tracing::warn!(
+            peer = %self.member_name(violation.from),
+            reason = violation.kind.as_str(),
+            detail = %violation.detail,
+            "dropped a peer message that breaks the protocol"
+        );
+    }
+
+    /// Saves term and vote. On a full disk it waits for space (the messages
+    /// that depend on the vote must not go out before it is durable); any
+    /// other failure stops the loop.
     fn save_hard_state(&mut self, state: HardState) -> Result<(), String> {
-        self.meta
-            .save(state)
-            .map_err(|err| format!("saving term and vote: {err}"))
+        let mut logged = false;
+        loop {
+            match self.meta.save(state) {
+                Ok(()) => return Ok(()),
+                Err(crate::store::StoreError::NoSpace { .. }) => {
+                    if !logged {
+                        tracing::error!(
+                            "the disk is full; waiting for space to save term and vote"
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(crate::store::DISK_FULL_RETRY);
+                }
+                Err(err) => return Err(format!("saving term and vote: {err}")),
+            }
+        }
     }
 
     fn submit(&mut self, entries: Vec<Entry>) -> Result<(), String> {
@@ -494,31 +746,39 @@ impl RaftLoop {
             };
             let _ = loopback.send(input);
         });
+        // Admitted: the loop let these bytes in against the queue's bound
+        // (`admit_proposal`, `admit_peer_append`), so the queue never refuses.
         self.storage
-            .submit(entries, callback)
+            .submit_admitted(entries, callback)
             .map_err(|err| format!("submitting entries to the log: {err}"))
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {
         let previous = self.last_soft.replace(soft);
+        let transferring = self.transfer.is_some();
+        role_log::soft_change(
+            previous,
+            soft,
+            self.node.transfer_target(),
+            transferring,
+            |id| self.member_name(id),
+        );
         if previous.is_none_or(|previous| previous.leader_id != soft.leader_id)
             && soft.leader_id.is_some()
         {
-            self.metrics
-                .leader_changes_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.leader_changes_total.inc();
         }
         if soft.role == core::Role::Candidate
             && previous.is_none_or(|previous| {
                 previous.role != core::Role::Candidate || previous.term != soft.term
             })
         {
-            self.metrics.elections_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.elections_total.inc();
         }
         if soft.role != core::Role::Leader {
             // Confirmed reads need a leader; tell the callers to retry.
-            for (_, reply) in self.reads_asked.drain() {
-                let _ = reply.send(Err(AppendError::NoLeader {
+            for (_, read) in self.reads_asked.drain() {
+                let _ = read.reply.send(Err(AppendError::NoLeader {
                     reason: "leadership changed during the read".into(),
                 }));
             }
@@ -533,30 +793,20 @@ impl RaftLoop {
     }
 
     fn on_commit(&mut self, commit: Index) -> Result<(), String> {
-        while let Some(pending) = self.proposals.front() {
-            if pending.last_index > commit {
-                break;
+        let node = &self.node;
+        let answers = self
+            .proposals
+            .on_commit(commit, |index| node.entry_term(index))
+            .map_err(|err| err.to_string())?;
+        for (reply, outcome) in answers {
+            if let Outcome::Committed { count, .. }
+            | Outcome::PartlyCommitted {
+                committed: count, ..
+            } = outcome
+            {
+                self.metrics.appends_total.inc_by(count);
             }
-            let Some(pending) = self.proposals.pop_front() else {
-                break;
-            };
-            let term = self
-                .node
-                .entry_term(pending.last_index)
-                .map_err(|err| err.to_string())?;
-            let answer = if term == Some(pending.term) {
-                let count = pending.last_index - pending.first_index + 1;
-                self.metrics
-                    .appends_total
-                    .fetch_add(count, Ordering::Relaxed);
-                Ok((pending.first_index, pending.term))
-            } else {
-                Err(AppendError::Unavailable {
-                    reason: "leadership changed before the entry committed; it was not appended"
-                        .into(),
-                })
-            };
-            (pending.reply)(answer);
+            reply(proposal_answer(outcome));
         }
         let ready: Vec<Index> = self
             .reads_waiting
@@ -571,37 +821,35 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Proposals at or after `from` were just overwritten by another
-    /// leader's entries: they were not committed (committed entries are
-    /// never overwritten), so they are definitely not in the log.
+    /// Entries from `from` on were just overwritten by another leader's:
+    /// they were not committed (committed entries are never overwritten).
     fn fail_truncated_proposals(&mut self, from: Index) {
-        while self
-            .proposals
-            .back()
-            .is_some_and(|pending| pending.last_index >= from)
-        {
-            if let Some(pending) = self.proposals.pop_back() {
-                (pending.reply)(Err(AppendError::Unavailable {
-                    reason: "leadership changed before the entry committed; it was not appended"
-                        .into(),
-                }));
-            }
+        for (reply, outcome) in self.proposals.on_truncate(from) {
+            reply(proposal_answer(outcome));
         }
     }
 
-    fn expire_proposals(&mut self, now: Instant) {
-        // Proposals are in index order and got the same timeout, so the
-        // expired ones are at the front.
-        while self
-            .proposals
-            .front()
-            .is_some_and(|pending| pending.deadline <= now)
-        {
-            if let Some(pending) = self.proposals.pop_front() {
-                (pending.reply)(Err(AppendError::Unknown {
+    fn expire_proposals(&mut self, _now: Instant) {
+        let now_ms = self.now_ms();
+        for (reply, outcome) in self.proposals.expire(now_ms) {
+            reply(proposal_answer(outcome));
+        }
+    }
+
+    /// Reads the core has not answered by their deadline get a timeout.
+    fn expire_reads(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .reads_asked
+            .iter()
+            .filter(|(_, read)| read.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(read) = self.reads_asked.remove(&id) {
+                let _ = read.reply.send(Err(AppendError::Unavailable {
                     reason: format!(
-                        "not committed within {} s; it may still commit",
-                        COMMIT_TIMEOUT.as_secs()
+                        "the read was not confirmed within {} s",
+                        READ_TIMEOUT.as_secs()
                     ),
                 }));
             }
@@ -609,7 +857,7 @@ impl RaftLoop {
     }
 
     fn on_read_state(&mut self, read: ReadState) {
-        let Some(reply) = self.reads_asked.remove(&read.request_id) else {
+        let Some(AskedRead { reply, .. }) = self.reads_asked.remove(&read.request_id) else {
             return;
         };
         match read.result {
@@ -617,8 +865,13 @@ impl RaftLoop {
                 let _ = reply.send(Ok(index));
             }
             Ok(index) => self.reads_waiting.entry(index).or_default().push(reply),
-            Err(err) => {
+            Err(err @ core::ReadError::NotLeader { .. }) => {
                 let _ = reply.send(Err(AppendError::NoLeader {
+                    reason: err.to_string(),
+                }));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(AppendError::Unavailable {
                     reason: err.to_string(),
                 }));
             }
@@ -626,6 +879,7 @@ impl RaftLoop {
     }
 
     fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        role_log::transfer_outcome(outcome, self.node.term(), |id| self.member_name(id));
         match outcome {
             TransferOutcome::SteppedDown { .. } => {
                 if let Some(transfer) = &mut self.transfer {
@@ -650,8 +904,8 @@ impl RaftLoop {
     }
 
     fn fail_everything(&mut self, reason: &str) {
-        for pending in self.proposals.drain(..) {
-            (pending.reply)(Err(AppendError::Unknown {
+        for reply in self.proposals.drain() {
+            reply(Err(AppendError::Unknown {
                 reason: reason.to_string(),
             }));
         }
@@ -659,7 +913,7 @@ impl RaftLoop {
         for reply in self
             .reads_asked
             .drain()
-            .map(|(_, r)| r)
+            .map(|(_, read)| read.reply)
             .chain(waiting.into_values().flatten())
         {
             let _ = reply.send(Err(AppendError::Unavailable {
@@ -713,7 +967,7 @@ impl RaftLoop {
             .segments()
             .map(|segments| segments.iter().map(|s| s.size_bytes).sum())
             .unwrap_or(0);
-        self.metrics.log_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.set_log_bytes(bytes);
         Ok(())
     }
 
@@ -746,7 +1000,30 @@ impl RaftLoop {
             last_term: self.node.entry_term(persisted).ok().flatten().unwrap_or(0),
             peers,
             stopped: None,
+            leader_commit_index: self.node.leader_commit_index(),
+            heard_from_leader: self.node.heard_from_leader(),
+            leader_contact_at: if is_leader {
+                None
+            } else {
+                // Moved on only once a tick old, so heartbeats alone do not
+                // wake every snapshot watcher.
+                let published = self.snapshot.borrow().leader_contact_at;
+                match (published, self.leader_contact_at) {
+                    (Some(old), Some(new)) if new.duration_since(old) < self.tick => Some(old),
+                    (_, new) => new,
+                }
+            },
+            leader_silence_limit: self.leader_silence_limit(),
+            stale_until: self.stale_until,
         };
+        let lost_after_ms = self.node.config().election_ticks * tick_ms;
+        role_log::peers_changed(
+            &self.snapshot.borrow().peers,
+            &next.peers,
+            lost_after_ms,
+            soft.term,
+            |id| self.member_name(id),
+        );
         self.snapshot.send_if_modified(|current| {
             if *current == next {
                 false
@@ -755,5 +1032,38 @@ impl RaftLoop {
                 true
             }
         });
+    }
+}
+
+/// What a proposal's client is told about its batch.
+fn proposal_answer(outcome: Outcome) -> Result<(Index, Term), AppendError> {
+    match outcome {
+        Outcome::Committed {
+            first_index, term, ..
+        } => Ok((first_index, term)),
+        // Not "not appended": the client must not retry the committed part.
+        Outcome::PartlyCommitted {
+            first_index,
+            term,
+            committed,
+            requested,
+        } => Err(AppendError::Unknown {
+            reason: format!(
+                "partly appended: the first {committed} of {requested} entries committed at \
+                 {first_index}..={} in term {term}; the other {} were not appended \
+                 (leadership changed): retry only those",
+                first_index + committed - 1,
+                requested - committed
+            ),
+        }),
+        Outcome::NotAppended => Err(AppendError::Unavailable {
+            reason: "leadership changed before the entry committed; it was not appended".into(),
+        }),
+        Outcome::TimedOut => Err(AppendError::Unknown {
+            reason: format!(
+                "not committed within {} s; it may still commit",
+                COMMIT_TIMEOUT.as_secs()
+            ),
+        }),
     }
 }

@@ -8,18 +8,27 @@
 //! `max_batch_bytes`) and writes them with one write and one fdatasync. This
 //! gives LevelDB's writer-queue batching without ever making a submitter,
 //! which may be an async task, do the blocking flush itself.
+//!
+//! A full disk is not an error of the store: the flusher keeps the batch
+//! that did not fit, reports [`GroupCommit::is_disk_full`], and writes it
+//! again every [`DISK_FULL_RETRY`] until space is freed, so nothing queued
+//! is lost and the owner can refuse new writes meanwhile.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::log::{FlushMode, Log};
 use super::{Result, StoreError};
 use crate::entry::{Entry, EntryKind, Index, Term};
+
+/// How often a batch that met a full disk is written again.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(200);
 
 /// Called once with the indices written, when they are durable (or written,
 /// in [`FlushMode::PageCache`]), or with the error. Runs on the flusher
@@ -93,6 +102,8 @@ struct Shared {
     entries: AtomicU64,
     payload_bytes: AtomicU64,
     syncs: AtomicU64,
+    /// Set while a batch waits for disk space.
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 /// The front end concurrent appenders share. Reads go to [`GroupCommit::log`]
@@ -128,6 +139,7 @@ impl GroupCommit {
             entries: AtomicU64::new(0),
             payload_bytes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         });
         let flusher = {
             let (flusher_log, flusher_shared) = (log.clone(), shared.clone());
@@ -154,11 +166,30 @@ impl GroupCommit {
     /// returns an error the callback is dropped without being called.
     pub fn submit(&self, entries: Vec<Entry>, callback: SubmitCallback) -> Result<()> {
         let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
-        self.push(Op::Append {
-            work: Work::Entries(entries),
-            payload_bytes,
-            callback,
-        })
+        self.push(
+            Op::Append {
+                work: Work::Entries(entries),
+                payload_bytes,
+                callback,
+            },
+            true,
+        )
+    }
+
+    /// Like [`GroupCommit::submit`], for a caller that already checked
+    /// [`GroupCommit::would_refuse`] for these bytes (together with all it
+    /// let in since): never refused as busy, so the caller, not the queue,
+    /// keeps the bound and never has to undo entries it already accepted.
+    pub fn submit_admitted(&self, entries: Vec<Entry>, callback: SubmitCallback) -> Result<()> {
+        let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
+        self.push(
+            Op::Append {
+                work: Work::Entries(entries),
+                payload_bytes,
+                callback,
+            },
+            false,
+        )
     }
 
     /// Queues `payloads` as normal entries of `term`; the flusher gives them
@@ -170,11 +201,14 @@ impl GroupCommit {
         callback: SubmitCallback,
     ) -> Result<()> {
         let payload_bytes = payloads.iter().map(|payload| payload.len() as u64).sum();
-        self.push(Op::Append {
-            work: Work::Payloads { term, payloads },
-            payload_bytes,
-            callback,
-        })
+        self.push(
+            Op::Append {
+                work: Work::Payloads { term, payloads },
+                payload_bytes,
+                callback,
+            },
+            true,
+        )
     }
 
     /// Appends `entries` and blocks until they are durable.
@@ -203,11 +237,39 @@ impl GroupCommit {
     /// written; blocks until done (durably).
     pub fn truncate_suffix(&self, from: Index) -> Result<()> {
         let (sender, receiver) = mpsc::sync_channel(1);
-        self.push(Op::Truncate {
-            from,
-            callback: Box::new(move |result| drop(sender.send(result))),
-        })?;
+        self.push(
+            Op::Truncate {
+                from,
+                callback: Box::new(move |result| drop(sender.send(result))),
+            },
+            false,
+        )?;
         receiver.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Payload bytes queued and not yet taken by the flusher.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared
+            .queue
+            .lock()
+            .map_or(0, |queue| queue.pending_bytes)
+    }
+
+    /// Whether a submit of `payload_bytes` would be refused as busy now.
+    pub fn would_refuse(&self, payload_bytes: u64) -> bool {
+        let pending = self.pending_bytes();
+        pending > 0 && pending + payload_bytes > self.options.max_pending_bytes
+    }
+
+    /// Whether the flusher is waiting for disk space (writes are stuck
+    /// until it is freed; reads go on).
+    pub fn is_disk_full(&self) -> bool {
+        self.shared.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// The options this front end runs with.
+    pub fn options(&self) -> GroupCommitOptions {
+        self.options
     }
 
     /// What the flusher has done so far.
@@ -220,7 +282,7 @@ impl GroupCommit {
         }
     }
 
-    fn push(&self, op: Op) -> Result<()> {
+    fn push(&self, op: Op, bounded: bool) -> Result<()> {
         let bytes = match &op {
             Op::Append { payload_bytes, .. } => *payload_bytes,
             Op::Truncate { .. } => 0,
@@ -229,7 +291,10 @@ impl GroupCommit {
         if queue.shutdown {
             return Err(StoreError::Closed);
         }
-        if queue.pending_bytes > 0 && queue.pending_bytes + bytes > self.options.max_pending_bytes {
+        if bounded
+            && queue.pending_bytes > 0
+            && queue.pending_bytes + bytes > self.options.max_pending_bytes
+        {
             return Err(StoreError::Busy {
                 pending_bytes: queue.pending_bytes,
             });
@@ -374,7 +439,7 @@ fn process(log: &Log, shared: &Shared, flush_mode: FlushMode, batch: Vec<Op>) {
     if entries.is_empty() {
         return;
     }
-    let mut result = log.append(&entries);
+    let mut result = append_waiting_for_space(log, shared, &entries);
     shared.batches.fetch_add(1, Ordering::Relaxed);
     if result.is_ok() && flush_mode == FlushMode::Durable {
         result = log.sync();
@@ -396,6 +461,44 @@ fn process(log: &Log, shared: &Shared, flush_mode: FlushMode, batch: Vec<Op>) {
                 complete(callback, Err(duplicate(&error)));
             }
         }
+    }
+}
+
+/// Appends `entries`; on a full disk, waits and writes what is still
+/// missing again until it fits or the front end shuts down.
+fn append_waiting_for_space(log: &Log, shared: &Shared, entries: &[Entry]) -> Result<()> {
+    let mut result = log.append(entries);
+    while let Err(StoreError::NoSpace { path }) = &result {
+        if !shared.disk_full.swap(true, Ordering::Relaxed) {
+            tracing::error!(path = %path.display(), "the disk is full; writes wait until space is freed");
+        }
+        if !wait_for_retry(shared) {
+            break;
+        }
+        // An append crossing a segment boundary may have written its first
+        // part; write only what is still missing.
+        result = log.last_index().and_then(|last_index| {
+            let missing = entries.partition_point(|entry| entry.index <= last_index);
+            log.append(&entries[missing..])
+        });
+    }
+    if result.is_ok() && shared.disk_full.swap(false, Ordering::Relaxed) {
+        tracing::info!("disk space is back; writes resume");
+    }
+    result
+}
+
+/// Sleeps [`DISK_FULL_RETRY`]; false when the front end is shutting down.
+fn wait_for_retry(shared: &Shared) -> bool {
+    let Ok(queue) = shared.queue.lock() else {
+        return false;
+    };
+    if queue.shutdown {
+        return false;
+    }
+    match shared.wake.wait_timeout(queue, DISK_FULL_RETRY) {
+        Ok((queue, _)) => !queue.shutdown,
+        Err(_) => false,
     }
 }
 

@@ -74,6 +74,11 @@ pub struct LogOptions {
     /// Open without changing anything on disk: a torn tail is reported and
     /// ignored rather than cut, index files are not written. For tools.
     pub read_only: bool,
+    /// Start writing each append back to the disk at once (without waiting
+    /// for it). For the page-cache flush mode: otherwise a whole segment of
+    /// dirty pages waits for the fdatasync that seals it, and that one call
+    /// stalls every append for as long as the disk takes to write 64 MiB.
+    pub start_writeback: bool,
 }
 
 impl Default for LogOptions {
@@ -81,6 +86,7 @@ impl Default for LogOptions {
         LogOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             read_only: false,
+            start_writeback: false,
         }
     }
 }
@@ -436,6 +442,12 @@ impl Log {
                 return Err(error);
             }
             return Err(self.fail(error.to_string()));
+        }
+        if self.options.start_writeback {
+            let len_bytes = writer.encode_buf.len() as u64;
+            if let Err(error) = file.start_writeback(end_bytes, len_bytes) {
+                tracing::debug!(%error, "starting writeback failed; the seal's fdatasync will write it");
+            }
         }
         let mut segments = self.write()?;
         let active = segments.active_mut();

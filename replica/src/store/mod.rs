@@ -22,6 +22,7 @@
 //!   rename + directory fsync.
 //! - [`vfs`]: the file layer the store does its I/O through, with a
 //!   fault-injecting implementation for tests.
+//! - [`space`]: the room left on the log's file system.
 //! - [`verify`]: the full, read-only check behind `dledger-replica log verify`.
 //!
 //! [`Entry`]: crate::entry::Entry
@@ -33,12 +34,15 @@ mod group_commit;
 mod log;
 mod meta;
 mod segment;
+pub mod space;
 pub mod verify;
 pub mod vfs;
 
 pub use error::StoreError;
 pub use frame::{FRAME_HEADER_BYTES, FRAME_VERSION, SEGMENT_HEADER_BYTES};
-pub use group_commit::{GroupCommit, GroupCommitOptions, GroupCommitStats, SubmitCallback};
+pub use group_commit::{
+    GroupCommit, GroupCommitOptions, GroupCommitStats, SubmitCallback, DISK_FULL_RETRY,
+};
 pub use log::{FlushMode, Log, LogOptions, SegmentInfo, DEFAULT_SEGMENT_BYTES};
 pub use meta::MetaStore;
 

@@ -18,6 +18,13 @@ pub trait VfsFile: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
     /// Makes the data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Starts writing `len_bytes` at `offset` back to the disk without
+    /// waiting (durability is still only what `sync_data` gives). Default:
+    /// nothing.
+    fn start_writeback(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let _ = (offset, len_bytes);
+        Ok(())
+    }
     /// Cuts or extends the file to `len_bytes`.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
     /// The file's length.
@@ -75,6 +82,26 @@ impl VfsFile for RealFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn start_writeback(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let (Ok(offset), Ok(len_bytes)) = (i64::try_from(offset), i64::try_from(len_bytes)) else {
+            return Ok(());
+        };
+        // SAFETY: a valid open descriptor; the call only schedules I/O.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.0.as_raw_fd(),
+                offset,
+                len_bytes,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.0.set_len(len_bytes)

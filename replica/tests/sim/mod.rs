@@ -36,6 +36,9 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         delay_ms_max: [2, 10, 40][plan.below(3) as usize],
         sync_ms_max: [1, 5, 30][plan.below(3) as usize],
         crash_on_hard_state_probability: [0.0, 0.0, 0.02, 0.1][plan.below(4) as usize],
+        crash_new_leader_probability: 0.0,
+        crash_leader_after_append_probability: 0.0,
+        crash_leader_on_commit_probability: 0.0,
     };
     let tuning = Tuning {
         max_batch_entries: [1, 2, 4, 16, 64][plan.below(5) as usize],
@@ -45,6 +48,14 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
             .then(|| plan.range(1, size as u64 + 1) as NodeId),
     };
     let mut world = World::new(seed, size, faults, tuning, trace);
+    // Client batches of several entries, so truncations cut through them.
+    world.max_batch_payloads = [1, 2, 4, 16][plan.below(4) as usize];
+    // Swarm testing: each seed its own mix of crashes timed around
+    // elections and replication (most seeds none, a few a lot).
+    world.faults.crash_new_leader_probability = [0.0, 0.0, 0.1, 0.3][plan.below(4) as usize];
+    world.faults.crash_leader_after_append_probability =
+        [0.0, 0.0, 0.01, 0.05][plan.below(4) as usize];
+    world.faults.crash_leader_on_commit_probability = [0.0, 0.0, 0.05, 0.2][plan.below(4) as usize];
     let result = drive(&mut world, &mut plan, size);
     match result {
         Ok(stats) => Ok(stats),
@@ -90,6 +101,9 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
     world.faults.drop_probability = 0.0;
     world.faults.duplicate_probability = 0.0;
     world.faults.crash_on_hard_state_probability = 0.0;
+    world.faults.crash_new_leader_probability = 0.0;
+    world.faults.crash_leader_after_append_probability = 0.0;
+    world.faults.crash_leader_on_commit_probability = 0.0;
     // A healed network is a LAN: short delays, so little reordering.
     world.faults.delay_ms_max = world.faults.delay_ms_max.min(10);
     for node in 0..size {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use dledger_replica::core::rng::Rng;
 use dledger_replica::core::{Config, Message, Node, Ready, Role};
 use dledger_replica::entry::{Index, NodeId, Term};
+use dledger_replica::executor::{Outcome, Proposals};
 
 use super::checker::Checker;
 use super::storage::{SimLog, SimStorage};
@@ -50,11 +51,11 @@ impl Ord for Scheduled {
     }
 }
 
-struct PendingProposal {
-    id: u64,
-    incarnation: u64,
-    index: Index,
-    term: Term,
+/// A client's batch, tracked by the server's own proposal bookkeeping
+/// (`executor::Proposals`) until it is answered.
+struct ClientBatch {
+    /// Payload ids, one per entry, in order.
+    ids: Vec<u64>,
     max_acked_when_proposed: Index,
     proposed_at_ms: u64,
 }
@@ -78,7 +79,7 @@ struct SimNode {
     /// until it is durable.
     waiting_for_sync: Vec<WaitingForSync>,
     observed_commit: Index,
-    proposals: Vec<PendingProposal>,
+    proposals: Proposals<ClientBatch>,
     reads: Vec<PendingRead>,
 }
 
@@ -111,6 +112,16 @@ pub struct Faults {
     /// Chance that a node crashes right after writing a new term or vote,
     /// before the write is synced: the window where ordering bugs live.
     pub crash_on_hard_state_probability: f64,
+    /// Chance that a new leader crashes within a few ms of winning: its
+    /// no-op may reach some followers, and entries of earlier terms with it.
+    pub crash_new_leader_probability: f64,
+    /// Chance that a leader crashes right after it wrote entries, before
+    /// they are synced or replicated: it leaves entries of its term alone
+    /// in its log, the stuff of Figure 8.
+    pub crash_leader_after_append_probability: f64,
+    /// Chance that a leader crashes as soon as its commit index moves: the
+    /// entries it just committed may be on a bare majority only.
+    pub crash_leader_on_commit_probability: f64,
 }
 
 impl Faults {
@@ -121,6 +132,9 @@ impl Faults {
             delay_ms_max: 5,
             sync_ms_max: 3,
             crash_on_hard_state_probability: 0.0,
+            crash_new_leader_probability: 0.0,
+            crash_leader_after_append_probability: 0.0,
+            crash_leader_on_commit_probability: 0.0,
         }
     }
 }
@@ -145,6 +159,11 @@ pub struct World {
     pub trace: Option<VecDeque<String>>,
     pub events_processed: u64,
     pub reads_answered: u64,
+    /// Payload ids a client was told were not appended: it sends them
+    /// again, as a real client does. A wrong "not appended" duplicates them.
+    retries: VecDeque<Vec<u64>>,
+    /// Most entries a client batch has (1: no batching).
+    pub max_batch_payloads: u64,
 }
 
 pub type SimResult<T> = Result<T, String>;
@@ -169,6 +188,8 @@ impl World {
             trace: trace.then(VecDeque::new),
             events_processed: 0,
             reads_answered: 0,
+            retries: VecDeque::new(),
+            max_batch_payloads: 1,
         };
         for index in 0..size {
             world.nodes.push(SimNode {
@@ -179,7 +200,7 @@ impl World {
                 sync_scheduled: false,
                 waiting_for_sync: Vec::new(),
                 observed_commit: 0,
-                proposals: Vec::new(),
+                proposals: Proposals::default(),
                 reads: Vec::new(),
             });
         }
@@ -274,7 +295,8 @@ impl World {
         slot.incarnation += 1;
         slot.sync_scheduled = false;
         slot.waiting_for_sync.clear();
-        slot.proposals.clear();
+        // The clients of a crashed member never learn the outcome.
+        slot.proposals.drain();
         slot.reads.clear();
         let id = slot.id;
         let kept = slot.storage.borrow_mut().crash(&mut self.rng);
@@ -381,33 +403,61 @@ impl World {
         self.schedule(heal_ms, Event::HealPartition { generation });
     }
 
-    /// A client proposes a fresh payload at node `index`.
+    /// A client proposes a batch at node `index`: the payloads it was told
+    /// were not appended, else 1..=`max_batch_payloads` fresh ones.
     pub fn propose(&mut self, index: usize) -> SimResult<()> {
-        let id = self.next_payload_id;
         let now_ms = self.now_ms;
         let max_acked = self.checker.max_acked_index;
-        let slot = &mut self.nodes[index];
-        let Some(node) = slot.node.as_mut() else {
+        if self.nodes[index].node.is_none() {
             return Ok(());
-        };
-        let mut payload = id.to_le_bytes().to_vec();
-        payload.extend_from_slice(&[0xAB; 8]);
-        if let Ok((entry_index, term)) = node.propose(Bytes::from(payload)) {
-            {
-                self.next_payload_id += 1;
-                slot.proposals.push(PendingProposal {
-                    id,
-                    incarnation: slot.incarnation,
-                    index: entry_index,
-                    term,
+        }
+        let retry = self.retries.pop_front();
+        let is_retry = retry.is_some();
+        let ids = retry.unwrap_or_else(|| {
+            let count = self.rng.range(1, self.max_batch_payloads + 1);
+            let first = self.next_payload_id;
+            self.next_payload_id += count;
+            (first..first + count).collect()
+        });
+        let slot = &mut self.nodes[index];
+        let node = slot.node.as_mut().expect("up");
+        let mut appended: Option<(Index, Index, Term)> = None;
+        for id in &ids {
+            let mut payload = id.to_le_bytes().to_vec();
+            payload.extend_from_slice(&[0xAB; 8]);
+            match node.propose(Bytes::from(payload)) {
+                Ok((entry_index, term)) => {
+                    let (first, _, _) = appended.get_or_insert((entry_index, entry_index, term));
+                    appended = Some((*first, entry_index, term));
+                }
+                Err(_) => break,
+            }
+        }
+        let node_id = slot.id;
+        match appended {
+            Some((first, last, term)) => {
+                let batch = ClientBatch {
+                    ids: ids.clone(),
                     max_acked_when_proposed: max_acked,
                     proposed_at_ms: now_ms,
-                });
-                let node_id = slot.id;
+                };
+                let requested = ids.len() as u64;
+                if slot
+                    .proposals
+                    .push(first, last, requested, term, u64::MAX, batch)
+                    .is_err()
+                {
+                    return Err(format!(
+                        "node {node_id}: proposal {first}..={last} out of order"
+                    ));
+                }
                 self.note(|| {
-                    format!("client proposes {id} at node {node_id}: {entry_index}@{term}")
+                    format!("client proposes {ids:?} at node {node_id}: {first}..={last}@{term}")
                 });
             }
+            // Refused outright: nothing appended, the client tries again.
+            None if is_retry => self.retries.push_front(ids),
+            None => {}
         }
         self.drive(index)
     }
@@ -550,6 +600,17 @@ impl World {
         if let Some(soft) = ready.soft_state {
             self.note(|| format!("node {id} now {soft:?}"));
             if soft.role == Role::Leader {
+                if self.rng.chance(self.faults.crash_new_leader_probability) {
+                    let delay = self.rng.range(0, 3 * self.faults.delay_ms_max + 1);
+                    let incarnation = self.nodes[index].incarnation;
+                    self.schedule(
+                        delay,
+                        Event::Crash {
+                            node: index,
+                            incarnation,
+                        },
+                    );
+                }
                 self.checker.leader_elected(soft.term, id)?;
                 let node = self.nodes[index].node.as_ref().expect("up");
                 self.checker
@@ -571,6 +632,12 @@ impl World {
                 )
             });
         }
+        let written = self.nodes[index].storage.borrow().current.len() as Index;
+        if let Some(first) = ready.entries.first().filter(|first| first.index <= written) {
+            // Another leader's entries replace our tail, as in the server.
+            let answers = self.nodes[index].proposals.on_truncate(first.index);
+            self.answer_proposals(answers)?;
+        }
         self.nodes[index]
             .storage
             .borrow_mut()
@@ -585,6 +652,25 @@ impl World {
             self.schedule(
                 delay,
                 Event::SyncDone {
+                    node: index,
+                    incarnation,
+                },
+            );
+        }
+        let leads = self.nodes[index]
+            .node
+            .as_ref()
+            .is_some_and(|node| node.role() == Role::Leader);
+        if leads
+            && !ready.entries.is_empty()
+            && self
+                .rng
+                .chance(self.faults.crash_leader_after_append_probability)
+        {
+            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
+            self.schedule(
+                delay,
+                Event::Crash {
                     node: index,
                     incarnation,
                 },
@@ -606,6 +692,20 @@ impl World {
         }
         if let Some(commit) = ready.commit_index {
             self.committed(index, commit)?;
+            if leads
+                && self
+                    .rng
+                    .chance(self.faults.crash_leader_on_commit_probability)
+            {
+                let delay = self.rng.range(0, 3);
+                self.schedule(
+                    delay,
+                    Event::Crash {
+                        node: index,
+                        incarnation,
+                    },
+                );
+            }
         }
         for read in ready.read_states {
             self.read_answered(index, read.request_id, read.result.ok())?;
@@ -658,30 +758,50 @@ impl World {
         }
         self.nodes[index].observed_commit = commit;
         self.note(|| format!("node {id} commit {commit}"));
-        // Resolve proposals the way the server does: same term = acknowledged.
+        // Resolve proposals with the server's own bookkeeping.
         let slot = &mut self.nodes[index];
-        let incarnation = slot.incarnation;
         let node = slot.node.as_ref().expect("up");
-        let mut acks = Vec::new();
-        slot.proposals.retain(|proposal| {
-            if proposal.incarnation != incarnation || proposal.index > commit {
-                return proposal.incarnation == incarnation;
+        let answers = slot
+            .proposals
+            .on_commit(commit, |at| node.entry_term(at))
+            .map_err(|error| format!("node {id} reading its log: {error}"))?;
+        self.answer_proposals(answers)
+    }
+
+    /// The clients learn their batches' outcomes: acknowledged entries go to
+    /// the checker, entries "not appended" are sent again.
+    fn answer_proposals(&mut self, answers: Vec<(ClientBatch, Outcome)>) -> SimResult<()> {
+        for (batch, outcome) in answers {
+            let (first_index, acked) = match outcome {
+                Outcome::Committed {
+                    first_index, count, ..
+                } => (first_index, count as usize),
+                Outcome::PartlyCommitted {
+                    first_index,
+                    committed,
+                    ..
+                } => (first_index, committed as usize),
+                Outcome::NotAppended => (0, 0),
+                // Unknown outcome: a careful client does not resend.
+                Outcome::TimedOut => continue,
+            };
+            let ids = batch.ids.clone();
+            self.note(|| format!("client told {ids:?}: {outcome:?}"));
+            for (offset, payload_id) in batch.ids.iter().take(acked).enumerate() {
+                self.checker.acknowledged(
+                    *payload_id,
+                    first_index + offset as Index,
+                    batch.max_acked_when_proposed,
+                )?;
             }
-            if node.entry_term(proposal.index).expect("memory log reads") == Some(proposal.term) {
-                acks.push((
-                    proposal.id,
-                    proposal.index,
-                    proposal.max_acked_when_proposed,
-                    proposal.proposed_at_ms,
-                ));
-            }
-            false
-        });
-        for (payload_id, entry_index, max_acked, proposed_at_ms) in acks {
-            self.checker
-                .acknowledged(payload_id, entry_index, max_acked)?;
-            if proposed_at_ms >= self.watch_from_ms && self.first_ack_after_watch_ms.is_none() {
+            if acked > 0
+                && batch.proposed_at_ms >= self.watch_from_ms
+                && self.first_ack_after_watch_ms.is_none()
+            {
                 self.first_ack_after_watch_ms = Some(self.now_ms);
+            }
+            if acked < batch.ids.len() {
+                self.retries.push_back(batch.ids[acked..].to_vec());
             }
         }
         Ok(())
