@@ -11,3 +11,5 @@
 mod chart;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
+#[path = "kubernetes/operator.rs"]
+mod operator;
