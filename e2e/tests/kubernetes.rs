@@ -9,7 +9,7 @@
 
 #[path = "kubernetes/chart.rs"]
 mod chart;
-#[path = "kubernetes/smoke.rs"]
-mod smoke;
 #[path = "kubernetes/operator.rs"]
 mod operator;
+#[path = "kubernetes/smoke.rs"]
+mod smoke;

@@ -68,7 +68,10 @@ pub struct DLedgerGroupSpec {
     // A pattern, not a CEL rule comparing with metadata.name: the API server
     // refuses such a rule as too costly (metadata.name has no bound it can see).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-6]$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-6]$")
+    )]
     pub preferred_leader: Option<String>,
 
     /// Scheduling and metadata overrides for the member pods.
@@ -324,7 +327,10 @@ impl Default for UpgradeSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SwitchoverSpec {
     /// The member that should lead (`<name>-<ordinal>`).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-6]$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-6]$")
+    )]
     pub target: String,
 }
 

@@ -95,12 +95,20 @@ fn group_ready(kubectl: &Kubectl, namespace: &str, name: &str, replicas: u64) ->
 
 /// Pod name → uid of the group's members.
 fn member_uids(kubectl: &Kubectl, namespace: &str, name: &str) -> BTreeMap<String, String> {
-    let pods = kubectl
-        .get_json(
+    let selector = format!("app.kubernetes.io/instance={name}");
+    let out = kubectl
+        .run(&[
+            "get",
+            "pods",
+            "--namespace",
             namespace,
-            &format!("pods -l app.kubernetes.io/instance={name}"),
-        )
+            "-l",
+            &selector,
+            "-o",
+            "json",
+        ])
         .unwrap_or_else(|e| panic!("{e}"));
+    let pods: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}"));
     pods["items"]
         .as_array()
         .map(|items| {
