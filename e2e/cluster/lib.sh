@@ -58,7 +58,15 @@ import_rootfs() {
   umoci config --image "$work/oci:image" "${args[@]}"
   umoci gc --layout "$work/oci"
   skopeo copy --quiet "oci:$work/oci:image" "oci-archive:$work/image.tar:$ref" >/dev/null
-  ctr_k8s images import "$work/image.tar" >/dev/null
+  # Right after containerd starts, an import can end without the image being
+  # listed (seen here once in a few runs); try again before giving up.
+  local attempt
+  for attempt in 1 2 3; do
+    ctr_k8s images import "$work/image.tar" >/dev/null || true
+    ctr_k8s images ls -q | grep -qxF "$ref" && break
+    log "image $ref not listed after import $attempt of 3; retrying"
+    sleep 2
+  done
   rm -rf "$work"
   ctr_k8s images ls -q | grep -qxF "$ref" || die "image $ref not found in containerd after import"
 }
