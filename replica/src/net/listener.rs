@@ -33,6 +33,8 @@
 //!             }
 //!             _ => {}
 //!         },
+//!         // Its process most likely exited: stop waiting on it.
+//!         Inbound::PeerClosed { from } => {}
 //!     }
 //! }
 //! listener.shutdown().await;
