@@ -326,7 +326,9 @@ spec:
     assert_eq!(phase, "Succeeded", "writer {pod} failed:\n{logs}");
     let acks: Vec<(u64, u64, String)> = logs
         .lines()
-        .filter(|line| !line.trim().is_empty())
+        // `kubectl logs` merges stderr, where the CLI says what it waits for
+        // when the group takes over a second to commit (a leader just died).
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("waiting for "))
         .zip(&payloads)
         .map(|(line, payload)| {
             let (index, term) = line
