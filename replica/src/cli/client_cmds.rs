@@ -48,8 +48,8 @@ pub struct HttpTarget {
 }
 
 /// Append entries: each argument is one entry; without arguments, each
-/// line of standard input is one entry. Prints each entry's index and term
-/// once committed. An empty argument (`''`) or line is appended as an empty
+/// line of standard input is one entry, appended as it arrives. Prints each
+/// entry's index and term once committed, one at a time, in order. An empty argument (`''`) or line is appended as an empty
 /// entry: a legitimate entry, shown by `get` and `read` as `(empty entry)`.
 #[derive(Clone, Debug, Args)]
 pub struct AppendArgs {
@@ -252,16 +252,20 @@ pub fn append(args: AppendArgs) -> ExitCode {
     let result = runtime().and_then(|runtime| {
         runtime.block_on(async {
             let client = connect(&args.target).await?;
-            let mut entries = args.entries.clone();
-            if entries.is_empty() {
-                for line in std::io::stdin().lock().lines() {
-                    entries.push(line.map_err(|err| format!("reading standard input: {err}"))?);
+            let mut entries = if args.entries.is_empty() {
+                stdin_lines()
+            } else {
+                let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
+                for entry in args.entries.clone() {
+                    // The receiver is alive: it is right here.
+                    let _ = lines.send(Ok(entry));
                 }
-            }
+                receiver
+            };
             let mut out = std::io::stdout().lock();
-            for entry in entries {
+            while let Some(entry) = entries.recv().await {
                 let (index, term) =
-                    with_progress("the group to commit", client.append(Bytes::from(entry)))
+                    with_progress("the group to commit", client.append(Bytes::from(entry?)))
                         .await
                         .map_err(|err| err.to_string())?;
                 if !written(writeln!(out, "{index}\t{term}"))? {
@@ -272,6 +276,24 @@ pub fn append(args: AppendArgs) -> ExitCode {
         })
     });
     finish("append", result)
+}
+
+/// Standard input's lines as they arrive, so `producer | dledger-replica
+/// append` commits each line while the producer runs instead of after it
+/// ends. A thread reads, because a blocking read on the one runtime thread
+/// would stall the client's connection.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<Result<String, String>> {
+    let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|err| format!("reading standard input: {err}"));
+            let failed = line.is_err();
+            if lines.send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    receiver
 }
 
 fn print_entry(out: &mut impl Write, entry: &ClientEntry, kind: Shown) -> std::io::Result<()> {
