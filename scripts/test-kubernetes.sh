@@ -23,7 +23,10 @@ export "${kubeconfig_line?}"
 tag="e2e-$(git rev-parse --short HEAD 2>/dev/null || echo local)"
 cargo build --release -p dledger-replica
 DLEDGER_REPLICA_IMAGE="$(e2e/cluster/image.sh replica "$tag")"
-export DLEDGER_REPLICA_IMAGE
+# The upgrade scenario's second version: the same binary under another tag
+# is another pod template, so the group really rolls from one to the other.
+DLEDGER_REPLICA_IMAGE_V2="$(e2e/cluster/image.sh replica "$tag-v2")"
+export DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2
 if [ -z "${DLEDGER_OPERATOR_IMAGE:-}" ]; then
   if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"dledger-operator"'; then
     cargo build --release -p dledger-operator

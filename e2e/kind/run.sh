@@ -32,6 +32,9 @@ done
 tag=${IMAGE_TAG:-e2e-$(git rev-parse --short HEAD)}
 replica_image="localhost/dledger-replica:$tag"
 operator_image="localhost/dledger-operator:$tag"
+# The upgrade scenario rolls the group from one image to another: the same
+# build under a second tag is a new pod template, so a real rolling upgrade.
+replica_image_v2="localhost/dledger-replica:$tag-v2"
 logs_dir=${KIND_LOGS_DIR:-target/kind-logs}
 kubeconfig=$(mktemp)
 
@@ -59,8 +62,9 @@ kubectl version
 echo "== images ($tag)"
 docker build --target replica --build-arg VERSION="$tag" -t "$replica_image" .
 docker build --target operator --build-arg VERSION="$tag" -t "$operator_image" .
-kind load docker-image "$replica_image" "$operator_image" --name "$cluster"
+docker tag "$replica_image" "$replica_image_v2"
+kind load docker-image "$replica_image" "$replica_image_v2" "$operator_image" --name "$cluster"
 
 echo "== suite"
-DLEDGER_REPLICA_IMAGE=$replica_image DLEDGER_OPERATOR_IMAGE=$operator_image \
+DLEDGER_REPLICA_IMAGE=$replica_image DLEDGER_REPLICA_IMAGE_V2=$replica_image_v2 DLEDGER_OPERATOR_IMAGE=$operator_image \
   DLEDGER_HELM=helm bash e2e/kubernetes/run.sh

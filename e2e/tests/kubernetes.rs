@@ -13,3 +13,5 @@ mod chart;
 mod operator;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
+#[path = "kubernetes/upgrade.rs"]
+mod upgrade;

@@ -16,8 +16,8 @@ use dledger_e2e::kube::{
     describe_pod, pod_is_ready, required_env, wait_for, Kubectl, REPLICA_PEER_PORT,
 };
 
-const CONTAINER: &str = "replica";
-const GROUP: &str = "orders";
+pub(super) const CONTAINER: &str = "replica";
+pub(super) const GROUP: &str = "orders";
 const MEMBERS: usize = 3;
 /// First start: volumes provisioned, images unpacked.
 const GROUP_READY_TIMEOUT_MS: u64 = 300_000;
@@ -31,7 +31,7 @@ const LEADER_KILLS: usize = 10;
 /// election (at most twice the 500 ms election timeout) plus the 2 s goal.
 const LABEL_FOLLOW_BOUND_MS: u128 = 3_000;
 
-fn unique(prefix: &str) -> String {
+pub(super) fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -45,7 +45,7 @@ fn pod_name(group: &str, ordinal: usize) -> String {
 
 /// The CRD and the operator: namespace, RBAC from the operator's own table,
 /// a Deployment of one replica of the operator image.
-fn install_operator(kubectl: &Kubectl, namespace: &str, image: &str) {
+pub(super) fn install_operator(kubectl: &Kubectl, namespace: &str, image: &str) {
     let crd = dledger_operator::crd::crd_yaml().unwrap_or_else(|e| panic!("crd yaml: {e}"));
     // Server-side: the CRD is too big for the last-applied annotation.
     kubectl
@@ -110,7 +110,7 @@ spec:
     )
 }
 
-fn wait_operator_ready(kubectl: &Kubectl, namespace: &str) -> String {
+pub(super) fn wait_operator_ready(kubectl: &Kubectl, namespace: &str) -> String {
     wait_for(
         "the operator pod to be ready",
         OPERATOR_READY_TIMEOUT_MS,
@@ -135,7 +135,7 @@ fn wait_operator_ready(kubectl: &Kubectl, namespace: &str) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn group_yaml(name: &str, image: &str, replicas: usize, extra: &str) -> String {
+pub(super) fn group_yaml(name: &str, image: &str, replicas: usize, extra: &str) -> String {
     format!(
         r#"apiVersion: dledger.io/v1alpha1
 kind: DLedgerGroup
@@ -149,7 +149,7 @@ spec:
 }
 
 /// The group's status once it is Running with every member ready.
-fn wait_running(
+pub(super) fn wait_running(
     kubectl: &Kubectl,
     namespace: &str,
     name: &str,
@@ -354,7 +354,12 @@ spec:
 }
 
 /// Every acknowledged entry, read back from a member: same index, term, payload.
-fn read_back(kubectl: &Kubectl, namespace: &str, pod: &str, acks: &[(u64, u64, String)]) {
+pub(super) fn read_back(
+    kubectl: &Kubectl,
+    namespace: &str,
+    pod: &str,
+    acks: &[(u64, u64, String)],
+) {
     let out = kubectl
         .exec(
             namespace,
@@ -390,7 +395,7 @@ fn read_back(kubectl: &Kubectl, namespace: &str, pod: &str, acks: &[(u64, u64, S
     }
 }
 
-fn percentile(sorted_ms: &[u128], p: f64) -> u128 {
+pub(super) fn percentile(sorted_ms: &[u128], p: f64) -> u128 {
     let rank = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
     sorted_ms[rank.min(sorted_ms.len() - 1)]
 }

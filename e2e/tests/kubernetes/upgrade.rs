@@ -1,0 +1,722 @@
+//! Rolling upgrades and switchover on a real cluster (issue 12). A group of
+//! three rolls from one replica image to another and back while a writer
+//! streams appends through the client Service: every acknowledged write is
+//! read back afterwards, the pods were replaced one at a time, followers
+//! first and the old leader last, the writes saw exactly one leadership
+//! change per round, and the longest gap between acknowledgements is
+//! reported. The operator is killed in the middle of the second round and
+//! carries on without a second member down. Then a switchover to a named
+//! member, a supervised upgrade that waits before the leader until approved,
+//! and an image that never becomes ready: the upgrade stops after that one
+//! pod with the reason in `Degraded`, the quorum stays, a rollback recovers.
+//!
+//! `DLEDGER_UPGRADE_ROUNDS` (default 2) sets how many automatic upgrades the
+//! first part makes, for the closing note's figures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dledger_e2e::kube::{pod_is_ready, required_env, wait_for, Kubectl, REPLICA_PEER_PORT};
+
+use super::operator::{
+    group_yaml, install_operator, percentile, read_back, unique, wait_operator_ready, wait_running,
+    GROUP,
+};
+
+const MEMBERS: usize = 3;
+/// Three members restart one after another, each back and caught up.
+const UPGRADE_TIMEOUT_MS: u64 = 420_000;
+const SWITCHOVER_TIMEOUT_MS: u64 = 60_000;
+/// The writer offers one append per this many milliseconds.
+const WRITE_INTERVAL_MS: u64 = 10;
+/// The broken image's step gives up after this long (the schema's minimum is 10).
+const BROKEN_STEP_TIMEOUT_SECONDS: u32 = 20;
+/// The issue's goal for the longest pause of acknowledged writes in an upgrade.
+const WRITE_GAP_GOAL_MS: u128 = 1_000;
+
+/// One acknowledged append, as the writer saw it.
+#[derive(Clone, Debug)]
+struct Ack {
+    at: Instant,
+    index: u64,
+    term: u64,
+    payload: String,
+}
+
+/// A `kubectl run -i` pod running `dledger-replica append` against the
+/// client Service, fed one line every [`WRITE_INTERVAL_MS`] from this
+/// process; each acknowledgement is timed when its line arrives.
+struct Writer {
+    child: Child,
+    stop: Arc<AtomicBool>,
+    feeder: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+}
+
+impl Writer {
+    fn start(kubectl_program: &str, kubeconfig: &str, namespace: &str, image: &str) -> Self {
+        let servers = format!("{GROUP}.{namespace}.svc.cluster.local:{REPLICA_PEER_PORT}");
+        let mut child = Command::new(kubectl_program)
+            .args([
+                "--kubeconfig",
+                kubeconfig,
+                "run",
+                "writer",
+                "--namespace",
+                namespace,
+                "--quiet",
+                "-i",
+                "--restart=Never",
+                "--image-pull-policy=IfNotPresent",
+                &format!("--image={image}"),
+                "--",
+                "append",
+                "--servers",
+                &servers,
+                "--group",
+                GROUP,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("kubectl run writer: {e}"));
+        let mut input = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+        let output = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let feeder = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let payload = format!("u-{n}");
+                    // Recorded before it is written: the reader pairs the
+                    // i-th acknowledgement with the i-th line.
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(payload.clone());
+                    if writeln!(input, "{payload}").is_err() {
+                        return;
+                    }
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(WRITE_INTERVAL_MS));
+                }
+                // Dropping stdin ends the writer once it has committed the rest.
+            })
+        };
+        let reader = {
+            let acks = acks.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(output).lines() {
+                    let Ok(line) = line else { return };
+                    let at = Instant::now();
+                    let Some((index, term)) = line.trim().split_once('\t') else {
+                        // `kubectl run` merges the CLI's "waiting for" notices.
+                        continue;
+                    };
+                    let (Ok(index), Ok(term)) = (index.parse(), term.parse()) else {
+                        continue;
+                    };
+                    let mut acks = acks.lock().unwrap_or_else(|e| e.into_inner());
+                    let payload = sent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(acks.len())
+                        .cloned()
+                        .unwrap_or_else(|| panic!("acknowledgement {line:?} of a line never sent"));
+                    acks.push(Ack {
+                        at,
+                        index,
+                        term,
+                        payload,
+                    });
+                }
+            })
+        };
+        Self {
+            child,
+            stop,
+            feeder: Some(feeder),
+            reader: Some(reader),
+            acks,
+        }
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn wait_acks(&self, at_least: usize) {
+        wait_for("the writer's acknowledgements", 180_000, || {
+            let n = self.acks().len();
+            if n >= at_least {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Stops feeding, lets the writer commit what it has, returns every acknowledgement.
+    fn finish(mut self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(feeder) = self.feeder.take() {
+            feeder
+                .join()
+                .unwrap_or_else(|_| panic!("the feeder panicked"));
+        }
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("waiting for kubectl run: {e}"));
+        if let Some(reader) = self.reader.take() {
+            reader
+                .join()
+                .unwrap_or_else(|_| panic!("the reader panicked"));
+        }
+        assert!(status.success(), "the writer pod failed: {status}");
+        self.acks()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.child.kill();
+    }
+}
+
+/// What one poll of the group's pods saw.
+#[derive(Clone, Debug)]
+struct PodSeen {
+    uid: String,
+    ready: bool,
+    role: String,
+    image: String,
+    deleting: bool,
+}
+
+fn pods_seen(kubectl: &Kubectl, namespace: &str) -> Result<BTreeMap<String, PodSeen>, String> {
+    let selector = format!("app.kubernetes.io/instance={GROUP}");
+    let out = kubectl
+        .run(&[
+            "get",
+            "--namespace",
+            namespace,
+            "pods",
+            "-l",
+            &selector,
+            "-o",
+            "json",
+        ])
+        .map_err(|e| e.to_string())?;
+    let pods: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|pod| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                text(&pod["metadata"]["name"]),
+                PodSeen {
+                    uid: text(&pod["metadata"]["uid"]),
+                    ready: pod_is_ready(pod),
+                    role: text(&pod["metadata"]["labels"]["dledger.io/role"]),
+                    image: text(&pod["spec"]["containers"][0]["image"]),
+                    deleting: !pod["metadata"]["deletionTimestamp"].is_null(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Watches the pods during an upgrade: the order in which they went away
+/// (with the role each had last) and the most members out of service at once.
+struct Monitor {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<MonitorReport>>,
+}
+
+#[derive(Debug, Default)]
+struct MonitorReport {
+    /// (pod, its role when last seen before it went) in the order they went.
+    replaced: Vec<(String, String)>,
+    most_out_of_service: usize,
+    out_of_service_seen: Vec<String>,
+}
+
+impl Monitor {
+    fn start(kubectl: &Kubectl, namespace: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (kubectl, namespace, stop) = (kubectl.clone(), namespace.to_owned(), stop.clone());
+            std::thread::spawn(move || {
+                let mut report = MonitorReport::default();
+                let mut last: BTreeMap<String, PodSeen> = BTreeMap::new();
+                let mut gone: BTreeSet<String> = BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(now) = pods_seen(&kubectl, &namespace) {
+                        for (name, before) in &last {
+                            let went = match now.get(name) {
+                                None => true,
+                                Some(seen) => seen.deleting || seen.uid != before.uid,
+                            };
+                            if went && gone.insert(format!("{name}/{}", before.uid)) {
+                                report.replaced.push((name.clone(), before.role.clone()));
+                            }
+                        }
+                        let out: Vec<String> = (0..MEMBERS)
+                            .map(|i| format!("{GROUP}-{i}"))
+                            .filter(|name| now.get(name).is_none_or(|p| !p.ready || p.deleting))
+                            .collect();
+                        if out.len() > report.most_out_of_service {
+                            report.most_out_of_service = out.len();
+                            report.out_of_service_seen = out;
+                        }
+                        for (name, seen) in now {
+                            if !seen.deleting {
+                                last.insert(name, seen);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                report
+            })
+        };
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> MonitorReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("the monitor panicked")))
+            .unwrap_or_default()
+    }
+}
+
+fn patch_group(kubectl: &Kubectl, namespace: &str, patch: &str) {
+    kubectl
+        .run(&[
+            "patch",
+            "--namespace",
+            namespace,
+            &format!("dlg/{GROUP}"),
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ])
+        .unwrap_or_else(|e| panic!("patching the group with {patch}: {e}"));
+}
+
+fn group(kubectl: &Kubectl, namespace: &str) -> serde_json::Value {
+    kubectl
+        .get_json(namespace, &format!("dlg/{GROUP}"))
+        .unwrap_or_else(|e| panic!("the group: {e}"))
+}
+
+fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    group["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+            (text(&c["status"]), text(&c["reason"]), text(&c["message"]))
+        })
+}
+
+/// Every member on `image`, ready, and no upgrade in progress.
+fn wait_upgraded(kubectl: &Kubectl, namespace: &str, image: &str, members: usize) {
+    wait_for(
+        &format!("every member on {image} with the upgrade done"),
+        UPGRADE_TIMEOUT_MS,
+        || {
+            let pods = pods_seen(kubectl, namespace)?;
+            let group = kubectl
+                .get_json(namespace, &format!("dlg/{GROUP}"))
+                .map_err(|e| e.to_string())?;
+            let on_image = pods
+                .values()
+                .filter(|p| p.image == image && p.ready && !p.deleting)
+                .count();
+            let done = group["status"]["upgrade"].is_null()
+                && group["status"]["readyReplicas"].as_u64() == Some(members as u64)
+                && group["status"]["leader"].is_string();
+            if on_image == members && done {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{on_image} of {members} on the image; pods {pods:?}; status.upgrade {}; Progressing {:?}",
+                    group["status"]["upgrade"],
+                    condition(&group, "Progressing")
+                ))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// One automatic upgrade to `image`; returns (longest ack gap ms, total ms).
+fn upgrade_round(
+    kubectl: &Kubectl,
+    namespace: &str,
+    operator_ns: &str,
+    writer: &Writer,
+    image: &str,
+    kill_operator: bool,
+) -> (u128, u128) {
+    let status = wait_running(kubectl, namespace, GROUP, MEMBERS);
+    let leader_before = status["leader"].as_str().unwrap_or_default().to_owned();
+    let acks_before = writer.acks().len();
+    writer.wait_acks(acks_before + 20);
+    let monitor = Monitor::start(kubectl, namespace);
+    let started = Instant::now();
+    patch_group(
+        kubectl,
+        namespace,
+        &format!(r#"{{"spec":{{"image":"{image}"}}}}"#),
+    );
+    if kill_operator {
+        // In the middle: once the first member is on its way back.
+        wait_for(
+            "the first member to be restarted",
+            UPGRADE_TIMEOUT_MS,
+            || {
+                let pods = pods_seen(kubectl, namespace)?;
+                if pods.values().any(|p| p.image == image) {
+                    Ok(())
+                } else {
+                    Err(format!("{pods:?}"))
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pod = wait_operator_ready(kubectl, operator_ns);
+        kubectl
+            .delete(operator_ns, &format!("pod/{pod}"), Some(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("upgrade: operator pod {pod} killed in the middle of the upgrade");
+    }
+    wait_upgraded(kubectl, namespace, image, MEMBERS);
+    let total_ms = started.elapsed().as_millis();
+    let report = monitor.finish();
+    // A few writes after the end, so the last gap is closed.
+    writer.wait_acks(writer.acks().len() + 20);
+    let acks: Vec<Ack> = writer.acks()[acks_before..].to_vec();
+
+    let replaced: Vec<&str> = report.replaced.iter().map(|(p, _)| p.as_str()).collect();
+    eprintln!(
+        "upgrade: to {image}: replaced in order {:?}",
+        report.replaced
+    );
+    assert_eq!(
+        replaced.iter().collect::<BTreeSet<_>>().len(),
+        MEMBERS,
+        "every member replaced exactly once: {:?}",
+        report.replaced
+    );
+    assert_eq!(
+        replaced.len(),
+        MEMBERS,
+        "a member replaced twice: {:?}",
+        report.replaced
+    );
+    assert_eq!(
+        replaced.last().copied(),
+        Some(leader_before.as_str()),
+        "the leader {leader_before} goes last: {:?}",
+        report.replaced
+    );
+    for (pod, role) in &report.replaced {
+        assert_ne!(
+            role, "leader",
+            "{pod} was restarted while it led: {:?}",
+            report.replaced
+        );
+    }
+    assert!(
+        report.most_out_of_service <= 1,
+        "two members out of service at once: {:?}",
+        report.out_of_service_seen
+    );
+    let terms: BTreeSet<u64> = acks.iter().map(|a| a.term).collect();
+    assert_eq!(
+        terms.len(),
+        2,
+        "exactly one leadership change seen by the writes: terms {terms:?}"
+    );
+    let gap_ms = acks
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at).as_millis())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "upgrade: to {image}: {total_ms} ms in all, {} writes acknowledged meanwhile, longest gap between acknowledgements {gap_ms} ms (goal {WRITE_GAP_GOAL_MS})",
+        acks.len()
+    );
+    (gap_ms, total_ms)
+}
+
+fn leader(kubectl: &Kubectl, namespace: &str) -> String {
+    wait_running(kubectl, namespace, GROUP, MEMBERS)["leader"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no leader"))
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs a cluster: e2e/kubernetes/run.sh"]
+fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
+    let kubectl = Kubectl::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let kubectl_program = std::env::var("DLEDGER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let kubeconfig = required_env("KUBECONFIG").unwrap_or_else(|e| panic!("{e}"));
+    let v1 = required_env("DLEDGER_REPLICA_IMAGE").unwrap_or_else(|e| panic!("{e}"));
+    let v2 = required_env("DLEDGER_REPLICA_IMAGE_V2").unwrap_or_else(|e| panic!("{e}"));
+    let operator_image = required_env("DLEDGER_OPERATOR_IMAGE").unwrap_or_else(|e| panic!("{e}"));
+    let rounds: usize = std::env::var("DLEDGER_UPGRADE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(2);
+    let operator_ns = kubectl
+        .namespace(&unique("dledger-op"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    install_operator(&kubectl, operator_ns.name(), &operator_image);
+    let ns = kubectl
+        .namespace(&unique("dlg-up"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let namespace = ns.name();
+    kubectl
+        .apply(namespace, &group_yaml(GROUP, &v1, MEMBERS, ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_running(&kubectl, namespace, GROUP, MEMBERS);
+    let writer = Writer::start(&kubectl_program, &kubeconfig, namespace, &v1);
+    writer.wait_acks(20);
+
+    // Automatic upgrades, back and forth; the operator dies in the second.
+    let mut gaps_ms = Vec::new();
+    let mut totals_ms = Vec::new();
+    for round in 0..rounds {
+        let image = if round % 2 == 0 { &v2 } else { &v1 };
+        let (gap, total) = upgrade_round(
+            &kubectl,
+            namespace,
+            operator_ns.name(),
+            &writer,
+            image,
+            round == 1,
+        );
+        gaps_ms.push(gap);
+        totals_ms.push(total);
+    }
+    let mut image = if rounds % 2 == 0 {
+        v1.clone()
+    } else {
+        v2.clone()
+    };
+    gaps_ms.sort_unstable();
+    totals_ms.sort_unstable();
+    eprintln!(
+        "upgrade: {rounds} upgrades of {MEMBERS} members: longest write gap p50 {} ms, max {} ms; upgrade time p50 {} ms, max {} ms",
+        percentile(&gaps_ms, 0.5),
+        percentile(&gaps_ms, 1.0),
+        percentile(&totals_ms, 0.5),
+        percentile(&totals_ms, 1.0),
+    );
+
+    // Switchover to a named member.
+    let old = leader(&kubectl, namespace);
+    let target = (0..MEMBERS)
+        .map(|i| format!("{GROUP}-{i}"))
+        .find(|p| *p != old)
+        .unwrap_or_else(|| panic!("no follower"));
+    let asked = Instant::now();
+    patch_group(
+        &kubectl,
+        namespace,
+        &format!(r#"{{"spec":{{"switchover":{{"target":"{target}"}}}}}}"#),
+    );
+    wait_for(&format!("{target} to lead"), SWITCHOVER_TIMEOUT_MS, || {
+        let group = group(&kubectl, namespace);
+        let s = &group["status"];
+        if s["leader"] == target.as_str() && s["switchover"]["completedAt"].is_string() {
+            Ok(())
+        } else {
+            Err(format!(
+                "leader {}, switchover {}",
+                s["leader"], s["switchover"]
+            ))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "upgrade: switchover {old} -> {target} reported done {} ms after the request",
+        asked.elapsed().as_millis()
+    );
+
+    // Supervised: followers roll, the leader waits for the approval naming it.
+    let next = if image == v1 { v2.clone() } else { v1.clone() };
+    patch_group(
+        &kubectl,
+        namespace,
+        &format!(r#"{{"spec":{{"image":"{next}","upgrade":{{"strategy":"supervised"}}}}}}"#),
+    );
+    let waiting_leader = wait_for(
+        "the upgrade to wait for approval",
+        UPGRADE_TIMEOUT_MS,
+        || {
+            let group = group(&kubectl, namespace);
+            let pods = pods_seen(&kubectl, namespace)?;
+            let leader = group["status"]["leader"].as_str().unwrap_or("").to_owned();
+            let followers_done = pods
+                .iter()
+                .filter(|(name, _)| **name != leader)
+                .all(|(_, p)| p.image == next && p.ready);
+            let progressing = condition(&group, "Progressing");
+            let asks = progressing.as_ref().is_some_and(|(_, reason, message)| {
+                (reason.contains("Approval") || message.contains("approv"))
+                    && message.contains(&leader)
+            });
+            if followers_done && asks {
+                Ok(leader)
+            } else {
+                Err(format!(
+                    "leader {leader}, pods {pods:?}, Progressing {progressing:?}"
+                ))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let leader_uid = pods_seen(&kubectl, namespace).unwrap_or_default()[&waiting_leader]
+        .uid
+        .clone();
+    std::thread::sleep(Duration::from_secs(5));
+    let still = pods_seen(&kubectl, namespace).unwrap_or_default();
+    assert_eq!(
+        still
+            .get(&waiting_leader)
+            .map(|p| (p.uid.clone(), p.image.clone())),
+        Some((leader_uid, image.clone())),
+        "the leader was restarted without approval"
+    );
+    kubectl
+        .run(&[
+            "annotate",
+            "--namespace",
+            namespace,
+            &format!("dlg/{GROUP}"),
+            &format!("dledger.io/upgrade-approve={waiting_leader}"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_upgraded(&kubectl, namespace, &next, MEMBERS);
+    let annotations = group(&kubectl, namespace)["metadata"]["annotations"].clone();
+    assert!(
+        annotations["dledger.io/upgrade-approve"].is_null(),
+        "the approval outlived its upgrade: {annotations}"
+    );
+    image = next;
+    eprintln!(
+        "upgrade: supervised upgrade waited before {waiting_leader} and went on when approved"
+    );
+
+    // An image that never becomes ready: one pod, then the upgrade stops.
+    let broken = format!("{image}-never-pulled");
+    patch_group(
+        &kubectl,
+        namespace,
+        &format!(
+            r#"{{"spec":{{"image":"{broken}","upgrade":{{"strategy":"automatic","stepTimeoutSeconds":{BROKEN_STEP_TIMEOUT_SECONDS}}}}}}}"#
+        ),
+    );
+    let stuck = wait_for(
+        "the upgrade to stop as Degraded",
+        UPGRADE_TIMEOUT_MS,
+        || {
+            let group = group(&kubectl, namespace);
+            match condition(&group, "Degraded") {
+                Some((status, reason, message))
+                    if status == "True" && reason == "UpgradeStepTimedOut" =>
+                {
+                    Ok(message)
+                }
+                other => Err(format!(
+                    "Degraded {other:?}, upgrade {}",
+                    group["status"]["upgrade"]
+                )),
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("upgrade: broken image: Degraded says {stuck:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    let pods = pods_seen(&kubectl, namespace).unwrap_or_default();
+    let on_broken: Vec<&String> = pods
+        .iter()
+        .filter(|(_, p)| p.image == broken)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        on_broken.len(),
+        1,
+        "the upgrade went past the stuck pod: {pods:?}"
+    );
+    assert!(
+        stuck.contains(on_broken[0].as_str()),
+        "{stuck:?} does not name {on_broken:?}"
+    );
+    let serving = pods
+        .values()
+        .filter(|p| p.image == image && p.ready)
+        .count();
+    assert_eq!(serving, MEMBERS - 1, "the others are left alone: {pods:?}");
+    writer.wait_acks(writer.acks().len() + 20);
+
+    // Rolling back resumes with the stuck pod and recovers the group.
+    patch_group(
+        &kubectl,
+        namespace,
+        &format!(r#"{{"spec":{{"image":"{image}"}}}}"#),
+    );
+    wait_upgraded(&kubectl, namespace, &image, MEMBERS);
+    wait_for(
+        "Degraded to clear after the rollback",
+        60_000,
+        || match condition(&group(&kubectl, namespace), "Degraded") {
+            Some((status, ..)) if status == "True" => Err(status),
+            _ => Ok(()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("upgrade: rollback from the broken image recovered every member");
+
+    // Every acknowledged write, from every member.
+    let acks = writer.finish();
+    assert!(acks.len() > 100, "only {} writes acknowledged", acks.len());
+    let acks: Vec<(u64, u64, String)> = acks
+        .into_iter()
+        .map(|a| (a.index, a.term, a.payload))
+        .collect();
+    for i in 0..MEMBERS {
+        read_back(&kubectl, namespace, &format!("{GROUP}-{i}"), &acks);
+    }
+    eprintln!(
+        "upgrade: {} acknowledged writes read back from every member",
+        acks.len()
+    );
+}
