@@ -353,13 +353,23 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         labels,
         mut notices,
     } = decide(&facts, &observed);
+    // The update revision is the StatefulSet's answer to its current spec
+    // only once its controller has seen that spec; just after an apply (a
+    // repaired hand edit, say) it can still name a template that is gone.
+    let revision_current = outcome.statefulset.as_ref().is_some_and(|sts| {
+        sts_status.and_then(|s| s.observed_generation) == sts.metadata.generation
+    });
+    let plan_revision = facts
+        .update_revision
+        .as_deref()
+        .filter(|_| revision_current);
     let (execution, switching) = plan_and_execute(
         resource,
         &group,
         &observed,
         &previous,
         status.leader.as_deref(),
-        facts.update_revision.as_deref(),
+        plan_revision,
         (&now, now_seconds),
     );
     let in_progress = execution.in_progress || switching.in_progress;

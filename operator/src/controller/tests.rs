@@ -573,8 +573,7 @@ fn upgrading(request: &Seen) -> Option<(u16, Value)> {
     }
     let mut answer = echo(request)?;
     if request.path.contains("statefulsets") {
-        answer.1["status"] =
-            json!({"replicas": 3, "currentRevision": "rev-1", "updateRevision": "rev-2"});
+        answer.1["status"] = json!({"replicas": 3, "currentRevision": "rev-1", "updateRevision": "rev-2", "observedGeneration": 1});
     }
     Some(answer)
 }
@@ -671,4 +670,24 @@ async fn the_pause_annotation_holds_the_upgrade_without_a_delete() {
         .find(|c| c["type"] == "Progressing")
         .unwrap();
     assert_eq!(progressing["reason"], "UpgradePaused");
+}
+
+#[tokio::test]
+async fn an_update_revision_the_statefulset_controller_has_not_caught_up_with_deletes_nothing() {
+    let (ctx, api, _writers) = outdated_group(Box::new(|request: &Seen| {
+        let mut answer = upgrading(request)?;
+        if request.path.contains("statefulsets") {
+            // Just applied (generation 1), last seen by its controller at 0.
+            answer.1["status"]["observedGeneration"] = 0.into();
+        }
+        Some(answer)
+    }))
+    .await;
+    reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    let seen = api.seen();
+    assert!(
+        !seen.iter().any(|s| s.method == Method::DELETE),
+        "{:?}",
+        kinds(&seen)
+    );
 }
