@@ -691,3 +691,53 @@ async fn an_update_revision_the_statefulset_controller_has_not_caught_up_with_de
         kinds(&seen)
     );
 }
+
+#[test]
+fn the_upgrade_goes_before_the_switchover_and_its_trouble_hides_the_polls() {
+    let mut status = DLedgerGroupStatus::default();
+    let mut notices = vec![
+        Notice {
+            warning: true,
+            reason: "ImageNotStarting".into(),
+            note: "orders-2: CrashLoopBackOff".into(),
+        },
+        Notice {
+            warning: false,
+            reason: "LeaderElected".into(),
+            note: "orders-0 leads".into(),
+        },
+    ];
+    let execution = Execution {
+        action: Some(Disruption::DeletePod {
+            member: "orders-1".into(),
+            uid: "u".into(),
+        }),
+        degraded: Some(Verdict {
+            status: true,
+            reason: "UpgradeStepTimedOut".into(),
+            message: "orders-2 stuck".into(),
+        }),
+        ..Execution::default()
+    };
+    let switching = SwitchoverExecution {
+        action: Some(Disruption::Transfer {
+            from: "orders-0".into(),
+            to: "orders-1".into(),
+        }),
+        ..SwitchoverExecution::default()
+    };
+    let action = fold_executions(
+        &mut status,
+        &mut notices,
+        execution,
+        switching,
+        &[],
+        "2026-12-02T22:00:00Z",
+        Some(2),
+    );
+    assert!(matches!(action, Some(Disruption::DeletePod { .. })));
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+    assert_eq!(status.conditions[0].reason, "UpgradeStepTimedOut");
+    let reasons: Vec<&str> = notices.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["LeaderElected"]);
+}
