@@ -78,13 +78,13 @@ pub struct DLedgerGroupSpec {
     #[serde(default)]
     pub pod: PodOverrides,
 
-    /// How image and configuration changes roll out (acted on by the upgrade
-    /// planner; this version of the operator records it only).
+    /// How image and configuration changes roll out: one member at a time,
+    /// followers first, the leader last after a leadership transfer.
     #[serde(default)]
     pub upgrade: UpgradeSpec,
 
-    /// A requested switchover: hand leadership to `target` (acted on by the
-    /// upgrade planner; this version of the operator records it only).
+    /// A requested switchover: the operator hands leadership to `target`
+    /// whenever another member leads and no upgrade step is under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<SwitchoverSpec>,
 
@@ -415,7 +415,7 @@ pub struct MemberStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStatus {
-    /// What the step does, e.g. `restart-follower`, `transfer-leadership`.
+    /// What the step does: `restart-member`, `transfer-leadership` or `pause`.
     pub step: String,
     /// The member it concerns.
     pub member: String,
@@ -424,6 +424,10 @@ pub struct UpgradeStatus {
     pub commit_index_at_deletion: Option<u64>,
     /// When the step started (RFC 3339).
     pub started_at: String,
+    /// For a restart: the uid of the pod deleted, so that an operator that
+    /// stopped between recording and deleting deletes that pod, and only it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 /// A switchover, recorded so that an operator restart resumes it.

@@ -70,6 +70,13 @@ struct RunArgs {
     /// Poll period while a group has no leader or a silent member, milliseconds.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     poll_unsettled_every_ms: u64,
+    /// Longest poll period while an upgrade or switchover step is under way, milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    poll_in_progress_every_ms: u64,
+    /// How long a leadership transfer call to a leader may take, milliseconds
+    /// (the replica answers once a new leader is elected, within 5 s).
+    #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u64).range(1000..=60_000))]
+    transfer_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -178,6 +185,8 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         poll_timeout_ms: args.poll_timeout_ms,
         requeue_settled_ms: args.poll_every_ms,
         requeue_unsettled_ms: args.poll_unsettled_every_ms,
+        requeue_in_progress_ms: args.poll_in_progress_every_ms,
+        transfer_timeout_ms: args.transfer_timeout_ms,
         ..Settings::default()
     };
     let reporter = Reporter {

@@ -22,13 +22,15 @@ pub struct Right {
 }
 
 /// Cluster-wide rights: the operator watches groups and their children in
-/// every namespace. No `delete` anywhere: children go by garbage collection.
+/// every namespace. Children go by garbage collection; the one `delete` is
+/// of member pods, the step of a rolling upgrade (the StatefulSet is `OnDelete`).
 pub const CLUSTER_RIGHTS: &[Right] = &[
-    // The resource it reconciles.
+    // The resource it reconciles; `patch` removes the upgrade approval
+    // annotation once an upgrade is done.
     Right {
         api_group: "dledger.io",
         resources: &["dledgergroups"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     // Status after every poll.
     Right {
@@ -52,11 +54,12 @@ pub const CLUSTER_RIGHTS: &[Right] = &[
         resources: &["poddisruptionbudgets"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
-    // Pods: read their readiness and address, set the role label.
+    // Pods: read their readiness and address, set the role label, delete
+    // one outdated member at a time during an upgrade.
     Right {
         api_group: "",
         resources: &["pods"],
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
     },
     // Events about groups.
     Right {
@@ -226,19 +229,20 @@ mod tests {
     }
 
     #[test]
-    fn no_right_deletes_or_escalates() {
+    fn only_pods_are_deleted_and_nothing_escalates() {
         for right in CLUSTER_RIGHTS.iter().chain(NAMESPACE_RIGHTS) {
             for verb in right.verbs {
+                if *verb == "delete" {
+                    assert_eq!(
+                        (right.api_group, right.resources),
+                        ("", &["pods"][..]),
+                        "delete on {:?}",
+                        right.resources
+                    );
+                    continue;
+                }
                 assert!(
-                    ![
-                        "delete",
-                        "deletecollection",
-                        "*",
-                        "escalate",
-                        "bind",
-                        "impersonate"
-                    ]
-                    .contains(verb),
+                    !["deletecollection", "*", "escalate", "bind", "impersonate"].contains(verb),
                     "{verb} on {:?}",
                     right.resources
                 );

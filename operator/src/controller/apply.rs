@@ -1,7 +1,7 @@
 //! The children, applied by server-side apply with one field manager, and
 //! put back when someone edits or deletes them. A child is applied when the
-//! group's generation changed or when the watched copy no longer looks like
-//! what the last apply returned.
+//! group's generation or its restart annotation changed, or when the watched
+//! copy no longer looks like what the last apply returned.
 
 use std::fmt::Debug;
 
@@ -46,6 +46,9 @@ impl Fingerprint {
 pub struct Applied {
     /// The group generation it was applied for.
     pub generation: Option<i64>,
+    /// The restart annotation it was applied for (annotations do not bump
+    /// the generation, yet this one changes the pod template).
+    pub restarted_at: Option<String>,
     /// What the apply returned.
     pub fingerprint: Fingerprint,
 }
@@ -134,7 +137,7 @@ where
     let recorded = ctx.applied_record(&key);
     let fresh = recorded
         .as_ref()
-        .is_some_and(|r| r.generation == generation);
+        .is_some_and(|r| r.generation == generation && r.restarted_at == group.restarted_at);
     if fresh && observed.as_ref() == recorded.as_ref().map(|r| &r.fingerprint) {
         return Ok(store
             .get(&ObjectRef::new(&name).within(&group.namespace))
@@ -165,6 +168,7 @@ where
         key,
         Applied {
             generation,
+            restarted_at: group.restarted_at.clone(),
             fingerprint,
         },
     );

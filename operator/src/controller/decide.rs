@@ -11,7 +11,7 @@ use crate::crd::{Condition, DLedgerGroupStatus, MemberStatus};
 pub const UNKNOWN_ROLE: &str = "unknown";
 
 /// Container waiting reasons that mean the image will not run by itself.
-const STUCK_REASONS: &[&str] = &[
+pub const STUCK_REASONS: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
@@ -21,6 +21,12 @@ const STUCK_REASONS: &[&str] = &[
     "CreateContainerError",
     "RunContainerError",
 ];
+
+/// Whether an Event reason is one of the poll's troubles (the `Degraded`
+/// reasons only the operator can see).
+pub fn is_trouble_reason(reason: &str) -> bool {
+    matches!(reason, "MembersDisagree" | "ImageNotStarting")
+}
 
 /// What the operator knows about one expected member.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +52,12 @@ pub struct PodFacts {
     pub waiting_reason: Option<String>,
     /// The message that came with it.
     pub waiting_message: Option<String>,
+    /// The pod's uid (the precondition of a deletion).
+    pub uid: Option<String>,
+    /// It has a deletion timestamp.
+    pub deleting: bool,
+    /// The replica container's restart count went up since the last poll.
+    pub restarts_rising: bool,
 }
 
 /// The inputs of one decision besides the members.
@@ -398,7 +410,7 @@ fn phase(
 }
 
 /// A condition keeps its transition time while its status does not change.
-fn keep_transition_time(mut condition: Condition, previous: &[Condition]) -> Condition {
+pub fn keep_transition_time(mut condition: Condition, previous: &[Condition]) -> Condition {
     if let Some(before) = previous.iter().find(|c| c.type_ == condition.type_) {
         if before.status == condition.status {
             condition.last_transition_time = before.last_transition_time.clone();

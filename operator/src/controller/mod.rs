@@ -1,12 +1,16 @@
 //! The reconcile loop: apply the children, poll the members, decide, then
-//! write the role labels, the status and the Events. Deciding is pure
-//! ([`decide`]); this module is the API plumbing around it.
+//! write the role labels, the status and the Events, and carry out at most
+//! one disruptive step of an upgrade or switchover. Deciding is pure
+//! ([`decide`], [`upgrade`], [`switchover`]); this module is the API
+//! plumbing around it.
 
 pub mod apply;
 pub mod decide;
 pub mod poll;
+pub mod switchover;
+pub mod upgrade;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,22 +20,26 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Predicate;
 use kube::runtime::watcher;
 use kube::runtime::{predicates, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 
 use self::apply::Applied;
-use self::decide::{decide, Decision, Facts, Observed, PodFacts};
+use self::decide::{decide, Decision, Facts, Notice, Observed, PodFacts};
 use self::poll::{poll_members, Target};
-use crate::crd::{DLedgerGroup, DLedgerGroupStatus};
+use self::switchover::{SwitchoverExecution, SwitchoverInput};
+use self::upgrade::{Disruption, ExecInput, Execution, Verdict, PAUSE_ANNOTATION};
+use crate::crd::{Condition, DLedgerGroup, DLedgerGroupStatus};
 use crate::metrics::Metrics;
 use crate::specs::{
     self, Group, GroupError, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL,
 };
+use crate::upgrade::planner::{self, Step, WaitReason, APPROVE_ANNOTATION};
 
 /// Why a reconcile failed. The variant names are the metric labels.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,12 @@ pub struct Settings {
     pub member_http_port: u16,
     /// Back-off after a failed reconcile.
     pub error_requeue_ms: u64,
+    /// The longest time to the next poll while an upgrade or switchover
+    /// step is under way.
+    pub requeue_in_progress_ms: u64,
+    /// How long a leadership transfer call may take (the replica answers
+    /// once a new leader is elected, within 5 s).
+    pub transfer_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -103,6 +117,8 @@ impl Default for Settings {
             api_timeout_ms: 10_000,
             member_http_port: specs::HTTP_PORT as u16,
             error_requeue_ms: 2_000,
+            requeue_in_progress_ms: 1_000,
+            transfer_timeout_ms: 7_000,
         }
     }
 }
@@ -147,6 +163,9 @@ pub struct Context {
     pub stores: Stores,
     applied: Mutex<HashMap<String, Applied>>,
     previous: Mutex<HashMap<String, DLedgerGroupStatus>>,
+    /// Per group, the restart count of each member pod (by uid) at the last
+    /// poll, to see a crash loop before the kubelet calls it one.
+    restart_counts: Mutex<HashMap<String, HashMap<String, i32>>>,
 }
 
 impl Context {
@@ -166,6 +185,7 @@ impl Context {
             stores,
             applied: Mutex::new(HashMap::new()),
             previous: Mutex::new(HashMap::new()),
+            restart_counts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -191,6 +211,24 @@ impl Context {
         if let Ok(mut previous) = self.previous.lock() {
             previous.insert(key, status);
         }
+    }
+
+    /// Marks the pods whose restart count went up since the last poll, and
+    /// remembers the counts of these pods only (so the memory stays bounded).
+    fn mark_rising_restarts(&self, key: &str, pods: &mut [(Option<i32>, &mut PodFacts)]) {
+        let Ok(mut all) = self.restart_counts.lock() else {
+            return;
+        };
+        let before = all.remove(key).unwrap_or_default();
+        let mut now = HashMap::new();
+        for (count, facts) in pods.iter_mut() {
+            let (Some(count), Some(uid)) = (count, facts.uid.clone()) else {
+                continue;
+            };
+            facts.restarts_rising = before.get(&uid).is_some_and(|seen| *count > *seen);
+            now.insert(uid, *count);
+        }
+        all.insert(key.to_string(), now);
     }
 }
 
@@ -274,7 +312,7 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         })
         .collect();
     let polled = poll_members(&targets, ctx.settings.poll_timeout_ms).await;
-    let observed: Vec<Observed> = polled
+    let mut observed: Vec<Observed> = polled
         .into_iter()
         .zip(&pods)
         .map(|((name, polled), pod)| Observed {
@@ -283,9 +321,20 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
             polled,
         })
         .collect();
+    let mut counted: Vec<(Option<i32>, &mut PodFacts)> = observed
+        .iter_mut()
+        .zip(&pods)
+        .filter_map(|(member, pod)| {
+            let count = pod.as_deref().and_then(restart_count);
+            member.pod.as_mut().map(|facts| (count, facts))
+        })
+        .collect();
+    ctx.mark_rising_restarts(&key, &mut counted);
 
     let previous = ctx.previous_status(&key, resource);
-    let now = Timestamp::now().to_string();
+    let clock = Timestamp::now();
+    let now = clock.to_string();
+    let now_seconds = clock.as_second();
     let sts_status = outcome
         .statefulset
         .as_ref()
@@ -300,10 +349,40 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         now: &now,
     };
     let Decision {
-        status,
+        mut status,
         labels,
-        notices,
+        mut notices,
     } = decide(&facts, &observed);
+    // The update revision is the StatefulSet's answer to its current spec
+    // only once its controller has seen that spec; just after an apply (a
+    // repaired hand edit, say) it can still name a template that is gone.
+    let revision_current = outcome.statefulset.as_ref().is_some_and(|sts| {
+        sts_status.and_then(|s| s.observed_generation) == sts.metadata.generation
+    });
+    let plan_revision = facts
+        .update_revision
+        .as_deref()
+        .filter(|_| revision_current);
+    let (execution, switching) = plan_and_execute(
+        resource,
+        &group,
+        &observed,
+        &previous,
+        status.leader.as_deref(),
+        plan_revision,
+        (&now, now_seconds),
+    );
+    let in_progress = execution.in_progress || switching.in_progress;
+    let remove_approval = execution.remove_approval;
+    let action = fold_executions(
+        &mut status,
+        &mut notices,
+        execution,
+        switching,
+        &previous.conditions,
+        &now,
+        generation,
+    );
 
     // Labels first: they are what moves the -leader Service.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace);
@@ -317,33 +396,240 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         .await?;
     }
     if previous != status {
-        let groups: Api<DLedgerGroup> = Api::namespaced(ctx.client.clone(), &group.namespace);
-        let patch = serde_json::json!({
-            "apiVersion": "dledger.io/v1alpha1",
-            "kind": "DLedgerGroup",
-            "status": status,
-        });
-        let params = PatchParams::apply(MANAGED_BY).force();
-        api_call(
-            ctx,
-            format!("write status of {}", group.name),
-            groups.patch_status(&group.name, &params, &Patch::Apply(&patch)),
-        )
-        .await?;
+        write_status(ctx, &group, &status).await?;
     }
     for notice in notices {
         publish(ctx, resource, notice.warning, &notice.reason, notice.note).await;
+    }
+    if remove_approval {
+        remove_annotation(ctx, &group, APPROVE_ANNOTATION).await?;
+    }
+    // The status (with status.upgrade) is written before the step, so an
+    // operator that stops here resumes from it.
+    if let Some(action) = &action {
+        if let Some(failure) = carry_out(ctx, &group, &pods, action).await? {
+            status = write_transfer_failure(ctx, &group, status, failure, &now, generation).await?;
+        }
     }
     ctx.metrics
         .observe_group(&group.namespace, &group.name, &status);
     let settled = status.leader.is_some() && status.members.iter().all(|m| m.answering);
     ctx.remember_status(key, status);
-    let requeue_ms = if settled {
+    let mut requeue_ms = if settled {
         ctx.settings.requeue_settled_ms
     } else {
         ctx.settings.requeue_unsettled_ms
     };
+    if in_progress {
+        requeue_ms = requeue_ms.min(ctx.settings.requeue_in_progress_ms);
+    }
     Ok(Action::requeue(Duration::from_millis(requeue_ms)))
+}
+
+/// Runs the planner and both executors on what this reconcile observed.
+fn plan_and_execute(
+    resource: &DLedgerGroup,
+    group: &Group<'_>,
+    observed: &[Observed],
+    previous: &DLedgerGroupStatus,
+    leader: Option<&str>,
+    update_revision: Option<&str>,
+    (now, now_seconds): (&str, i64),
+) -> (Execution, SwitchoverExecution) {
+    let annotations = resource.annotations();
+    let plan = upgrade::plan_input(
+        &group.spec.upgrade,
+        annotations,
+        update_revision,
+        observed,
+        previous.upgrade.as_ref(),
+        now_seconds,
+    );
+    let step = planner::plan(&plan);
+    let pod_uids: BTreeMap<String, String> = observed
+        .iter()
+        .filter_map(|member| Some((member.name.clone(), member.pod.as_ref()?.uid.clone()?)))
+        .collect();
+    let execution = upgrade::execute(&ExecInput {
+        plan: &plan,
+        step: &step,
+        pod_uids: &pod_uids,
+        paused: annotations.get(PAUSE_ANNOTATION).map(String::as_str) == Some("true"),
+        recorded: previous.upgrade.as_ref(),
+        previous_conditions: &previous.conditions,
+        now,
+    });
+    let upgrade_busy = execution.action.is_some()
+        || matches!(
+            step,
+            Step::StepTimedOut { .. }
+                | Step::Wait {
+                    reason: WaitReason::RestartNotComplete { .. }
+                        | WaitReason::TransferNotComplete { .. }
+                }
+        );
+    let members: Vec<String> = observed.iter().map(|m| m.name.clone()).collect();
+    let switching = switchover::execute(&SwitchoverInput {
+        target: group.spec.switchover.as_ref().map(|s| s.target.as_str()),
+        recorded: previous.switchover.as_ref(),
+        members: &members,
+        leader,
+        upgrade_busy,
+        step_timeout_seconds: group.spec.upgrade.step_timeout_seconds,
+        previous_conditions: &previous.conditions,
+        now,
+        now_seconds,
+    });
+    (execution, switching)
+}
+
+/// Folds both executors' decisions into the status and the Events; returns
+/// the one action to take, the upgrade's first.
+fn fold_executions(
+    status: &mut DLedgerGroupStatus,
+    notices: &mut Vec<Notice>,
+    execution: Execution,
+    switching: SwitchoverExecution,
+    previous: &[Condition],
+    now: &str,
+    generation: Option<i64>,
+) -> Option<Disruption> {
+    status.upgrade = execution.upgrade;
+    status.switchover = switching.switchover;
+    if let Some(verdict) = execution.progressing.or(switching.progressing) {
+        upgrade::set_condition(status, "Progressing", &verdict, previous, now, generation);
+    }
+    if let Some(verdict) = execution.degraded.or(switching.degraded) {
+        upgrade::set_condition(status, "Degraded", &verdict, previous, now, generation);
+        status.phase = Some("Degraded".to_string());
+        // The poll's own trouble is hidden under this one; announcing it at
+        // every reconcile (its reason never matches the written one) is noise.
+        notices.retain(|notice| !decide::is_trouble_reason(&notice.reason));
+    }
+    notices.extend(execution.notices);
+    notices.extend(switching.notices);
+    execution.action.or(switching.action)
+}
+
+/// Removes one annotation from the resource (a JSON merge patch with null).
+async fn remove_annotation(
+    ctx: &Context,
+    group: &Group<'_>,
+    annotation: &str,
+) -> Result<(), Error> {
+    let groups: Api<DLedgerGroup> = Api::namespaced(ctx.client.clone(), &group.namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {annotation: null}}});
+    api_call(
+        ctx,
+        format!("remove annotation {annotation} from {}", group.name),
+        groups.patch(&group.name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Carries out one disruptive step. A failed transfer is not an error of the
+/// reconcile (the next one retries it): its reason comes back for the status.
+async fn carry_out(
+    ctx: &Context,
+    group: &Group<'_>,
+    pods: &[Option<Arc<Pod>>],
+    action: &Disruption,
+) -> Result<Option<String>, Error> {
+    match action {
+        Disruption::DeletePod { member, uid } => {
+            let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace);
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            let deleting = api_call(
+                ctx,
+                format!("delete pod {member}"),
+                pods_api.delete(member, &params),
+            )
+            .await;
+            match deleting {
+                Ok(_) => Ok(None),
+                // Gone already, or replaced (the uid precondition failed):
+                // either way that pod is not running any more.
+                Err(Error::Api {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.code == 404 || status.code == 409 => Ok(None),
+                Err(err) => Err(err),
+            }
+        }
+        Disruption::Transfer { from, to } => {
+            let pod = pods.iter().flatten().find(|pod| pod.name_any() == *from);
+            let Some(address) =
+                member_address(pod.map(|p| p.as_ref()), ctx.settings.member_http_port)
+            else {
+                return Ok(Some(format!("the leader {from} has no pod address")));
+            };
+            match poll::transfer(&address, to, ctx.settings.transfer_timeout_ms).await {
+                Ok(transferred) => {
+                    tracing::info!(group = %group.name, from = %from, to = %transferred.leader_id, term = transferred.term, "leadership transferred");
+                    Ok(None)
+                }
+                Err(reason) => Ok(Some(format!(
+                    "transfer of leadership from {from} to {to} failed, retrying: {reason}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Writes a failed transfer's reason into the Progressing condition.
+async fn write_transfer_failure(
+    ctx: &Context,
+    group: &Group<'_>,
+    mut status: DLedgerGroupStatus,
+    failure: String,
+    now: &str,
+    generation: Option<i64>,
+) -> Result<DLedgerGroupStatus, Error> {
+    tracing::warn!(group = %group.name, reason = %failure, "transfer failed");
+    let verdict = Verdict {
+        status: true,
+        reason: "TransferFailed".to_string(),
+        message: failure,
+    };
+    let previous = status.conditions.clone();
+    upgrade::set_condition(
+        &mut status,
+        "Progressing",
+        &verdict,
+        &previous,
+        now,
+        generation,
+    );
+    write_status(ctx, group, &status).await?;
+    Ok(status)
+}
+
+async fn write_status(
+    ctx: &Context,
+    group: &Group<'_>,
+    status: &DLedgerGroupStatus,
+) -> Result<(), Error> {
+    let groups: Api<DLedgerGroup> = Api::namespaced(ctx.client.clone(), &group.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "dledger.io/v1alpha1",
+        "kind": "DLedgerGroup",
+        "status": status,
+    });
+    let params = PatchParams::apply(MANAGED_BY).force();
+    api_call(
+        ctx,
+        format!("write status of {}", group.name),
+        groups.patch_status(&group.name, &params, &Patch::Apply(&patch)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// `podIP:port` once the pod has an address.
@@ -377,7 +663,22 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         revision: pod.labels().get("controller-revision-hash").cloned(),
         waiting_reason: waiting.and_then(|w| w.reason.clone()),
         waiting_message: waiting.and_then(|w| w.message.clone()),
+        uid: pod.metadata.uid.clone(),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+        // Set against the previous poll by the reconcile.
+        restarts_rising: false,
     }
+}
+
+/// The replica container's restart count.
+fn restart_count(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "replica")
+        .map(|c| c.restart_count)
 }
 
 async fn publish(ctx: &Context, group: &DLedgerGroup, warning: bool, reason: &str, note: String) {
@@ -445,12 +746,16 @@ pub async fn run(
     let (pdb_store, pdb_writer) = reflector::store();
     let (pod_store, pod_writer) = reflector::store();
 
-    // Status writes must not trigger reconciles: only spec changes do (and the timer).
+    // Status writes must not trigger reconciles: only spec and annotation
+    // changes do (the pause, approval and restart annotations), and the timer.
     let group_stream =
         reflector::reflector(group_writer, watcher(groups, watcher::Config::default()))
             .default_backoff()
             .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .predicate_filter(
+                predicates::generation.combine(predicates::annotations),
+                Default::default(),
+            );
     let sts_stream = reflector::reflector(
         sts_writer,
         watcher(Api::<StatefulSet>::all(client.clone()), managed()),

@@ -1,10 +1,11 @@
 //! Every member's `/status`, asked concurrently with a short timeout. A
 //! member that does not answer in time is reported as silent, never guessed.
+//! Also the one admin call the operator makes: a leadership transfer.
 
 use std::time::Duration;
 
 use dledger_replica::admin_client::AdminClient;
-use dledger_replica::api::Status;
+use dledger_replica::api::{Status, Transferred};
 
 /// What asking one member gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +46,30 @@ async fn ask(address: String, timeout: Duration) -> Polled {
         Ok(Ok(Err(err))) => Polled::Silent(err.to_string()),
         Ok(Err(join)) => Polled::Silent(format!("status call failed: {join}")),
         Err(_) => Polled::Silent(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// `POST /admin/transfer-leadership?to=<to_member_id>` on the leader at
+/// `leader_http_base` (`host:port`). The replica answers once a new leader
+/// is elected (or with its reason), so `timeout_ms` must exceed the
+/// replica's own bound on a transfer (5 s). The error is a sentence for the
+/// `Progressing` condition.
+pub async fn transfer(
+    leader_http_base: &str,
+    to_member_id: &str,
+    timeout_ms: u64,
+) -> Result<Transferred, String> {
+    let timeout = Duration::from_millis(timeout_ms);
+    let address = leader_http_base.to_string();
+    let to = to_member_id.to_string();
+    let call = tokio::task::spawn_blocking(move || {
+        AdminClient::new(&address, timeout).transfer_leadership(Some(&to))
+    });
+    match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
+        Ok(Ok(Ok(transferred))) => Ok(transferred),
+        Ok(Ok(Err(err))) => Err(err.to_string()),
+        Ok(Err(join)) => Err(format!("transfer call failed: {join}")),
+        Err(_) => Err(format!("no answer within {timeout_ms} ms")),
     }
 }
 
@@ -167,6 +192,57 @@ mod tests {
         assert!(
             matches!(&polled[0].1, Polled::Silent(reason) if reason.contains("unreadable")),
             "{polled:?}"
+        );
+    }
+
+    /// A fake leader: answers one request with `status` and `body`, and
+    /// hands back the request line it got.
+    fn one_answer(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (sent, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut buffer = [0u8; 2048];
+            let read = stream.read(&mut buffer).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
+            let _ = sent.send(request.lines().next().unwrap_or_default().to_string());
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        });
+        (address, got)
+    }
+
+    #[tokio::test]
+    async fn transfer_posts_to_the_admin_route_with_the_member_id() {
+        let (address, got) = one_answer("200 OK", r#"{"leaderId":"orders-1","term":8}"#);
+        let transferred = transfer(&address, "orders-1", 2000).await.unwrap();
+        assert_eq!(transferred.leader_id, "orders-1");
+        assert_eq!(transferred.term, 8);
+        assert_eq!(
+            got.recv().unwrap(),
+            "POST /admin/transfer-leadership?to=orders-1 HTTP/1.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_transfer_gives_the_replica_reason() {
+        let (address, _got) = one_answer(
+            "409 Conflict",
+            r#"{"error":"not_leader","reason":"orders-0 is not the leader"}"#,
+        );
+        let err = transfer(&address, "orders-1", 2000).await.unwrap_err();
+        assert!(
+            err.contains("409") && err.contains("not the leader"),
+            "{err}"
         );
     }
 }

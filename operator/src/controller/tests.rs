@@ -527,3 +527,217 @@ async fn a_group_without_uid_is_an_error_before_any_request() {
     assert_eq!(err.metric_label(), "incomplete_resource");
     assert!(api.seen().is_empty());
 }
+
+/// Three members answering on loopback (orders-0 leads), their pods on
+/// `rev-1` with uids, and an API server whose StatefulSet is on `rev-2`.
+async fn outdated_group(respond: Responder) -> (Arc<Context>, FakeApi, Writers) {
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap().port();
+    let second = TcpListener::bind(("127.0.0.2", port)).unwrap();
+    let third = TcpListener::bind(("127.0.0.3", port)).unwrap();
+    answering_member(first, "orders-0", "leader");
+    answering_member(second, "orders-1", "follower");
+    answering_member(third, "orders-2", "follower");
+    let (client, api) = FakeApi::start(respond);
+    let settings = Settings {
+        member_http_port: port,
+        poll_timeout_ms: 500,
+        ..Settings::default()
+    };
+    let (ctx, mut writers) = context(client, settings);
+    for (name, ip, role) in [
+        ("orders-0", "127.0.0.1", "leader"),
+        ("orders-1", "127.0.0.2", "follower"),
+        ("orders-2", "127.0.0.3", "follower"),
+    ] {
+        let mut pod = member_pod(name, ip, Some(role));
+        pod.metadata.uid = Some(format!("uid-{name}"));
+        writers
+            .pods
+            .apply_watcher_event(&watcher::Event::Apply(pod));
+    }
+    (ctx, api, writers)
+}
+
+/// `echo`, with the StatefulSet on a new update revision and a deleted pod
+/// answered as the API does (the object, now terminating).
+fn upgrading(request: &Seen) -> Option<(u16, Value)> {
+    if request.method == Method::DELETE {
+        let name = request.path.rsplit('/').next().unwrap_or_default();
+        return Some((
+            200,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                "deletionTimestamp": "2026-12-02T22:00:00Z"}}),
+        ));
+    }
+    let mut answer = echo(request)?;
+    if request.path.contains("statefulsets") {
+        answer.1["status"] = json!({"replicas": 3, "currentRevision": "rev-1", "updateRevision": "rev-2", "observedGeneration": 1});
+    }
+    Some(answer)
+}
+
+#[tokio::test]
+async fn an_upgrade_records_its_step_then_deletes_exactly_one_outdated_follower() {
+    let (ctx, api, _writers) = outdated_group(Box::new(upgrading)).await;
+    let action = reconcile(Arc::new(fixtures::minimal()), ctx.clone())
+        .await
+        .unwrap();
+    // The sooner of the settled poll and the in-progress bound.
+    let settings = Settings::default();
+    let expected_ms = settings
+        .requeue_settled_ms
+        .min(settings.requeue_in_progress_ms);
+    assert_eq!(action, Action::requeue(Duration::from_millis(expected_ms)));
+    let seen = api.seen();
+    let deletes: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::DELETE).collect();
+    assert_eq!(deletes.len(), 1, "{:?}", kinds(&seen));
+    // Both followers are as far along; the lower ordinal goes first, never the leader.
+    assert_eq!(deletes[0].path, "/api/v1/namespaces/shop/pods/orders-1");
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "uid-orders-1");
+    let status_write = seen
+        .iter()
+        .position(|s| s.path.ends_with("/status"))
+        .expect("a status write");
+    let delete_at = seen
+        .iter()
+        .position(|s| s.method == Method::DELETE)
+        .unwrap();
+    assert!(
+        status_write < delete_at,
+        "status.upgrade is written before the delete"
+    );
+    let status = &seen[status_write].body["status"];
+    assert_eq!(status["upgrade"]["step"], "restart-member");
+    assert_eq!(status["upgrade"]["member"], "orders-1");
+    assert_eq!(status["upgrade"]["commitIndexAtDeletion"], 50);
+    assert_eq!(status["upgrade"]["podUid"], "uid-orders-1");
+    let progressing = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["reason"], "UpgradeRestartingMember");
+}
+
+#[tokio::test]
+async fn a_pod_already_replaced_is_not_an_error() {
+    let (ctx, api, _writers) = outdated_group(Box::new(|request: &Seen| {
+        if request.method == Method::DELETE {
+            Some((409, refusal(409, "Conflict")))
+        } else {
+            upgrading(request)
+        }
+    }))
+    .await;
+    reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    let deletes = api
+        .seen()
+        .iter()
+        .filter(|s| s.method == Method::DELETE)
+        .count();
+    assert_eq!(deletes, 1);
+}
+
+#[tokio::test]
+async fn the_pause_annotation_holds_the_upgrade_without_a_delete() {
+    let (ctx, api, _writers) = outdated_group(Box::new(upgrading)).await;
+    let mut group = fixtures::minimal();
+    group.metadata.annotations = Some(
+        [(upgrade::PAUSE_ANNOTATION.to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    reconcile(Arc::new(group), ctx).await.unwrap();
+    let seen = api.seen();
+    assert!(
+        !seen.iter().any(|s| s.method == Method::DELETE),
+        "{:?}",
+        kinds(&seen)
+    );
+    let status = &seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"];
+    assert!(status.get("upgrade").is_none());
+    let progressing = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["reason"], "UpgradePaused");
+}
+
+#[tokio::test]
+async fn an_update_revision_the_statefulset_controller_has_not_caught_up_with_deletes_nothing() {
+    let (ctx, api, _writers) = outdated_group(Box::new(|request: &Seen| {
+        let mut answer = upgrading(request)?;
+        if request.path.contains("statefulsets") {
+            // Just applied (generation 1), last seen by its controller at 0.
+            answer.1["status"]["observedGeneration"] = 0.into();
+        }
+        Some(answer)
+    }))
+    .await;
+    reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    let seen = api.seen();
+    assert!(
+        !seen.iter().any(|s| s.method == Method::DELETE),
+        "{:?}",
+        kinds(&seen)
+    );
+}
+
+#[test]
+fn the_upgrade_goes_before_the_switchover_and_its_trouble_hides_the_polls() {
+    let mut status = DLedgerGroupStatus::default();
+    let mut notices = vec![
+        Notice {
+            warning: true,
+            reason: "ImageNotStarting".into(),
+            note: "orders-2: CrashLoopBackOff".into(),
+        },
+        Notice {
+            warning: false,
+            reason: "LeaderElected".into(),
+            note: "orders-0 leads".into(),
+        },
+    ];
+    let execution = Execution {
+        action: Some(Disruption::DeletePod {
+            member: "orders-1".into(),
+            uid: "u".into(),
+        }),
+        degraded: Some(Verdict {
+            status: true,
+            reason: "UpgradeStepTimedOut".into(),
+            message: "orders-2 stuck".into(),
+        }),
+        ..Execution::default()
+    };
+    let switching = SwitchoverExecution {
+        action: Some(Disruption::Transfer {
+            from: "orders-0".into(),
+            to: "orders-1".into(),
+        }),
+        ..SwitchoverExecution::default()
+    };
+    let action = fold_executions(
+        &mut status,
+        &mut notices,
+        execution,
+        switching,
+        &[],
+        "2026-12-02T22:00:00Z",
+        Some(2),
+    );
+    assert!(matches!(action, Some(Disruption::DeletePod { .. })));
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+    assert_eq!(status.conditions[0].reason, "UpgradeStepTimedOut");
+    let reasons: Vec<&str> = notices.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["LeaderElected"]);
+}

@@ -31,7 +31,14 @@ pub struct Group<'a> {
     pub owner: OwnerReference,
     /// The spec.
     pub spec: &'a DLedgerGroupSpec,
+    /// The value of [`RESTARTED_AT_ANNOTATION`] on the resource, copied into
+    /// the pod template so that changing it rolls every member.
+    pub restarted_at: Option<String>,
 }
+
+/// The annotation on the resource that asks for a rolling restart: any new
+/// value makes a new pod template revision, rolled out by the upgrade planner.
+pub const RESTARTED_AT_ANNOTATION: &str = "dledger.io/restarted-at";
 
 /// Why a group cannot be built from (it came back from the API incomplete).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +66,7 @@ impl<'a> Group<'a> {
             namespace,
             owner,
             spec: &group.spec,
+            restarted_at: group.annotations().get(RESTARTED_AT_ANNOTATION).cloned(),
         })
     }
 

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{common_labels, selector_labels, Group};
+use super::{common_labels, selector_labels, Group, RESTARTED_AT_ANNOTATION};
 
 /// The binary protocol port (peers and clients).
 pub const PEER_PORT: i32 = 20911;
@@ -95,10 +95,14 @@ fn pod_template(group: &Group<'_>) -> PodTemplateSpec {
     let termination_grace_period_seconds =
         (i64::from(spec.config.shutdown_transfer_timeout_ms) + 999) / 1000
             + TERMINATION_MARGIN_SECONDS;
+    let mut annotations = spec.pod.annotations.clone();
+    if let Some(restarted_at) = &group.restarted_at {
+        annotations.insert(RESTARTED_AT_ANNOTATION.to_string(), restarted_at.clone());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
-            annotations: (!spec.pod.annotations.is_empty()).then(|| spec.pod.annotations.clone()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -528,6 +532,26 @@ mod tests {
         assert_eq!(
             pod.containers[0].image_pull_policy.as_deref(),
             Some("Always")
+        );
+    }
+
+    #[test]
+    fn the_restart_annotation_reaches_the_pod_template_so_a_new_value_rolls_the_members() {
+        let mut group = fixtures::minimal();
+        let before = statefulset(&Group::of(&group).unwrap()).spec.template;
+        assert!(before.metadata.unwrap().annotations.is_none());
+        group.metadata.annotations = Some(
+            [(
+                RESTARTED_AT_ANNOTATION.to_string(),
+                "2026-12-02T22:00:00Z".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let after = statefulset(&Group::of(&group).unwrap()).spec.template;
+        assert_eq!(
+            after.metadata.unwrap().annotations.unwrap()[RESTARTED_AT_ANNOTATION],
+            "2026-12-02T22:00:00Z"
         );
     }
 }
