@@ -21,6 +21,15 @@ pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector string (`k=v,k=v`), for listing a group's pods.
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The labels every child carries.
 pub fn common_labels(name: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(name);
@@ -42,5 +51,13 @@ mod tests {
         assert!(selector_labels("orders")
             .iter()
             .all(|(k, v)| labels[k] == *v));
+    }
+
+    #[test]
+    fn the_selector_string_lists_the_selector_labels() {
+        assert_eq!(
+            selector_string("orders"),
+            "app.kubernetes.io/instance=orders,app.kubernetes.io/name=dledger"
+        );
     }
 }

@@ -8,8 +8,8 @@ mod services;
 mod statefulset;
 
 pub use labels::{
-    common_labels, selector_labels, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    ROLE_LABEL,
+    common_labels, selector_labels, selector_string, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    NAME_LABEL, ROLE_LABEL,
 };
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, leader_service, peers_service};
