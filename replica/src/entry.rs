@@ -28,6 +28,9 @@ pub enum EntryKind {
     NoOp = 1,
     /// A membership configuration.
     Configuration = 2,
+    /// A consumer group's offset commit (see `consumers`): metadata the
+    /// members apply in log order, not a client's payload.
+    ConsumerOffset = 3,
 }
 
 impl EntryKind {
@@ -37,6 +40,7 @@ impl EntryKind {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::NoOp),
             2 => Some(EntryKind::Configuration),
+            3 => Some(EntryKind::ConsumerOffset),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl EntryKind {
             EntryKind::Normal => "normal",
             EntryKind::NoOp => "noop",
             EntryKind::Configuration => "configuration",
+            EntryKind::ConsumerOffset => "consumer_offset",
         }
     }
 

@@ -13,6 +13,8 @@ pub mod api;
 #[cfg(feature = "engine")]
 pub mod cli;
 #[cfg(feature = "engine")]
+pub mod consumers;
+#[cfg(feature = "engine")]
 pub mod core;
 #[cfg(feature = "engine")]
 pub mod datadir;

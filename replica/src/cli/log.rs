@@ -210,6 +210,7 @@ fn describe(entry: &Entry) -> String {
         EntryKind::Normal => "normal",
         EntryKind::NoOp => "no-op",
         EntryKind::Configuration => "configuration",
+        EntryKind::ConsumerOffset => "offset-commit",
     };
     format!(
         "{:>12} {:>8} {:<13} {:>9}  {}",

@@ -1,0 +1,560 @@
+//! Consumer groups: named offsets (the index each group reads next),
+//! committed through the Raft log as [`EntryKind::ConsumerOffset`] entries.
+//!
+//! Pure code, no I/O: the payload codec of an offset commit and
+//! [`ConsumerState`], the map every member builds by applying the committed
+//! commits in log order. A conditional commit ("only if the stored offset is
+//! N", "only forward") is decided when the entry is *applied*, not when it is
+//! proposed: every member applies the same entries in the same order, so
+//! every member reaches the same verdict, and two consumers racing on one
+//! group cannot both win.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::entry::{Entry, EntryKind, Index};
+
+/// Longest group name, in bytes (characters: names are ASCII).
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
+
+/// The payload format's version byte; a member refuses (as malformed) a
+/// version it does not know rather than guessing.
+const PAYLOAD_VERSION: u8 = 1;
+
+const CONDITION_NONE: u8 = 0;
+const CONDITION_EXPECTED: u8 = 1;
+const CONDITION_FORWARD_ONLY: u8 = 2;
+
+/// When an offset commit takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Always: the last commit wins.
+    None,
+    /// Only if the stored offset is this one; `0` means "the group has no
+    /// offset yet" (offsets start at 1), so a group can be created once.
+    Expected(Index),
+    /// Only if the new offset is not below the stored one (equal is taken,
+    /// so a retried commit is harmless).
+    ForwardOnly,
+}
+
+/// One offset commit, as carried in a log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetCommit {
+    /// The group (valid per [`validate_group_name`]).
+    pub group: String,
+    /// The index the group reads next.
+    pub offset: Index,
+    /// When it takes effect.
+    pub condition: Condition,
+}
+
+/// Why an offset commit's payload or a group name is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedCommit {
+    /// The group name breaks the naming rule.
+    #[error("bad group name {name:?}: {reason}")]
+    BadGroupName {
+        /// The name (lossy if it was not UTF-8).
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The payload cannot be decoded.
+    #[error("malformed offset commit payload: {0}")]
+    Payload(&'static str),
+}
+
+/// Checks a group name: 1 to 128 characters of `[A-Za-z0-9._-]`, so it is
+/// safe in a URL path, a metric label and a file name alike.
+pub fn validate_group_name(name: &str) -> Result<(), MalformedCommit> {
+    let bad = |reason| MalformedCommit::BadGroupName {
+        name: name.chars().take(MAX_GROUP_NAME_BYTES + 8).collect(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > MAX_GROUP_NAME_BYTES {
+        return Err(bad("it is longer than 128 characters"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !name.chars().all(allowed) {
+        return Err(bad("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+impl OffsetCommit {
+    /// The entry payload: version, condition tag, offset, the expected
+    /// offset (tag `expected` only), then the name's length and bytes.
+    /// Integers are big-endian.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 + 8 + 8 + 1 + self.group.len());
+        out.put_u8(PAYLOAD_VERSION);
+        let tag = match self.condition {
+            Condition::None => CONDITION_NONE,
+            Condition::Expected(_) => CONDITION_EXPECTED,
+            Condition::ForwardOnly => CONDITION_FORWARD_ONLY,
+        };
+        out.put_u8(tag);
+        out.put_u64(self.offset);
+        if let Condition::Expected(expected) = self.condition {
+            out.put_u64(expected);
+        }
+        // Validated names fit in a byte (at most 128); a longer one is a
+        // caller's bug, caught by `decode` on every member.
+        out.put_u8(u8::try_from(self.group.len()).unwrap_or(u8::MAX));
+        out.put_slice(self.group.as_bytes());
+        out.freeze()
+    }
+
+    /// Decodes a payload read from the disk or the network: any defect is
+    /// an error, never a panic.
+    pub fn decode(payload: &[u8]) -> Result<OffsetCommit, MalformedCommit> {
+        let mut reader = Reader(payload);
+        let version = reader.u8()?;
+        if version != PAYLOAD_VERSION {
+            return Err(MalformedCommit::Payload("unknown payload version"));
+        }
+        let tag = reader.u8()?;
+        let offset = reader.u64()?;
+        let condition = match tag {
+            CONDITION_NONE => Condition::None,
+            CONDITION_EXPECTED => Condition::Expected(reader.u64()?),
+            CONDITION_FORWARD_ONLY => Condition::ForwardOnly,
+            _ => return Err(MalformedCommit::Payload("unknown condition tag")),
+        };
+        let name_bytes = usize::from(reader.u8()?);
+        let name = reader.take(name_bytes)?;
+        if !reader.0.is_empty() {
+            return Err(MalformedCommit::Payload(
+                "trailing bytes after the group name",
+            ));
+        }
+        let group = std::str::from_utf8(name)
+            .map_err(|_| MalformedCommit::Payload("the group name is not UTF-8"))?
+            .to_string();
+        validate_group_name(&group)?;
+        if offset == 0 {
+            return Err(MalformedCommit::Payload("offset 0 (indexes start at 1)"));
+        }
+        Ok(OffsetCommit {
+            group,
+            offset,
+            condition,
+        })
+    }
+}
+
+/// A cursor over a payload whose reads fail instead of panicking.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], MalformedCommit> {
+        if self.0.len() < count {
+            return Err(MalformedCommit::Payload("truncated"));
+        }
+        let (head, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, MalformedCommit> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, MalformedCommit> {
+        let bytes: [u8; 8] = self
+            .take(8)?
+            .try_into()
+            .map_err(|_| MalformedCommit::Payload("truncated"))?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+}
+
+/// Why an offset commit was refused; nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The condition did not hold against the stored offset (another
+    /// consumer of the group committed first).
+    #[error("group {group:?}: {reason} (current offset: {current:?})")]
+    Conflict {
+        /// The group.
+        group: String,
+        /// Its stored offset, `None` when it has none.
+        current: Option<Index>,
+        /// Which condition failed.
+        reason: String,
+    },
+    /// The offset is outside what can be read next.
+    #[error(
+        "offset {offset} is out of range: it must be within the first retained index \
+         {first_index} and the commit index + 1 ({next_index})"
+    )]
+    OutOfRange {
+        /// The offset asked for.
+        offset: Index,
+        /// The first index still in the log.
+        first_index: Index,
+        /// One past the commit index (or the commit entry's own index at
+        /// apply time).
+        next_index: Index,
+    },
+}
+
+/// What applying one committed offset commit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The group's offset is now `offset`.
+    Stored {
+        /// The group.
+        group: String,
+        /// Its offset now.
+        offset: Index,
+    },
+    /// Refused; the state is unchanged.
+    Refused(Refusal),
+}
+
+/// Every group's committed offset, built by applying committed
+/// [`EntryKind::ConsumerOffset`] entries in index order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerState {
+    offsets: BTreeMap<String, Index>,
+    /// The last entry index applied (of any kind): entries are applied once
+    /// each and in order.
+    /// Invariant: never decreases; at most the member's commit index.
+    applied_index: Index,
+}
+
+impl ConsumerState {
+    /// A group's offset, if it has one.
+    pub fn offset(&self, group: &str) -> Option<Index> {
+        self.offsets.get(group).copied()
+    }
+
+    /// Every group and its offset, in name order.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, Index)> {
+        self.offsets
+            .iter()
+            .map(|(group, offset)| (group.as_str(), *offset))
+    }
+
+    /// How many groups there are.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Whether there is no group yet.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The last index applied.
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    /// Checks a commit before it is proposed: the offset must lie within
+    /// `[first_index, commit_index + 1]`, and a condition that already fails
+    /// is refused at once. Advisory only: the verdict that counts is
+    /// [`apply`](Self::apply)'s, since other commits may land in between.
+    pub fn check(
+        &self,
+        commit: &OffsetCommit,
+        first_index: Index,
+        commit_index: Index,
+    ) -> Result<(), Refusal> {
+        let next_index = commit_index.saturating_add(1);
+        if commit.offset < first_index || commit.offset > next_index {
+            return Err(Refusal::OutOfRange {
+                offset: commit.offset,
+                first_index,
+                next_index,
+            });
+        }
+        match self.condition_refusal(commit) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies committed entry `entry` (the next one in index order; other
+    /// kinds only move the applied index). Deterministic: the verdict
+    /// depends on the state and the entry alone. A malformed payload is
+    /// skipped (every member skips it alike) and reported as an error.
+    pub fn apply(&mut self, entry: &Entry) -> Result<Option<Applied>, MalformedCommit> {
+        debug_assert!(
+            entry.index > self.applied_index,
+            "entry {} applied after {}",
+            entry.index,
+            self.applied_index
+        );
+        self.applied_index = self.applied_index.max(entry.index);
+        if entry.kind != EntryKind::ConsumerOffset {
+            return Ok(None);
+        }
+        let commit = OffsetCommit::decode(&entry.payload)?;
+        // The proposer checked offset <= its commit index + 1, and its
+        // commit index was below this entry's index; the first retained
+        // index differs between members, so it is not checked here.
+        if commit.offset > entry.index {
+            return Ok(Some(Applied::Refused(Refusal::OutOfRange {
+                offset: commit.offset,
+                first_index: 1,
+                next_index: entry.index,
+            })));
+        }
+        if let Some(refusal) = self.condition_refusal(&commit) {
+            return Ok(Some(Applied::Refused(refusal)));
+        }
+        self.offsets.insert(commit.group.clone(), commit.offset);
+        Ok(Some(Applied::Stored {
+            group: commit.group,
+            offset: commit.offset,
+        }))
+    }
+
+    /// Skips entries up to `index` without applying them: their effect is
+    /// lost (the log below the first retained index is gone).
+    pub fn skip_to(&mut self, index: Index) {
+        self.applied_index = self.applied_index.max(index);
+    }
+
+    fn condition_refusal(&self, commit: &OffsetCommit) -> Option<Refusal> {
+        let current = self.offset(&commit.group);
+        let conflict = |reason: String| Refusal::Conflict {
+            group: commit.group.clone(),
+            current,
+            reason,
+        };
+        match commit.condition {
+            Condition::None => None,
+            Condition::Expected(0) if current.is_none() => None,
+            Condition::Expected(0) => Some(conflict(
+                "expected the group to have no offset yet".to_string(),
+            )),
+            Condition::Expected(expected) if current == Some(expected) => None,
+            Condition::Expected(expected) => {
+                Some(conflict(format!("expected the stored offset {expected}")))
+            }
+            Condition::ForwardOnly => match current {
+                Some(current) if commit.offset < current => Some(conflict(format!(
+                    "forward only: {} is below the stored offset",
+                    commit.offset
+                ))),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(group: &str, offset: Index, condition: Condition) -> OffsetCommit {
+        OffsetCommit {
+            group: group.into(),
+            offset,
+            condition,
+        }
+    }
+
+    fn entry(index: Index, commit: &OffsetCommit) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            kind: EntryKind::ConsumerOffset,
+            payload: commit.encode(),
+        }
+    }
+
+    #[test]
+    fn payload_round_trips_every_condition() {
+        for condition in [
+            Condition::None,
+            Condition::Expected(0),
+            Condition::Expected(7),
+            Condition::ForwardOnly,
+        ] {
+            let original = commit("orders.v1_x-y", 42, condition);
+            let decoded = OffsetCommit::decode(&original.encode()).unwrap();
+            assert_eq!(decoded, original);
+        }
+        let longest = "a".repeat(MAX_GROUP_NAME_BYTES);
+        let original = commit(&longest, u64::MAX, Condition::None);
+        assert_eq!(OffsetCommit::decode(&original.encode()).unwrap(), original);
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        let good = commit("g", 5, Condition::Expected(3)).encode();
+        // Every truncation, and every single-byte change of the header.
+        for cut in 0..good.len() {
+            assert!(OffsetCommit::decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        assert!(OffsetCommit::decode(&trailing).is_err());
+        let mut version = good.to_vec();
+        version[0] = 9;
+        assert!(OffsetCommit::decode(&version).is_err());
+        let mut tag = good.to_vec();
+        tag[1] = 7;
+        assert!(OffsetCommit::decode(&tag).is_err());
+        let mut name = good.to_vec();
+        let last = name.len() - 1;
+        name[last] = b'/';
+        assert!(matches!(
+            OffsetCommit::decode(&name),
+            Err(MalformedCommit::BadGroupName { .. })
+        ));
+        let mut invalid_utf8 = good.to_vec();
+        invalid_utf8[last] = 0xFF;
+        assert!(OffsetCommit::decode(&invalid_utf8).is_err());
+        assert!(OffsetCommit::decode(&commit("g", 0, Condition::None).encode()).is_err());
+        assert!(OffsetCommit::decode(&commit("", 1, Condition::None).encode()).is_err());
+        // Arbitrary bytes never panic.
+        for seed in 0u8..=255 {
+            let noise: Vec<u8> = (0..seed as usize % 40)
+                .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+                .collect();
+            let _ = OffsetCommit::decode(&noise);
+        }
+    }
+
+    #[test]
+    fn group_names_follow_the_rule() {
+        for good in ["a", "orders", "A.b_c-9", &"x".repeat(128)] {
+            assert!(validate_group_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "a/b", "é", "a\n", &"x".repeat(129), "grp?"] {
+            assert!(validate_group_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_bounds_the_offset_by_retention_and_commit() {
+        let state = ConsumerState::default();
+        let plain = |offset| commit("g", offset, Condition::None);
+        assert!(state.check(&plain(5), 5, 10).is_ok());
+        assert!(state.check(&plain(11), 5, 10).is_ok());
+        assert!(matches!(
+            state.check(&plain(4), 5, 10),
+            Err(Refusal::OutOfRange {
+                first_index: 5,
+                next_index: 11,
+                ..
+            })
+        ));
+        assert!(matches!(
+            state.check(&plain(12), 5, 10),
+            Err(Refusal::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn conditions_are_decided_at_apply_in_log_order() {
+        let mut state = ConsumerState::default();
+        // Two consumers both saw "no offset yet" and raced: the first in
+        // the log wins, the second is refused on every member alike.
+        let first = commit("g", 3, Condition::Expected(0));
+        let second = commit("g", 4, Condition::Expected(0));
+        assert!(state.check(&first, 1, 10).is_ok());
+        assert!(state.check(&second, 1, 10).is_ok());
+        assert_eq!(
+            state.apply(&entry(11, &first)).unwrap(),
+            Some(Applied::Stored {
+                group: "g".into(),
+                offset: 3
+            })
+        );
+        assert!(matches!(
+            state.apply(&entry(12, &second)).unwrap(),
+            Some(Applied::Refused(Refusal::Conflict {
+                current: Some(3),
+                ..
+            }))
+        ));
+        assert_eq!(state.offset("g"), Some(3));
+        // Expected the right one: taken.
+        let next = commit("g", 9, Condition::Expected(3));
+        assert!(matches!(
+            state.apply(&entry(13, &next)).unwrap(),
+            Some(Applied::Stored { offset: 9, .. })
+        ));
+        // Forward only: equal is fine, backwards refused.
+        let same = commit("g", 9, Condition::ForwardOnly);
+        assert!(matches!(
+            state.apply(&entry(14, &same)).unwrap(),
+            Some(Applied::Stored { .. })
+        ));
+        let back = commit("g", 2, Condition::ForwardOnly);
+        assert!(state.check(&back, 1, 20).is_err());
+        assert!(matches!(
+            state.apply(&entry(15, &back)).unwrap(),
+            Some(Applied::Refused(Refusal::Conflict { .. }))
+        ));
+        // Unconditional: the last one wins, even backwards.
+        let reset = commit("g", 1, Condition::None);
+        assert!(matches!(
+            state.apply(&entry(16, &reset)).unwrap(),
+            Some(Applied::Stored { offset: 1, .. })
+        ));
+        assert_eq!(state.offset("g"), Some(1));
+        assert_eq!(state.applied_index(), 16);
+    }
+
+    #[test]
+    fn apply_skips_other_kinds_and_malformed_payloads_alike() {
+        let mut state = ConsumerState::default();
+        assert_eq!(state.apply(&Entry::normal(1, 1, "x")).unwrap(), None);
+        let broken = Entry {
+            index: 2,
+            term: 1,
+            kind: EntryKind::ConsumerOffset,
+            payload: Bytes::from_static(&[1, 0, 0]),
+        };
+        assert!(state.apply(&broken).is_err());
+        assert!(state.is_empty());
+        assert_eq!(state.applied_index(), 2);
+        // An offset past the commit entry itself cannot have been checked.
+        let future = commit("g", 10, Condition::None);
+        assert!(matches!(
+            state.apply(&entry(3, &future)).unwrap(),
+            Some(Applied::Refused(Refusal::OutOfRange { .. }))
+        ));
+        assert!(state.is_empty());
+    }
+
+    #[test]
+    fn members_applying_the_same_log_agree() {
+        let commits = [
+            commit("a", 1, Condition::None),
+            commit("b", 2, Condition::Expected(0)),
+            commit("a", 3, Condition::Expected(1)),
+            commit("a", 2, Condition::ForwardOnly),
+            commit("b", 5, Condition::Expected(9)),
+        ];
+        let log: Vec<Entry> = commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| entry(i as Index + 10, c))
+            .collect();
+        let mut one = ConsumerState::default();
+        let mut two = ConsumerState::default();
+        for e in &log {
+            let _ = one.apply(e);
+        }
+        for e in &log {
+            let _ = two.apply(e);
+        }
+        assert_eq!(one, two);
+        assert_eq!(one.offset("a"), Some(3));
+        assert_eq!(one.offset("b"), Some(2));
+        assert_eq!(one.groups().collect::<Vec<_>>(), vec![("a", 3), ("b", 2)]);
+    }
+}
