@@ -6,7 +6,9 @@
 //! change per round, and the longest gap between acknowledgements is
 //! reported. The operator is killed in the middle of the second round and
 //! carries on without a second member down. Then a switchover to a named
-//! member, a supervised upgrade that waits before the leader until approved,
+//! member (`kubectl dledger switchover --to --wait`, then `status`), a
+//! supervised upgrade that waits before the leader until `kubectl dledger
+//! upgrade proceed`,
 //! and an image that never becomes ready: the upgrade stops after that one
 //! pod with the reason in `Degraded`, the quorum stays, a rollback recovers.
 //!
@@ -473,6 +475,42 @@ fn upgrade_round(
     (gap_ms, total_ms)
 }
 
+/// `kubectl dledger <args>` (the workspace's `kubectl-dledger`, built when
+/// missing); its stdout, or the panic says why it failed.
+fn plugin(args: &[&str]) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+    let binary = format!("{target}/release/kubectl-dledger");
+    if !std::path::Path::new(&binary).exists() {
+        let built = Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "dledger-operator",
+                "--bin",
+                "kubectl-dledger",
+            ])
+            .current_dir(root)
+            .status()
+            .unwrap_or_else(|e| panic!("cargo build kubectl-dledger: {e}"));
+        assert!(built.success(), "cargo build kubectl-dledger: {built}");
+    }
+    let out = Command::new(&binary)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{binary}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl dledger {}: {}\n{stdout}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn leader(kubectl: &Kubectl, namespace: &str) -> String {
     wait_running(kubectl, namespace, GROUP, MEMBERS)["leader"]
         .as_str()
@@ -547,24 +585,30 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         .find(|p| *p != old)
         .unwrap_or_else(|| panic!("no follower"));
     let asked = Instant::now();
-    patch_group(
-        &kubectl,
+    plugin(&[
+        "switchover",
+        GROUP,
+        "--namespace",
         namespace,
-        &format!(r#"{{"spec":{{"switchover":{{"target":"{target}"}}}}}}"#),
+        "--to",
+        &target,
+        "--wait=60s",
+    ]);
+    let s = group(&kubectl, namespace)["status"].clone();
+    assert!(
+        s["leader"] == target.as_str() && s["switchover"]["completedAt"].is_string(),
+        "the plugin waited, but: leader {}, switchover {}",
+        s["leader"],
+        s["switchover"]
     );
-    wait_for(&format!("{target} to lead"), SWITCHOVER_TIMEOUT_MS, || {
-        let group = group(&kubectl, namespace);
-        let s = &group["status"];
-        if s["leader"] == target.as_str() && s["switchover"]["completedAt"].is_string() {
-            Ok(())
-        } else {
-            Err(format!(
-                "leader {}, switchover {}",
-                s["leader"], s["switchover"]
-            ))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let table = plugin(&["status", GROUP, "--namespace", namespace]);
+    for member in 0..MEMBERS {
+        assert!(table.contains(&format!("{GROUP}-{member}")), "{table}");
+    }
+    assert!(table.contains("leader"), "{table}");
+    eprintln!("upgrade: kubectl dledger status:\n{table}");
+    // Done: leave the leader free to move again (the target is a desired state).
+    patch_group(&kubectl, namespace, r#"{"spec":{"switchover":null}}"#);
     eprintln!(
         "upgrade: switchover {old} -> {target} reported done {} ms after the request",
         asked.elapsed().as_millis()
@@ -615,15 +659,12 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         Some((leader_uid, image.clone())),
         "the leader was restarted without approval"
     );
-    kubectl
-        .run(&[
-            "annotate",
-            "--namespace",
-            namespace,
-            &format!("dlg/{GROUP}"),
-            &format!("dledger.io/upgrade-approve={waiting_leader}"),
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let table = plugin(&["status", GROUP, "--namespace", namespace]);
+    assert!(
+        table.contains(&format!("waiting for approval to restart {waiting_leader}")),
+        "{table}"
+    );
+    plugin(&["upgrade", "proceed", GROUP, "--namespace", namespace]);
     wait_upgraded(&kubectl, namespace, &next, MEMBERS);
     let annotations = group(&kubectl, namespace)["metadata"]["annotations"].clone();
     assert!(
