@@ -327,8 +327,13 @@ spec:
     let acks: Vec<(u64, u64, String)> = logs
         .lines()
         // `kubectl logs` merges stderr, where the CLI says what it waits for
-        // when the group takes over a second to commit (a leader just died).
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("waiting for "))
+        // when the group takes over a second to commit (a leader just died)
+        // and when that wait ended; the count below still holds every ack.
+        .filter(|line| {
+            line.trim().split_once('\t').is_some_and(|(index, term)| {
+                index.parse::<u64>().is_ok() && term.parse::<u64>().is_ok()
+            })
+        })
         .zip(&payloads)
         .map(|(line, payload)| {
             let (index, term) = line

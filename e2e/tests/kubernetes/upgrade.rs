@@ -255,6 +255,8 @@ struct MonitorReport {
     replaced: Vec<(String, String)>,
     most_out_of_service: usize,
     out_of_service_seen: Vec<String>,
+    /// `status.upgrade` (step, member) each time it changed.
+    steps: Vec<(String, String)>,
 }
 
 impl Monitor {
@@ -291,7 +293,18 @@ impl Monitor {
                             }
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    if let Ok(group) = kubectl.get_json(&namespace, &format!("dlg/{GROUP}")) {
+                        let upgrade = &group["status"]["upgrade"];
+                        if let (Some(step), Some(member)) =
+                            (upgrade["step"].as_str(), upgrade["member"].as_str())
+                        {
+                            let step = (step.to_owned(), member.to_owned());
+                            if report.steps.last() != Some(&step) {
+                                report.steps.push(step);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 report
             })
@@ -445,13 +458,31 @@ fn upgrade_round(
         "the leader {leader_before} goes last: {:?}",
         report.replaced
     );
-    for (pod, role) in &report.replaced {
+    // The followers were followers when they went. The old leader's label
+    // changes in the same reconcile that deletes it, faster than a poll
+    // sees, so its turn is checked on the recorded steps instead: the
+    // transfer away from it comes before its restart.
+    for (pod, role) in &report.replaced[..MEMBERS - 1] {
         assert_ne!(
             role, "leader",
             "{pod} was restarted while it led: {:?}",
             report.replaced
         );
     }
+    eprintln!("upgrade: to {image}: steps {:?}", report.steps);
+    let leader_restart = report
+        .steps
+        .iter()
+        .position(|(step, member)| step == "restart-member" && *member == leader_before);
+    let transfer = report
+        .steps
+        .iter()
+        .position(|(step, _)| step == "transfer-leadership");
+    assert!(
+        matches!((transfer, leader_restart), (Some(t), Some(r)) if t < r),
+        "no transfer away from {leader_before} before its restart: {:?}",
+        report.steps
+    );
     assert!(
         report.most_out_of_service <= 1,
         "two members out of service at once: {:?}",
