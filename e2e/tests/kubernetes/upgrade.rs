@@ -33,7 +33,7 @@ use super::operator::{
 const MEMBERS: usize = 3;
 /// Three members restart one after another, each back and caught up.
 const UPGRADE_TIMEOUT_MS: u64 = 420_000;
-const SWITCHOVER_TIMEOUT_MS: u64 = 60_000;
+const SWITCHOVER_TIMEOUT_SECONDS: u64 = 60;
 /// The writer offers one append per this many milliseconds.
 const WRITE_INTERVAL_MS: u64 = 10;
 /// The broken image's step gives up after this long (the schema's minimum is 10).
@@ -623,7 +623,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         namespace,
         "--to",
         &target,
-        "--wait=60s",
+        &format!("--wait={SWITCHOVER_TIMEOUT_SECONDS}s"),
     ]);
     let s = group(&kubectl, namespace)["status"].clone();
     assert!(
