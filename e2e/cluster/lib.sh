@@ -60,12 +60,12 @@ import_rootfs() {
   skopeo copy --quiet "oci:$work/oci:image" "oci-archive:$work/image.tar:$ref" >/dev/null
   # Right after containerd starts, an import can end without the image being
   # listed (seen here once in a few runs); try again before giving up.
-  local attempt
-  for attempt in 1 2 3; do
-    ctr_k8s images import "$work/image.tar" >/dev/null || true
+  local attempt out
+  for attempt in 1 2 3 4 5 6; do
+    out="$(ctr_k8s images import "$work/image.tar" 2>&1)" || true
     ctr_k8s images ls -q | grep -qxF "$ref" && break
-    log "image $ref not listed after import $attempt of 3; retrying"
-    sleep 2
+    log "image $ref not listed after import $attempt of 6 (ctr said: ${out:-nothing}); retrying"
+    sleep "$attempt"
   done
   rm -rf "$work"
   ctr_k8s images ls -q | grep -qxF "$ref" || die "image $ref not found in containerd after import"
