@@ -402,6 +402,8 @@ fn upgrade_round(
     writer.wait_acks(acks_before + 20);
     let monitor = Monitor::start(kubectl, namespace);
     let started = Instant::now();
+    // Event times have whole seconds at worst: a second of slack.
+    let round_started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
     patch_group(
         kubectl,
         namespace,
@@ -470,18 +472,22 @@ fn upgrade_round(
         );
     }
     eprintln!("upgrade: to {image}: steps {:?}", report.steps);
-    let leader_restart = report
-        .steps
-        .iter()
-        .position(|(step, member)| step == "restart-member" && *member == leader_before);
-    let transfer = report
-        .steps
-        .iter()
-        .position(|(step, _)| step == "transfer-leadership");
+    let transferred_at = last_event_at(
+        kubectl,
+        namespace,
+        "UpgradeTransferringLeadership",
+        &format!("moving leadership from {leader_before} to "),
+    );
+    let restarted_at = last_event_at(
+        kubectl,
+        namespace,
+        "UpgradeRestartingMember",
+        &format!("deleting pod {leader_before} "),
+    );
     assert!(
-        matches!((transfer, leader_restart), (Some(t), Some(r)) if t < r),
-        "no transfer away from {leader_before} before its restart: {:?}",
-        report.steps
+        matches!((transferred_at, restarted_at), (Some(t), Some(r)) if t >= round_started && t <= r),
+        "no transfer away from {leader_before} before its restart in this round \
+         (started {round_started}): transfer {transferred_at:?}, restart {restarted_at:?}"
     );
     assert!(
         report.most_out_of_service <= 1,
@@ -504,6 +510,38 @@ fn upgrade_round(
         acks.len()
     );
     (gap_ms, total_ms)
+}
+
+/// When the operator last emitted an Event `reason` whose note starts with
+/// `note_prefix` in `namespace`.
+fn last_event_at(
+    kubectl: &Kubectl,
+    namespace: &str,
+    reason: &str,
+    note_prefix: &str,
+) -> Option<jiff::Timestamp> {
+    let events = kubectl
+        .get_json(namespace, "events.events.k8s.io")
+        .unwrap_or_else(|e| panic!("events: {e}"));
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["reason"] == reason
+                && e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(note_prefix))
+        })
+        .flat_map(|e| {
+            [
+                e["eventTime"].clone(),
+                e["series"]["lastObservedTime"].clone(),
+                e["deprecatedLastTimestamp"].clone(),
+            ]
+        })
+        .filter_map(|t| t.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+        .max()
 }
 
 /// `kubectl dledger <args>` (the workspace's `kubectl-dledger`, built when
