@@ -253,6 +253,8 @@ struct Monitor {
 struct MonitorReport {
     /// (pod, its role when last seen before it went) in the order they went.
     replaced: Vec<(String, String)>,
+    /// When the poll first saw each of those go (after it really went).
+    replaced_seen_at: Vec<jiff::Timestamp>,
     most_out_of_service: usize,
     out_of_service_seen: Vec<String>,
     /// `status.upgrade` (step, member) each time it changed.
@@ -277,6 +279,7 @@ impl Monitor {
                             };
                             if went && gone.insert(format!("{name}/{}", before.uid)) {
                                 report.replaced.push((name.clone(), before.role.clone()));
+                                report.replaced_seen_at.push(jiff::Timestamp::now());
                             }
                         }
                         let out: Vec<String> = (0..MEMBERS)
@@ -472,22 +475,15 @@ fn upgrade_round(
         );
     }
     eprintln!("upgrade: to {image}: steps {:?}", report.steps);
-    let transferred_at = last_event_at(
-        kubectl,
-        namespace,
-        "UpgradeTransferringLeadership",
-        &format!("moving leadership from {leader_before} to "),
-    );
-    let restarted_at = last_event_at(
-        kubectl,
-        namespace,
-        "UpgradeRestartingMember",
-        &format!("deleting pod {leader_before} "),
-    );
+    // The operator's Event for the transfer (repeats of one reason fold
+    // into one Event's series, so the reason and the latest time it was
+    // seen are what is reliable).
+    let transferred_at = last_event_at(kubectl, namespace, "UpgradeTransferringLeadership");
+    let leader_gone_at = report.replaced_seen_at.last().copied();
     assert!(
-        matches!((transferred_at, restarted_at), (Some(t), Some(r)) if t >= round_started && t <= r),
+        matches!((transferred_at, leader_gone_at), (Some(t), Some(g)) if t >= round_started && t <= g),
         "no transfer away from {leader_before} before its restart in this round \
-         (started {round_started}): transfer {transferred_at:?}, restart {restarted_at:?}"
+         (started {round_started}): transfer Event {transferred_at:?}, {leader_before} seen gone {leader_gone_at:?}"
     );
     assert!(
         report.most_out_of_service <= 1,
@@ -512,14 +508,8 @@ fn upgrade_round(
     (gap_ms, total_ms)
 }
 
-/// When the operator last emitted an Event `reason` whose note starts with
-/// `note_prefix` in `namespace`.
-fn last_event_at(
-    kubectl: &Kubectl,
-    namespace: &str,
-    reason: &str,
-    note_prefix: &str,
-) -> Option<jiff::Timestamp> {
+/// When the operator last emitted an Event `reason` in `namespace`.
+fn last_event_at(kubectl: &Kubectl, namespace: &str, reason: &str) -> Option<jiff::Timestamp> {
     let events = kubectl
         .get_json(namespace, "events.events.k8s.io")
         .unwrap_or_else(|e| panic!("events: {e}"));
@@ -527,12 +517,7 @@ fn last_event_at(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| {
-            e["reason"] == reason
-                && e["note"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with(note_prefix))
-        })
+        .filter(|e| e["reason"] == reason)
         .flat_map(|e| {
             [
                 e["eventTime"].clone(),
