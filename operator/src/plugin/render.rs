@@ -321,6 +321,7 @@ orders-2   follower   7      100    100      0     0.1.0     yes     yes
             member: "orders-1".into(),
             commit_index_at_deletion: Some(90),
             started_at: "2026-12-02T22:00:00Z".into(),
+            pod_uid: None,
         });
         status.switchover = Some(SwitchoverStatus {
             target: "orders-2".into(),
