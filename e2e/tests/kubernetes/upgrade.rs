@@ -264,11 +264,14 @@ struct MonitorReport {
 impl Monitor {
     fn start(kubectl: &Kubectl, namespace: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        // Seen before start returns, i.e. before the change that starts the
+        // upgrade: the operator can delete the first pod within milliseconds.
+        let first = pods_seen(kubectl, namespace).unwrap_or_else(|e| panic!("pods: {e}"));
         let handle = {
             let (kubectl, namespace, stop) = (kubectl.clone(), namespace.to_owned(), stop.clone());
             std::thread::spawn(move || {
                 let mut report = MonitorReport::default();
-                let mut last: BTreeMap<String, PodSeen> = BTreeMap::new();
+                let mut last: BTreeMap<String, PodSeen> = first;
                 let mut gone: BTreeSet<String> = BTreeSet::new();
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(now) = pods_seen(&kubectl, &namespace) {
