@@ -28,7 +28,7 @@ DLEDGER_REPLICA_IMAGE="$(e2e/cluster/image.sh replica "$tag")"
 DLEDGER_REPLICA_IMAGE_V2="$(e2e/cluster/image.sh replica "$tag-v2")"
 export DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2
 if [ -z "${DLEDGER_OPERATOR_IMAGE:-}" ]; then
-  if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"dledger-operator"'; then
+  if cargo metadata --no-deps --format-version 1 2>/dev/null | grep '"name":"dledger-operator"' >/dev/null; then
     cargo build --release -p dledger-operator
     DLEDGER_OPERATOR_IMAGE="$(e2e/cluster/image.sh operator "$tag")"
   else

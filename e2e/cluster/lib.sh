@@ -59,14 +59,16 @@ import_rootfs() {
   umoci gc --layout "$work/oci"
   skopeo copy --quiet "oci:$work/oci:image" "oci-archive:$work/image.tar:$ref" >/dev/null
   # Right after containerd starts, an import can end without the image being
-  # listed (seen here once in a few runs); try again before giving up.
+  # listed; try again before giving up. No `grep -q` on the listing: it exits
+  # at the first match, ctr dies of SIGPIPE and pipefail calls a listed
+  # image missing (that, not containerd, was the "not found" seen here).
   local attempt out
   for attempt in 1 2 3 4 5 6; do
     out="$(ctr_k8s images import "$work/image.tar" 2>&1)" || true
-    ctr_k8s images ls -q | grep -qxF "$ref" && break
+    ctr_k8s images ls -q | grep -xF "$ref" >/dev/null && break
     log "image $ref not listed after import $attempt of 6 (ctr said: ${out:-nothing}); retrying"
     sleep "$attempt"
   done
   rm -rf "$work"
-  ctr_k8s images ls -q | grep -qxF "$ref" || die "image $ref not found in containerd after import"
+  ctr_k8s images ls -q | grep -xF "$ref" >/dev/null || die "image $ref not found in containerd after import"
 }
