@@ -5,7 +5,9 @@
 //! first and the old leader last, the writes saw exactly one leadership
 //! change per round, and the longest gap between acknowledgements is
 //! reported. The operator is killed in the middle of the second round and
-//! carries on without a second member down. Then a switchover to a named
+//! carries on without a second member down. Then a rolling restart
+//! (`kubectl dledger restart`) paused while a follower is deleted by hand:
+//! the member that came back is not restarted again. Then a switchover to a named
 //! member (`kubectl dledger switchover --to --wait`, then `status`), a
 //! supervised upgrade that waits before the leader until `kubectl dledger
 //! upgrade proceed`,
@@ -13,13 +15,14 @@
 //! pod with the reason in `Degraded`, the quorum stays, a rollback recovers.
 //!
 //! `DLEDGER_UPGRADE_ROUNDS` (default 2) sets how many automatic upgrades the
-//! first part makes, for the closing note's figures.
+//! first part makes and `DLEDGER_UPGRADE_MEMBERS` (default 3) the group's
+//! size, for the closing note's figures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,10 +33,28 @@ use super::operator::{
     GROUP,
 };
 
-const MEMBERS: usize = 3;
-/// Three members restart one after another, each back and caught up.
-const UPGRADE_TIMEOUT_MS: u64 = 420_000;
+/// How many members the group has: `DLEDGER_UPGRADE_MEMBERS` (odd, at
+/// least 3; default 3).
+static MEMBERS: LazyLock<usize> = LazyLock::new(|| {
+    let members = std::env::var("DLEDGER_UPGRADE_MEMBERS")
+        .ok()
+        .map(|v| {
+            v.parse::<usize>()
+                .unwrap_or_else(|e| panic!("DLEDGER_UPGRADE_MEMBERS={v:?}: {e}"))
+        })
+        .unwrap_or(3);
+    assert!(
+        members >= 3 && members % 2 == 1,
+        "DLEDGER_UPGRADE_MEMBERS must be odd and at least 3, not {members}"
+    );
+    members
+});
+/// Each member restarts in turn, back and caught up, within this.
+const UPGRADE_TIMEOUT_PER_MEMBER_MS: u64 = 140_000;
 const SWITCHOVER_TIMEOUT_SECONDS: u64 = 60;
+fn upgrade_timeout_ms() -> u64 {
+    UPGRADE_TIMEOUT_PER_MEMBER_MS * *MEMBERS as u64
+}
 /// The writer offers one append per this many milliseconds.
 const WRITE_INTERVAL_MS: u64 = 10;
 /// The broken image's step gives up after this long (the schema's minimum is 10).
@@ -285,7 +306,7 @@ impl Monitor {
                                 report.replaced_seen_at.push(jiff::Timestamp::now());
                             }
                         }
-                        let out: Vec<String> = (0..MEMBERS)
+                        let out: Vec<String> = (0..*MEMBERS)
                             .map(|i| format!("{GROUP}-{i}"))
                             .filter(|name| now.get(name).is_none_or(|p| !p.ready || p.deleting))
                             .collect();
@@ -366,7 +387,7 @@ fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, 
 fn wait_upgraded(kubectl: &Kubectl, namespace: &str, image: &str, members: usize) {
     wait_for(
         &format!("every member on {image} with the upgrade done"),
-        UPGRADE_TIMEOUT_MS,
+        upgrade_timeout_ms(),
         || {
             let pods = pods_seen(kubectl, namespace)?;
             let group = kubectl
@@ -402,7 +423,7 @@ fn upgrade_round(
     image: &str,
     kill_operator: bool,
 ) -> (u128, u128) {
-    let status = wait_running(kubectl, namespace, GROUP, MEMBERS);
+    let status = wait_running(kubectl, namespace, GROUP, *MEMBERS);
     let leader_before = status["leader"].as_str().unwrap_or_default().to_owned();
     let acks_before = writer.acks().len();
     writer.wait_acks(acks_before + 20);
@@ -419,7 +440,7 @@ fn upgrade_round(
         // In the middle: once the first member is on its way back.
         wait_for(
             "the first member to be restarted",
-            UPGRADE_TIMEOUT_MS,
+            upgrade_timeout_ms(),
             || {
                 let pods = pods_seen(kubectl, namespace)?;
                 if pods.values().any(|p| p.image == image) {
@@ -436,7 +457,7 @@ fn upgrade_round(
             .unwrap_or_else(|e| panic!("{e}"));
         eprintln!("upgrade: operator pod {pod} killed in the middle of the upgrade");
     }
-    wait_upgraded(kubectl, namespace, image, MEMBERS);
+    wait_upgraded(kubectl, namespace, image, *MEMBERS);
     let total_ms = started.elapsed().as_millis();
     let report = monitor.finish();
     // A few writes after the end, so the last gap is closed.
@@ -450,13 +471,13 @@ fn upgrade_round(
     );
     assert_eq!(
         replaced.iter().collect::<BTreeSet<_>>().len(),
-        MEMBERS,
+        *MEMBERS,
         "every member replaced exactly once: {:?}",
         report.replaced
     );
     assert_eq!(
         replaced.len(),
-        MEMBERS,
+        *MEMBERS,
         "a member replaced twice: {:?}",
         report.replaced
     );
@@ -470,7 +491,7 @@ fn upgrade_round(
     // changes in the same reconcile that deletes it, faster than a poll
     // sees, so its turn is checked on the recorded steps instead: the
     // transfer away from it comes before its restart.
-    for (pod, role) in &report.replaced[..MEMBERS - 1] {
+    for (pod, role) in &report.replaced[..*MEMBERS - 1] {
         assert_ne!(
             role, "leader",
             "{pod} was restarted while it led: {:?}",
@@ -509,6 +530,124 @@ fn upgrade_round(
         acks.len()
     );
     (gap_ms, total_ms)
+}
+
+/// A rolling restart (`kubectl dledger restart`) during which a follower is
+/// deleted by hand: the restart is paused, the follower deleted and let come
+/// back, then resumed. The operator must count the member that came back on
+/// the new revision as done (it is replaced once, by hand), restart only the
+/// others, the leader last, never two out of service, and lose no write.
+fn restart_with_a_hand_delete(kubectl: &Kubectl, namespace: &str, writer: &Writer) {
+    let status = wait_running(kubectl, namespace, GROUP, *MEMBERS);
+    let leader_before = status["leader"].as_str().unwrap_or_default().to_owned();
+    let before = pods_seen(kubectl, namespace).unwrap_or_else(|e| panic!("pods: {e}"));
+    let acks_before = writer.acks().len();
+    writer.wait_acks(acks_before + 20);
+    plugin(&["upgrade", "pause", GROUP, "--namespace", namespace]);
+    let monitor = Monitor::start(kubectl, namespace);
+    plugin(&["restart", GROUP, "--namespace", namespace]);
+    wait_for(
+        "the restart to wait on the pause",
+        60_000,
+        || match condition(&group(kubectl, namespace), "Progressing") {
+            Some((_, reason, message)) if reason == "UpgradePaused" => Ok(message),
+            other => Err(format!("Progressing {other:?}")),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let by_hand = before
+        .iter()
+        .find(|(name, _)| **name != leader_before)
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| panic!("no follower in {before:?}"));
+    kubectl
+        .delete(namespace, &format!("pod/{by_hand}"), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("upgrade: restart paused; {by_hand} deleted by hand");
+    wait_for(&format!("{by_hand} back and ready"), 180_000, || {
+        let pods = pods_seen(kubectl, namespace)?;
+        match pods.get(&by_hand) {
+            Some(p) if p.uid != before[&by_hand].uid && p.ready && !p.deleting => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    plugin(&["upgrade", "resume", GROUP, "--namespace", namespace]);
+    wait_for(
+        "every member restarted with the restart done",
+        upgrade_timeout_ms(),
+        || {
+            let pods = pods_seen(kubectl, namespace)?;
+            let group = group(kubectl, namespace);
+            let renewed = pods
+                .iter()
+                .filter(|(name, p)| {
+                    before.get(*name).is_some_and(|b| b.uid != p.uid) && p.ready && !p.deleting
+                })
+                .count();
+            let done = group["status"]["upgrade"].is_null()
+                && group["status"]["readyReplicas"].as_u64() == Some(*MEMBERS as u64)
+                && group["status"]["leader"].is_string();
+            if renewed == *MEMBERS && done {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{renewed} of {} restarted; pods {pods:?}; status.upgrade {}; Progressing {:?}",
+                    *MEMBERS,
+                    group["status"]["upgrade"],
+                    condition(&group, "Progressing")
+                ))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let total_ms = started.elapsed().as_millis();
+    let report = monitor.finish();
+    writer.wait_acks(writer.acks().len() + 20);
+    let replaced: Vec<&str> = report.replaced.iter().map(|(p, _)| p.as_str()).collect();
+    eprintln!("upgrade: restart: replaced in order {:?}", report.replaced);
+    assert_eq!(
+        replaced.first().copied(),
+        Some(by_hand.as_str()),
+        "the hand-deleted member goes first: {replaced:?}"
+    );
+    assert_eq!(
+        replaced.len(),
+        *MEMBERS,
+        "each member replaced once (the one deleted by hand not again): {replaced:?}"
+    );
+    assert_eq!(
+        replaced.iter().collect::<BTreeSet<_>>().len(),
+        *MEMBERS,
+        "{replaced:?}"
+    );
+    assert_eq!(
+        replaced.last().copied(),
+        Some(leader_before.as_str()),
+        "the leader {leader_before} goes last: {replaced:?}"
+    );
+    assert!(
+        report.most_out_of_service <= 1,
+        "two members out of service at once: {:?}",
+        report.out_of_service_seen
+    );
+    let acks = &writer.acks()[acks_before..];
+    let terms: BTreeSet<u64> = acks.iter().map(|a| a.term).collect();
+    assert_eq!(
+        terms.len(),
+        2,
+        "exactly one leadership change seen by the writes: terms {terms:?}"
+    );
+    let gap_ms = acks
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at).as_millis())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "upgrade: restart with {by_hand} deleted by hand: {total_ms} ms after the resume, \
+         longest gap between acknowledgements {gap_ms} ms"
+    );
 }
 
 /// When the operator last emitted an Event `reason` in `namespace`.
@@ -569,7 +708,7 @@ fn plugin(args: &[&str]) -> String {
 }
 
 fn leader(kubectl: &Kubectl, namespace: &str) -> String {
-    wait_running(kubectl, namespace, GROUP, MEMBERS)["leader"]
+    wait_running(kubectl, namespace, GROUP, *MEMBERS)["leader"]
         .as_str()
         .unwrap_or_else(|| panic!("no leader"))
         .to_owned()
@@ -598,9 +737,9 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         .unwrap_or_else(|e| panic!("{e}"));
     let namespace = ns.name();
     kubectl
-        .apply(namespace, &group_yaml(GROUP, &v1, MEMBERS, ""))
+        .apply(namespace, &group_yaml(GROUP, &v1, *MEMBERS, ""))
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(&kubectl, namespace, GROUP, MEMBERS);
+    wait_running(&kubectl, namespace, GROUP, *MEMBERS);
     let writer = Writer::start(&kubectl_program, &kubeconfig, namespace, &v1);
     writer.wait_acks(20);
 
@@ -628,16 +767,20 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
     gaps_ms.sort_unstable();
     totals_ms.sort_unstable();
     eprintln!(
-        "upgrade: {rounds} upgrades of {MEMBERS} members: longest write gap p50 {} ms, max {} ms; upgrade time p50 {} ms, max {} ms",
+        "upgrade: {rounds} upgrades of {} members: longest write gap p50 {} ms, max {} ms; upgrade time p50 {} ms, max {} ms",
+        *MEMBERS,
         percentile(&gaps_ms, 0.5),
         percentile(&gaps_ms, 1.0),
         percentile(&totals_ms, 0.5),
         percentile(&totals_ms, 1.0),
     );
 
+    // A rolling restart, paused while a follower is deleted by hand.
+    restart_with_a_hand_delete(&kubectl, namespace, &writer);
+
     // Switchover to a named member.
     let old = leader(&kubectl, namespace);
-    let target = (0..MEMBERS)
+    let target = (0..*MEMBERS)
         .map(|i| format!("{GROUP}-{i}"))
         .find(|p| *p != old)
         .unwrap_or_else(|| panic!("no follower"));
@@ -659,7 +802,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         s["switchover"]
     );
     let table = plugin(&["status", GROUP, "--namespace", namespace]);
-    for member in 0..MEMBERS {
+    for member in 0..*MEMBERS {
         assert!(table.contains(&format!("{GROUP}-{member}")), "{table}");
     }
     assert!(table.contains("leader"), "{table}");
@@ -680,7 +823,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
     );
     let waiting_leader = wait_for(
         "the upgrade to wait for approval",
-        UPGRADE_TIMEOUT_MS,
+        upgrade_timeout_ms(),
         || {
             let group = group(&kubectl, namespace);
             let pods = pods_seen(&kubectl, namespace)?;
@@ -722,7 +865,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         "{table}"
     );
     plugin(&["upgrade", "proceed", GROUP, "--namespace", namespace]);
-    wait_upgraded(&kubectl, namespace, &next, MEMBERS);
+    wait_upgraded(&kubectl, namespace, &next, *MEMBERS);
     let annotations = group(&kubectl, namespace)["metadata"]["annotations"].clone();
     assert!(
         annotations["dledger.io/upgrade-approve"].is_null(),
@@ -744,7 +887,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
     );
     let stuck = wait_for(
         "the upgrade to stop as Degraded",
-        UPGRADE_TIMEOUT_MS,
+        upgrade_timeout_ms(),
         || {
             let group = group(&kubectl, namespace);
             match condition(&group, "Degraded") {
@@ -782,7 +925,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         .values()
         .filter(|p| p.image == image && p.ready)
         .count();
-    assert_eq!(serving, MEMBERS - 1, "the others are left alone: {pods:?}");
+    assert_eq!(serving, *MEMBERS - 1, "the others are left alone: {pods:?}");
     writer.wait_acks(writer.acks().len() + 20);
 
     // Rolling back resumes with the stuck pod and recovers the group.
@@ -791,7 +934,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         namespace,
         &format!(r#"{{"spec":{{"image":"{image}"}}}}"#),
     );
-    wait_upgraded(&kubectl, namespace, &image, MEMBERS);
+    wait_upgraded(&kubectl, namespace, &image, *MEMBERS);
     wait_for(
         "Degraded to clear after the rollback",
         60_000,
@@ -810,7 +953,7 @@ fn upgrades_roll_followers_first_and_the_leader_last_without_losing_a_write() {
         .into_iter()
         .map(|a| (a.index, a.term, a.payload))
         .collect();
-    for i in 0..MEMBERS {
+    for i in 0..*MEMBERS {
         read_back(&kubectl, namespace, &format!("{GROUP}-{i}"), &acks);
     }
     eprintln!(
