@@ -195,14 +195,15 @@ pub enum WaitReason {
         /// The leader.
         leader: String,
     },
-    /// Restarting `member` would leave fewer than a majority within the lag
-    /// bound of the leader's commit index.
+    /// Some member other than `member` is not within the lag bound of the
+    /// leader's commit index (DESIGN: every member other than the one about
+    /// to restart must be).
     TooFewCaughtUp {
         /// The member that would go.
         member: String,
         /// Members other than it within the bound.
         caught_up: usize,
-        /// The majority of the group.
+        /// How many there are (all of them must be).
         needed: usize,
     },
     /// The leader's turn, but no updated follower is Ready and caught up.
@@ -279,7 +280,7 @@ impl fmt::Display for WaitReason {
                 needed,
             } => write!(
                 f,
-                "restarting {member} would leave {caught_up} members within maxLag of the leader, {needed} needed"
+                "restarting {member} waits: {caught_up} of the other {needed} members are within maxLag of the leader, and all must be"
             ),
             WaitReason::NoTransferTarget { leader } => write!(
                 f,
@@ -335,11 +336,6 @@ pub fn leader(members: &[MemberFacts]) -> Option<&MemberFacts> {
         .iter()
         .filter(|member| member.reported.is_some_and(|r| r.role == Role::Leader))
         .max_by_key(|member| member.reported.map(|r| r.term))
-}
-
-/// The smallest number of members that is a majority of `member_count`.
-pub fn majority(member_count: usize) -> usize {
-    member_count / 2 + 1
 }
 
 /// Whether `member` is within `max_lag` of `leader_commit_index`.
@@ -548,7 +544,7 @@ fn is_replaceable(member: &MemberFacts, update_revision: &str) -> bool {
 }
 
 /// `DeletePod` for `member` if a leader exists, it is not the leader, and the
-/// others keep a caught-up majority; otherwise why not.
+/// others are all caught up; otherwise why not.
 fn restart_checked(input: &PlanInput, member: &MemberFacts) -> Step {
     let Some(current) = leader(&input.members) else {
         return wait(WaitReason::NoLeader);
@@ -559,7 +555,7 @@ fn restart_checked(input: &PlanInput, member: &MemberFacts) -> Step {
         });
     }
     let leader_commit = current.reported.map_or(0, |r| r.commit_index);
-    let needed = majority(input.members.len());
+    let needed = input.members.len() - 1;
     let caught_up = caught_up_without(&input.members, &member.name, leader_commit, input.max_lag);
     if caught_up < needed {
         return wait(WaitReason::TooFewCaughtUp {
@@ -577,7 +573,7 @@ fn restart_checked(input: &PlanInput, member: &MemberFacts) -> Step {
 /// Only the leader is outdated: hand over to the most caught-up updated
 /// follower, after approval in `supervised` mode.
 fn leader_turn(input: &PlanInput, current: &MemberFacts, leader_commit: u64) -> Step {
-    let needed = majority(input.members.len());
+    let needed = input.members.len() - 1;
     let caught_up = caught_up_without(&input.members, &current.name, leader_commit, input.max_lag);
     if caught_up < needed {
         return wait(WaitReason::TooFewCaughtUp {
