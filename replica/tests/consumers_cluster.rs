@@ -218,7 +218,11 @@ fn an_offset_committed_on_the_leader_survives_its_kill_on_every_member() {
     assert_eq!(again.json()["currentOffset"], 3);
     // A follower redirects the commit to the leader.
     let follower = (old + 1) % members.len();
-    let redirected = members[follower].put_offset("orders", r#"{"offset":4}"#);
+    // (Once it has heard of the leader: until then it answers 503.)
+    let redirected = wait_for("a redirect from a follower", || {
+        let answer = members[follower].put_offset("orders", r#"{"offset":4}"#);
+        (answer.status != 503).then_some(answer)
+    });
     assert_eq!(redirected.status, 307, "{}", redirected.body);
     let location = format!(
         "location: http://{}/v1/consumers/orders/offset",
@@ -253,6 +257,40 @@ fn an_offset_committed_on_the_leader_survives_its_kill_on_every_member() {
     for member in &members {
         wait_for(&format!("offset 4 on {}", member.name), || {
             (member.offset("orders", false) == Some(4)).then_some(())
+        });
+    }
+
+    // Two consumers that both read offset 4 race: exactly one wins, and
+    // every member holds the winner's offset.
+    let leader = &members[new];
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let racers: Vec<_> = [5, 6]
+            .into_iter()
+            .map(|offset| {
+                let body = format!(r#"{{"offset":{offset},"expected":4}}"#);
+                scope.spawn(move || leader.put_offset("orders", &body))
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer"))
+            .collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    assert!(
+        statuses == [200, 409] || statuses == [409, 200],
+        "{statuses:?}"
+    );
+    let winner = answers
+        .iter()
+        .find(|answer| answer.status == 200)
+        .and_then(|answer| answer.json()["offset"].as_u64())
+        .expect("the winner's offset");
+    let loser = answers.iter().find(|answer| answer.status == 409).unwrap();
+    assert_eq!(loser.json()["currentOffset"], winner, "{}", loser.body);
+    for member in &members {
+        wait_for(&format!("offset {winner} on {}", member.name), || {
+            (member.offset("orders", false) == Some(winner)).then_some(())
         });
     }
 }
