@@ -88,8 +88,9 @@ pub struct Metrics {
     consumer_lag: IntGaugeVec,
     /// How many consumer groups there are (exported or not).
     consumer_groups: IntGauge,
-    /// The latest groups and lags ([`Metrics::set_consumer_lags`]).
-    consumer_lags: Mutex<Vec<(String, u64)>>,
+    /// The latest groups and lags, and the number of groups in all
+    /// ([`Metrics::set_consumer_lags`]).
+    consumer_lags: Mutex<(Vec<(String, u64)>, usize)>,
 }
 
 /// Gauges that mirror `/status`.
@@ -230,7 +231,7 @@ impl Metrics {
                 "dledger_consumer_groups",
                 "Consumer groups with a committed offset.",
             )?,
-            consumer_lags: Mutex::new(Vec::new()),
+            consumer_lags: Mutex::new((Vec::new(), 0)),
             registry,
         };
         metrics.register_all()?;
@@ -290,21 +291,23 @@ impl Metrics {
         }
     }
 
-    /// Replaces the consumer groups and their lags (in name order) the lag
-    /// gauges are rendered from.
-    pub fn set_consumer_lags(&self, lags: Vec<(String, u64)>) {
+    /// Replaces the consumer groups and their lags (in name order; only
+    /// the first [`MAX_EXPORTED_CONSUMER_GROUPS`] are exported) the lag
+    /// gauges are rendered from, and the number of groups in all.
+    pub fn set_consumer_lags(&self, lags: Vec<(String, u64)>, groups_total: usize) {
         if let Ok(mut slot) = self.consumer_lags.lock() {
-            *slot = lags;
+            *slot = (lags, groups_total);
         }
     }
 
     fn apply_consumer_lags(&self) {
-        let Ok(lags) = self.consumer_lags.lock() else {
+        let Ok(slot) = self.consumer_lags.lock() else {
             return;
         };
+        let (lags, groups_total) = &*slot;
         // Groups gone since the last scrape must vanish, not keep a value.
         self.consumer_lag.reset();
-        self.consumer_groups.set(gauge_value(lags.len() as u64));
+        self.consumer_groups.set(gauge_value(*groups_total as u64));
         for (group, lag) in lags.iter().take(MAX_EXPORTED_CONSUMER_GROUPS) {
             self.consumer_lag
                 .with_label_values(&[group.as_str()])
@@ -472,7 +475,7 @@ mod tests {
     #[test]
     fn consumer_lags_are_gauges_bounded_in_number() {
         let metrics = Metrics::default();
-        metrics.set_consumer_lags(vec![("a".into(), 3), ("b".into(), 0)]);
+        metrics.set_consumer_lags(vec![("a".into(), 3), ("b".into(), 0)], 2);
         let out = metrics.render();
         assert!(
             out.contains("dledger_consumer_lag{group=\"a\"} 3\n"),
@@ -484,14 +487,15 @@ mod tests {
         );
         assert!(out.contains("dledger_consumer_groups 2\n"), "{out}");
         // A group gone leaves the exposition.
-        metrics.set_consumer_lags(vec![("b".into(), 1)]);
+        metrics.set_consumer_lags(vec![("b".into(), 1)], 1);
         let out = metrics.render();
         assert!(!out.contains("group=\"a\""), "{out}");
         // Past the bound: the first groups by name only, all counted.
         let many: Vec<(String, u64)> = (0..MAX_EXPORTED_CONSUMER_GROUPS + 5)
             .map(|i| (format!("g{i:05}"), 1))
             .collect();
-        metrics.set_consumer_lags(many);
+        let total = many.len();
+        metrics.set_consumer_lags(many, total);
         let out = metrics.render();
         let series = out
             .lines()

@@ -267,8 +267,10 @@ impl ReplicaHandle {
             .map_err(|err| StoreError::Invalid(format!("a log read task failed: {err}")))?
     }
 
-    /// Every group with its lag behind the commit index, in name order.
-    fn consumer_lags(&self, only: Option<&str>) -> Vec<ConsumerGroup> {
+    /// The groups with their lag behind the commit index, in name order:
+    /// `only` that one, else the first `max_groups`; and how many groups
+    /// there are in all.
+    fn consumer_lags(&self, only: Option<&str>, max_groups: usize) -> (Vec<ConsumerGroup>, usize) {
         let published_commit = self.snapshot.borrow().commit_index;
         let state = self
             .consumers
@@ -281,14 +283,15 @@ impl ReplicaHandle {
             offset,
             lag: commit_index.saturating_add(1).saturating_sub(offset),
         };
-        match only {
+        let groups = match only {
             Some(name) => state
                 .offset(name)
                 .map(|offset| group((name, offset)))
                 .into_iter()
                 .collect(),
-            None => state.groups().map(group).collect(),
-        }
+            None => state.groups().take(max_groups).map(group).collect(),
+        };
+        (groups, state.len())
     }
 
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
@@ -378,11 +381,14 @@ impl Engine for ReplicaHandle {
 
     fn metrics(&self) -> String {
         self.metrics.set_status(self.status());
+        let (exported, groups_total) =
+            self.consumer_lags(None, crate::metrics::MAX_EXPORTED_CONSUMER_GROUPS);
         self.metrics.set_consumer_lags(
-            self.consumer_lags(None)
+            exported
                 .into_iter()
                 .map(|group| (group.group, group.lag))
                 .collect(),
+            groups_total,
         );
         self.metrics.render()
     }
@@ -484,12 +490,12 @@ impl Engine for ReplicaHandle {
 
     fn consumer_groups(&self) -> ConsumerGroups {
         ConsumerGroups {
-            groups: self.consumer_lags(None),
+            groups: self.consumer_lags(None, usize::MAX).0,
         }
     }
 
     fn consumer_group(&self, group: &str) -> Option<ConsumerGroup> {
-        self.consumer_lags(Some(group)).pop()
+        self.consumer_lags(Some(group), 1).0.pop()
     }
 
     async fn commit_offset(
