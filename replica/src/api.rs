@@ -147,6 +147,62 @@ pub struct Range {
     pub commit_index: u64,
 }
 
+/// One consumer group: `GET /v1/consumers/{group}`, and each item of
+/// `GET /v1/consumers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroup {
+    /// The group's name.
+    pub group: String,
+    /// Its committed offset: the index it reads next.
+    pub offset: u64,
+    /// Committed entries it has not read yet: `commitIndex + 1 - offset`,
+    /// 0 when it is not behind.
+    pub lag: u64,
+}
+
+/// `GET /v1/consumers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroups {
+    /// Every group, in name order.
+    pub groups: Vec<ConsumerGroup>,
+}
+
+/// The body of `PUT /v1/consumers/{group}/offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetRequest {
+    /// The index the group reads next.
+    pub offset: u64,
+    /// Only if the stored offset is this one; `0`: only if the group has
+    /// no offset yet. Absent: unconditionally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+}
+
+/// `200` answer of `PUT /v1/consumers/{group}/offset`: committed and applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommitted {
+    /// The group.
+    pub group: String,
+    /// Its offset now.
+    pub offset: u64,
+}
+
+/// `409` answer of `PUT /v1/consumers/{group}/offset`: the condition did
+/// not hold, nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetConflict {
+    /// Always `conflict`.
+    pub error: String,
+    /// A sentence for a person.
+    pub reason: String,
+    /// The group.
+    pub group: String,
+    /// Its stored offset when the commit was refused; `null` when it has none.
+    pub current_offset: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

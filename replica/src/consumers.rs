@@ -297,24 +297,41 @@ impl ConsumerState {
             return Ok(None);
         }
         let commit = OffsetCommit::decode(&entry.payload)?;
+        Ok(Some(self.decide(entry.index, commit)))
+    }
+
+    /// Applies the offset commit decoded from committed entry `index` (the
+    /// next one in index order, as [`apply`](Self::apply) does for a whole
+    /// entry).
+    pub fn apply_commit(&mut self, index: Index, commit: OffsetCommit) -> Applied {
+        debug_assert!(
+            index > self.applied_index,
+            "entry {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = self.applied_index.max(index);
+        self.decide(index, commit)
+    }
+
+    fn decide(&mut self, index: Index, commit: OffsetCommit) -> Applied {
         // The proposer checked offset <= its commit index + 1, and its
         // commit index was below this entry's index; the first retained
         // index differs between members, so it is not checked here.
-        if commit.offset > entry.index {
-            return Ok(Some(Applied::Refused(Refusal::OutOfRange {
+        if commit.offset > index {
+            return Applied::Refused(Refusal::OutOfRange {
                 offset: commit.offset,
                 first_index: 1,
-                next_index: entry.index,
-            })));
+                next_index: index,
+            });
         }
         if let Some(refusal) = self.condition_refusal(&commit) {
-            return Ok(Some(Applied::Refused(refusal)));
+            return Applied::Refused(refusal);
         }
         self.offsets.insert(commit.group.clone(), commit.offset);
-        Ok(Some(Applied::Stored {
+        Applied::Stored {
             group: commit.group,
             offset: commit.offset,
-        }))
+        }
     }
 
     /// Skips entries up to `index` without applying them: their effect is
@@ -348,6 +365,98 @@ impl ConsumerState {
                 _ => None,
             },
         }
+    }
+}
+
+/// The offset commits a member has appended to its log and not yet seen
+/// committed, by index: decoded once, when the entries are appended (a
+/// leader's proposals, a follower's entries from the leader, or the log
+/// found on disk at start), so that applying them at commit reads nothing
+/// back from the disk. A commit is small (a name of at most 128 bytes and
+/// two integers), and
+/// entries beyond the commit index are bounded by the leader's window of
+/// uncommitted proposals, except at start, when every offset commit of the
+/// retained log waits here until the leader tells the commit index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PendingCommits {
+    /// Invariant: every index is above the applied index of the state they
+    /// are applied to.
+    by_index: BTreeMap<Index, OffsetCommit>,
+}
+
+impl PendingCommits {
+    /// How many commits wait.
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    /// Takes note of appended entries (consecutive, in index order): an
+    /// entry at an index already held replaces it, as it replaces it in the
+    /// log, so the caller cuts first ([`truncate_from`](Self::truncate_from))
+    /// and may also rely on this. Entries of other kinds are ignored;
+    /// offset commits whose payload does not decode are left out (every
+    /// member leaves them out alike, as [`ConsumerState::apply`] skips them)
+    /// and returned so the caller can say so.
+    pub fn on_append(&mut self, entries: &[Entry]) -> Vec<(Index, MalformedCommit)> {
+        if let Some(first) = entries.first() {
+            self.truncate_from(first.index);
+        }
+        let mut malformed = Vec::new();
+        for entry in entries {
+            if entry.kind != EntryKind::ConsumerOffset {
+                continue;
+            }
+            match OffsetCommit::decode(&entry.payload) {
+                Ok(commit) => {
+                    self.by_index.insert(entry.index, commit);
+                }
+                Err(err) => malformed.push((entry.index, err)),
+            }
+        }
+        malformed
+    }
+
+    /// The log was cut from `from` on (a new leader's entries replace an
+    /// uncommitted tail): those commits will never apply.
+    pub fn truncate_from(&mut self, from: Index) {
+        drop(self.by_index.split_off(&from));
+    }
+
+    /// Whether any waiting commit is at or below `commit`.
+    pub fn any_committed(&self, commit: Index) -> bool {
+        self.by_index
+            .first_key_value()
+            .is_some_and(|(index, _)| *index <= commit)
+    }
+
+    /// The commit index reached `commit`: applies the waiting commits up to
+    /// it to `state` in index order, and moves its applied index to
+    /// `commit` (entries of other kinds only move it). Returns each applied
+    /// commit's index and verdict, in index order.
+    pub fn apply_committed(
+        &mut self,
+        commit: Index,
+        state: &mut ConsumerState,
+    ) -> Vec<(Index, Applied)> {
+        let later = self.by_index.split_off(&commit.saturating_add(1));
+        let committed = std::mem::replace(&mut self.by_index, later);
+        let mut verdicts = Vec::with_capacity(committed.len());
+        for (index, offset_commit) in committed {
+            // An index at or below the applied one was applied already (or
+            // is below the first retained index): applying it again would
+            // break the order every member applies in.
+            if index <= state.applied_index() {
+                continue;
+            }
+            verdicts.push((index, state.apply_commit(index, offset_commit)));
+        }
+        state.skip_to(commit);
+        verdicts
     }
 }
 
@@ -556,5 +665,173 @@ mod tests {
         assert_eq!(one.offset("a"), Some(3));
         assert_eq!(one.offset("b"), Some(2));
         assert_eq!(one.groups().collect::<Vec<_>>(), vec![("a", 3), ("b", 2)]);
+    }
+
+    fn normal(index: Index) -> Entry {
+        Entry::normal(index, 1, "payload")
+    }
+
+    #[test]
+    fn pending_commits_apply_in_index_order_at_commit_only() {
+        let mut pending = PendingCommits::default();
+        let mut state = ConsumerState::default();
+        let log = vec![
+            normal(1),
+            entry(2, &commit("g", 1, Condition::Expected(0))),
+            normal(3),
+            entry(4, &commit("g", 3, Condition::Expected(1))),
+            entry(5, &commit("h", 2, Condition::None)),
+        ];
+        assert!(pending.on_append(&log).is_empty());
+        assert_eq!(pending.len(), 3);
+        // Nothing applies before its commit.
+        assert!(!pending.any_committed(1));
+        assert!(pending.apply_committed(1, &mut state).is_empty());
+        assert!(state.is_empty());
+        assert_eq!(state.applied_index(), 1);
+        // Up to 4: entries 2 then 4, in that order (4 expects what 2 stored).
+        assert!(pending.any_committed(4));
+        let verdicts = pending.apply_committed(4, &mut state);
+        assert_eq!(
+            verdicts,
+            vec![
+                (
+                    2,
+                    Applied::Stored {
+                        group: "g".into(),
+                        offset: 1
+                    }
+                ),
+                (
+                    4,
+                    Applied::Stored {
+                        group: "g".into(),
+                        offset: 3
+                    }
+                ),
+            ]
+        );
+        assert_eq!(state.offset("g"), Some(3));
+        assert_eq!(state.offset("h"), None);
+        assert_eq!(state.applied_index(), 4);
+        assert_eq!(pending.len(), 1);
+        // A commit index that does not move applies nothing twice.
+        assert!(pending.apply_committed(4, &mut state).is_empty());
+        assert_eq!(pending.apply_committed(5, &mut state).len(), 1);
+        assert_eq!(state.offset("h"), Some(2));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_truncated_pending_commit_never_applies() {
+        let mut pending = PendingCommits::default();
+        let mut state = ConsumerState::default();
+        pending.on_append(&[normal(1), entry(2, &commit("g", 2, Condition::None))]);
+        pending.on_append(&[entry(3, &commit("g", 3, Condition::None))]);
+        // A new leader's entries replace 3 on: its commit is gone.
+        pending.truncate_from(3);
+        pending.on_append(&[normal(3), normal(4)]);
+        assert_eq!(pending.len(), 1);
+        pending.apply_committed(4, &mut state);
+        assert_eq!(state.offset("g"), Some(2));
+        // Appending over a held index replaces it even without a cut first.
+        pending.on_append(&[entry(5, &commit("g", 5, Condition::None))]);
+        pending.on_append(&[normal(5)]);
+        assert!(pending.is_empty());
+        pending.apply_committed(5, &mut state);
+        assert_eq!(state.offset("g"), Some(2));
+        assert_eq!(state.applied_index(), 5);
+    }
+
+    #[test]
+    fn two_commits_with_the_same_expected_the_second_is_refused_on_every_member() {
+        // Two consumers of "g" both read offset 4 and commit with
+        // expected 4; the leader appends both, one member gets them in one
+        // append, another in two appends after a truncated stale tail, and a
+        // third rebuilds from its log at start. All reach one verdict.
+        let first = commit("g", 5, Condition::Expected(4));
+        let second = commit("g", 6, Condition::Expected(4));
+        let mut log: Vec<Entry> = (1..=5).map(normal).collect();
+        log.push(entry(6, &commit("g", 4, Condition::None)));
+        log.push(entry(7, &first));
+        log.push(entry(8, &second));
+        log.push(normal(9));
+        let mut leader = (PendingCommits::default(), ConsumerState::default());
+        leader.0.on_append(&log);
+        let mut follower = (PendingCommits::default(), ConsumerState::default());
+        follower.0.on_append(&log[..7]);
+        follower
+            .0
+            .on_append(&[entry(8, &commit("g", 1, Condition::None))]);
+        follower.0.truncate_from(8);
+        follower.0.on_append(&log[7..]);
+        let mut restarted = (PendingCommits::default(), ConsumerState::default());
+        restarted.0.on_append(&log);
+        let mut verdicts = Vec::new();
+        for (pending, state) in [&mut leader, &mut follower, &mut restarted] {
+            pending.apply_committed(6, state);
+            // Both consumers saw offset 4: both pass the advisory check.
+            assert!(state.check(&first, 1, 6).is_ok());
+            assert!(state.check(&second, 1, 6).is_ok());
+            let applied = pending.apply_committed(9, state);
+            assert_eq!(state.offset("g"), Some(5));
+            verdicts.push(applied);
+        }
+        assert_eq!(
+            verdicts[0][0],
+            (
+                7,
+                Applied::Stored {
+                    group: "g".into(),
+                    offset: 5
+                }
+            )
+        );
+        assert!(matches!(
+            verdicts[0][1],
+            (
+                8,
+                Applied::Refused(Refusal::Conflict {
+                    current: Some(5),
+                    ..
+                })
+            )
+        ));
+        assert_eq!(verdicts[0], verdicts[1]);
+        assert_eq!(verdicts[0], verdicts[2]);
+        assert_eq!(leader.1, follower.1);
+        assert_eq!(leader.1, restarted.1);
+    }
+
+    #[test]
+    fn malformed_pending_commits_are_left_out_and_reported() {
+        let mut pending = PendingCommits::default();
+        let broken = Entry {
+            index: 2,
+            term: 1,
+            kind: EntryKind::ConsumerOffset,
+            payload: Bytes::from_static(&[1, 0]),
+        };
+        let malformed = pending.on_append(&[normal(1), broken]);
+        assert_eq!(malformed.len(), 1);
+        assert_eq!(malformed[0].0, 2);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn commits_at_or_below_the_applied_index_are_not_applied_again() {
+        // At start the state begins past the first retained index - 1; a
+        // commit the scan found below it (never the case, but cheap to
+        // guard) must not apply out of order.
+        let mut pending = PendingCommits::default();
+        let mut state = ConsumerState::default();
+        state.skip_to(3);
+        pending.on_append(&[
+            entry(3, &commit("g", 1, Condition::None)),
+            entry(4, &commit("g", 2, Condition::None)),
+        ]);
+        let verdicts = pending.apply_committed(4, &mut state);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(state.offset("g"), Some(2));
     }
 }

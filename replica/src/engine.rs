@@ -6,7 +6,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::api::{Appended, Status, Transferred};
+use crate::api::{Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, Status, Transferred};
+use crate::consumers::Refusal;
 use crate::entry::Entry;
 
 /// Why an append was not acknowledged.
@@ -140,6 +141,25 @@ pub enum TransferError {
     },
 }
 
+/// Why an offset commit was not stored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetError {
+    /// The request is wrong (a bad group name); nothing was proposed.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Refused, at once or when the commit was applied: the condition did
+    /// not hold, or the offset is out of range. Nothing changed.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// Not proposed, or its fate is unknown, exactly as for an append (not
+    /// the leader, busy, outcome unknown, ...).
+    #[error(transparent)]
+    Write(AppendError),
+}
+
 /// Committed entries read from one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedRange {
@@ -186,6 +206,26 @@ pub trait Engine: Send + Sync + 'static {
         max_bytes: usize,
         wait_ms: u64,
     ) -> impl Future<Output = Result<CommittedRange, ReadError>> + Send;
+
+    /// Every consumer group and its offset as this member applied them
+    /// (possibly behind the leader; call [`read_index`](Self::read_index)
+    /// first for a linearizable answer).
+    fn consumer_groups(&self) -> ConsumerGroups;
+
+    /// One group, as [`consumer_groups`](Self::consumer_groups); `None`
+    /// when it has no offset.
+    fn consumer_group(&self, group: &str) -> Option<ConsumerGroup>;
+
+    /// Commits `group`'s offset through the log (leader only), only if its
+    /// stored offset is `expected` when given (`Some(0)`: only if it has
+    /// none); resolves once the commit is committed and applied, with the
+    /// verdict.
+    fn commit_offset(
+        &self,
+        group: String,
+        offset: u64,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<OffsetCommitted, OffsetError>> + Send;
 
     /// Hands leadership to `to` (or the most caught-up follower); resolves
     /// once a new leader is elected.

@@ -11,12 +11,13 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 
-use crate::api::{ErrorBody, Range, RangeEntry};
-use crate::engine::{AppendError, Engine, ReadError, TransferError};
+use crate::api::{ErrorBody, OffsetConflict, OffsetRequest, Range, RangeEntry};
+use crate::consumers::{validate_group_name, Refusal};
+use crate::engine::{AppendError, Engine, OffsetError, ReadError, TransferError};
 
 /// Upper bound on `wait_ms` of the long-polling read: a client that wants
 /// to wait longer polls again.
@@ -26,6 +27,10 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_RANGE_BYTES: usize = 1 << 20;
 /// See [`DEFAULT_RANGE_BYTES`].
 pub const MAX_RANGE_BYTES: usize = 16 << 20;
+
+/// Largest body of `PUT /v1/consumers/{group}/offset`: `{"offset":N,
+/// "expected":M}` takes well under this.
+pub const MAX_OFFSET_BODY_BYTES: usize = 4096;
 
 /// Client and admin requests served at once at most; more are answered
 /// "busy, retry" (the probes and `/status` are never limited, so load does
@@ -52,6 +57,9 @@ pub fn router_with_limits<E: Engine>(
         .route("/admin/transfer-leadership", post(transfer::<E>))
         .route("/v1/entries", post(append::<E>).get(range::<E>))
         .route("/v1/entries/{index}", get(entry::<E>))
+        .route("/v1/consumers", get(consumer_groups::<E>))
+        .route("/v1/consumers/{group}", get(consumer_group::<E>))
+        .route("/v1/consumers/{group}/offset", put(commit_offset::<E>))
         .route_layer(axum::middleware::from_fn(move |request, next| {
             bounded(in_flight.clone(), max_request_ms, request, next)
         }));
@@ -102,7 +110,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such path; see /status, /v1/entries, /admin/transfer-leadership",
+        "no such path; see /status, /v1/entries, /v1/consumers, /admin/transfer-leadership",
     )
 }
 
@@ -179,6 +187,12 @@ async fn append<E: Engine>(State(engine): State<Arc<E>>, body: Body) -> Response
 const RETRY_AFTER_S: &str = "1";
 
 fn append_error(err: AppendError) -> Response {
+    write_error(err, "/v1/entries")
+}
+
+/// The answer to a write (or a linearizable read) that failed with `err`;
+/// a follower redirects to the same `path_and_query` on the leader.
+fn write_error(err: AppendError, path_and_query: &str) -> Response {
     let code = err.code();
     let reason = err.to_string();
     match &err {
@@ -186,7 +200,7 @@ fn append_error(err: AppendError) -> Response {
             leader_http: Some(address),
             ..
         } => {
-            let location = format!("http://{address}/v1/entries");
+            let location = format!("http://{address}{path_and_query}");
             let mut response = error(StatusCode::TEMPORARY_REDIRECT, code, reason);
             if let Ok(value) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, value);
@@ -392,6 +406,152 @@ fn query_string(query: &HashMap<String, String>) -> String {
     pairs.join("&")
 }
 
+/// With `linearizable=true`, confirms leadership with a quorum first
+/// (ReadIndex, as the range read does): the raft loop applies offset
+/// commits before it answers a read point, so what is read next holds
+/// every commit acknowledged before the request. A follower redirects to
+/// `path` on the leader with the same query.
+async fn consumer_read_point<E: Engine>(
+    engine: &E,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    path: &str,
+) -> Result<(), Response> {
+    let query = query_or_reason(query)
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, "bad_request", reason))?;
+    let linearizable = query_bool(&query, "linearizable")
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, "bad_request", reason))?;
+    if linearizable {
+        if let Err(err) = engine.read_index().await {
+            return Err(write_error(
+                err,
+                &format!("{path}?{}", query_string(&query)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A group name from the path, or the code and reason of a 400 naming the
+/// rule.
+fn group_from_path(
+    group: Result<Path<String>, PathRejection>,
+) -> Result<String, (&'static str, String)> {
+    let group = match group {
+        Ok(Path(group)) => group,
+        Err(rejection) => {
+            return Err((
+                "bad_request",
+                format!("unreadable group name: {}", rejection.body_text()),
+            ))
+        }
+    };
+    match validate_group_name(&group) {
+        Ok(()) => Ok(group),
+        Err(err) => Err(("bad_group", err.to_string())),
+    }
+}
+
+async fn consumer_groups<E: Engine>(
+    State(engine): State<Arc<E>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if let Err(response) = consumer_read_point(engine.as_ref(), query, "/v1/consumers").await {
+        return response;
+    }
+    Json(engine.consumer_groups()).into_response()
+}
+
+async fn consumer_group<E: Engine>(
+    State(engine): State<Arc<E>>,
+    group: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let group = match group_from_path(group) {
+        Ok(group) => group,
+        Err((code, reason)) => return error(StatusCode::BAD_REQUEST, code, reason),
+    };
+    let path = format!("/v1/consumers/{group}");
+    if let Err(response) = consumer_read_point(engine.as_ref(), query, &path).await {
+        return response;
+    }
+    match engine.consumer_group(&group) {
+        Some(found) => Json(found).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_group",
+            format!("consumer group {group:?} has no committed offset on this member"),
+        ),
+    }
+}
+
+async fn commit_offset<E: Engine>(
+    State(engine): State<Arc<E>>,
+    group: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let group = match group_from_path(group) {
+        Ok(group) => group,
+        Err((code, reason)) => return error(StatusCode::BAD_REQUEST, code, reason),
+    };
+    let request: OffsetRequest = match axum::body::to_bytes(body, MAX_OFFSET_BODY_BYTES).await {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(request) => request,
+            Err(err) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "the body must be {{\"offset\":N}} or {{\"offset\":N,\"expected\":M}} \
+                         with unsigned integers: {err}"
+                    ),
+                )
+            }
+        },
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("request body over {MAX_OFFSET_BODY_BYTES} bytes or unreadable: {err}"),
+            )
+        }
+    };
+    let path = format!("/v1/consumers/{group}/offset");
+    match engine
+        .commit_offset(group, request.offset, request.expected)
+        .await
+    {
+        Ok(committed) => Json(committed).into_response(),
+        Err(err) => offset_error(err, &path),
+    }
+}
+
+/// `409` for a condition that did not hold (the body names the current
+/// offset), `422` for an offset out of range, `400` for a bad request, and
+/// what an append answers for the rest (redirect, busy, unknown, ...).
+fn offset_error(err: OffsetError, path: &str) -> Response {
+    match err {
+        OffsetError::BadRequest { reason } => error(StatusCode::BAD_REQUEST, "bad_group", reason),
+        OffsetError::Refused(refusal) => {
+            let reason = refusal.to_string();
+            match refusal {
+                Refusal::Conflict { group, current, .. } => {
+                    let body = OffsetConflict {
+                        error: "conflict".into(),
+                        reason,
+                        group,
+                        current_offset: current,
+                    };
+                    (StatusCode::CONFLICT, Json(body)).into_response()
+                }
+                Refusal::OutOfRange { .. } => {
+                    error(StatusCode::UNPROCESSABLE_ENTITY, "out_of_range", reason)
+                }
+            }
+        }
+        OffsetError::Write(err) => write_error(err, path),
+    }
+}
+
 async fn transfer<E: Engine>(
     State(engine): State<Arc<E>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -428,9 +588,12 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::api::{Appended, Role, Status, Transferred};
+    use crate::api::{
+        Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, Role, Status, Transferred,
+    };
+    use crate::consumers::{Applied, Condition, ConsumerState, OffsetCommit};
     use crate::engine::CommittedRange;
-    use crate::entry::Entry;
+    use crate::entry::{Entry, EntryKind};
 
     /// An engine over an in-memory log that commits at once, or a follower
     /// that knows its leader.
@@ -438,6 +601,7 @@ mod tests {
         leader_http: Option<String>,
         log: Mutex<Vec<Entry>>,
         first_index: u64,
+        consumers: Mutex<ConsumerState>,
     }
 
     impl FakeEngine {
@@ -446,6 +610,16 @@ mod tests {
                 leader_http: None,
                 log: Mutex::new(Vec::new()),
                 first_index: 1,
+                consumers: Mutex::default(),
+            })
+        }
+
+        fn follower() -> Arc<FakeEngine> {
+            Arc::new(FakeEngine {
+                leader_http: Some("10.0.0.2:8080".into()),
+                log: Mutex::new(Vec::new()),
+                first_index: 1,
+                consumers: Mutex::default(),
             })
         }
     }
@@ -557,6 +731,62 @@ mod tests {
                 }),
             }
         }
+        fn consumer_groups(&self) -> ConsumerGroups {
+            let commit_index = self.log.lock().unwrap().len() as u64;
+            let state = self.consumers.lock().unwrap();
+            ConsumerGroups {
+                groups: state
+                    .groups()
+                    .map(|(group, offset)| ConsumerGroup {
+                        group: group.into(),
+                        offset,
+                        lag: (commit_index + 1).saturating_sub(offset),
+                    })
+                    .collect(),
+            }
+        }
+        fn consumer_group(&self, group: &str) -> Option<ConsumerGroup> {
+            self.consumer_groups()
+                .groups
+                .into_iter()
+                .find(|found| found.group == group)
+        }
+        /// Checks, appends and applies at once, as one member would.
+        async fn commit_offset(
+            &self,
+            group: String,
+            offset: u64,
+            expected: Option<u64>,
+        ) -> Result<OffsetCommitted, OffsetError> {
+            if let Some(address) = &self.leader_http {
+                return Err(OffsetError::Write(AppendError::NotLeader {
+                    leader_id: "b".into(),
+                    leader_http: Some(address.clone()),
+                    leader_tcp: None,
+                }));
+            }
+            let commit = OffsetCommit {
+                group,
+                offset,
+                condition: expected.map_or(Condition::None, Condition::Expected),
+            };
+            let mut log = self.log.lock().unwrap();
+            let mut state = self.consumers.lock().unwrap();
+            state
+                .check(&commit, self.first_index, log.len() as u64)
+                .map_err(OffsetError::Refused)?;
+            let index = log.len() as u64 + 1;
+            log.push(Entry {
+                index,
+                term: 1,
+                kind: EntryKind::ConsumerOffset,
+                payload: commit.encode(),
+            });
+            match state.apply_commit(index, commit) {
+                Applied::Stored { group, offset } => Ok(OffsetCommitted { group, offset }),
+                Applied::Refused(refusal) => Err(OffsetError::Refused(refusal)),
+            }
+        }
     }
 
     async fn call(
@@ -621,6 +851,7 @@ mod tests {
             leader_http: Some("10.0.0.2:8080".into()),
             log: Mutex::new(Vec::new()),
             first_index: 1,
+            consumers: Mutex::default(),
         });
         let (status, headers, body) = call(engine.clone(), "POST", "/v1/entries", b"x").await;
         assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
@@ -652,6 +883,7 @@ mod tests {
             leader_http: None,
             log: Mutex::new(vec![Entry::normal(1, 1, "a"), Entry::normal(2, 1, "b")]),
             first_index: 2,
+            consumers: Mutex::default(),
         });
         let (status, _, body) = call(engine.clone(), "GET", "/v1/entries/3", b"").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -811,5 +1043,242 @@ mod tests {
         let (status, _) = send_limited(slow, "GET", "/v1/entries?from=5&wait_ms=5000").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    }
+
+    fn put_offset(
+        engine: &Arc<FakeEngine>,
+        group: &str,
+        body: &str,
+    ) -> impl std::future::Future<Output = (StatusCode, axum::http::HeaderMap, Vec<u8>)> {
+        let uri = format!("/v1/consumers/{group}/offset");
+        let engine = engine.clone();
+        let body = body.as_bytes().to_vec();
+        async move { call(engine, "PUT", &uri, &body).await }
+    }
+
+    #[tokio::test]
+    async fn an_offset_is_committed_then_read_back_with_its_lag() {
+        let engine = FakeEngine::leader();
+        for payload in ["a", "b", "c"] {
+            call(engine.clone(), "POST", "/v1/entries", payload.as_bytes()).await;
+        }
+        // Create the group (expected 0: it must not exist yet).
+        let (status, _, body) = put_offset(&engine, "orders", r#"{"offset":2,"expected":0}"#).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"group": "orders", "offset": 2})
+        );
+        // The commit is entry 4: lag = 4 + 1 - 2.
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/consumers/orders", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"group": "orders", "offset": 2, "lag": 3})
+        );
+        let (status, _, body) = put_offset(&engine, "billing", r#"{"offset":5}"#).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/consumers", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"groups": [
+                {"group": "billing", "offset": 5, "lag": 1},
+                {"group": "orders", "offset": 2, "lag": 4},
+            ]})
+        );
+        // A linearizable read on the leader is served too.
+        let (status, _, body) = call(
+            engine.clone(),
+            "GET",
+            "/v1/consumers/orders?linearizable=true",
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body)["offset"], 2);
+        let (status, _, _) = call(engine, "GET", "/v1/consumers?linearizable=true", b"").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_group_is_404_and_a_bad_name_400() {
+        let engine = FakeEngine::leader();
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/consumers/nobody", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let body = json(&body);
+        assert_eq!(body["error"], "unknown_group");
+        assert!(
+            body["reason"].as_str().unwrap().contains("nobody"),
+            "{body}"
+        );
+        for bad in [
+            "/v1/consumers/a%20b",
+            "/v1/consumers/%C3%A9",
+            "/v1/consumers/a%2Fb",
+        ] {
+            let (status, _, body) = call(engine.clone(), "GET", bad, b"").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(json(&body)["error"], "bad_group", "{bad}");
+        }
+        let long = "x".repeat(129);
+        let (status, _, body) = put_offset(&engine, &long, r#"{"offset":1}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json(&body)["error"], "bad_group");
+        let (status, _, body) = call(engine, "GET", "/v1/consumers?linearizable=yes", b"").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json(&body)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("linearizable"));
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_409_naming_the_current_offset() {
+        let engine = FakeEngine::leader();
+        call(engine.clone(), "POST", "/v1/entries", b"a").await;
+        let (status, _, _) = put_offset(&engine, "g", r#"{"offset":1,"expected":0}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        // A second create, and a stale expected, both conflict.
+        for body in [
+            r#"{"offset":2,"expected":0}"#,
+            r#"{"offset":2,"expected":7}"#,
+        ] {
+            let (status, headers, answer) = put_offset(&engine, "g", body).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{body}");
+            assert_eq!(headers["content-type"], "application/json");
+            let answer = json(&answer);
+            assert_eq!(answer["error"], "conflict");
+            assert_eq!(answer["group"], "g");
+            assert_eq!(answer["currentOffset"], 1);
+            assert!(answer["reason"].is_string());
+        }
+        // The right expected is taken.
+        let (status, _, _) = put_offset(&engine, "g", r#"{"offset":2,"expected":1}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        // Expecting an offset of a group that has none names null.
+        let (status, _, answer) = put_offset(&engine, "new", r#"{"offset":1,"expected":1}"#).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(json(&answer)["currentOffset"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn an_offset_out_of_range_is_422_and_a_malformed_body_400() {
+        let engine = Arc::new(FakeEngine {
+            leader_http: None,
+            log: Mutex::new(vec![Entry::normal(1, 1, "a"), Entry::normal(2, 1, "b")]),
+            first_index: 2,
+            consumers: Mutex::default(),
+        });
+        // Below the first retained index, past the commit index + 1, zero.
+        for offset in [1, 4, 0] {
+            let body = format!(r#"{{"offset":{offset}}}"#);
+            let (status, _, answer) = put_offset(&engine, "g", &body).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(json(&answer)["error"], "out_of_range");
+        }
+        // The commit index + 1 is the highest offset taken.
+        let (status, _, _) = put_offset(&engine, "g", r#"{"offset":3}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        for body in [
+            "",
+            "{}",
+            "not json",
+            r#"{"offset":-1}"#,
+            r#"{"offset":"3"}"#,
+            r#"{"offset":3,"expected":null,"extra":1}"#,
+            r#"{"offset":3.5}"#,
+        ] {
+            let (status, _, answer) = put_offset(&engine, "g", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(json(&answer)["error"], "bad_request", "{body}");
+        }
+        let huge = format!(
+            r#"{{"offset":3,"pad":"{}"}}"#,
+            "x".repeat(MAX_OFFSET_BODY_BYTES)
+        );
+        let (status, _, _) = put_offset(&engine, "g", &huge).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Nothing of the refused ones was stored.
+        assert_eq!(engine.consumers.lock().unwrap().offset("g"), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_follower_redirects_offset_commits_and_linearizable_reads() {
+        let engine = FakeEngine::follower();
+        let (status, headers, body) = put_offset(&engine, "g", r#"{"offset":1}"#).await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            headers["location"],
+            "http://10.0.0.2:8080/v1/consumers/g/offset"
+        );
+        assert_eq!(json(&body)["error"], "not_leader");
+        let (status, headers, _) = call(
+            engine.clone(),
+            "GET",
+            "/v1/consumers/g?linearizable=true",
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            headers["location"],
+            "http://10.0.0.2:8080/v1/consumers/g?linearizable=true"
+        );
+        let (status, headers, _) = call(
+            engine.clone(),
+            "GET",
+            "/v1/consumers?linearizable=true",
+            b"",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            headers["location"],
+            "http://10.0.0.2:8080/v1/consumers?linearizable=true"
+        );
+        // Plain reads are served locally.
+        let (status, _, body) = call(engine.clone(), "GET", "/v1/consumers", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body), serde_json::json!({"groups": []}));
+        let (status, _, _) = call(engine.clone(), "GET", "/v1/consumers/g", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Wrong methods are JSON 405s.
+        for (method, uri) in [
+            ("POST", "/v1/consumers"),
+            ("GET", "/v1/consumers/g/offset"),
+            ("DELETE", "/v1/consumers/g"),
+        ] {
+            let (status, _, body) = call(engine.clone(), method, uri, b"").await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert!(json(&body)["error"].is_string());
+        }
+    }
+
+    #[test]
+    fn offset_write_failures_are_answered_like_appends() {
+        let busy = offset_error(
+            OffsetError::Write(AppendError::Overloaded {
+                reason: "queue full".into(),
+            }),
+            "/v1/consumers/g/offset",
+        );
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.headers().get(header::RETRY_AFTER).is_some());
+        let unknown = offset_error(
+            OffsetError::Write(AppendError::Unknown {
+                reason: "leadership lost".into(),
+            }),
+            "/v1/consumers/g/offset",
+        );
+        assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
+        let no_leader = offset_error(
+            OffsetError::Write(AppendError::NoLeader {
+                reason: "election".into(),
+            }),
+            "/v1/consumers/g/offset",
+        );
+        assert_eq!(no_leader.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(no_leader.headers().get(header::LOCATION).is_none());
     }
 }

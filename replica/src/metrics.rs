@@ -22,6 +22,12 @@ const LATENCY_BUCKETS_S: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// Consumer groups exported with a lag gauge at most (the first ones in
+/// name order): a label value per group, so their number is bounded to keep
+/// the exposition and the scraper's series in check.
+/// `dledger_consumer_groups` counts them all.
+pub const MAX_EXPORTED_CONSUMER_GROUPS: usize = 1_000;
+
 /// A latency histogram in seconds, recorded from a [`Duration`].
 #[derive(Debug, Clone)]
 pub struct Histogram(prometheus::Histogram);
@@ -78,6 +84,13 @@ pub struct Metrics {
     /// The latest status snapshot; the lock also keeps one scrape's
     /// refresh-and-gather from interleaving with another's.
     status: Mutex<Option<Status>>,
+    /// Each consumer group's lag, refreshed at each scrape.
+    consumer_lag: IntGaugeVec,
+    /// How many consumer groups there are (exported or not).
+    consumer_groups: IntGauge,
+    /// The latest groups and lags, and the number of groups in all
+    /// ([`Metrics::set_consumer_lags`]).
+    consumer_lags: Mutex<(Vec<(String, u64)>, usize)>,
 }
 
 /// Gauges that mirror `/status`.
@@ -206,6 +219,19 @@ impl Metrics {
             )?,
             gauges: StatusGauges::new()?,
             status: Mutex::new(None),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "dledger_consumer_lag",
+                    "Committed entries a consumer group has not read yet (commit index + 1 - \
+                     its offset); the first 1000 groups by name.",
+                ),
+                &["group"],
+            )?,
+            consumer_groups: IntGauge::new(
+                "dledger_consumer_groups",
+                "Consumer groups with a committed offset.",
+            )?,
+            consumer_lags: Mutex::new((Vec::new(), 0)),
             registry,
         };
         metrics.register_all()?;
@@ -233,6 +259,8 @@ impl Metrics {
         registry.register(Box::new(self.peer_appends_refused_total.clone()))?;
         registry.register(Box::new(self.inbound_peer_messages_dropped_total.clone()))?;
         registry.register(Box::new(self.peer_violations_total.clone()))?;
+        registry.register(Box::new(self.consumer_lag.clone()))?;
+        registry.register(Box::new(self.consumer_groups.clone()))?;
         let gauges = &self.gauges;
         registry.register(Box::new(gauges.role.clone()))?;
         registry.register(Box::new(gauges.term.clone()))?;
@@ -263,6 +291,30 @@ impl Metrics {
         }
     }
 
+    /// Replaces the consumer groups and their lags (in name order; only
+    /// the first [`MAX_EXPORTED_CONSUMER_GROUPS`] are exported) the lag
+    /// gauges are rendered from, and the number of groups in all.
+    pub fn set_consumer_lags(&self, lags: Vec<(String, u64)>, groups_total: usize) {
+        if let Ok(mut slot) = self.consumer_lags.lock() {
+            *slot = (lags, groups_total);
+        }
+    }
+
+    fn apply_consumer_lags(&self) {
+        let Ok(slot) = self.consumer_lags.lock() else {
+            return;
+        };
+        let (lags, groups_total) = &*slot;
+        // Groups gone since the last scrape must vanish, not keep a value.
+        self.consumer_lag.reset();
+        self.consumer_groups.set(gauge_value(*groups_total as u64));
+        for (group, lag) in lags.iter().take(MAX_EXPORTED_CONSUMER_GROUPS) {
+            self.consumer_lag
+                .with_label_values(&[group.as_str()])
+                .set(gauge_value(*lag));
+        }
+    }
+
     /// The whole exposition, ready to serve.
     pub fn render(&self) -> String {
         let families = match self.status.lock() {
@@ -270,6 +322,7 @@ impl Metrics {
                 if let Some(status) = slot.as_ref() {
                     self.gauges.apply(status);
                 }
+                self.apply_consumer_lags();
                 self.registry.gather()
             }
             Err(_) => self.registry.gather(),
@@ -417,5 +470,43 @@ mod tests {
             out.contains("dledger_peer_lag_entries{peer=\"we\\\"ird\\\\id\"} 0\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn consumer_lags_are_gauges_bounded_in_number() {
+        let metrics = Metrics::default();
+        metrics.set_consumer_lags(vec![("a".into(), 3), ("b".into(), 0)], 2);
+        let out = metrics.render();
+        assert!(
+            out.contains("dledger_consumer_lag{group=\"a\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("dledger_consumer_lag{group=\"b\"} 0\n"),
+            "{out}"
+        );
+        assert!(out.contains("dledger_consumer_groups 2\n"), "{out}");
+        // A group gone leaves the exposition.
+        metrics.set_consumer_lags(vec![("b".into(), 1)], 1);
+        let out = metrics.render();
+        assert!(!out.contains("group=\"a\""), "{out}");
+        // Past the bound: the first groups by name only, all counted.
+        let many: Vec<(String, u64)> = (0..MAX_EXPORTED_CONSUMER_GROUPS + 5)
+            .map(|i| (format!("g{i:05}"), 1))
+            .collect();
+        let total = many.len();
+        metrics.set_consumer_lags(many, total);
+        let out = metrics.render();
+        let series = out
+            .lines()
+            .filter(|line| line.starts_with("dledger_consumer_lag{"))
+            .count();
+        assert_eq!(series, MAX_EXPORTED_CONSUMER_GROUPS);
+        assert!(out.contains("group=\"g00000\""), "{out}");
+        assert!(!out.contains(&format!("group=\"g{:05}\"", MAX_EXPORTED_CONSUMER_GROUPS)));
+        assert!(out.contains(&format!(
+            "dledger_consumer_groups {}\n",
+            MAX_EXPORTED_CONSUMER_GROUPS + 5
+        )));
     }
 }

@@ -68,7 +68,7 @@ pub use progress::ProgressState;
 pub use ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
 pub use violation::{Violation, ViolationKind};
 
-use crate::entry::NodeId;
+use crate::entry::{EntryKind, NodeId};
 
 /// A fatal failure of the core.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +102,9 @@ pub enum ProposeError {
     /// Too many proposals wait for commit; retry later.
     #[error("too many pending proposals")]
     TooManyPending,
+    /// Entries of this kind are appended by the core alone.
+    #[error("entries of kind {} are not proposed by clients", .0.name())]
+    NotAClientKind(EntryKind),
     /// The node failed.
     #[error(transparent)]
     Core(#[from] CoreError),

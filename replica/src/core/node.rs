@@ -208,6 +208,21 @@ impl<L: LogRead> Node<L> {
     /// Append `payload` as a new entry (leader only). Returns its (index,
     /// term); see [`Ready`] for how to tell when it is acknowledged or lost.
     pub fn propose(&mut self, payload: Bytes) -> Result<(Index, Term), ProposeError> {
+        self.propose_entry(EntryKind::Normal, payload)
+    }
+
+    /// As [`propose`](Self::propose), for an entry of `kind`: a client's
+    /// payload ([`EntryKind::Normal`]) or metadata the members apply in log
+    /// order ([`EntryKind::ConsumerOffset`]). The core's own kinds (no-op,
+    /// configuration) are appended by the core alone and refused here.
+    pub fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        payload: Bytes,
+    ) -> Result<(Index, Term), ProposeError> {
+        if !matches!(kind, EntryKind::Normal | EntryKind::ConsumerOffset) {
+            return Err(ProposeError::NotAClientKind(kind));
+        }
         self.ensure_alive()?;
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
@@ -221,7 +236,7 @@ impl<L: LogRead> Node<L> {
         if pending >= self.config.max_pending_proposals as Index {
             return Err(ProposeError::TooManyPending);
         }
-        let index = self.append_own(EntryKind::Normal, payload);
+        let index = self.append_own(kind, payload);
         Ok((index, self.term))
     }
 

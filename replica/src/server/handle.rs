@@ -2,22 +2,25 @@
 //! talk to. Writes, read points and transfers go to the raft loop as
 //! inputs; committed entries are read straight from the log.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use crate::api::{Appended, PeerStatus, Role, Status, Transferred};
+use crate::api::{
+    Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, PeerStatus, Role, Status, Transferred,
+};
+use crate::consumers::{validate_group_name, Applied, Condition, ConsumerState, OffsetCommit};
 use crate::core;
-use crate::engine::{AppendError, CommittedRange, Engine, ReadError, TransferError};
+use crate::engine::{AppendError, CommittedRange, Engine, OffsetError, ReadError, TransferError};
 use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
 
 use super::input_queue::{InputSender, Refused};
 use super::members::{not_leader_error, Member};
-use super::raft_loop::{Input, ProposeReply, Snapshot};
+use super::raft_loop::{Input, OffsetReply, ProposeReply, Snapshot};
 
 /// How long a transfer request waits for the new leader.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +46,7 @@ pub struct ReplicaHandle {
     read_permits: tokio::sync::Semaphore,
     snapshot: watch::Receiver<Snapshot>,
     log: Arc<Log>,
+    consumers: Arc<RwLock<ConsumerState>>,
     metrics: Arc<Metrics>,
     max_entry_bytes: usize,
     ready_max_lag: u64,
@@ -62,6 +66,8 @@ pub struct HandleParts {
     pub snapshot: watch::Receiver<Snapshot>,
     /// The log, for reads.
     pub log: Arc<Log>,
+    /// The consumer groups' offsets, as the raft loop applies them.
+    pub consumers: Arc<RwLock<ConsumerState>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Largest payload accepted.
@@ -80,6 +86,7 @@ impl ReplicaHandle {
             inputs: parts.inputs,
             snapshot: parts.snapshot,
             log: parts.log,
+            consumers: parts.consumers,
             metrics: parts.metrics,
             max_entry_bytes: parts.max_entry_bytes,
             ready_max_lag: parts.ready_max_lag,
@@ -260,6 +267,33 @@ impl ReplicaHandle {
             .map_err(|err| StoreError::Invalid(format!("a log read task failed: {err}")))?
     }
 
+    /// The groups with their lag behind the commit index, in name order:
+    /// `only` that one, else the first `max_groups`; and how many groups
+    /// there are in all.
+    fn consumer_lags(&self, only: Option<&str>, max_groups: usize) -> (Vec<ConsumerGroup>, usize) {
+        let published_commit = self.snapshot.borrow().commit_index;
+        let state = self
+            .consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The state may be a round ahead of the published snapshot.
+        let commit_index = published_commit.max(state.applied_index());
+        let group = |(group, offset): (&str, u64)| ConsumerGroup {
+            group: group.to_string(),
+            offset,
+            lag: commit_index.saturating_add(1).saturating_sub(offset),
+        };
+        let groups = match only {
+            Some(name) => state
+                .offset(name)
+                .map(|offset| group((name, offset)))
+                .into_iter()
+                .collect(),
+            None => state.groups().take(max_groups).map(group).collect(),
+        };
+        (groups, state.len())
+    }
+
     /// A receiver of the raft loop's snapshots (to wait for it to stop).
     pub fn stopped_watch(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.clone()
@@ -347,6 +381,15 @@ impl Engine for ReplicaHandle {
 
     fn metrics(&self) -> String {
         self.metrics.set_status(self.status());
+        let (exported, groups_total) =
+            self.consumer_lags(None, crate::metrics::MAX_EXPORTED_CONSUMER_GROUPS);
+        self.metrics.set_consumer_lags(
+            exported
+                .into_iter()
+                .map(|group| (group.group, group.lag))
+                .collect(),
+            groups_total,
+        );
         self.metrics.render()
     }
 
@@ -443,6 +486,59 @@ impl Engine for ReplicaHandle {
 
     async fn transfer_leadership(&self, to: Option<String>) -> Result<Transferred, TransferError> {
         self.transfer(to).await
+    }
+
+    fn consumer_groups(&self) -> ConsumerGroups {
+        ConsumerGroups {
+            groups: self.consumer_lags(None, usize::MAX).0,
+        }
+    }
+
+    fn consumer_group(&self, group: &str) -> Option<ConsumerGroup> {
+        self.consumer_lags(Some(group), 1).0.pop()
+    }
+
+    async fn commit_offset(
+        &self,
+        group: String,
+        offset: u64,
+        expected: Option<u64>,
+    ) -> Result<OffsetCommitted, OffsetError> {
+        validate_group_name(&group).map_err(|err| OffsetError::BadRequest {
+            reason: err.to_string(),
+        })?;
+        {
+            let snapshot = self.snapshot.borrow();
+            if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
+                return Err(OffsetError::Write(self.not_leader(&snapshot)));
+            }
+        }
+        let condition = expected.map_or(Condition::None, Condition::Expected);
+        let commit = OffsetCommit {
+            group,
+            offset,
+            condition,
+        };
+        let (sender, answer) = oneshot::channel();
+        let reply: OffsetReply = Box::new(move |result| {
+            let _ = sender.send(result);
+        });
+        match self.inputs.offer(Input::ProposeOffset { commit, reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                self.metrics.appends_refused_busy_total.inc();
+                return Err(OffsetError::Write(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                }));
+            }
+            Err(Refused::Closed(_)) => return Err(OffsetError::Write(self.stopped_error())),
+        }
+        match answer.await {
+            Ok(Ok(Applied::Stored { group, offset })) => Ok(OffsetCommitted { group, offset }),
+            Ok(Ok(Applied::Refused(refusal))) => Err(OffsetError::Refused(refusal)),
+            Ok(Err(err)) => Err(OffsetError::Write(err)),
+            Err(_) => Err(OffsetError::Write(self.stopped_error())),
+        }
     }
 }
 

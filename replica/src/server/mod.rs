@@ -22,11 +22,12 @@ pub mod role_log;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::consumers::{ConsumerState, PendingCommits};
 use crate::core::{self, Message, Node};
 use crate::entry::NodeId;
 use crate::metrics::Metrics;
@@ -227,6 +228,13 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         )
         .map_err(store_error)?,
     );
+    let scan_log = log.clone();
+    let (consumer_state, consumer_pending) =
+        tokio::task::spawn_blocking(move || rebuild_consumers(&scan_log))
+            .await
+            .map_err(|err| ServerError::Fatal(format!("rebuilding consumer offsets: {err}")))?
+            .map_err(store_error)?;
+    let consumers = Arc::new(RwLock::new(consumer_state));
     let seed = members::node_id_of(&config.id) ^ std::process::id() as u64;
     let node = Node::new(
         config.core_config(),
@@ -258,6 +266,8 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         tick: Duration::from_millis(config.tick_ms),
         members: config.members.clone(),
         retention: config.retention,
+        consumers: consumers.clone(),
+        consumer_pending,
     });
     let raft_thread = std::thread::Builder::new()
         .name("raft-loop".into())
@@ -271,6 +281,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         inputs: inputs.clone(),
         snapshot: snapshot_rx,
         log,
+        consumers,
         metrics: metrics.clone(),
         max_entry_bytes: config.max_entry_bytes,
         ready_max_lag: config.ready_max_lag,
@@ -297,6 +308,61 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         raft_thread,
         listener,
     })
+}
+
+/// Bytes of entries one read of the start-up scan takes at most.
+const SCAN_BATCH_BYTES: u64 = 4 << 20;
+
+/// Entries one read of the start-up scan takes at most.
+const SCAN_BATCH_ENTRIES: usize = 16_384;
+
+/// The consumer state at start, from the log on disk, before the raft loop
+/// runs: one sequential read of the retained log, every entry (the store
+/// keeps no index by kind, so payloads are read and CRC-checked along with
+/// the headers; only offset commits are kept, decoded).
+///
+/// Nothing on disk is known committed until a leader says so (the commit
+/// index is not persisted; the core starts at `first_index - 1`), so every
+/// offset commit found waits in the pending map and applies when the commit
+/// index covers it, exactly as one appended while running; a tail the new
+/// leader replaces is dropped with the truncation.
+///
+/// The offsets committed in entries below the first retained index were
+/// deleted with them: the state starts empty at `first_index - 1`. Keeping
+/// them across retention takes a checkpoint of the consumer state written
+/// before segments are deleted, the next layer of this feature.
+fn rebuild_consumers(log: &Log) -> Result<(ConsumerState, PendingCommits), StoreError> {
+    let started = Instant::now();
+    let first = log.first_index()?;
+    let last = log.last_index()?;
+    let mut state = ConsumerState::default();
+    state.skip_to(first.saturating_sub(1));
+    let mut pending = PendingCommits::default();
+    let mut from = first;
+    let mut scanned_bytes: u64 = 0;
+    while from <= last {
+        let entries = log.entries(from, SCAN_BATCH_ENTRIES, SCAN_BATCH_BYTES)?;
+        let Some(next) = entries.last().map(|entry| entry.index + 1) else {
+            break;
+        };
+        scanned_bytes += entries
+            .iter()
+            .map(|entry| entry.payload.len() as u64)
+            .sum::<u64>();
+        for (index, err) in pending.on_append(&entries) {
+            tracing::warn!(index, %err, "an offset commit entry does not decode; it is skipped");
+        }
+        from = next;
+    }
+    tracing::info!(
+        first_index = first,
+        last_index = last,
+        payload_bytes = scanned_bytes,
+        offset_commits = pending.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "scanned the log for consumer offset commits"
+    );
+    Ok((state, pending))
 }
 
 /// Routes what the listener receives: peer messages to the raft loop,

@@ -9,17 +9,18 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+use crate::consumers::{Applied, ConsumerState, OffsetCommit, PendingCommits};
 use crate::core::{
     self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome, Violation,
 };
 use crate::engine::{AppendError, TransferError};
-use crate::entry::{Entry, HardState, Index, NodeId, Term};
+use crate::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
 use crate::executor::{Outcome, Proposals};
 use crate::metrics::Metrics;
 use crate::server::role_log;
@@ -65,6 +66,38 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// thread, so it must not block (send on a channel, answer a responder).
 pub type ProposeReply = Box<dyn FnOnce(Result<(Index, Term), AppendError>) + Send>;
 
+/// Called once with an offset commit's outcome: the verdict of applying it
+/// (stored, or refused), or why it was not committed. Runs on the raft loop
+/// thread, so it must not block.
+pub type OffsetReply = Box<dyn FnOnce(Result<Applied, AppendError>) + Send>;
+
+/// Who waits for a proposal's outcome.
+enum Waiter {
+    /// A client's append batch.
+    Append(ProposeReply),
+    /// An offset commit: answered once committed *and* applied.
+    Offset(OffsetReply),
+}
+
+impl Waiter {
+    /// Answers with what became of the proposal; `verdicts` are those of
+    /// the offset commits applied at this commit, by index.
+    fn answer(self, outcome: Outcome, verdicts: &[(Index, Applied)]) {
+        match self {
+            Waiter::Append(reply) => reply(proposal_answer(outcome)),
+            Waiter::Offset(reply) => reply(offset_answer(outcome, verdicts)),
+        }
+    }
+
+    /// Answers with an error (the loop stops).
+    fn fail(self, err: AppendError) {
+        match self {
+            Waiter::Append(reply) => reply(Err(err)),
+            Waiter::Offset(reply) => reply(Err(err)),
+        }
+    }
+}
+
 /// What the loop is fed.
 pub enum Input {
     /// A message from a peer (its sender already checked).
@@ -77,6 +110,13 @@ pub enum Input {
         payloads: Vec<Bytes>,
         /// Answered once all of them are committed, or they failed.
         reply: ProposeReply,
+    },
+    /// Commit a consumer group's offset through the log.
+    ProposeOffset {
+        /// The commit (its group name already checked).
+        commit: OffsetCommit,
+        /// Answered once it is committed and applied, or it failed.
+        reply: OffsetReply,
     },
     /// A linearizable read point: answered with an index that is committed
     /// and covers every write acknowledged before the request.
@@ -176,7 +216,13 @@ pub struct RaftLoop {
     members: Vec<Member>,
 
     /// Proposals waiting for commit, in index order.
-    proposals: Proposals<ProposeReply>,
+    proposals: Proposals<Waiter>,
+    /// Offset commits appended and not yet committed.
+    consumer_pending: PendingCommits,
+    /// The consumer groups' offsets, applied up to the commit index; the
+    /// front ends read it. Written only here, and only when an offset
+    /// commit applies (the write lock is not taken on other commits).
+    consumers: Arc<RwLock<ConsumerState>>,
     /// The clock proposal deadlines are on.
     started: Instant,
     /// ReadIndex requests by request id, until the core answers.
@@ -234,6 +280,10 @@ pub struct RaftLoopParts {
     pub members: Vec<Member>,
     /// What to delete from the log, and when.
     pub retention: RetentionPolicy,
+    /// The consumer state rebuilt at start (see `server::rebuild_consumers`).
+    pub consumers: Arc<RwLock<ConsumerState>>,
+    /// The offset commits of the log found at start, not known committed.
+    pub consumer_pending: PendingCommits,
 }
 
 impl RaftLoop {
@@ -252,6 +302,8 @@ impl RaftLoop {
             tick: parts.tick,
             members: parts.members,
             proposals: Proposals::default(),
+            consumer_pending: parts.consumer_pending,
+            consumers: parts.consumers,
             started: Instant::now(),
             reads_asked: HashMap::new(),
             reads_waiting: BTreeMap::new(),
@@ -361,6 +413,7 @@ impl RaftLoop {
                 }
                 Err(refused) => reply(Err(refused)),
             },
+            Input::ProposeOffset { commit, reply } => self.propose_offset(commit, reply),
             Input::ReadIndex { reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
@@ -482,7 +535,11 @@ impl RaftLoop {
 
     /// Counts `payload_bytes` as uncommitted until `reply` is answered (or
     /// dropped), without touching the proposal bookkeeping.
-    fn count_uncommitted(&self, payload_bytes: u64, reply: ProposeReply) -> ProposeReply {
+    fn count_uncommitted<T: 'static>(
+        &self,
+        payload_bytes: u64,
+        reply: Box<dyn FnOnce(T) + Send>,
+    ) -> Box<dyn FnOnce(T) + Send> {
         struct Uncounted(Arc<std::sync::atomic::AtomicU64>, u64);
         impl Drop for Uncounted {
             fn drop(&mut self) {
@@ -544,14 +601,67 @@ impl RaftLoop {
             }));
             return;
         };
+        self.track_proposal(
+            first_index,
+            last_index,
+            requested,
+            term,
+            Waiter::Append(reply),
+        );
+    }
+
+    /// Waits for the fate of entries `first_index..=last_index` of a batch
+    /// of `requested`, proposed just now at `term`.
+    fn track_proposal(
+        &mut self,
+        first_index: Index,
+        last_index: Index,
+        requested: u64,
+        term: Term,
+        waiter: Waiter,
+    ) {
         let deadline_ms = self.now_ms() + COMMIT_TIMEOUT.as_millis() as u64;
-        if let Err(reply) =
-            self.proposals
-                .push(first_index, last_index, requested, term, deadline_ms, reply)
-        {
-            reply(Err(AppendError::Unknown {
+        if let Err(waiter) = self.proposals.push(
+            first_index,
+            last_index,
+            requested,
+            term,
+            deadline_ms,
+            waiter,
+        ) {
+            waiter.fail(AppendError::Unknown {
                 reason: format!("entries {first_index}..={last_index} were proposed out of order"),
-            }));
+            });
+        }
+    }
+
+    /// Proposes one offset commit, through the same gates as an append
+    /// (disk, write queue, uncommitted bytes, leadership, transfer), after
+    /// checking it against the state applied so far: an offset out of
+    /// range, or a condition that already fails, is refused at once. The
+    /// verdict that counts is the one given when it applies.
+    fn propose_offset(&mut self, commit: OffsetCommit, reply: OffsetReply) {
+        let check = self
+            .consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(&commit, self.node.first_index(), self.node.commit_index());
+        if let Err(refusal) = check {
+            reply(Ok(Applied::Refused(refusal)));
+            return;
+        }
+        let payload = commit.encode();
+        let payload_bytes = match self.admit_proposal(std::slice::from_ref(&payload)) {
+            Ok(payload_bytes) => payload_bytes,
+            Err(refused) => {
+                reply(Err(refused));
+                return;
+            }
+        };
+        let reply = self.count_uncommitted(payload_bytes, reply);
+        match self.node.propose_entry(EntryKind::ConsumerOffset, payload) {
+            Ok((index, term)) => self.track_proposal(index, index, 1, term, Waiter::Offset(reply)),
+            Err(err) => reply(Err(self.propose_error(err))),
         }
     }
 
@@ -574,6 +684,9 @@ impl RaftLoop {
             core::ProposeError::Transferring => AppendError::Transferring,
             core::ProposeError::TooManyPending => AppendError::Overloaded {
                 reason: "too many appends wait for commit".into(),
+            },
+            err @ core::ProposeError::NotAClientKind(_) => AppendError::Unavailable {
+                reason: err.to_string(),
             },
             core::ProposeError::Core(err) => AppendError::Unavailable {
                 reason: err.to_string(),
@@ -730,7 +843,12 @@ impl RaftLoop {
             self.storage
                 .truncate_suffix(first)
                 .map_err(|err| format!("truncating the log from {first}: {err}"))?;
+            self.consumer_pending.truncate_from(first);
             self.fail_truncated_proposals(first);
+        }
+        for (index, err) in self.consumer_pending.on_append(&entries) {
+            // Every member skips it alike when it commits.
+            tracing::warn!(index, %err, "an offset commit entry does not decode; it is skipped");
         }
         self.written_last = last.map_or(self.written_last, |(index, _)| index);
         self.submitted += 1;
@@ -793,20 +911,26 @@ impl RaftLoop {
     }
 
     fn on_commit(&mut self, commit: Index) -> Result<(), String> {
+        // Apply first: an offset commit is answered with its verdict, and
+        // a read answered below must see what committed before it.
+        let verdicts = self.apply_consumer_commits(commit);
         let node = &self.node;
         let answers = self
             .proposals
             .on_commit(commit, |index| node.entry_term(index))
             .map_err(|err| err.to_string())?;
-        for (reply, outcome) in answers {
-            if let Outcome::Committed { count, .. }
-            | Outcome::PartlyCommitted {
-                committed: count, ..
-            } = outcome
+        for (waiter, outcome) in answers {
+            if let (
+                Waiter::Append(_),
+                Outcome::Committed { count, .. }
+                | Outcome::PartlyCommitted {
+                    committed: count, ..
+                },
+            ) = (&waiter, outcome)
             {
                 self.metrics.appends_total.inc_by(count);
             }
-            reply(proposal_answer(outcome));
+            waiter.answer(outcome, &verdicts);
         }
         let ready: Vec<Index> = self
             .reads_waiting
@@ -821,18 +945,32 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// Applies the offset commits the commit index now covers; their
+    /// verdicts by index. Commits with no offset commit among them cost a
+    /// look at the first pending index, no lock.
+    fn apply_consumer_commits(&mut self, commit: Index) -> Vec<(Index, Applied)> {
+        if !self.consumer_pending.any_committed(commit) {
+            return Vec::new();
+        }
+        let mut state = self
+            .consumers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.consumer_pending.apply_committed(commit, &mut state)
+    }
+
     /// Entries from `from` on were just overwritten by another leader's:
     /// they were not committed (committed entries are never overwritten).
     fn fail_truncated_proposals(&mut self, from: Index) {
-        for (reply, outcome) in self.proposals.on_truncate(from) {
-            reply(proposal_answer(outcome));
+        for (waiter, outcome) in self.proposals.on_truncate(from) {
+            waiter.answer(outcome, &[]);
         }
     }
 
     fn expire_proposals(&mut self, _now: Instant) {
         let now_ms = self.now_ms();
-        for (reply, outcome) in self.proposals.expire(now_ms) {
-            reply(proposal_answer(outcome));
+        for (waiter, outcome) in self.proposals.expire(now_ms) {
+            waiter.answer(outcome, &[]);
         }
     }
 
@@ -904,10 +1042,10 @@ impl RaftLoop {
     }
 
     fn fail_everything(&mut self, reason: &str) {
-        for reply in self.proposals.drain() {
-            reply(Err(AppendError::Unknown {
+        for waiter in self.proposals.drain() {
+            waiter.fail(AppendError::Unknown {
                 reason: reason.to_string(),
-            }));
+            });
         }
         let waiting = std::mem::take(&mut self.reads_waiting);
         for reply in self
@@ -1032,6 +1170,33 @@ impl RaftLoop {
                 true
             }
         });
+    }
+}
+
+/// What an offset commit's client is told: the verdict of applying it once
+/// committed, else what an append would be told.
+fn offset_answer(outcome: Outcome, verdicts: &[(Index, Applied)]) -> Result<Applied, AppendError> {
+    match outcome {
+        Outcome::Committed { first_index, .. } => {
+            match verdicts.binary_search_by_key(&first_index, |(index, _)| *index) {
+                Ok(position) => Ok(verdicts[position].1.clone()),
+                // Applied with the commit that answers it, so this is only
+                // reached if the entry did not decode (never one we encoded).
+                Err(_) => Err(AppendError::Unknown {
+                    reason: format!(
+                        "the offset commit at index {first_index} committed but was not applied"
+                    ),
+                }),
+            }
+        }
+        // Not committed (or not known to be): told as an append is. Only
+        // `Committed` answers `Ok`, so the `Ok` arm is never taken.
+        other => match proposal_answer(other) {
+            Err(err) => Err(err),
+            Ok((index, _)) => Err(AppendError::Unknown {
+                reason: format!("the offset commit at index {index} has no verdict"),
+            }),
+        },
     }
 }
 
