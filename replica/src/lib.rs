@@ -34,3 +34,22 @@ pub mod net;
 pub mod server;
 #[cfg(feature = "engine")]
 pub mod store;
+
+static BUILD_VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The version this replica reports (`/status`, `--version`, the start-up
+/// log, benchmark results): the package version, unless the binary set
+/// another with [`set_version`] (the `dledger-replica` binary does when it
+/// was built with `DLEDGER_BUILD_VERSION`, which is how the Kubernetes suite
+/// makes a second, distinguishable version from the same sources).
+pub fn version() -> &'static str {
+    BUILD_VERSION
+        .get()
+        .copied()
+        .unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
+/// Sets what [`version`] returns; the first call wins, later ones are ignored.
+pub fn set_version(version: &'static str) {
+    let _ = BUILD_VERSION.set(version);
+}

@@ -226,7 +226,7 @@ async fn measure(
     let ops = latencies_us.len() as u64 * args.batch.max(1) as u64;
     Ok(BenchResult {
         system: args.system.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: crate::version().into(),
         durability: args
             .durability
             .clone()
@@ -472,7 +472,7 @@ fn failover(
                 "{}",
                 serde_json::json!({
                     "system": args.system,
-                    "version": env!("CARGO_PKG_VERSION"),
+                    "version": crate::version(),
                     "durability": args.durability.as_deref().unwrap_or("fsync"),
                     "kill": kill,
                     "member": leader,

@@ -359,7 +359,7 @@ fn log_config(config: &ServerConfig) {
         retention_max_age_s = retention.max_age.map_or(0, |age| age.as_secs()),
         retention_max_bytes = retention.max_bytes.unwrap_or(0),
         shutdown_transfer_timeout_ms,
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::version(),
         pid = std::process::id(),
         "effective configuration"
     );

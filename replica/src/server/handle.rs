@@ -321,7 +321,7 @@ impl Engine for ReplicaHandle {
         Status {
             group: self.group.clone(),
             id: self.self_name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::version().to_string(),
             role,
             term: snapshot.term,
             leader_id: snapshot.leader.map(|leader| self.name_of(leader)),
