@@ -21,12 +21,18 @@ export "${kubeconfig_line?}"
 [ -n "${KUBECONFIG:-}" ] || { echo "up.sh printed no KUBECONFIG" >&2; exit 1; }
 
 tag="e2e-$(git rev-parse --short HEAD 2>/dev/null || echo local)"
+# The upgrade scenario's second version: the same sources built to report
+# another version (DLEDGER_BUILD_VERSION relinks only the binary), so the
+# suite can tell from /status which version each member really runs. Built
+# first: image.sh copies target/release/dledger-replica as it finds it.
+base_version="$(cargo pkgid -p dledger-replica | sed 's/.*[#@]//')"
+DLEDGER_REPLICA_VERSION="$base_version"
+DLEDGER_REPLICA_VERSION_V2="$base_version+e2e-v2"
+DLEDGER_BUILD_VERSION="$DLEDGER_REPLICA_VERSION_V2" cargo build --release -p dledger-replica
+DLEDGER_REPLICA_IMAGE_V2="$(e2e/cluster/image.sh replica "$tag-v2")"
 cargo build --release -p dledger-replica
 DLEDGER_REPLICA_IMAGE="$(e2e/cluster/image.sh replica "$tag")"
-# The upgrade scenario's second version: the same binary under another tag
-# is another pod template, so the group really rolls from one to the other.
-DLEDGER_REPLICA_IMAGE_V2="$(e2e/cluster/image.sh replica "$tag-v2")"
-export DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2
+export DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2 DLEDGER_REPLICA_VERSION DLEDGER_REPLICA_VERSION_V2
 if [ -z "${DLEDGER_OPERATOR_IMAGE:-}" ]; then
   if cargo metadata --no-deps --format-version 1 2>/dev/null | grep '"name":"dledger-operator"' >/dev/null; then
     cargo build --release -p dledger-operator

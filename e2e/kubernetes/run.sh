@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The Kubernetes suite's one entry point, the same on every cluster:
 #
-#   KUBECONFIG=... DLEDGER_REPLICA_IMAGE=... DLEDGER_REPLICA_IMAGE_V2=... DLEDGER_OPERATOR_IMAGE=... e2e/kubernetes/run.sh [test filter]
+#   KUBECONFIG=... DLEDGER_REPLICA_IMAGE=... DLEDGER_REPLICA_IMAGE_V2=... \
+#   DLEDGER_REPLICA_VERSION=... DLEDGER_REPLICA_VERSION_V2=... \
+#   DLEDGER_OPERATOR_IMAGE=... e2e/kubernetes/run.sh [test filter]
 #
-# DLEDGER_REPLICA_IMAGE_V2 is a second replica image (another tag is enough)
-# that the upgrade scenario rolls the group to and back.
+# DLEDGER_REPLICA_IMAGE_V2 is a second replica image that the upgrade
+# scenario rolls the group to and back; the two VERSION variables are what
+# each image's replica reports in /status (build one with
+# DLEDGER_BUILD_VERSION set, as scripts/test-kubernetes.sh does), and the
+# scenario waits until every member reports the one it rolled to.
 #
 # Runs `cargo test --release -p dledger-e2e --test kubernetes -- --ignored
 # --test-threads=1 --nocapture` (the scenarios are #[ignore]d so that
@@ -14,7 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 missing=()
-for var in KUBECONFIG DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2 DLEDGER_OPERATOR_IMAGE; do
+for var in KUBECONFIG DLEDGER_REPLICA_IMAGE DLEDGER_REPLICA_IMAGE_V2 DLEDGER_REPLICA_VERSION \
+  DLEDGER_REPLICA_VERSION_V2 DLEDGER_OPERATOR_IMAGE; do
   [ -n "${!var:-}" ] || missing+=("$var")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -384,9 +384,27 @@ fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, 
 }
 
 /// Every member on `image`, ready, and no upgrade in progress.
+/// The version a replica built into `image` reports in `/status`: the two
+/// images of this suite are built to report different ones
+/// (scripts/test-kubernetes.sh), so a member that says it runs the new image
+/// but still answers with the old binary is caught.
+fn expected_version(image: &str) -> String {
+    let pairs = [
+        ("DLEDGER_REPLICA_IMAGE", "DLEDGER_REPLICA_VERSION"),
+        ("DLEDGER_REPLICA_IMAGE_V2", "DLEDGER_REPLICA_VERSION_V2"),
+    ];
+    for (image_var, version_var) in pairs {
+        if required_env(image_var).ok().as_deref() == Some(image) {
+            return required_env(version_var).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    panic!("{image} is neither DLEDGER_REPLICA_IMAGE nor DLEDGER_REPLICA_IMAGE_V2")
+}
+
 fn wait_upgraded(kubectl: &Kubectl, namespace: &str, image: &str, members: usize) {
+    let version = expected_version(image);
     wait_for(
-        &format!("every member on {image} with the upgrade done"),
+        &format!("every member on {image} (version {version}) with the upgrade done"),
         upgrade_timeout_ms(),
         || {
             let pods = pods_seen(kubectl, namespace)?;
@@ -397,14 +415,24 @@ fn wait_upgraded(kubectl: &Kubectl, namespace: &str, image: &str, members: usize
                 .values()
                 .filter(|p| p.image == image && p.ready && !p.deleting)
                 .count();
+            let reported: Vec<String> = group["status"]["members"]
+                .as_array()
+                .map(|members| {
+                    members
+                        .iter()
+                        .map(|m| m["version"].as_str().unwrap_or("?").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let on_version = reported.iter().filter(|v| **v == version).count();
             let done = group["status"]["upgrade"].is_null()
                 && group["status"]["readyReplicas"].as_u64() == Some(members as u64)
                 && group["status"]["leader"].is_string();
-            if on_image == members && done {
+            if on_image == members && on_version == members && done {
                 Ok(())
             } else {
                 Err(format!(
-                    "{on_image} of {members} on the image; pods {pods:?}; status.upgrade {}; Progressing {:?}",
+                    "{on_image} of {members} on the image, versions reported {reported:?}; pods {pods:?}; status.upgrade {}; Progressing {:?}",
                     group["status"]["upgrade"],
                     condition(&group, "Progressing")
                 ))
