@@ -280,6 +280,9 @@ struct MonitorReport {
     out_of_service_seen: Vec<String>,
     /// `status.upgrade` (step, member) each time it changed.
     steps: Vec<(String, String)>,
+    /// The `Progressing` condition's reason and message each time it
+    /// changed: where the planner chose to wait, and why.
+    waits: Vec<(String, String)>,
 }
 
 impl Monitor {
@@ -328,6 +331,12 @@ impl Monitor {
                             let step = (step.to_owned(), member.to_owned());
                             if report.steps.last() != Some(&step) {
                                 report.steps.push(step);
+                            }
+                        }
+                        if let Some((_, reason, message)) = condition(&group, "Progressing") {
+                            let wait = (reason, message);
+                            if report.waits.last() != Some(&wait) {
+                                report.waits.push(wait);
                             }
                         }
                     }
@@ -383,7 +392,6 @@ fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, 
         })
 }
 
-/// Every member on `image`, ready, and no upgrade in progress.
 /// The version a replica built into `image` reports in `/status`: the two
 /// images of this suite are built to report different ones
 /// (scripts/test-kubernetes.sh), so a member that says it runs the new image
@@ -401,6 +409,8 @@ fn expected_version(image: &str) -> String {
     panic!("{image} is neither DLEDGER_REPLICA_IMAGE nor DLEDGER_REPLICA_IMAGE_V2")
 }
 
+/// Every member on `image`, reporting its version, ready, and no upgrade in
+/// progress.
 fn wait_upgraded(kubectl: &Kubectl, namespace: &str, image: &str, members: usize) {
     let version = expected_version(image);
     wait_for(
@@ -527,6 +537,9 @@ fn upgrade_round(
         );
     }
     eprintln!("upgrade: to {image}: steps {:?}", report.steps);
+    for (reason, message) in &report.waits {
+        eprintln!("upgrade: to {image}: Progressing {reason}: {message}");
+    }
     // The operator's Event for the transfer (repeats of one reason fold
     // into one Event's series, so the reason and the latest time it was
     // seen are what is reliable).
