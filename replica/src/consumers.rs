@@ -8,6 +8,11 @@
 //! proposed: every member applies the same entries in the same order, so
 //! every member reaches the same verdict, and two consumers racing on one
 //! group cannot both win.
+//!
+//! [`checkpoint`] is the byte format of the state saved before retention
+//! deletes the entries it was built from.
+
+pub mod checkpoint;
 
 use std::collections::BTreeMap;
 

@@ -6,6 +6,11 @@
 //! one refuse at start and name the holder's PID (written into `LOCK`). The
 //! kernel drops the lock when the holder exits, however it exits, so a
 //! stale `LOCK` file after a crash never blocks a restart.
+//!
+//! The consumer checkpoint (`<data-dir>/consumer-offsets`, format in
+//! [`crate::consumers::checkpoint`]) is saved and loaded here too: replaced
+//! atomically as the hard state is (temporary file, fsync, rename, fsync of
+//! the directory), and any damage is an error naming the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -13,8 +18,48 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::consumers::ConsumerState;
+use crate::store::vfs::{write_atomically, RealVfs};
+use crate::store::StoreError;
+
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// The consumer checkpoint's name inside the data directory.
+pub const CONSUMER_CHECKPOINT_FILE_NAME: &str = "consumer-offsets";
+
+/// The consumer checkpoint of the data directory `data_dir`.
+pub fn consumer_checkpoint_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(CONSUMER_CHECKPOINT_FILE_NAME)
+}
+
+/// Replaces the checkpoint at `path` with `bytes` (from
+/// [`ConsumerState::encode_checkpoint`]) durably: a crash leaves the old
+/// checkpoint or the new one, whole. Returns once it is on disk.
+pub fn save_consumer_checkpoint(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically(&RealVfs, path, bytes).map_err(|error| StoreError::io(path, error))
+}
+
+/// The state saved at `path`, or `None` when there is no checkpoint. A
+/// damaged one is [`StoreError::Corrupt`] naming the file and the offset,
+/// never an empty state: serving offsets from nothing would move every
+/// consumer back.
+pub fn load_consumer_checkpoint(path: &Path) -> Result<Option<ConsumerState>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StoreError::io(path, error)),
+    };
+    ConsumerState::decode_checkpoint(&bytes)
+        .map(Some)
+        .map_err(|defect| {
+            StoreError::corrupt(
+                path,
+                defect.offset,
+                format!("consumer checkpoint: {}", defect.reason),
+            )
+        })
+}
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +175,36 @@ mod tests {
         assert!(err.contains(&pid) && err.contains("in use"), "{err}");
         drop(held);
         assert!(claim(&data).is_ok());
+    }
+
+    #[test]
+    fn a_checkpoint_is_saved_whole_and_damage_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = consumer_checkpoint_path(dir.path());
+        assert_eq!(load_consumer_checkpoint(&path).unwrap(), None);
+        let mut state = ConsumerState::default();
+        state.skip_to(41);
+        let bytes = state.encode_checkpoint(41);
+        save_consumer_checkpoint(&path, &bytes).unwrap();
+        assert_eq!(load_consumer_checkpoint(&path).unwrap(), Some(state));
+        assert!(!dir.path().join("consumer-offsets.tmp").exists());
+
+        let mut damaged = bytes.clone();
+        damaged[12] ^= 1; // the applied index: only the CRC tells
+        std::fs::write(&path, &damaged).unwrap();
+        let err = load_consumer_checkpoint(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("CRC mismatch"),
+            "{text}"
+        );
+        std::fs::write(&path, &bytes[..5]).unwrap();
+        let text = load_consumer_checkpoint(&path).unwrap_err().to_string();
+        assert!(
+            text.contains("consumer-offsets") && text.contains("truncated"),
+            "{text}"
+        );
     }
 
     #[test]

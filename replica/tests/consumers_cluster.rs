@@ -1,7 +1,9 @@
 //! Consumer offsets on real `serve` processes over loopback: an offset
 //! committed on the leader survives the leader's SIGKILL (the new leader and
 //! every follower hold it), and a member's restart (it is rebuilt from the
-//! log on disk).
+//! log on disk), even once retention deleted the entries that committed it
+//! (it is rebuilt from the consumer checkpoint); a damaged checkpoint stops
+//! the member with an error naming the file.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -55,8 +57,13 @@ fn http(address: &str, method: &str, path: &str, body: &str) -> Option<Answer> {
 }
 
 /// Polls `probe` until it gives a value, or panics with `what` after 30 s.
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, Duration::from_secs(30), probe)
+}
+
+/// Polls `probe` until it gives a value, or panics with `what` after `limit`.
+fn wait_within<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = probe() {
             return value;
@@ -74,6 +81,10 @@ struct Member {
     peers: String,
     http_peers: String,
     listen: String,
+    /// More `serve` flags.
+    args: Vec<String>,
+    /// Where its stderr goes (appended to across restarts).
+    log: PathBuf,
     child: Option<Child>,
 }
 
@@ -93,10 +104,17 @@ impl Member {
             .args(["--listen", &self.listen, "--http-listen", &self.http])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .expect("open the member's log"),
+            )
             .spawn()
             .expect("start serve");
         self.child = Some(child);
@@ -108,6 +126,28 @@ impl Member {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM (a clean stop: a leader hands over first), and wait for the
+    /// process to be gone.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = i32::try_from(child.id()).expect("a pid");
+            // SAFETY: a signal to our own child, still unwaited for.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit code and stderr.
+    fn wait_exit(&mut self) -> (Option<i32>, String) {
+        let child = self.child.as_mut().expect("started");
+        let status = wait_for(&format!("{} to exit", self.name), || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (status.code(), stderr)
     }
 
     fn status(&self) -> Option<serde_json::Value> {
@@ -182,6 +222,8 @@ fn group(root: &Path, names: &[&str]) -> Vec<Member> {
             peers: peers.clone(),
             http_peers: http_peers.clone(),
             listen: tcp[i].clone(),
+            args: Vec::new(),
+            log: root.join(format!("{name}.stderr")),
             child: None,
         })
         .collect()
@@ -349,4 +391,232 @@ fn a_restarted_member_rebuilds_its_offsets_from_the_log() {
         metrics.body
     );
     assert!(metrics.body.contains("dledger_consumer_groups 2"));
+}
+
+/// Small segments and a size bound, so a few hundred entries make retention
+/// delete segments (it looks every 10 s).
+fn with_retention(members: &mut [Member]) {
+    for member in members {
+        member.args = [
+            "--segment-bytes",
+            "4096",
+            "--max-entry-bytes",
+            "1024",
+            "--retention-max-bytes",
+            "8192",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+}
+
+/// Every group and its offset on `member`, in name order, once it answers.
+fn all_offsets(member: &Member) -> Option<Vec<(String, u64)>> {
+    let answer = http(&member.http, "GET", "/v1/consumers", "")?;
+    if answer.status != 200 {
+        return None;
+    }
+    answer.json()["groups"]
+        .as_array()?
+        .iter()
+        .map(|group| {
+            Some((
+                group["group"].as_str()?.to_string(),
+                group["offset"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+fn status_index(member: &Member, field: &str) -> Option<u64> {
+    member.status()?[field].as_u64()
+}
+
+/// Appends filler through `members[leader]` until every running member's
+/// log starts above `index` (retention deleted the segments up to it).
+fn append_until_deleted(members: &[Member], leader: usize, index: u64) {
+    let filler = "x".repeat(200);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let deleted = members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .all(|member| status_index(member, "firstIndex").is_some_and(|first| first > index));
+        if deleted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not delete up to {index} within 90 s"
+        );
+        // Keep the log a few segments ahead of the bound, without flooding.
+        let last = status_index(&members[leader], "lastIndex").unwrap_or(0);
+        if last < index + 150 {
+            for _ in 0..20 {
+                members[leader].append(&filler);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn expected(groups: &[(&str, u64)]) -> Vec<(String, u64)> {
+    groups
+        .iter()
+        .map(|(group, offset)| (group.to_string(), *offset))
+        .collect()
+}
+
+#[test]
+fn offsets_committed_in_deleted_segments_survive_restarts_and_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = group(dir.path(), &["a", "b", "c"]);
+    with_retention(&mut members);
+    for member in &mut members {
+        member.start();
+    }
+    let leader = leader_of(&members);
+    for payload in ["one", "two", "three"] {
+        members[leader].append(payload);
+    }
+    for (group, body) in [
+        ("orders", r#"{"offset":2,"expected":0}"#),
+        ("billing", r#"{"offset":3}"#),
+        ("audit.v1", r#"{"offset":1}"#),
+        ("audit.v1", r#"{"offset":4,"expected":1}"#),
+    ] {
+        let answer = members[leader].put_offset(group, body);
+        assert_eq!(answer.status, 200, "{group}: {}", answer.body);
+    }
+    let want = expected(&[("audit.v1", 4), ("billing", 3), ("orders", 2)]);
+    // Every commit is at or below the commit index now.
+    let committed = status_index(&members[leader], "commitIndex").expect("a commit index");
+    append_until_deleted(&members, leader, committed);
+    for member in &members {
+        assert!(
+            member.data_dir.join("consumer-offsets").is_file(),
+            "no checkpoint in {}",
+            member.data_dir.display()
+        );
+        wait_for(&format!("the offsets on {}", member.name), || {
+            (all_offsets(member)? == want).then_some(())
+        });
+    }
+
+    // A SIGKILL'd member (the leader) comes back with the same offsets: the
+    // entries that committed them are gone from every log, so they come
+    // from its checkpoint.
+    members[leader].kill();
+    members[leader].start();
+    let restarted = &members[leader];
+    let first = wait_for("the restarted member's status", || {
+        status_index(restarted, "firstIndex")
+    });
+    assert!(
+        first > committed,
+        "first index {first}, commits up to {committed}"
+    );
+    wait_for("the offsets on the SIGKILL'd member", || {
+        (all_offsets(restarted)? == want).then_some(())
+    });
+
+    // Every member stopped, then started again.
+    for member in &mut members {
+        member.stop();
+    }
+    for member in &mut members {
+        member.start();
+    }
+    let leader = leader_of(&members);
+    for member in &members {
+        let first = wait_for("a status", || status_index(member, "firstIndex"));
+        assert!(first > committed, "{}: first index {first}", member.name);
+        wait_for(&format!("the offsets on restarted {}", member.name), || {
+            (all_offsets(member)? == want).then_some(())
+        });
+    }
+    // Conditions are decided against the restored state.
+    let commit = status_index(&members[leader], "commitIndex").unwrap();
+    let moved =
+        members[leader].put_offset("orders", &format!(r#"{{"offset":{commit},"expected":2}}"#));
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    // (An offset within the retained log, so the range check passes.)
+    let again =
+        members[leader].put_offset("billing", &format!(r#"{{"offset":{commit},"expected":0}}"#));
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["currentOffset"], 3, "{}", again.body);
+}
+
+#[test]
+fn a_damaged_checkpoint_stops_the_member_with_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = group(dir.path(), &["solo"]);
+    with_retention(&mut members);
+    members[0].start();
+    leader_of(&members);
+    members[0].append("one");
+    let stored = members[0].put_offset("orders", r#"{"offset":2}"#);
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    let committed = status_index(&members[0], "commitIndex").unwrap();
+    append_until_deleted(&members, 0, committed);
+    members[0].kill();
+
+    let checkpoint = members[0].data_dir.join("consumer-offsets");
+    let good = std::fs::read(&checkpoint).expect("a checkpoint");
+    let verify = |data_dir: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_dledger-replica"))
+            .args(["log", "verify", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("DLEDGER_DATA_DIR")
+            .env_remove("DLEDGER_PEERS")
+            .output()
+            .expect("run log verify");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = verify(&members[0].data_dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("consumer checkpoint: 1 groups"), "{out}");
+
+    // A flipped byte: refused at start, and by log verify.
+    let mut damaged = good.clone();
+    let in_body = damaged.len() - 5; // a byte of the last offset
+    damaged[in_body] ^= 0x01;
+    std::fs::write(&checkpoint, &damaged).unwrap();
+    members[0].start();
+    let (code, stderr) = members[0].wait_exit();
+    assert_ne!(code, Some(0), "{stderr}");
+    let named = checkpoint.display().to_string();
+    assert!(
+        stderr.contains(&named) && stderr.contains("CRC mismatch"),
+        "{stderr}"
+    );
+    let (code, out) = verify(&members[0].data_dir);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&named) && out.contains("DAMAGE"), "{out}");
+
+    // A whole checkpoint that does not reach the log's start: refused too,
+    // rather than serving offsets that miss commits.
+    let mut stale = dledger_replica::consumers::ConsumerState::default();
+    stale.skip_to(1);
+    std::fs::write(&checkpoint, stale.encode_checkpoint(1)).unwrap();
+    members[0].start();
+    let (code, stderr) = members[0].wait_exit();
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&named) && stderr.contains("are lost"),
+        "{stderr}"
+    );
+
+    // The good one back: the member starts with its offset.
+    std::fs::write(&checkpoint, &good).unwrap();
+    members[0].start();
+    leader_of(&members);
+    let member = &members[0];
+    wait_for("the offset from the checkpoint", || {
+        (all_offsets(member)? == expected(&[("orders", 2)])).then_some(())
+    });
 }

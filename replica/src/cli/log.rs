@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::datadir;
 use crate::entry::{Entry, EntryKind, Index, NodeId};
 use crate::server::members;
 use crate::store::verify::{self, IndexFileStatus};
@@ -17,8 +18,9 @@ use crate::store::{log_dir, meta_path, Log, LogOptions, MetaStore, StoreError};
 /// The `log` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
-    /// Check every entry's CRC, index continuity and the index files; print
-    /// the segments and the first/last index and term. Exits 1 on damage.
+    /// Check every entry's CRC, index continuity and the index files, and
+    /// the hard state's and the consumer checkpoint's CRCs; print the
+    /// segments and the first/last index and term. Exits 1 on damage.
     Verify(VerifyArgs),
     /// List entries: index, term, kind, size and a payload preview.
     Dump(DumpArgs),
@@ -153,12 +155,51 @@ fn verify(data_dir: &Path, peers: Option<&str>) -> ExitCode {
             }
         }
     }
+    healthy &= verify_checkpoint(data_dir, report.first_index);
     if healthy {
         println!("ok");
         ExitCode::SUCCESS
     } else {
         println!("damaged");
         ExitCode::from(EXIT_DAMAGE)
+    }
+}
+
+/// Checks the consumer checkpoint, if there is one: its CRC and layout, and
+/// that it covers the entries deleted below the log's first index
+/// (`first_index`). Prints what it found; false on damage.
+fn verify_checkpoint(data_dir: &Path, first_index: Index) -> bool {
+    let path = datadir::consumer_checkpoint_path(data_dir);
+    match datadir::load_consumer_checkpoint(&path) {
+        Ok(Some(state)) if state.applied_index() < first_index.saturating_sub(1) => {
+            println!(
+                "DAMAGE: consumer checkpoint {}: applied up to index {}, but the log starts at \
+                 {first_index}: offsets committed in between are lost (serve refuses to start)",
+                path.display(),
+                state.applied_index()
+            );
+            false
+        }
+        Ok(Some(state)) => {
+            println!(
+                "consumer checkpoint: {} groups, applied up to index {}",
+                state.len(),
+                state.applied_index()
+            );
+            true
+        }
+        Ok(None) if first_index > 1 => {
+            println!(
+                "consumer checkpoint: none, and the log starts at {first_index}: offsets \
+                 committed only below it are not known"
+            );
+            true
+        }
+        Ok(None) => true,
+        Err(error) => {
+            println!("DAMAGE: {error}");
+            false
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub mod retention;
 pub mod role_log;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::consumers::{ConsumerState, PendingCommits};
 use crate::core::{self, Message, Node};
-use crate::entry::NodeId;
+use crate::entry::{Index, NodeId};
 use crate::metrics::Metrics;
 use crate::net::listener::{Inbound, Listener, ListenerConfig};
 use crate::net::outbound::PeerLinkConfig;
@@ -229,12 +229,14 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         .map_err(store_error)?,
     );
     let scan_log = log.clone();
-    let (consumer_state, consumer_pending) =
-        tokio::task::spawn_blocking(move || rebuild_consumers(&scan_log))
+    let checkpoint_path = crate::datadir::consumer_checkpoint_path(&config.data_dir);
+    let scan_checkpoint = checkpoint_path.clone();
+    let rebuilt =
+        tokio::task::spawn_blocking(move || rebuild_consumers(&scan_log, &scan_checkpoint))
             .await
             .map_err(|err| ServerError::Fatal(format!("rebuilding consumer offsets: {err}")))?
             .map_err(store_error)?;
-    let consumers = Arc::new(RwLock::new(consumer_state));
+    let consumers = Arc::new(RwLock::new(rebuilt.state));
     let seed = members::node_id_of(&config.id) ^ std::process::id() as u64;
     let node = Node::new(
         config.core_config(),
@@ -267,7 +269,9 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         members: config.members.clone(),
         retention: config.retention,
         consumers: consumers.clone(),
-        consumer_pending,
+        consumer_pending: rebuilt.pending,
+        checkpoint_path,
+        checkpoint_applied_index: rebuilt.checkpoint,
     });
     let raft_thread = std::thread::Builder::new()
         .name("raft-loop".into())
@@ -316,29 +320,80 @@ const SCAN_BATCH_BYTES: u64 = 4 << 20;
 /// Entries one read of the start-up scan takes at most.
 const SCAN_BATCH_ENTRIES: usize = 16_384;
 
-/// The consumer state at start, from the log on disk, before the raft loop
-/// runs: one sequential read of the retained log, every entry (the store
-/// keeps no index by kind, so payloads are read and CRC-checked along with
-/// the headers; only offset commits are kept, decoded).
+/// The consumer state a member starts with.
+#[derive(Debug)]
+struct Rebuilt {
+    /// The offsets, applied up to the checkpoint's index (or the first
+    /// retained index - 1 without one).
+    state: ConsumerState,
+    /// The offset commits of the log above that, not known committed.
+    pending: PendingCommits,
+    /// The applied index of the checkpoint loaded, if there was one.
+    checkpoint: Option<Index>,
+}
+
+/// The consumer state at start, before the raft loop runs: the checkpoint
+/// (`<data-dir>/consumer-offsets`, written before retention deletes
+/// segments) if there is one, then one sequential read of the retained log
+/// *above* the checkpoint's applied index (entries at or below it are in
+/// the checkpoint already). The store keeps no index by kind, so payloads
+/// are read and CRC-checked along with the headers; only offset commits are
+/// kept, decoded.
 ///
-/// Nothing on disk is known committed until a leader says so (the commit
-/// index is not persisted; the core starts at `first_index - 1`), so every
-/// offset commit found waits in the pending map and applies when the commit
-/// index covers it, exactly as one appended while running; a tail the new
-/// leader replaces is dropped with the truncation.
+/// Nothing on disk above the checkpoint is known committed until a leader
+/// says so (the commit index is not persisted; the core starts at
+/// `first_index - 1`), so every offset commit found waits in the pending
+/// map and applies when the commit index covers it, exactly as one appended
+/// while running; a tail the new leader replaces is dropped with the
+/// truncation. What the checkpoint holds was applied, hence committed.
 ///
-/// The offsets committed in entries below the first retained index were
-/// deleted with them: the state starts empty at `first_index - 1`. Keeping
-/// them across retention takes a checkpoint of the consumer state written
-/// before segments are deleted, the next layer of this feature.
-fn rebuild_consumers(log: &Log) -> Result<(ConsumerState, PendingCommits), StoreError> {
+/// Refused, naming the file: a damaged checkpoint, and one applied below
+/// `first_index - 1` (the offsets committed in between would be lost;
+/// the checkpoint is always written before deleting, so this takes an
+/// operator's hand). Without a checkpoint and with a log that does not
+/// start at 1 (a data directory from a build before checkpoints), the state
+/// starts empty at `first_index - 1` as it did then, with a warning.
+fn rebuild_consumers(log: &Log, checkpoint_path: &Path) -> Result<Rebuilt, StoreError> {
     let started = Instant::now();
     let first = log.first_index()?;
     let last = log.last_index()?;
-    let mut state = ConsumerState::default();
-    state.skip_to(first.saturating_sub(1));
+    let loaded = crate::datadir::load_consumer_checkpoint(checkpoint_path)?;
+    let checkpoint = loaded.as_ref().map(ConsumerState::applied_index);
+    let state = match loaded {
+        Some(state) if state.applied_index() < first.saturating_sub(1) => {
+            return Err(StoreError::Corrupt {
+                path: checkpoint_path.to_path_buf(),
+                // Where the checkpoint's applied index is stored.
+                offset: 12,
+                reason: format!(
+                    "the consumer checkpoint holds offsets applied up to index {}, but the log \
+                     starts at {first}: offsets committed in entries {}..={} are lost. Restore \
+                     the matching checkpoint, or remove this file to start with only the offsets \
+                     of the retained log",
+                    state.applied_index(),
+                    state.applied_index() + 1,
+                    first - 1
+                ),
+            });
+        }
+        Some(state) => state,
+        None => {
+            if first > 1 {
+                tracing::warn!(
+                    first_index = first,
+                    checkpoint = %checkpoint_path.display(),
+                    "no consumer checkpoint and the log starts past index 1: offsets committed \
+                     only in deleted entries are not known"
+                );
+            }
+            let mut state = ConsumerState::default();
+            state.skip_to(first.saturating_sub(1));
+            state
+        }
+    };
     let mut pending = PendingCommits::default();
-    let mut from = first;
+    let scan_from = first.max(state.applied_index().saturating_add(1));
+    let mut from = scan_from;
     let mut scanned_bytes: u64 = 0;
     while from <= last {
         let entries = log.entries(from, SCAN_BATCH_ENTRIES, SCAN_BATCH_BYTES)?;
@@ -357,12 +412,19 @@ fn rebuild_consumers(log: &Log) -> Result<(ConsumerState, PendingCommits), Store
     tracing::info!(
         first_index = first,
         last_index = last,
+        checkpoint_applied_index = checkpoint.unwrap_or(0),
+        checkpoint_groups = state.len(),
+        scanned_from = scan_from,
         payload_bytes = scanned_bytes,
         offset_commits = pending.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "scanned the log for consumer offset commits"
+        "rebuilt the consumer offsets"
     );
-    Ok((state, pending))
+    Ok(Rebuilt {
+        state,
+        pending,
+        checkpoint,
+    })
 }
 
 /// Routes what the listener receives: peer messages to the raft loop,
