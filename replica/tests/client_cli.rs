@@ -369,6 +369,50 @@ fn read_as_a_consumer_resumes_where_it_stopped() {
 }
 
 #[test]
+fn read_as_a_consumer_with_follow_commits_and_then_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::start(&dir.path().join("data"));
+    assert!(solo.cli(&["append", "a", "b"]).status.success());
+    let mut follow = binary()
+        .args(["read", "--consumer", "f", "--follow"])
+        .args(["--servers", &solo.tcp, "--group", "g"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Entries 1 to 3, then its own commit of offset 4 (entry 4), which it
+    // prints but does not commit past.
+    let mut printed = Vec::new();
+    while printed.len() < 4 {
+        match seen.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => printed.push(line),
+            Err(_) => break,
+        }
+    }
+    // Idle: nothing more is printed or committed.
+    let more = seen.recv_timeout(Duration::from_millis(1500));
+    let offset = solo.cli(&["offset", "get", "f"]);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(printed.len(), 4, "{printed:?}");
+    assert!(
+        printed[3].starts_with("4\t1\t(offset commit: consumer group f, offset 4)"),
+        "{printed:?}"
+    );
+    assert!(more.is_err(), "printed while idle: {more:?}");
+    assert_eq!(text(&offset.stdout).trim(), "4", "{}", text(&offset.stderr));
+}
+
+#[test]
 fn a_lost_conditional_commit_is_a_conflict_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let solo = Solo::start(&dir.path().join("data"));
@@ -405,6 +449,21 @@ fn a_lost_conditional_commit_is_a_conflict_and_changes_nothing() {
     let output = solo.cli(&["offset", "commit", "c", "3", "--expected", "2"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), "3");
+}
+
+#[test]
+fn read_help_states_the_at_least_once_window() {
+    let help = binary().args(["read", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("--consumer <CONSUMER_GROUP>"), "{help}");
+    assert!(help.contains("At-least-once"), "{help}");
+    assert!(help.contains("printed again"), "{help}");
+    let help = binary()
+        .args(["offset", "commit", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("--expected"), "{help}");
 }
 
 #[test]

@@ -28,7 +28,8 @@ pub struct Target {
     )]
     pub servers: Vec<String>,
 
-    /// The group name (checked at the handshake).
+    /// The replica group's name (checked at the handshake); not a
+    /// consumer group.
     #[arg(long, env = "DLEDGER_GROUP", default_value = "local")]
     pub group: String,
 }
@@ -100,9 +101,12 @@ pub struct ReadArgs {
     /// that exits early (`| head`) may not have seen what was committed, so
     /// bound the read with `--count` instead. Each commit is conditional on
     /// the offset this reader last saw, so two readers of one group fail
-    /// with a conflict rather than both go on. The group name is 1 to 128
-    /// characters of A-Z a-z 0-9 . _ -.
-    #[arg(long, value_name = "GROUP")]
+    /// with a conflict rather than both go on. Offset commits are entries
+    /// too, shown as `(offset commit: ...)`; a batch of only this group's
+    /// own commits is not committed past, so a resumed read may start by
+    /// printing the last one again. The name is 1 to 128 characters of
+    /// A-Z a-z 0-9 . _ -.
+    #[arg(long, value_name = "CONSUMER_GROUP")]
     pub consumer: Option<String>,
     /// Keep waiting for new entries.
     #[arg(long)]
