@@ -1,13 +1,17 @@
 //! The client subcommands as a user runs them against a real one-member
 //! group: failing fast when nothing listens, no-ops and empty entries said
 //! as such, `read --raw` for binary payloads, `read --follow | head` ending
-//! quietly, and one `--servers` flag for every subcommand.
+//! quietly, one `--servers` flag for every subcommand, and consumer groups
+//! (`read --consumer`, `offset get|commit`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use dledger_replica::net::client::{Client, ClientError};
+use dledger_replica::net::client_proto::RequestError;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -84,6 +88,27 @@ impl Solo {
             _ => command.args(["--servers", &self.tcp, "--group", "g"]),
         };
         command.output().expect("run the CLI")
+    }
+
+    /// As [`cli`](Self::cli), failing the test if it runs past `limit`.
+    fn cli_within(&self, limit: Duration, args: &[&str]) -> Output {
+        let mut command = binary();
+        command
+            .args(args)
+            .args(["--servers", &self.tcp, "--group", "g"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run the CLI");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("poll the CLI").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} still ran after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("the CLI's output")
     }
 
     /// `POST /v1/entries` with `body`, by hand (binary payloads).
@@ -266,4 +291,226 @@ fn a_wait_longer_than_a_second_says_what_it_waits_for() {
         "{line}"
     );
     assert!(started.elapsed() >= Duration::from_millis(900), "{line}");
+}
+
+/// The indexes of `read`'s text lines.
+fn indexes(stdout: &[u8]) -> Vec<u64> {
+    text(stdout)
+        .lines()
+        .map(|line| {
+            line.split('\t')
+                .next()
+                .and_then(|index| index.parse().ok())
+                .unwrap_or_else(|| panic!("not an entry line: {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn read_as_a_consumer_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::start(&dir.path().join("data"));
+    // Index 1 is the no-op; these are 2 to 6.
+    let output = solo.cli(&["append", "a", "b", "c", "d", "e"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let first = solo.cli(&["read", "--consumer", "c", "--count", "3"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(
+        indexes(&first.stdout),
+        vec![1, 2, 3],
+        "{}",
+        text(&first.stdout)
+    );
+    let output = solo.cli(&["offset", "get", "c"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "4");
+
+    let second = solo.cli(&["read", "--consumer", "c", "--count", "3"]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(
+        indexes(&second.stdout),
+        vec![4, 5, 6],
+        "{}",
+        text(&second.stdout)
+    );
+    assert!(
+        text(&second.stdout).ends_with("\te\n"),
+        "{}",
+        text(&second.stdout)
+    );
+
+    // What is left is the two commits themselves (7 and 8), shown as such;
+    // reading them commits nothing more, so the read ends and the next one
+    // starts at 7 again.
+    for _ in 0..2 {
+        let rest = solo.cli_within(Duration::from_secs(20), &["read", "--consumer", "c"]);
+        assert!(rest.status.success(), "{}", text(&rest.stderr));
+        let listing = text(&rest.stdout);
+        assert_eq!(indexes(&rest.stdout), vec![7, 8], "{listing}");
+        assert!(
+            listing.contains("(offset commit: consumer group c, offset 4)"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("(offset commit: consumer group c, offset 7)"),
+            "{listing}"
+        );
+        let output = solo.cli(&["offset", "get", "c"]);
+        assert_eq!(text(&output.stdout).trim(), "7");
+    }
+
+    // A group with no offset starts at --from.
+    let other = solo.cli(&["read", "--consumer", "d", "--from", "5", "--count", "1"]);
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    assert_eq!(indexes(&other.stdout), vec![5], "{}", text(&other.stdout));
+    let output = solo.cli(&["offset", "get", "d", "--local"]);
+    assert_eq!(text(&output.stdout).trim(), "6", "{}", text(&output.stderr));
+}
+
+#[test]
+fn read_as_a_consumer_with_follow_commits_and_then_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::start(&dir.path().join("data"));
+    assert!(solo.cli(&["append", "a", "b"]).status.success());
+    let mut follow = binary()
+        .args(["read", "--consumer", "f", "--follow"])
+        .args(["--servers", &solo.tcp, "--group", "g"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Entries 1 to 3, then its own commit of offset 4 (entry 4), which it
+    // prints but does not commit past.
+    let mut printed = Vec::new();
+    while printed.len() < 4 {
+        match seen.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => printed.push(line),
+            Err(_) => break,
+        }
+    }
+    // Idle: nothing more is printed or committed.
+    let more = seen.recv_timeout(Duration::from_millis(1500));
+    let offset = solo.cli(&["offset", "get", "f"]);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(printed.len(), 4, "{printed:?}");
+    assert!(
+        printed[3].starts_with("4\t1\t(offset commit: consumer group f, offset 4)"),
+        "{printed:?}"
+    );
+    assert!(more.is_err(), "printed while idle: {more:?}");
+    assert_eq!(text(&offset.stdout).trim(), "4", "{}", text(&offset.stderr));
+}
+
+#[test]
+fn a_lost_conditional_commit_is_a_conflict_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::start(&dir.path().join("data"));
+    assert!(solo.cli(&["append", "a", "b"]).status.success());
+
+    let output = solo.cli(&["offset", "get", "c"]);
+    assert!(!output.status.success());
+    let err = text(&output.stderr);
+    assert!(err.contains("has no committed offset"), "{err}");
+
+    let output = solo.cli(&["offset", "commit", "c", "2", "--expected", "0"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "2");
+
+    let output = solo.cli(&["offset", "commit", "c", "3", "--expected", "1"]);
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    let err = text(&output.stderr);
+    assert!(
+        err.contains("conflict") && err.contains("is at offset 2"),
+        "{err}"
+    );
+    let output = solo.cli(&["offset", "get", "c"]);
+    assert_eq!(text(&output.stdout).trim(), "2");
+
+    // Past the commit index + 1: refused, nothing changed.
+    let output = solo.cli(&["offset", "commit", "c", "999"]);
+    assert!(!output.status.success());
+    let err = text(&output.stderr);
+    assert!(err.contains("out of range"), "{err}");
+    let output = solo.cli(&["offset", "get", "c"]);
+    assert_eq!(text(&output.stdout).trim(), "2");
+
+    // With the right expectation it goes through.
+    let output = solo.cli(&["offset", "commit", "c", "3", "--expected", "2"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "3");
+}
+
+#[test]
+fn read_help_states_the_at_least_once_window() {
+    let help = binary().args(["read", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("--consumer <CONSUMER_GROUP>"), "{help}");
+    assert!(help.contains("At-least-once"), "{help}");
+    assert!(help.contains("printed again"), "{help}");
+    let help = binary()
+        .args(["offset", "commit", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("--expected"), "{help}");
+}
+
+#[test]
+fn bad_group_names_are_refused_with_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::start(&dir.path().join("data"));
+    let long = "x".repeat(129);
+    let cases: [&[&str]; 4] = [
+        &["offset", "get", "a b"],
+        &["offset", "commit", "a/b", "1"],
+        &["read", "--consumer", "", "--count", "1"],
+        &["offset", "get", &long],
+    ];
+    for args in cases {
+        let output = solo.cli(args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: {}",
+            text(&output.stdout)
+        );
+        let err = text(&output.stderr);
+        assert!(err.contains("bad group name"), "{args:?}: {err}");
+    }
+    // The server refuses them too, whatever client sends them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(vec![solo.tcp.clone()], "g").await.unwrap();
+        let err = client.commit_offset("a b", 1, None).await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Request(RequestError::BadGroup { reason }) if reason.contains("only A-Z")),
+            "{err}"
+        );
+        let err = client.consumer_offset("", true).await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Request(RequestError::BadGroup { reason }) if reason.contains("empty")),
+            "{err}"
+        );
+        // And a good name round-trips through the library client.
+        assert_eq!(client.consumer_offset("fresh", false).await.unwrap(), None);
+        assert_eq!(client.commit_offset("fresh", 1, Some(0)).await.unwrap(), 1);
+        let found = client.consumer_offset("fresh", true).await.unwrap().unwrap();
+        assert_eq!((found.group.as_str(), found.offset), ("fresh", 1));
+    });
+    let output = solo.cli(&["offset", "get", "fresh"]);
+    assert_eq!(text(&output.stdout).trim(), "1");
 }

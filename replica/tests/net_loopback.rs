@@ -50,6 +50,7 @@ fn client_config() -> ClientConfig {
 struct MemoryLog {
     payloads: Mutex<Vec<Bytes>>,
     appended: Notify,
+    offsets: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl MemoryLog {
@@ -91,6 +92,23 @@ impl MemoryLog {
                         }
                         let _ = tokio::time::timeout_at(deadline, notified).await;
                     }
+                });
+            }
+            // Unconditional only: the conditions are tested against a real
+            // replica (tests/client_cli.rs).
+            ClientRequest::CommitOffset { group, offset, .. } => {
+                self.offsets.lock().unwrap().insert(group.clone(), offset);
+                responder.respond(ClientResponse::OffsetCommitted { group, offset });
+            }
+            ClientRequest::ConsumerOffset { group, .. } => {
+                let offset = self.offsets.lock().unwrap().get(&group).copied();
+                responder.respond(match offset {
+                    Some(offset) => ClientResponse::ConsumerOffset {
+                        group,
+                        offset,
+                        lag: 0,
+                    },
+                    None => ClientResponse::Error(RequestError::UnknownGroup { group }),
                 });
             }
         }
@@ -411,6 +429,63 @@ async fn not_leader_redirects_and_transferring_is_retried() {
         3,
         "two Transferring answers, then a redirect"
     );
+}
+
+#[tokio::test]
+async fn offset_commits_and_reads_follow_the_leader() {
+    let (leader, _peers) = start_member(listener_config()).await;
+    let leader_addr = leader.local_addr().to_string();
+    let follower = start_follower(Some(leader_addr.clone()), 1).await;
+    let client = Client::connect_with(vec![follower.local_addr().to_string()], client_config())
+        .await
+        .unwrap();
+    assert_eq!(client.commit_offset("g", 5, None).await.unwrap(), 5);
+    assert_eq!(client.current_addr().await, Some(leader_addr));
+    assert_eq!(
+        follower.stats().client_requests,
+        2,
+        "one Transferring answer, then a redirect"
+    );
+    let found = client.consumer_offset("g", true).await.unwrap().unwrap();
+    assert_eq!((found.group.as_str(), found.offset), ("g", 5));
+    assert_eq!(client.consumer_offset("other", false).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_busy_offset_commit_is_retried_after_the_pause() {
+    let (listener, mut inbound) = Listener::bind::<PeerMessage>("127.0.0.1:0", listener_config())
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(item) = inbound.recv().await {
+            let Inbound::Client(call) = item else {
+                continue;
+            };
+            seen += 1;
+            let ClientRequest::CommitOffset { group, offset, .. } = call.request else {
+                continue;
+            };
+            call.responder.respond(if seen == 1 {
+                ClientResponse::Error(RequestError::Busy {
+                    reason: "queue full".into(),
+                    retry_after_ms: 200,
+                })
+            } else {
+                ClientResponse::OffsetCommitted { group, offset }
+            });
+        }
+    });
+    let client = Client::connect_with(vec![listener.local_addr().to_string()], client_config())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(client.commit_offset("g", 3, Some(0)).await.unwrap(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "waited the hint"
+    );
+    assert_eq!(listener.stats().client_requests, 2);
 }
 
 #[tokio::test]

@@ -1,17 +1,19 @@
-//! Client subcommands: `append`, `get`, `read`, `status`, `transfer-leader`.
-//! Writes and reads use the binary protocol; status and transfer use HTTP.
+//! Client subcommands: `append`, `get`, `read` (optionally as a consumer
+//! group), `offset get|commit`, `status`, `transfer-leader`. Writes, reads
+//! and offsets use the binary protocol; status and transfer use HTTP.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::admin_client::AdminClient;
 use crate::api::{Role, Status};
-use crate::net::client::Client;
-use crate::net::client_proto::ClientEntry;
+use crate::consumers::{validate_group_name, OffsetCommit};
+use crate::net::client::{Client, ClientError};
+use crate::net::client_proto::{ClientEntry, RequestError};
 
 /// Where the group's members are (binary protocol).
 #[derive(Clone, Debug, Args)]
@@ -26,7 +28,8 @@ pub struct Target {
     )]
     pub servers: Vec<String>,
 
-    /// The group name (checked at the handshake).
+    /// The replica group's name (checked at the handshake); not a
+    /// consumer group.
     #[arg(long, env = "DLEDGER_GROUP", default_value = "local")]
     pub group: String,
 }
@@ -76,15 +79,35 @@ pub struct GetArgs {
 }
 
 /// Print committed entries from an index, one per line; with `--follow`,
-/// keep waiting for new ones (like `tail -f`).
+/// keep waiting for new ones (like `tail -f`); with `--consumer`, resume
+/// where a consumer group left off.
 #[derive(Clone, Debug, Args)]
 pub struct ReadArgs {
     /// Where to read.
     #[command(flatten)]
     pub target: Target,
-    /// The first index.
+    /// The first index (with `--consumer`: only when the group has no
+    /// committed offset yet).
     #[arg(long, default_value_t = 1)]
     pub from: u64,
+    /// Read as this consumer group: start at its committed offset (read
+    /// from the leader), and after each batch is written to standard output
+    /// commit the index after the last entry written.
+    ///
+    /// At-least-once: entries written after the last commit are printed
+    /// again by the next `read --consumer` when this one dies before
+    /// committing them (a crash, Ctrl-C, a lost connection); none is
+    /// skipped. "Written" means handed to standard output: a pipe's reader
+    /// that exits early (`| head`) may not have seen what was committed, so
+    /// bound the read with `--count` instead. Each commit is conditional on
+    /// the offset this reader last saw, so two readers of one group fail
+    /// with a conflict rather than both go on. Offset commits are entries
+    /// too, shown as `(offset commit: ...)`; a batch of only this group's
+    /// own commits is not committed past, so a resumed read may start by
+    /// printing the last one again. The name is 1 to 128 characters of
+    /// A-Z a-z 0-9 . _ -.
+    #[arg(long, value_name = "CONSUMER_GROUP")]
+    pub consumer: Option<String>,
     /// Keep waiting for new entries.
     #[arg(long)]
     pub follow: bool,
@@ -95,6 +118,52 @@ pub struct ReadArgs {
     /// (no index, term or separator; no-ops add nothing): for binary data.
     #[arg(long)]
     pub raw: bool,
+}
+
+/// Consumer groups' offsets: the index each group reads next.
+#[derive(Clone, Debug, Subcommand)]
+pub enum OffsetCommand {
+    /// Print a consumer group's committed offset (the index it reads next).
+    /// Fails when the group has none yet.
+    Get(OffsetGetArgs),
+    /// Commit a consumer group's offset through the log; prints the offset
+    /// stored. With `--expected`, only if the stored offset is that one
+    /// (0: only if the group has none yet); otherwise fails with the
+    /// current offset and changes nothing.
+    Commit(OffsetCommitArgs),
+}
+
+/// `offset get`.
+#[derive(Clone, Debug, Args)]
+pub struct OffsetGetArgs {
+    /// Where to ask.
+    #[command(flatten)]
+    pub target: Target,
+    /// The consumer group (1 to 128 characters of A-Z a-z 0-9 . _ -).
+    #[arg(value_name = "CONSUMER_GROUP")]
+    pub consumer_group: String,
+    /// Answer from the member connected to, possibly behind the leader,
+    /// instead of from the leader after it confirmed its leadership.
+    #[arg(long)]
+    pub local: bool,
+}
+
+/// `offset commit`.
+#[derive(Clone, Debug, Args)]
+pub struct OffsetCommitArgs {
+    /// Where to send it.
+    #[command(flatten)]
+    pub target: Target,
+    /// The consumer group (1 to 128 characters of A-Z a-z 0-9 . _ -).
+    #[arg(value_name = "CONSUMER_GROUP")]
+    pub consumer_group: String,
+    /// The index the group reads next: at least the first retained index,
+    /// at most the commit index + 1.
+    pub offset: u64,
+    /// Only if the stored offset is this one (0: only if the group has none
+    /// yet).
+    #[arg(long)]
+    pub expected: Option<u64>,
 }
 
 /// Show every member's role, term and indexes.
@@ -219,17 +288,23 @@ fn written(result: std::io::Result<()>) -> Result<bool, String> {
 
 /// What an entry is, as far as a client can see: the binary protocol does
 /// not carry the kind, but a leader's no-op is always the first entry of
-/// its term, and nothing else is.
+/// its term, and nothing else is. An offset commit is told by its payload
+/// (a client payload that is byte for byte a well-formed commit shows as
+/// one too; `--raw` gives the bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shown {
     Payload,
     NoOp,
     Empty,
+    OffsetCommit,
 }
 
 fn shown(entry: &ClientEntry, previous_term: Option<u64>) -> Shown {
     if !entry.payload.is_empty() {
-        return Shown::Payload;
+        return match OffsetCommit::decode(&entry.payload) {
+            Ok(_) => Shown::OffsetCommit,
+            Err(_) => Shown::Payload,
+        };
     }
     let first_of_term = entry.index == 1 || previous_term.is_some_and(|term| term < entry.term);
     if first_of_term {
@@ -301,6 +376,14 @@ fn print_entry(out: &mut impl Write, entry: &ClientEntry, kind: Shown) -> std::i
         Shown::Payload => String::from_utf8_lossy(&entry.payload),
         Shown::NoOp => "(no-op)".into(),
         Shown::Empty => "(empty entry)".into(),
+        Shown::OffsetCommit => match OffsetCommit::decode(&entry.payload) {
+            Ok(commit) => format!(
+                "(offset commit: consumer group {}, offset {})",
+                commit.group, commit.offset
+            )
+            .into(),
+            Err(_) => String::from_utf8_lossy(&entry.payload),
+        },
     };
     writeln!(out, "{}\t{}\t{payload}", entry.index, entry.term)
 }
@@ -317,7 +400,7 @@ pub fn get(args: GetArgs) -> ExitCode {
             let kind = if entry.payload.is_empty() {
                 shown(&entry, term_before(&client, entry.index).await)
             } else {
-                Shown::Payload
+                shown(&entry, None)
             };
             let mut out = std::io::stdout().lock();
             if args.raw {
@@ -341,17 +424,26 @@ pub fn get(args: GetArgs) -> ExitCode {
 pub fn read(args: ReadArgs) -> ExitCode {
     let result = runtime().and_then(|runtime| {
         runtime.block_on(async {
+            let consumer = match &args.consumer {
+                Some(group) => Some(checked_group(group)?),
+                None => None,
+            };
             let client = connect(&args.target).await?;
-            let mut next = args.from.max(1);
-            let mut previous_term = term_before(&client, next).await;
+            let mut cursor = match consumer {
+                Some(group) => Cursor::resume(&client, group, args.from).await?,
+                None => Cursor::plain(args.from),
+            };
+            let mut previous_term = term_before(&client, cursor.next).await;
             let mut printed = 0u64;
             let wait_ms = if args.follow { 10_000 } else { 0 };
             loop {
                 let batch = client
-                    .read(next, 1 << 20, wait_ms)
+                    .read(cursor.next, 1 << 20, wait_ms)
                     .await
                     .map_err(|err| err.to_string())?;
                 let mut out = std::io::stdout().lock();
+                let mut reached_count = false;
+                let mut written_in_batch = Vec::new();
                 for entry in &batch.entries {
                     let kind = shown(entry, previous_term);
                     let result = if args.raw {
@@ -359,27 +451,187 @@ pub fn read(args: ReadArgs) -> ExitCode {
                     } else {
                         print_entry(&mut out, entry, kind)
                     };
+                    // The reader went away: what was written may not have
+                    // been read, so nothing more is committed.
                     if !written(result)? {
                         return Ok(());
                     }
                     previous_term = Some(entry.term);
-                    next = entry.index + 1;
+                    cursor.next = entry.index + 1;
+                    written_in_batch.push(entry);
                     printed += 1;
                     if args.count > 0 && printed >= args.count {
-                        return Ok(());
+                        reached_count = true;
+                        break;
                     }
                 }
-                // Shown before the next long poll, not when it ends.
+                // Shown before the next long poll (and before the commit:
+                // only what reached standard output is committed).
                 if !written(out.flush())? {
                     return Ok(());
                 }
-                if batch.entries.is_empty() && !args.follow {
+                drop(out);
+                cursor.commit(&client, &written_in_batch).await?;
+                if reached_count || (batch.entries.is_empty() && !args.follow) {
                     return Ok(());
                 }
             }
         })
     });
     finish("read", result)
+}
+
+/// `group`, or why it is not a valid consumer group name (checked here
+/// too, so a typo is told before any connection).
+fn checked_group(group: &str) -> Result<&str, String> {
+    validate_group_name(group)
+        .map(|()| group)
+        .map_err(|err| format!("consumer group: {err}"))
+}
+
+/// Where `read` is, and for `read --consumer` the group and the offset
+/// this reader last saw committed.
+struct Cursor<'a> {
+    /// The index read next.
+    next: u64,
+    /// The consumer group, when reading as one.
+    group: Option<&'a str>,
+    /// The group's offset as this reader last saw it; 0: none yet.
+    committed: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn plain(from: u64) -> Cursor<'a> {
+        Cursor {
+            next: from.max(1),
+            group: None,
+            committed: 0,
+        }
+    }
+
+    /// Starts at `group`'s committed offset, read from the leader (so a
+    /// commit acknowledged to an earlier reader is seen), or at `from` when
+    /// the group has none yet.
+    async fn resume(client: &Client, group: &'a str, from: u64) -> Result<Cursor<'a>, String> {
+        let found = client
+            .consumer_offset(group, true)
+            .await
+            .map_err(|err| format!("reading the offset of consumer group {group:?}: {err}"))?;
+        let committed = found.map_or(0, |found| found.offset);
+        let next = if committed == 0 {
+            from.max(1)
+        } else {
+            committed
+        };
+        Ok(Cursor {
+            next,
+            group: Some(group),
+            committed,
+        })
+    }
+
+    /// Commits `self.next` after `written` (the entries of one batch that
+    /// reached standard output), conditionally on the offset last seen.
+    /// A batch of nothing but this group's own offset commits is not
+    /// committed: each commit is itself an entry, so committing past it
+    /// would append another for the next batch, without end.
+    async fn commit(&mut self, client: &Client, written: &[&ClientEntry]) -> Result<(), String> {
+        let Some(group) = self.group else {
+            return Ok(());
+        };
+        let only_own_commits = written
+            .iter()
+            .all(|entry| is_offset_commit_of(entry, group));
+        if only_own_commits || self.next == self.committed {
+            return Ok(());
+        }
+        let expected = self.committed;
+        client
+            .commit_offset(group, self.next, Some(expected))
+            .await
+            .map_err(|err| commit_error(group, self.next, expected, err))?;
+        self.committed = self.next;
+        Ok(())
+    }
+}
+
+/// Whether `entry` looks like an offset commit of consumer `group`. The
+/// binary protocol does not carry the entry's kind; a client payload that
+/// happens to be a well-formed commit of this very group is only committed
+/// past with the next batch (printed once more after a crash, never lost).
+fn is_offset_commit_of(entry: &ClientEntry, group: &str) -> bool {
+    OffsetCommit::decode(&entry.payload).is_ok_and(|commit| commit.group == group)
+}
+
+/// A failed offset commit in words: a lost condition names the offset the
+/// group has instead.
+fn commit_error(group: &str, offset: u64, expected: u64, err: ClientError) -> String {
+    match err {
+        ClientError::Request(RequestError::Conflict { current, .. }) => {
+            let now = match current {
+                Some(current) => format!("is at offset {current}"),
+                None => "has no offset".to_string(),
+            };
+            let wanted = if expected == 0 {
+                "to have no offset yet".to_string()
+            } else {
+                format!("to be at offset {expected}")
+            };
+            format!(
+                "conflict: consumer group {group:?} {now}, expected {wanted}; \
+                 offset {offset} was not committed (another reader of the group?)"
+            )
+        }
+        err => format!("committing offset {offset} of consumer group {group:?}: {err}"),
+    }
+}
+
+/// Runs `offset get` and `offset commit`.
+pub fn offset(command: OffsetCommand) -> ExitCode {
+    let (name, result) = match command {
+        OffsetCommand::Get(args) => ("offset get", run_async(offset_get(args))),
+        OffsetCommand::Commit(args) => ("offset commit", run_async(offset_commit(args))),
+    };
+    finish(name, result)
+}
+
+fn run_async(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    runtime().and_then(|runtime| runtime.block_on(work))
+}
+
+async fn offset_get(args: OffsetGetArgs) -> Result<(), String> {
+    let group = checked_group(&args.consumer_group)?;
+    let client = connect(&args.target).await?;
+    match client.consumer_offset(group, !args.local).await {
+        Ok(Some(found)) => {
+            written(writeln!(std::io::stdout(), "{}", found.offset))?;
+            Ok(())
+        }
+        Ok(None) => Err(format!(
+            "consumer group {group:?} has no committed offset{}",
+            if args.local { " on this member" } else { "" }
+        )),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+async fn offset_commit(args: OffsetCommitArgs) -> Result<(), String> {
+    let group = checked_group(&args.consumer_group)?;
+    let client = connect(&args.target).await?;
+    let stored = with_progress(
+        "the group to commit",
+        client.commit_offset(group, args.offset, args.expected),
+    )
+    .await
+    .map_err(|err| match args.expected {
+        Some(expected) => commit_error(group, args.offset, expected, err),
+        None => format!(
+            "committing offset {} of consumer group {group:?}: {err}",
+            args.offset
+        ),
+    })?;
+    written(writeln!(std::io::stdout(), "{stored}"))?;
+    Ok(())
 }
 
 fn statuses(target: &HttpTarget) -> Vec<(String, Result<Status, String>)> {

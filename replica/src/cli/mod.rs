@@ -32,8 +32,12 @@ pub enum Command {
     Append(client_cmds::AppendArgs),
     /// Print one committed entry.
     Get(client_cmds::GetArgs),
-    /// Print committed entries from an index; --follow waits for more.
+    /// Print committed entries from an index; --follow waits for more;
+    /// --consumer resumes where a consumer group left off (at-least-once).
     Read(client_cmds::ReadArgs),
+    /// Show or commit a consumer group's offset (the index it reads next).
+    #[command(subcommand)]
+    Offset(client_cmds::OffsetCommand),
     /// Show each member's role, term and indexes.
     Status(client_cmds::StatusArgs),
     /// Hand leadership to another member.
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Append(args) => client_cmds::append(args),
         Command::Get(args) => client_cmds::get(args),
         Command::Read(args) => client_cmds::read(args),
+        Command::Offset(command) => client_cmds::offset(command),
         Command::Status(args) => client_cmds::status(args),
         Command::TransferLeader(args) => client_cmds::transfer(args),
         Command::Bench(args) => bench::run(args),

@@ -1,4 +1,5 @@
-//! The async client library: append, get and read over the binary protocol.
+//! The async client library: append, get, read and consumer offsets over
+//! the binary protocol.
 //!
 //! A [`Client`] keeps one connection, to the leader once it has found it:
 //! `NotLeader` answers redirect it to the address they name; `Transferring`,
@@ -9,8 +10,10 @@
 //!
 //! An append is never sent twice once it may have reached a server: if the
 //! connection is lost after sending it, the call fails with
-//! [`ClientError::Indeterminate`] rather than risk a duplicate entry. Reads
-//! are retried freely.
+//! [`ClientError::Indeterminate`] rather than risk a duplicate entry; nor is
+//! a conditional offset commit (a resent one could report its own success
+//! as a conflict). Reads and unconditional offset commits are retried
+//! freely.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,10 +92,11 @@ pub enum ClientError {
     /// The server answered with an error retrying cannot fix.
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// The connection was lost (or the answer timed out) after an append was
-    /// sent, or the server said it cannot tell: the entry may or may not be
-    /// committed. Read the log to find out before appending it again.
-    #[error("append outcome unknown: {reason}")]
+    /// The connection was lost (or the answer timed out) after an append or
+    /// a conditional offset commit was sent, or the server said it cannot
+    /// tell: it may or may not be committed. Read the log (or the offset)
+    /// to find out before sending it again.
+    #[error("outcome unknown (it may or may not be committed): {reason}")]
     Indeterminate {
         /// What happened.
         reason: String,
@@ -125,6 +129,18 @@ pub struct ReadBatch {
     pub entries: Vec<ClientEntry>,
     /// The member's commit index when it answered.
     pub commit_index: Index,
+}
+
+/// A consumer group's offset, from [`Client::consumer_offset`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerOffset {
+    /// The group.
+    pub group: String,
+    /// Its committed offset: the index it reads next.
+    pub offset: Index,
+    /// Committed entries it has not read yet, as the member answering sees
+    /// them.
+    pub lag: u64,
 }
 
 /// A client of one replica group. Clones share one connection.
@@ -255,6 +271,58 @@ impl Client {
                 commit_index,
             }),
             other => Err(ClientError::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
+    /// Commits consumer `group`'s offset (the index it reads next) through
+    /// the log, on the leader; with `expected`, only if the stored offset is
+    /// that one (`Some(0)`: only if the group has none yet). Returns the
+    /// offset stored. A condition that did not hold is
+    /// `ClientError::Request(RequestError::Conflict { current, .. })`; an
+    /// offset below the first retained index or past the commit index + 1,
+    /// `RequestError::OutOfRange`; a bad name, `RequestError::BadGroup`.
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        offset: Index,
+        expected: Option<Index>,
+    ) -> Result<Index, ClientError> {
+        let request = ClientRequest::CommitOffset {
+            group: group.to_string(),
+            offset,
+            expected,
+        };
+        // An unconditional commit sent twice stores the same offset; a
+        // conditional one sent twice would answer its own success with a
+        // conflict.
+        let idempotent = expected.is_none();
+        match self.call(request, idempotent, 0).await? {
+            ClientResponse::OffsetCommitted { offset, .. } => Ok(offset),
+            other => Err(ClientError::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
+    /// Consumer `group`'s committed offset; `None` when it has none. With
+    /// `linearizable`, the answer comes from the leader after it confirmed
+    /// its leadership, so it holds every commit acknowledged before the
+    /// call; without, from the member the client is connected to, possibly
+    /// behind.
+    pub async fn consumer_offset(
+        &self,
+        group: &str,
+        linearizable: bool,
+    ) -> Result<Option<ConsumerOffset>, ClientError> {
+        let request = ClientRequest::ConsumerOffset {
+            group: group.to_string(),
+            linearizable,
+        };
+        match self.call(request, true, 0).await {
+            Ok(ClientResponse::ConsumerOffset { group, offset, lag }) => {
+                Ok(Some(ConsumerOffset { group, offset, lag }))
+            }
+            Err(ClientError::Request(RequestError::UnknownGroup { .. })) => Ok(None),
+            Ok(other) => Err(ClientError::UnexpectedResponse(format!("{other:?}"))),
+            Err(error) => Err(error),
         }
     }
 

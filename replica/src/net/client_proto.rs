@@ -12,11 +12,18 @@
 //! their index in declaration order, so variants are only ever *added at the
 //! end*, never reordered or removed:
 //!
-//! - `ClientRequest`: 0 `Append`, 1 `Get`, 2 `Read`.
-//! - `ClientResponse`: 0 `Appended`, 1 `Entry`, 2 `Entries`, 3 `Error`.
+//! - `ClientRequest`: 0 `Append`, 1 `Get`, 2 `Read`, 3 `CommitOffset`,
+//!   4 `ConsumerOffset`.
+//! - `ClientResponse`: 0 `Appended`, 1 `Entry`, 2 `Entries`, 3 `Error`,
+//!   4 `OffsetCommitted`, 5 `ConsumerOffset`.
 //! - `RequestError`: 0 `NotLeader`, 1 `Transferring`, 2 `Unavailable`,
 //!   3 `TooLarge`, 4 `BadRequest`, 5 `NotFound`, 6 `Compacted`,
-//!   7 `Indeterminate`, 8 `Busy`, 9 `DiskFull`.
+//!   7 `Indeterminate`, 8 `Busy`, 9 `DiskFull`, 10 `Conflict`,
+//!   11 `OutOfRange`, 12 `UnknownGroup`, 13 `BadGroup`.
+//!
+//! Adding variants needs no new protocol version: a server that predates
+//! a request answers it with `BadRequest` (an undecodable body), and a
+//! server only answers with the new responses to the new requests.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -53,6 +60,31 @@ pub enum ClientRequest {
         /// Longest wait for a first entry, in milliseconds.
         wait_ms: u64,
     },
+    /// Commits a consumer group's offset (the index it reads next) through
+    /// the log, on the leader: [`ClientResponse::OffsetCommitted`] once
+    /// committed and applied, or [`RequestError::Conflict`],
+    /// [`RequestError::OutOfRange`], [`RequestError::BadGroup`], or what an
+    /// append is refused with.
+    CommitOffset {
+        /// The consumer group (1 to 128 characters of `[A-Za-z0-9._-]`).
+        group: String,
+        /// The index the group reads next.
+        offset: Index,
+        /// Only if the stored offset is this one (`Some(0)`: only if the
+        /// group has none yet); `None`: unconditionally.
+        expected: Option<Index>,
+    },
+    /// A consumer group's committed offset: [`ClientResponse::ConsumerOffset`]
+    /// or [`RequestError::UnknownGroup`].
+    ConsumerOffset {
+        /// The consumer group.
+        group: String,
+        /// `false`: as the member asked has applied it (possibly behind the
+        /// leader); `true`: the leader first confirms its leadership
+        /// (ReadIndex), so the answer holds every commit acknowledged before
+        /// the request (a follower answers `NotLeader`).
+        linearizable: bool,
+    },
 }
 
 /// One committed entry as a client sees it.
@@ -88,6 +120,23 @@ pub enum ClientResponse {
     },
     /// The request failed.
     Error(RequestError),
+    /// The answer to a `CommitOffset`: the group's offset is now `offset`.
+    OffsetCommitted {
+        /// The group.
+        group: String,
+        /// Its offset now.
+        offset: Index,
+    },
+    /// The answer to a `ConsumerOffset`.
+    ConsumerOffset {
+        /// The group.
+        group: String,
+        /// Its committed offset: the index it reads next.
+        offset: Index,
+        /// Committed entries it has not read yet (commit index + 1 -
+        /// offset, 0 when not behind), as the member answering sees them.
+        lag: u64,
+    },
 }
 
 /// Why a request failed on the server.
@@ -165,6 +214,44 @@ pub enum RequestError {
         /// What is full.
         reason: String,
     },
+    /// An offset commit's `expected` did not hold (another consumer of the
+    /// group committed first). Nothing changed.
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// The group.
+        group: String,
+        /// Its stored offset when the commit was applied; `None`: it has none.
+        current: Option<Index>,
+        /// The server's explanation.
+        reason: String,
+    },
+    /// An offset commit's offset is outside what can be read next. Nothing
+    /// changed.
+    #[error(
+        "offset {offset} is out of range: it must be within the first retained index \
+         {first_index} and the commit index + 1 ({next_index})"
+    )]
+    OutOfRange {
+        /// The offset asked for.
+        offset: Index,
+        /// The first index still in the log.
+        first_index: Index,
+        /// One past the commit index.
+        next_index: Index,
+    },
+    /// The consumer group has no committed offset on the member asked.
+    #[error("consumer group {group:?} has no committed offset")]
+    UnknownGroup {
+        /// The group asked for.
+        group: String,
+    },
+    /// The group name breaks the naming rule (1 to 128 characters of
+    /// `[A-Za-z0-9._-]`). Nothing was done.
+    #[error("bad group name: {reason}")]
+    BadGroup {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -197,7 +284,10 @@ impl ClientRequest {
     pub fn payload_bytes(&self) -> u64 {
         match self {
             ClientRequest::Append { payloads } => payloads.iter().map(|p| p.len() as u64).sum(),
-            ClientRequest::Get { .. } | ClientRequest::Read { .. } => 0,
+            ClientRequest::Get { .. }
+            | ClientRequest::Read { .. }
+            | ClientRequest::CommitOffset { .. }
+            | ClientRequest::ConsumerOffset { .. } => 0,
         }
     }
 }
@@ -239,6 +329,19 @@ mod tests {
                     wait_ms,
                 }
             }),
+            (arb_text(), any::<u64>(), proptest::option::of(any::<u64>())).prop_map(
+                |(group, offset, expected)| ClientRequest::CommitOffset {
+                    group,
+                    offset,
+                    expected
+                }
+            ),
+            (arb_text(), any::<bool>()).prop_map(|(group, linearizable)| {
+                ClientRequest::ConsumerOffset {
+                    group,
+                    linearizable,
+                }
+            }),
         ]
     }
 
@@ -277,6 +380,22 @@ mod tests {
             (any::<u64>(), any::<u64>())
                 .prop_map(|(index, first_index)| RequestError::Compacted { index, first_index }),
             arb_text().prop_map(|reason| RequestError::Indeterminate { reason }),
+            (arb_text(), proptest::option::of(any::<u64>()), arb_text()).prop_map(
+                |(group, current, reason)| RequestError::Conflict {
+                    group,
+                    current,
+                    reason
+                }
+            ),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(offset, first_index, next_index)| RequestError::OutOfRange {
+                    offset,
+                    first_index,
+                    next_index
+                }
+            ),
+            arb_text().prop_map(|group| RequestError::UnknownGroup { group }),
+            arb_text().prop_map(|reason| RequestError::BadGroup { reason }),
         ]
     }
 
@@ -292,6 +411,11 @@ mod tests {
                 }
             ),
             arb_error().prop_map(ClientResponse::Error),
+            (arb_text(), any::<u64>())
+                .prop_map(|(group, offset)| ClientResponse::OffsetCommitted { group, offset }),
+            (arb_text(), any::<u64>(), any::<u64>()).prop_map(|(group, offset, lag)| {
+                ClientResponse::ConsumerOffset { group, offset, lag }
+            }),
         ]
     }
 
@@ -371,6 +495,135 @@ mod tests {
             .as_ref(),
             &[0, 1, 2, b'a', b'b']
         );
+    }
+
+    #[test]
+    fn consumer_messages_have_the_documented_layout() {
+        assert_eq!(
+            ClientRequest::CommitOffset {
+                group: "g".into(),
+                offset: 5,
+                expected: Some(3)
+            }
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[3, 1, b'g', 5, 1, 3]
+        );
+        assert_eq!(
+            ClientRequest::CommitOffset {
+                group: "g".into(),
+                offset: 300,
+                expected: None
+            }
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[3, 1, b'g', 0xAC, 0x02, 0]
+        );
+        assert_eq!(
+            ClientRequest::ConsumerOffset {
+                group: "ab".into(),
+                linearizable: true
+            }
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[4, 2, b'a', b'b', 1]
+        );
+        assert_eq!(
+            ClientResponse::OffsetCommitted {
+                group: "g".into(),
+                offset: 7
+            }
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[4, 1, b'g', 7]
+        );
+        assert_eq!(
+            ClientResponse::ConsumerOffset {
+                group: "g".into(),
+                offset: 7,
+                lag: 2
+            }
+            .encode()
+            .unwrap()
+            .as_ref(),
+            &[5, 1, b'g', 7, 2]
+        );
+        let errors = [
+            (
+                RequestError::Conflict {
+                    group: "g".into(),
+                    current: None,
+                    reason: String::new(),
+                },
+                vec![3, 10, 1, b'g', 0, 0],
+            ),
+            (
+                RequestError::OutOfRange {
+                    offset: 9,
+                    first_index: 1,
+                    next_index: 4,
+                },
+                vec![3, 11, 9, 1, 4],
+            ),
+            (
+                RequestError::UnknownGroup { group: "g".into() },
+                vec![3, 12, 1, b'g'],
+            ),
+            (
+                RequestError::BadGroup {
+                    reason: String::new(),
+                },
+                vec![3, 13, 0],
+            ),
+        ];
+        for (error, bytes) in errors {
+            let encoded = ClientResponse::Error(error.clone()).encode().unwrap();
+            assert_eq!(encoded.as_ref(), &bytes[..], "{error:?}");
+            assert!(!error.is_retryable(), "{error:?}");
+        }
+    }
+
+    /// Every defect of a consumer request body is a typed error naming the
+    /// body, never a panic; the server answers it with `BadRequest`.
+    #[test]
+    fn malformed_consumer_bodies_are_typed_errors() {
+        let cases: [(&str, &[u8]); 8] = [
+            ("commit: truncated name", &[3, 5, b'g']),
+            ("commit: no offset", &[3, 1, b'g']),
+            ("commit: no option tag", &[3, 1, b'g', 5]),
+            ("commit: bad option tag", &[3, 1, b'g', 5, 2, 3]),
+            ("commit: name not UTF-8", &[3, 1, 0xFF, 5, 0]),
+            (
+                "commit: huge name length",
+                &[3, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
+            ),
+            ("get: bad bool", &[4, 1, b'g', 2]),
+            ("get: trailing bytes", &[4, 1, b'g', 0, 0]),
+        ];
+        for (case, body) in cases {
+            let err = ClientRequest::decode(body).unwrap_err();
+            assert!(
+                err.to_string().contains("malformed client request body"),
+                "{case}: {err}"
+            );
+        }
+        // A varint offset past u64 is refused, not wrapped.
+        let mut body = vec![3, 1, b'g'];
+        body.extend([0xFF; 10]);
+        body.push(0);
+        assert!(ClientRequest::decode(&body).is_err());
+        // Malformed answers are typed errors too.
+        for body in [&[4, 1, b'g'][..], &[5, 1, b'g', 7], &[3, 10, 1, b'g', 2]] {
+            let err = ClientResponse::decode(body).unwrap_err();
+            assert!(
+                err.to_string().contains("malformed client response body"),
+                "{body:?}: {err}"
+            );
+        }
     }
 
     #[test]

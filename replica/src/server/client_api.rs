@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::engine::{AppendError, Engine, ReadError};
+use crate::consumers::{validate_group_name, Refusal};
+use crate::engine::{AppendError, Engine, OffsetError, ReadError};
 use crate::entry::Entry;
 use crate::net::client_proto::{ClientEntry, ClientRequest, ClientResponse, RequestError};
 use crate::net::listener::{ClientCall, Responder};
@@ -58,6 +59,92 @@ pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
                 responder,
             ));
         }
+        ClientRequest::CommitOffset {
+            group,
+            offset,
+            expected,
+        } => {
+            // Its own task: it waits for the commit to be applied.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let response = match handle.commit_offset(group, offset, expected).await {
+                    Ok(committed) => ClientResponse::OffsetCommitted {
+                        group: committed.group,
+                        offset: committed.offset,
+                    },
+                    Err(err) => ClientResponse::Error(offset_error(err)),
+                };
+                responder.respond(response);
+            });
+        }
+        ClientRequest::ConsumerOffset {
+            group,
+            linearizable,
+        } => {
+            // Its own task: a linearizable read waits for a quorum.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let response = consumer_offset(handle.as_ref(), group, linearizable).await;
+                responder.respond(response);
+            });
+        }
+    }
+}
+
+/// The answer to a `ConsumerOffset` request, as `GET /v1/consumers/{group}`
+/// gives it: with `linearizable`, leadership is confirmed first (ReadIndex),
+/// and the raft loop applies offset commits before it answers a read
+/// point, so the offset read next holds every acknowledged commit.
+async fn consumer_offset<E: Engine>(
+    engine: &E,
+    group: String,
+    linearizable: bool,
+) -> ClientResponse {
+    if let Err(err) = validate_group_name(&group) {
+        return ClientResponse::Error(RequestError::BadGroup {
+            reason: err.to_string(),
+        });
+    }
+    if linearizable {
+        if let Err(err) = engine.read_index().await {
+            return ClientResponse::Error(append_error(err));
+        }
+    }
+    match engine.consumer_group(&group) {
+        Some(found) => ClientResponse::ConsumerOffset {
+            group: found.group,
+            offset: found.offset,
+            lag: found.lag,
+        },
+        None => ClientResponse::Error(RequestError::UnknownGroup { group }),
+    }
+}
+
+/// The binary protocol's form of an offset commit failure: the refusals
+/// have their own errors, the rest is answered as for an append.
+fn offset_error(err: OffsetError) -> RequestError {
+    match err {
+        OffsetError::BadRequest { reason } => RequestError::BadGroup { reason },
+        OffsetError::Refused(refusal) => {
+            let reason = refusal.to_string();
+            match refusal {
+                Refusal::Conflict { group, current, .. } => RequestError::Conflict {
+                    group,
+                    current,
+                    reason,
+                },
+                Refusal::OutOfRange {
+                    offset,
+                    first_index,
+                    next_index,
+                } => RequestError::OutOfRange {
+                    offset,
+                    first_index,
+                    next_index,
+                },
+            }
+        }
+        OffsetError::Write(err) => append_error(err),
     }
 }
 
@@ -140,5 +227,85 @@ fn read_error(err: ReadError) -> RequestError {
         }
         ReadError::BadRequest { reason } => RequestError::BadRequest { reason },
         ReadError::Storage { reason } => RequestError::Unavailable { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_refusals_keep_their_details() {
+        let conflict = offset_error(OffsetError::Refused(Refusal::Conflict {
+            group: "g".into(),
+            current: Some(4),
+            reason: "expected 3".into(),
+        }));
+        match conflict {
+            RequestError::Conflict {
+                group,
+                current,
+                reason,
+            } => {
+                assert_eq!((group.as_str(), current), ("g", Some(4)));
+                assert!(reason.contains("expected 3"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            offset_error(OffsetError::Refused(Refusal::OutOfRange {
+                offset: 9,
+                first_index: 1,
+                next_index: 5
+            })),
+            RequestError::OutOfRange {
+                offset: 9,
+                first_index: 1,
+                next_index: 5
+            }
+        );
+        assert!(matches!(
+            offset_error(OffsetError::BadRequest {
+                reason: "bad group name".into()
+            }),
+            RequestError::BadGroup { .. }
+        ));
+    }
+
+    #[test]
+    fn offset_write_failures_are_answered_as_for_an_append() {
+        let not_leader = offset_error(OffsetError::Write(AppendError::NotLeader {
+            leader_id: "b".into(),
+            leader_http: None,
+            leader_tcp: Some("10.0.0.2:20911".into()),
+        }));
+        assert_eq!(
+            not_leader,
+            RequestError::NotLeader {
+                leader_id: Some("b".into()),
+                leader_addr: Some("10.0.0.2:20911".into())
+            }
+        );
+        assert!(matches!(
+            offset_error(OffsetError::Write(AppendError::Overloaded {
+                reason: String::new()
+            })),
+            RequestError::Busy {
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+                ..
+            }
+        ));
+        assert!(matches!(
+            offset_error(OffsetError::Write(AppendError::DiskFull {
+                reason: String::new()
+            })),
+            RequestError::DiskFull { .. }
+        ));
+        assert!(matches!(
+            offset_error(OffsetError::Write(AppendError::Unknown {
+                reason: String::new()
+            })),
+            RequestError::Indeterminate { .. }
+        ));
     }
 }
