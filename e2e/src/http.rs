@@ -90,6 +90,41 @@ pub enum AppendOutcome {
     Failed(String),
 }
 
+/// `GET /v1/consumers/{group}`: a consumer group's committed offset on the
+/// member asked.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ConsumerOffset {
+    /// The group name.
+    pub group: String,
+    /// The committed offset: the index the group reads next.
+    pub offset: u64,
+    /// Committed entries it has not read yet.
+    pub lag: u64,
+}
+
+/// The outcome of one `PUT /v1/consumers/{group}/offset`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OffsetCommitOutcome {
+    /// `200`: committed and applied, answered by `leader` (host:port).
+    Committed {
+        /// The group's offset now.
+        offset: u64,
+        /// The HTTP address that acknowledged it.
+        leader: String,
+    },
+    /// `409`: `expected` did not hold; the offset the group had instead
+    /// (`None`: no offset yet). Nothing changed.
+    Conflict {
+        /// The group's offset when the commit was decided.
+        current: Option<u64>,
+    },
+    /// `503`: no leader known or busy; nothing was committed.
+    NoLeader(String),
+    /// Any other answer or a transport error: the commit may or may not have
+    /// been applied.
+    Failed(String),
+}
+
 /// A client of one member's HTTP API.
 ///
 /// Sockets are made in the calling thread, so a client built and used in a
@@ -213,6 +248,115 @@ impl Client {
             "more than {REDIRECTS_MAX} redirects from {}",
             self.base
         ))
+    }
+
+    /// `PUT /v1/consumers/{group}/offset` with `{"offset":N}` or, with
+    /// `expected`, `{"offset":N,"expected":M}`; follows up to
+    /// [`REDIRECTS_MAX`] `307`s to the leader.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        offset: u64,
+        expected: Option<u64>,
+    ) -> OffsetCommitOutcome {
+        #[derive(Deserialize)]
+        struct Committed {
+            offset: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Conflict {
+            current_offset: Option<u64>,
+        }
+        let body = match expected {
+            Some(expected) => serde_json::json!({ "offset": offset, "expected": expected }),
+            None => serde_json::json!({ "offset": offset }),
+        }
+        .to_string();
+        let mut url = format!("{}/v1/consumers/{group}/offset", self.base);
+        for _ in 0..=REDIRECTS_MAX {
+            let mut response = match self.agent.put(&url).send(body.as_bytes()) {
+                Ok(response) => response,
+                Err(error) => return OffsetCommitOutcome::Failed(format!("{url}: {error}")),
+            };
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let answer = response.body_mut().read_to_vec().unwrap_or_default();
+            match status {
+                200 => {
+                    return match serde_json::from_slice::<Committed>(&answer) {
+                        Ok(committed) => OffsetCommitOutcome::Committed {
+                            offset: committed.offset,
+                            leader: host_of(&url),
+                        },
+                        Err(error) => OffsetCommitOutcome::Failed(format!(
+                            "{url}: 200 with a body that is not {{group, offset}}: {error}"
+                        )),
+                    };
+                }
+                307 => match location {
+                    Some(location) => url = absolute(&url, &location),
+                    None => {
+                        return OffsetCommitOutcome::Failed(format!("{url}: 307 without Location"))
+                    }
+                },
+                409 => {
+                    return match serde_json::from_slice::<Conflict>(&answer) {
+                        Ok(conflict) => OffsetCommitOutcome::Conflict {
+                            current: conflict.current_offset,
+                        },
+                        Err(error) => OffsetCommitOutcome::Failed(format!(
+                            "{url}: 409 without a currentOffset: {error}: {}",
+                            lossy(&answer)
+                        )),
+                    };
+                }
+                503 => return OffsetCommitOutcome::NoLeader(lossy(&answer)),
+                other => {
+                    return OffsetCommitOutcome::Failed(format!(
+                        "{url}: {other} {}",
+                        lossy(&answer)
+                    ))
+                }
+            }
+        }
+        OffsetCommitOutcome::Failed(format!(
+            "more than {REDIRECTS_MAX} redirects from {}",
+            self.base
+        ))
+    }
+
+    /// `GET /v1/consumers/{group}[?linearizable=true]` on this member (no
+    /// redirect is followed): `None` on `404` (no offset on this member).
+    ///
+    /// # Errors
+    /// A transport failure, another status (a `307` from a follower asked
+    /// for a linearizable read included) or a body that is not the contract's JSON.
+    pub fn consumer_offset(
+        &self,
+        group: &str,
+        linearizable: bool,
+    ) -> Result<Option<ConsumerOffset>> {
+        let url = if linearizable {
+            format!("{}/v1/consumers/{group}?linearizable=true", self.base)
+        } else {
+            format!("{}/v1/consumers/{group}", self.base)
+        };
+        let (status, body) = self.get(&url)?;
+        match status {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|error| Error::Http {
+                    url,
+                    reason: format!("consumer JSON: {error}"),
+                }),
+            404 => Ok(None),
+            status => Err(unexpected(&url, status, &body)),
+        }
     }
 
     /// `GET /v1/entries/{index}`: `Some((term, bytes))`, or `None` on `404`
