@@ -21,8 +21,9 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-/// Per thread: events, acknowledged proposals, failures (seed, error).
-type ThreadResult = (u64, u64, Vec<(u64, String)>);
+/// Per thread: events, acknowledged proposals, offset commits answered
+/// (stored, refused at apply), failures (seed, error).
+type ThreadResult = (u64, u64, [u64; 2], Vec<(u64, String)>);
 
 #[test]
 fn simulation_seeds() {
@@ -50,6 +51,7 @@ fn simulation_seeds() {
                     let mut failures = Vec::new();
                     let mut events = 0;
                     let mut acked = 0;
+                    let mut offsets = [0; 2];
                     let mut seed = thread;
                     while seed < seeds && !stop.load(Ordering::Relaxed) {
                         seeds_run.fetch_add(1, Ordering::Relaxed);
@@ -57,6 +59,8 @@ fn simulation_seeds() {
                             Ok(stats) => {
                                 events += stats.events;
                                 acked += stats.acked;
+                                offsets[0] += stats.offsets_stored;
+                                offsets[1] += stats.offsets_refused;
                             }
                             Err(error) => {
                                 eprintln!("SEED {seed} FAILED: {error}\n  rerun: SIM_SEED={seed} cargo test --release -p dledger-replica --test simulation");
@@ -73,7 +77,7 @@ fn simulation_seeds() {
                         }
                         seed += threads;
                     }
-                    (events, acked, failures)
+                    (events, acked, offsets, failures)
                 })
             })
             .collect();
@@ -87,16 +91,23 @@ fn simulation_seeds() {
     let acked: u64 = results.iter().map(|r| r.1).sum();
     let mut failed: Vec<u64> = results
         .iter()
-        .flat_map(|r| r.2.iter().map(|f| f.0))
+        .flat_map(|r| r.3.iter().map(|f| f.0))
         .collect();
     failed.sort_unstable();
+    let stored: u64 = results.iter().map(|r| r.2[0]).sum();
+    let refused: u64 = results.iter().map(|r| r.2[1]).sum();
     println!(
-        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals",
+        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply",
         seeds as f64 / elapsed
     );
     assert!(
         failed.is_empty(),
         "failing seeds: {failed:?} (rerun one with SIM_SEED=<seed>)"
+    );
+    // The offset checkers saw both verdicts (unless a run is tiny).
+    assert!(
+        seeds < 100 || (stored > 0 && refused > 0),
+        "offset commits: {stored} stored, {refused} refused at apply"
     );
 }
 

@@ -3,7 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use dledger_replica::consumers::{Applied, ConsumerState};
 use dledger_replica::entry::{Entry, EntryKind, Index, NodeId, Term};
+
+/// Groups whose name starts with this get `ForwardOnly` commits alone, so
+/// their offset must never move backwards.
+pub const FORWARD_ONLY_PREFIX: &str = "fwd-";
 
 #[derive(Default)]
 pub struct Checker {
@@ -19,6 +24,17 @@ pub struct Checker {
     /// Highest index acknowledged to a client so far.
     pub max_acked_index: Index,
     pub acked_count: u64,
+    /// The consumer state of `committed`, applied entry by entry with
+    /// `ConsumerState::apply` (not the members' `PendingCommits` path).
+    reference: ConsumerState,
+    /// `reference` after each committed offset commit, by index: the state
+    /// at commit index C is the last one at or below C.
+    reference_history: Vec<(Index, ConsumerState)>,
+    /// The verdict of each committed offset commit, by index.
+    reference_verdicts: HashMap<Index, Applied>,
+    /// Offset commits acknowledged to clients: stored, refused.
+    pub offsets_stored: u64,
+    pub offsets_refused: u64,
 }
 
 pub fn payload_id(entry: &Entry) -> Option<u64> {
@@ -118,7 +134,80 @@ impl Checker {
                 }
             }
             self.committed.push(entry.clone());
+            self.apply_reference(entry)?;
         }
+        Ok(())
+    }
+
+    fn apply_reference(&mut self, entry: &Entry) -> Result<(), String> {
+        let applied = self.reference.apply(entry).map_err(|error| {
+            format!("committed offset commit {} malformed: {error}", entry.index)
+        })?;
+        let Some(applied) = applied else {
+            return Ok(());
+        };
+        if let (Applied::Stored { group, offset }, Some((_, before))) =
+            (&applied, self.reference_history.last())
+        {
+            // Forward only: with ForwardOnly commits alone, never backwards.
+            if let Some(previous) = before.offset(group) {
+                if group.starts_with(FORWARD_ONLY_PREFIX) && *offset < previous {
+                    return Err(format!(
+                        "offset moved backwards: group {group} from {previous} to {offset} at {}",
+                        entry.index
+                    ));
+                }
+            }
+        }
+        self.reference_history
+            .push((entry.index, self.reference.clone()));
+        self.reference_verdicts.insert(entry.index, applied);
+        Ok(())
+    }
+
+    /// Offsets' state machine safety: a member's consumer state once its
+    /// commit index is `commit` equals the committed prefix `[1..commit]`
+    /// applied to a fresh state.
+    pub fn consumer_state(
+        &self,
+        node: NodeId,
+        commit: Index,
+        state: &ConsumerState,
+    ) -> Result<(), String> {
+        let position = self
+            .reference_history
+            .partition_point(|(index, _)| *index <= commit);
+        let mut expected = match position {
+            0 => ConsumerState::default(),
+            _ => self.reference_history[position - 1].1.clone(),
+        };
+        expected.skip_to(commit);
+        if *state != expected {
+            return Err(format!(
+                "consumer state: node {node} at commit {commit} has {state:?}, the committed log gives {expected:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// An offset commit at `index` was answered with `verdict`: it is the
+    /// verdict of the committed log, so an acknowledged offset is the
+    /// reference's until a later commit of its group (the reference state
+    /// is what every member's is compared with).
+    pub fn offset_acknowledged(&mut self, index: Index, verdict: &Applied) -> Result<(), String> {
+        match self.reference_verdicts.get(&index) {
+            Some(expected) if expected == verdict => {}
+            expected => {
+                return Err(format!(
+                    "offset commit at {index} answered {verdict:?}, the committed log gives {expected:?}"
+                ))
+            }
+        }
+        match verdict {
+            Applied::Stored { .. } => self.offsets_stored += 1,
+            Applied::Refused(_) => self.offsets_refused += 1,
+        }
+        self.max_acked_index = self.max_acked_index.max(index);
         Ok(())
     }
 

@@ -20,6 +20,9 @@ pub const LIVENESS_BOUND_MS: u64 = 5_000;
 pub struct RunStats {
     pub events: u64,
     pub acked: u64,
+    /// Offset commits answered stored, and refused at apply.
+    pub offsets_stored: u64,
+    pub offsets_refused: u64,
     pub reads: u64,
     pub crashes: u64,
     pub heal_to_commit_ms: u64,
@@ -56,6 +59,9 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
     world.faults.crash_leader_after_append_probability =
         [0.0, 0.0, 0.01, 0.05][plan.below(4) as usize];
     world.faults.crash_leader_on_commit_probability = [0.0, 0.0, 0.05, 0.2][plan.below(4) as usize];
+    // Consumers commit offsets through the log: how often, how many groups.
+    world.offset_commit_probability = [0.05, 0.2, 0.5][plan.below(3) as usize];
+    world.consumer_groups = [1, 2, 4][plan.below(3) as usize];
     let result = drive(&mut world, &mut plan, size);
     match result {
         Ok(stats) => Ok(stats),
@@ -127,6 +133,8 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
     stats.heal_to_commit_ms = world.first_ack_after_watch_ms.expect("set") - healed_at;
     stats.events = world.events_processed;
     stats.acked = world.checker.acked_count;
+    stats.offsets_stored = world.checker.offsets_stored;
+    stats.offsets_refused = world.checker.offsets_refused;
     stats.reads = world.reads_answered;
     if stats.acked == 0 {
         return Err("no proposal was ever acknowledged".to_string());

@@ -7,12 +7,13 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use dledger_replica::consumers::{Applied, Condition, ConsumerState, OffsetCommit, PendingCommits};
 use dledger_replica::core::rng::Rng;
 use dledger_replica::core::{Config, Message, Node, Ready, Role};
-use dledger_replica::entry::{Index, NodeId, Term};
+use dledger_replica::entry::{EntryKind, Index, NodeId, Term};
 use dledger_replica::executor::{Outcome, Proposals};
 
-use super::checker::Checker;
+use super::checker::{Checker, FORWARD_ONLY_PREFIX};
 use super::storage::{SimLog, SimStorage};
 
 pub const TICK_MS: u64 = 10;
@@ -56,6 +57,9 @@ impl Ord for Scheduled {
 struct ClientBatch {
     /// Payload ids, one per entry, in order.
     ids: Vec<u64>,
+    /// An offset commit's client (then `ids` is empty) waits for the
+    /// verdict of applying it.
+    offset_commit: bool,
     max_acked_when_proposed: Index,
     proposed_at_ms: u64,
 }
@@ -81,6 +85,10 @@ struct SimNode {
     observed_commit: Index,
     proposals: Proposals<ClientBatch>,
     reads: Vec<PendingRead>,
+    /// The server's consumer offsets, fed where its raft loop feeds them;
+    /// in memory, so a crash loses them and a restart rebuilds them.
+    consumer_pending: PendingCommits,
+    consumers: ConsumerState,
 }
 
 /// Core settings varied per run (small batches and windows split the log
@@ -164,6 +172,10 @@ pub struct World {
     retries: VecDeque<Vec<u64>>,
     /// Most entries a client batch has (1: no batching).
     pub max_batch_payloads: u64,
+    /// Share of proposals that are offset commits, and of how many groups
+    /// (half of them, rounded up, `ForwardOnly` alone).
+    pub offset_commit_probability: f64,
+    pub consumer_groups: u64,
 }
 
 pub type SimResult<T> = Result<T, String>;
@@ -190,6 +202,8 @@ impl World {
             reads_answered: 0,
             retries: VecDeque::new(),
             max_batch_payloads: 1,
+            offset_commit_probability: 0.0,
+            consumer_groups: 2,
         };
         for index in 0..size {
             world.nodes.push(SimNode {
@@ -202,6 +216,8 @@ impl World {
                 observed_commit: 0,
                 proposals: Proposals::default(),
                 reads: Vec::new(),
+                consumer_pending: PendingCommits::default(),
+                consumers: ConsumerState::default(),
             });
         }
         for index in 0..size {
@@ -252,9 +268,20 @@ impl World {
         let seed = self.rng.next_u64();
         let node = Node::new(config, log, hard_state, seed)
             .map_err(|error| format!("node {id} failed to start: {error}"))?;
+        // As `server::rebuild_consumers`: nothing applied below the first
+        // index, every offset commit on disk waits for the commit index.
+        let mut consumers = ConsumerState::default();
+        consumers.skip_to(node.first_index().saturating_sub(1));
+        let mut consumer_pending = PendingCommits::default();
+        let malformed = consumer_pending.on_append(&self.nodes[index].storage.borrow().current);
+        if !malformed.is_empty() {
+            return Err(format!("node {id}: malformed offset commits {malformed:?}"));
+        }
         let slot = &mut self.nodes[index];
         slot.node = Some(node);
         slot.observed_commit = 0;
+        slot.consumers = consumers;
+        slot.consumer_pending = consumer_pending;
         let incarnation = slot.incarnation;
         let phase = self.rng.below(TICK_MS) + 1;
         self.schedule(
@@ -411,6 +438,9 @@ impl World {
         if self.nodes[index].node.is_none() {
             return Ok(());
         }
+        if self.rng.chance(self.offset_commit_probability) {
+            return self.propose_offset(index);
+        }
         let retry = self.retries.pop_front();
         let is_retry = retry.is_some();
         let ids = retry.unwrap_or_else(|| {
@@ -438,6 +468,7 @@ impl World {
             Some((first, last, term)) => {
                 let batch = ClientBatch {
                     ids: ids.clone(),
+                    offset_commit: false,
                     max_acked_when_proposed: max_acked,
                     proposed_at_ms: now_ms,
                 };
@@ -459,6 +490,74 @@ impl World {
             None if is_retry => self.retries.push_front(ids),
             None => {}
         }
+        self.drive(index)
+    }
+
+    /// A consumer commits an offset at node `index`, as the server's
+    /// `propose_offset` does: checked against the state applied so far,
+    /// refused at once if that fails, else proposed and answered with the
+    /// verdict of applying it.
+    fn propose_offset(&mut self, index: usize) -> SimResult<()> {
+        let now_ms = self.now_ms;
+        let max_acked = self.checker.max_acked_index;
+        let group_number = self.rng.below(self.consumer_groups);
+        let forward_only = group_number % 2 == 0;
+        let group = if forward_only {
+            format!("{FORWARD_ONLY_PREFIX}{group_number}")
+        } else {
+            format!("g-{group_number}")
+        };
+        let slot = &mut self.nodes[index];
+        let Some(node) = slot.node.as_mut() else {
+            return Ok(());
+        };
+        let (first_index, commit_index) = (node.first_index(), node.commit_index());
+        // Near the commit index (consumers read the tail), a few entries
+        // back at times, so commits of one group race and some go back.
+        let back = self.rng.below(8).min(commit_index);
+        let offset = (commit_index + 1 - back).max(first_index);
+        let current = slot.consumers.offset(&group);
+        let condition = match self.rng.below(3) {
+            _ if forward_only => Condition::ForwardOnly,
+            0 => Condition::None,
+            1 => Condition::Expected(current.unwrap_or(0)),
+            _ => Condition::ForwardOnly,
+        };
+        let commit = OffsetCommit {
+            group,
+            offset,
+            condition,
+        };
+        if slot
+            .consumers
+            .check(&commit, first_index, commit_index)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let payload = commit.encode();
+        let Ok((entry_index, term)) = node.propose_entry(EntryKind::ConsumerOffset, payload) else {
+            return Ok(());
+        };
+        let batch = ClientBatch {
+            ids: Vec::new(),
+            offset_commit: true,
+            max_acked_when_proposed: max_acked,
+            proposed_at_ms: now_ms,
+        };
+        let node_id = slot.id;
+        if slot
+            .proposals
+            .push(entry_index, entry_index, 1, term, u64::MAX, batch)
+            .is_err()
+        {
+            return Err(format!(
+                "node {node_id}: offset commit at {entry_index} out of order"
+            ));
+        }
+        self.note(|| {
+            format!("consumer commits {commit:?} at node {node_id}: {entry_index}@{term}")
+        });
         self.drive(index)
     }
 
@@ -636,7 +735,14 @@ impl World {
         if let Some(first) = ready.entries.first().filter(|first| first.index <= written) {
             // Another leader's entries replace our tail, as in the server.
             let answers = self.nodes[index].proposals.on_truncate(first.index);
-            self.answer_proposals(answers)?;
+            self.answer_proposals(answers, &[])?;
+            self.nodes[index]
+                .consumer_pending
+                .truncate_from(first.index);
+        }
+        let malformed = self.nodes[index].consumer_pending.on_append(&ready.entries);
+        if !malformed.is_empty() {
+            return Err(format!("node {id}: malformed offset commits {malformed:?}"));
         }
         self.nodes[index]
             .storage
@@ -758,6 +864,14 @@ impl World {
         }
         self.nodes[index].observed_commit = commit;
         self.note(|| format!("node {id} commit {commit}"));
+        // Apply first, as the server does: offset commits are answered
+        // with their verdicts.
+        let slot = &mut self.nodes[index];
+        let verdicts = slot
+            .consumer_pending
+            .apply_committed(commit, &mut slot.consumers);
+        self.checker
+            .consumer_state(id, commit, &self.nodes[index].consumers)?;
         // Resolve proposals with the server's own bookkeeping.
         let slot = &mut self.nodes[index];
         let node = slot.node.as_ref().expect("up");
@@ -765,13 +879,30 @@ impl World {
             .proposals
             .on_commit(commit, |at| node.entry_term(at))
             .map_err(|error| format!("node {id} reading its log: {error}"))?;
-        self.answer_proposals(answers)
+        self.answer_proposals(answers, &verdicts)
     }
 
     /// The clients learn their batches' outcomes: acknowledged entries go to
     /// the checker, entries "not appended" are sent again.
-    fn answer_proposals(&mut self, answers: Vec<(ClientBatch, Outcome)>) -> SimResult<()> {
+    fn answer_proposals(
+        &mut self,
+        answers: Vec<(ClientBatch, Outcome)>,
+        verdicts: &[(Index, Applied)],
+    ) -> SimResult<()> {
         for (batch, outcome) in answers {
+            if batch.offset_commit {
+                if let Outcome::Committed { first_index, .. } = outcome {
+                    let Some((_, verdict)) = verdicts.iter().find(|(at, _)| *at == first_index)
+                    else {
+                        return Err(format!(
+                            "offset commit at {first_index} committed without a verdict"
+                        ));
+                    };
+                    self.note(|| format!("consumer told {first_index}: {verdict:?}"));
+                    self.checker.offset_acknowledged(first_index, verdict)?;
+                }
+                continue;
+            }
             let (first_index, acked) = match outcome {
                 Outcome::Committed {
                     first_index, count, ..
