@@ -17,6 +17,13 @@ use crate::error::{Error, Result};
 
 /// How many `307` hops an append follows before giving up.
 pub const REDIRECTS_MAX: usize = 3;
+/// The methods whose body a redirect sends again.
+#[derive(Clone, Copy)]
+enum Verb {
+    Post,
+    Put,
+}
+
 /// Bodies longer than this are cut in error messages.
 const ERROR_BODY_CHARS_MAX: usize = 300;
 
@@ -209,45 +216,25 @@ impl Client {
     /// `POST /v1/entries` with `payload`, following up to [`REDIRECTS_MAX`]
     /// `307`s to the leader.
     pub fn append(&self, payload: &[u8]) -> AppendOutcome {
-        let mut url = format!("{}/v1/entries", self.base);
-        for _ in 0..=REDIRECTS_MAX {
-            let response = self.agent.post(&url).send(payload);
-            let mut response = match response {
-                Ok(response) => response,
-                Err(error) => return AppendOutcome::Failed(format!("{url}: {error}")),
+        let (url, status, body) =
+            match self.send_following_redirects(Verb::Post, "/v1/entries", payload) {
+                Ok(answer) => answer,
+                Err(reason) => return AppendOutcome::Failed(reason),
             };
-            let status = response.status().as_u16();
-            let location = response
-                .headers()
-                .get("location")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            let body = response.body_mut().read_to_vec().unwrap_or_default();
-            match status {
-                200 => {
-                    return match serde_json::from_slice::<AppendBody>(&body) {
-                        Ok(ack) => AppendOutcome::Acknowledged {
-                            index: ack.index,
-                            term: ack.term,
-                            leader: host_of(&url),
-                        },
-                        Err(error) => AppendOutcome::Failed(format!(
-                            "{url}: 200 with a body that is not {{index, term}}: {error}"
-                        )),
-                    };
-                }
-                307 => match location {
-                    Some(location) => url = absolute(&url, &location),
-                    None => return AppendOutcome::Failed(format!("{url}: 307 without Location")),
+        match status {
+            200 => match serde_json::from_slice::<AppendBody>(&body) {
+                Ok(ack) => AppendOutcome::Acknowledged {
+                    index: ack.index,
+                    term: ack.term,
+                    leader: host_of(&url),
                 },
-                503 => return AppendOutcome::NoLeader(lossy(&body)),
-                other => return AppendOutcome::Failed(format!("{url}: {other} {}", lossy(&body))),
-            }
+                Err(error) => AppendOutcome::Failed(format!(
+                    "{url}: 200 with a body that is not {{index, term}}: {error}"
+                )),
+            },
+            503 => AppendOutcome::NoLeader(lossy(&body)),
+            other => AppendOutcome::Failed(format!("{url}: {other} {}", lossy(&body))),
         }
-        AppendOutcome::Failed(format!(
-            "more than {REDIRECTS_MAX} redirects from {}",
-            self.base
-        ))
     }
 
     /// `PUT /v1/consumers/{group}/offset` with `{"offset":N}` or, with
@@ -273,12 +260,52 @@ impl Client {
             None => serde_json::json!({ "offset": offset }),
         }
         .to_string();
-        let mut url = format!("{}/v1/consumers/{group}/offset", self.base);
-        for _ in 0..=REDIRECTS_MAX {
-            let mut response = match self.agent.put(&url).send(body.as_bytes()) {
-                Ok(response) => response,
-                Err(error) => return OffsetCommitOutcome::Failed(format!("{url}: {error}")),
+        let path = format!("/v1/consumers/{group}/offset");
+        let (url, status, answer) =
+            match self.send_following_redirects(Verb::Put, &path, body.as_bytes()) {
+                Ok(answer) => answer,
+                Err(reason) => return OffsetCommitOutcome::Failed(reason),
             };
+        match status {
+            200 => match serde_json::from_slice::<Committed>(&answer) {
+                Ok(committed) => OffsetCommitOutcome::Committed {
+                    offset: committed.offset,
+                    leader: host_of(&url),
+                },
+                Err(error) => OffsetCommitOutcome::Failed(format!(
+                    "{url}: 200 with a body that is not {{group, offset}}: {error}"
+                )),
+            },
+            409 => match serde_json::from_slice::<Conflict>(&answer) {
+                Ok(conflict) => OffsetCommitOutcome::Conflict {
+                    current: conflict.current_offset,
+                },
+                Err(error) => OffsetCommitOutcome::Failed(format!(
+                    "{url}: 409 without a currentOffset: {error}: {}",
+                    lossy(&answer)
+                )),
+            },
+            503 => OffsetCommitOutcome::NoLeader(lossy(&answer)),
+            other => OffsetCommitOutcome::Failed(format!("{url}: {other} {}", lossy(&answer))),
+        }
+    }
+
+    /// Sends `body` to `path` on this member, following up to
+    /// [`REDIRECTS_MAX`] `307`s to the leader with the same body: the URL
+    /// that answered last, its status and its body, or why none answered.
+    fn send_following_redirects(
+        &self,
+        verb: Verb,
+        path: &str,
+        body: &[u8],
+    ) -> std::result::Result<(String, u16, Vec<u8>), String> {
+        let mut url = format!("{}{path}", self.base);
+        for _ in 0..=REDIRECTS_MAX {
+            let sent = match verb {
+                Verb::Post => self.agent.post(&url).send(body),
+                Verb::Put => self.agent.put(&url).send(body),
+            };
+            let mut response = sent.map_err(|error| format!("{url}: {error}"))?;
             let status = response.status().as_u16();
             let location = response
                 .headers()
@@ -286,45 +313,15 @@ impl Client {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
             let answer = response.body_mut().read_to_vec().unwrap_or_default();
-            match status {
-                200 => {
-                    return match serde_json::from_slice::<Committed>(&answer) {
-                        Ok(committed) => OffsetCommitOutcome::Committed {
-                            offset: committed.offset,
-                            leader: host_of(&url),
-                        },
-                        Err(error) => OffsetCommitOutcome::Failed(format!(
-                            "{url}: 200 with a body that is not {{group, offset}}: {error}"
-                        )),
-                    };
-                }
-                307 => match location {
-                    Some(location) => url = absolute(&url, &location),
-                    None => {
-                        return OffsetCommitOutcome::Failed(format!("{url}: 307 without Location"))
-                    }
-                },
-                409 => {
-                    return match serde_json::from_slice::<Conflict>(&answer) {
-                        Ok(conflict) => OffsetCommitOutcome::Conflict {
-                            current: conflict.current_offset,
-                        },
-                        Err(error) => OffsetCommitOutcome::Failed(format!(
-                            "{url}: 409 without a currentOffset: {error}: {}",
-                            lossy(&answer)
-                        )),
-                    };
-                }
-                503 => return OffsetCommitOutcome::NoLeader(lossy(&answer)),
-                other => {
-                    return OffsetCommitOutcome::Failed(format!(
-                        "{url}: {other} {}",
-                        lossy(&answer)
-                    ))
-                }
+            if status != 307 {
+                return Ok((url, status, answer));
+            }
+            match location {
+                Some(location) => url = absolute(&url, &location),
+                None => return Err(format!("{url}: 307 without Location")),
             }
         }
-        OffsetCommitOutcome::Failed(format!(
+        Err(format!(
             "more than {REDIRECTS_MAX} redirects from {}",
             self.base
         ))
