@@ -64,6 +64,51 @@ pub struct Status {
     /// `leaderCommitIndex - lastIndex`, 0 when not behind or unknown.
     #[serde(default)]
     pub lag: u64,
+    /// The configuration in force on this member; `null` from builds
+    /// before membership changes.
+    #[serde(default)]
+    pub configuration: Option<Members>,
+}
+
+/// The configuration in force: `GET /admin/members`, and `configuration`
+/// in `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Members {
+    /// The log index of the configuration entry; 0 for the bootstrap member
+    /// list (`--peers`), before the first leader writes it to the log.
+    pub index: u64,
+    /// Whether this member knows that entry committed.
+    pub committed: bool,
+    /// Members that vote and count for commit, by name.
+    pub voters: Vec<MemberAddress>,
+    /// Members that receive the log only.
+    pub learners: Vec<MemberAddress>,
+}
+
+/// One member of a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberAddress {
+    /// Its name.
+    pub id: String,
+    /// Its binary protocol address, `host:port`.
+    pub address: String,
+    /// Its HTTP address, `host:port`.
+    pub http_address: String,
+}
+
+/// `POST /admin/members`: add a learner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddMember {
+    /// Its name (in Kubernetes, the pod name).
+    pub id: String,
+    /// Its binary protocol address, `host:port`.
+    pub address: String,
+    /// Its HTTP address; by default the address's host on port 8080.
+    #[serde(default)]
+    pub http_address: Option<String>,
 }
 
 impl Status {
@@ -228,6 +273,16 @@ mod tests {
             }],
             leader_commit_index: Some(10523),
             lag: 0,
+            configuration: Some(Members {
+                index: 4,
+                committed: true,
+                voters: vec![MemberAddress {
+                    id: "orders-0".into(),
+                    address: "orders-0.orders-peers:20911".into(),
+                    http_address: "orders-0.orders-peers:8080".into(),
+                }],
+                learners: vec![],
+            }),
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({
@@ -235,7 +290,11 @@ mod tests {
             "role": "leader", "term": 7, "leaderId": "orders-1",
             "firstIndex": 1, "lastIndex": 10523, "lastTerm": 7, "commitIndex": 10523,
             "peers": [{"id": "orders-0", "matchIndex": 10523, "lag": 0, "lastContactMs": 12}],
-            "leaderCommitIndex": 10523, "lag": 0
+            "leaderCommitIndex": 10523, "lag": 0,
+            "configuration": {"index": 4, "committed": true, "learners": [], "voters": [
+                {"id": "orders-0", "address": "orders-0.orders-peers:20911",
+                 "httpAddress": "orders-0.orders-peers:8080"}
+            ]}
         });
         assert_eq!(json, expected);
     }
@@ -256,6 +315,7 @@ mod tests {
             peers: vec![],
             leader_commit_index: None,
             lag: 0,
+            configuration: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert!(json["leaderId"].is_null());

@@ -6,7 +6,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::api::{Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, Status, Transferred};
+use crate::api::{
+    Appended, ConsumerGroup, ConsumerGroups, Members, OffsetCommitted, Status, Transferred,
+};
 use crate::consumers::Refusal;
 use crate::entry::Entry;
 
@@ -141,6 +143,53 @@ pub enum TransferError {
     },
 }
 
+/// Why a configuration change was not made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only the leader changes the configuration; retry there.
+    #[error("not the leader (leader: {leader_id:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader_id: Option<String>,
+        /// Its HTTP address, if known.
+        leader_http: Option<String>,
+    },
+    /// The request names no such member.
+    #[error("{reason}")]
+    UnknownMember {
+        /// Which.
+        reason: String,
+    },
+    /// The request is malformed (a bad name or address).
+    #[error("{reason}")]
+    BadRequest {
+        /// Why.
+        reason: String,
+    },
+    /// Not now or not this: another change is in progress, the learner is
+    /// not caught up, the member is already a voter, ... Nothing changed.
+    #[error("{reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Not proposed (busy, stopping, leadership moving), or proposed and
+    /// its fate unknown; read `GET /admin/members` before retrying.
+    #[error("{0}")]
+    Append(AppendError),
+}
+
+/// A change to the configuration, by member name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add a learner.
+    Add(crate::api::AddMember),
+    /// Promote a learner to voter.
+    Promote(String),
+    /// Remove a member (a leader removing itself hands over first).
+    Remove(String),
+}
+
 /// Why an offset commit was not stored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OffsetError {
@@ -233,4 +282,14 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         to: Option<String>,
     ) -> impl Future<Output = Result<Transferred, TransferError>> + Send;
+
+    /// The configuration in force on this member.
+    fn members(&self) -> Members;
+
+    /// Changes the configuration by one member (leader only); resolves with
+    /// the new configuration once the change is committed.
+    fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> impl Future<Output = Result<Members, MembershipError>> + Send;
 }

@@ -641,7 +641,19 @@ mod tests {
                 peers: vec![],
                 leader_commit_index: Some(last_index),
                 lag: 0,
+                configuration: None,
             }
+        }
+        fn members(&self) -> crate::api::Members {
+            crate::api::Members::default()
+        }
+        async fn change_members(
+            &self,
+            _change: crate::engine::MemberChange,
+        ) -> Result<crate::api::Members, crate::engine::MembershipError> {
+            Err(crate::engine::MembershipError::Refused {
+                reason: "not in this fake".into(),
+            })
         }
         fn readiness(&self) -> Result<(), String> {
             match self.leader_http {

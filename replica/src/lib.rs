@@ -27,6 +27,8 @@ pub mod executor;
 #[cfg(feature = "engine")]
 pub mod http;
 #[cfg(feature = "engine")]
+pub mod membership;
+#[cfg(feature = "engine")]
 pub mod metrics;
 #[cfg(feature = "engine")]
 pub mod net;

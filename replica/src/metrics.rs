@@ -369,6 +369,7 @@ mod tests {
             peers,
             leader_commit_index: Some(8),
             lag: 1,
+            configuration: None,
         }
     }
 

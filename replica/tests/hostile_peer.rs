@@ -51,6 +51,7 @@ fn config(index: usize, addresses: &Addresses, dir: &std::path::Path) -> ServerC
         group: GROUP.into(),
         id: NAMES[index].into(),
         members,
+        initial_state: dledger_replica::server::InitialState::New,
         data_dir: dir.join(NAMES[index]),
         listen: addresses.peer[index].clone(),
         http_listen: addresses.http[index].clone(),

@@ -13,7 +13,7 @@ use dledger_replica::net::client_proto::{
     ClientEntry, ClientRequest, ClientResponse, RequestError,
 };
 use dledger_replica::net::frame::{Frame, FrameCodec, FrameType, HEADER_BYTES};
-use dledger_replica::net::handshake::{self, ErrorBody, ErrorCode, Hello, Role};
+use dledger_replica::net::handshake::{self, ErrorBody, ErrorCode, Hello, KnownPeers, Role};
 use dledger_replica::net::listener::{ClientCall, Inbound, Listener, ListenerConfig};
 use dledger_replica::net::outbound::{PeerLink, PeerLinkConfig, Resolver};
 use futures_util::StreamExt;
@@ -34,7 +34,7 @@ const GROUP: &str = "orders";
 
 fn listener_config() -> ListenerConfig {
     let mut config = ListenerConfig::new(GROUP, "orders-0");
-    config.known_peers = Some(vec!["orders-1".to_string()]);
+    config.known_peers = KnownPeers::only(["orders-1"]);
     config
 }
 

@@ -41,6 +41,16 @@ impl From<FlushModeArg> for FlushMode {
     }
 }
 
+/// What a member with no configuration of its own does at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitialStateArg {
+    /// Bootstrap a new group whose voters are the --peers members.
+    New,
+    /// Wait, without voting or campaigning, until the group's leader adds
+    /// this member (`dledger-replica members add`).
+    Existing,
+}
+
 /// Run one replica of a group.
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
@@ -58,6 +68,15 @@ pub struct ServeArgs {
     /// at every connection attempt.
     #[arg(long, env = "DLEDGER_PEERS")]
     pub peers: String,
+
+    /// What this member does when its data directory holds no configuration
+    /// yet: `new` bootstraps a new group whose voters are the --peers
+    /// members; `existing` waits until the leader of the running group adds
+    /// it as a learner. Once the data directory holds a configuration (the
+    /// log's), that one is in force and --peers only tells where to reach
+    /// the members it lists.
+    #[arg(long, env = "DLEDGER_INITIAL_STATE", value_enum, default_value = "new")]
+    pub initial_state: InitialStateArg,
 
     /// Where the log (`log/`) and the term and vote (`meta`) live.
     #[arg(long, env = "DLEDGER_DATA_DIR")]
@@ -213,6 +232,10 @@ impl ServeArgs {
             group: self.group.clone(),
             id: self.id.clone(),
             members,
+            initial_state: match self.initial_state {
+                InitialStateArg::New => server::InitialState::New,
+                InitialStateArg::Existing => server::InitialState::Existing,
+            },
             data_dir: self.data_dir.clone(),
             listen,
             http_listen: self.http_listen.clone(),
@@ -318,6 +341,7 @@ fn log_config(config: &ServerConfig) {
         group,
         id,
         members,
+        initial_state,
         data_dir,
         listen,
         http_listen,
@@ -345,6 +369,7 @@ fn log_config(config: &ServerConfig) {
         id = %id,
         peers = %peers.join(","),
         http_peers = %http_peers.join(","),
+        initial_state = ?initial_state,
         data_dir = %data_dir.display(),
         listen = %listen,
         http_listen = %http_listen,

@@ -7,7 +7,9 @@ use crate::entry::NodeId;
 pub struct Config {
     /// This member.
     pub id: NodeId,
-    /// All voting members, this one included.
+    /// The voters a brand-new group starts with, this one included; empty
+    /// for a member that waits to be added to an existing group. The
+    /// configuration entries of the log replace it (`Node::restore_configurations`).
     pub members: Vec<NodeId>,
     /// How long one tick is in the caller's clock. Informational: the core
     /// only counts ticks.
@@ -31,8 +33,11 @@ pub struct Config {
     /// Proposals appended but not yet committed before `propose` refuses;
     /// also bounds the reads waiting for confirmation.
     pub max_pending_proposals: usize,
-    /// The member that should lead when it is caught up.
+    /// The member that should lead when it is caught up (and a voter).
     pub preferred_leader: Option<NodeId>,
+    /// A learner is promoted only when at most this many entries behind
+    /// the leader's last index.
+    pub promote_max_lag_entries: u64,
 }
 
 /// Why a configuration is unusable.
@@ -41,15 +46,12 @@ pub enum ConfigError {
     /// Node id 0 is reserved for "none".
     #[error("node id 0 is not allowed")]
     ZeroId,
-    /// The member list is empty or lists a member twice.
-    #[error("the member list must be non-empty and without duplicates: {0:?}")]
+    /// The member list lists a member twice.
+    #[error("the member list must be without duplicates: {0:?}")]
     BadMembers(Vec<NodeId>),
     /// This member is not in the member list.
     #[error("node {0} is not in the member list")]
     NotAMember(NodeId),
-    /// The preferred leader is not a member.
-    #[error("preferred leader {0} is not in the member list")]
-    PreferredNotAMember(NodeId),
     /// A timing or limit setting is out of range.
     #[error("{field} is out of range: {reason}")]
     OutOfRange {
@@ -76,6 +78,7 @@ impl Config {
             max_batch_bytes: 1 << 20,
             max_pending_proposals: 10_000,
             preferred_leader: None,
+            promote_max_lag_entries: 1_000,
         }
     }
 
@@ -87,16 +90,11 @@ impl Config {
         if self.id == 0 || sorted.first() == Some(&0) {
             return Err(ConfigError::ZeroId);
         }
-        if sorted.is_empty() || sorted.len() != self.members.len() {
+        if sorted.len() != self.members.len() {
             return Err(ConfigError::BadMembers(self.members.clone()));
         }
-        if !self.members.contains(&self.id) {
+        if !self.members.is_empty() && !self.members.contains(&self.id) {
             return Err(ConfigError::NotAMember(self.id));
-        }
-        if let Some(preferred) = self.preferred_leader {
-            if !self.members.contains(&preferred) {
-                return Err(ConfigError::PreferredNotAMember(preferred));
-            }
         }
         let checks: [(bool, &'static str, &'static str); 8] = [
             (self.tick_ms > 0, "tick_ms", "must be positive"),
@@ -184,20 +182,6 @@ mod tests {
             ),
             (
                 Config {
-                    members: vec![],
-                    ..base.clone()
-                },
-                "empty",
-            ),
-            (
-                Config {
-                    preferred_leader: Some(9),
-                    ..base.clone()
-                },
-                "preferred",
-            ),
-            (
-                Config {
                     election_ticks: 10,
                     ..base.clone()
                 },
@@ -228,5 +212,11 @@ mod tests {
         for (config, what) in cases {
             assert!(config.validate().is_err(), "{what} should be refused");
         }
+        // A member that waits to be added starts with no configuration.
+        let joining = Config {
+            members: vec![],
+            ..base
+        };
+        assert_eq!(joining.validate(), Ok(()));
     }
 }

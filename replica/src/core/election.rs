@@ -1,6 +1,8 @@
 //! Terms, roles and elections: message term checks, pre-vote, votes, leader
 //! stickiness, and becoming follower, candidate or leader.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use crate::entry::{EntryKind, NodeId, Term};
@@ -16,7 +18,10 @@ use super::CoreError;
 
 impl<L: LogRead> Node<L> {
     pub(super) fn step_inner(&mut self, message: Message) -> Result<(), CoreError> {
-        if message.to != self.id || message.from == self.id || !self.peers.contains(&message.from) {
+        // Messages are taken from members and non-members alike, as the
+        // dissertation requires: a configuration this member has not received
+        // yet may count the sender (the transport checks the group).
+        if message.to != self.id || message.from == self.id || message.from == 0 {
             return Ok(());
         }
         if message.term > self.term {
@@ -152,7 +157,10 @@ impl<L: LogRead> Node<L> {
                 Ok(())
             }
             MessageBody::TimeoutNow => {
-                if self.role == Role::Follower && self.leader_id == Some(from) {
+                if self.role == Role::Follower
+                    && self.leader_id == Some(from)
+                    && self.may_campaign()
+                {
                     self.campaign(true)?;
                 }
                 Ok(())
@@ -212,6 +220,11 @@ impl<L: LogRead> Node<L> {
         last_log_term: Term,
     ) -> Result<(), CoreError> {
         let from = message.from;
+        if self.removed() {
+            let term = self.term;
+            self.reject_vote(message, term, VoteRejection::NotAMember);
+            return Ok(());
+        }
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && message.term > self.term);
@@ -255,7 +268,7 @@ impl<L: LogRead> Node<L> {
         pre_vote: bool,
     ) -> Result<(), CoreError> {
         self.votes.entry(from).or_insert(granted);
-        match quorum::vote_result(self.config.members.len(), &self.votes) {
+        match self.vote_result() {
             VoteResult::Pending => {}
             VoteResult::Won if pre_vote => self.campaign(false)?,
             VoteResult::Won => self.become_leader(),
@@ -275,13 +288,13 @@ impl<L: LogRead> Node<L> {
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_timer();
-        if quorum::vote_result(self.config.members.len(), &self.votes) == VoteResult::Won {
+        if self.vote_result() == VoteResult::Won {
             return self.campaign(false);
         }
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term()?;
         let next_term = self.term + 1;
-        for peer in self.peers.clone() {
+        for peer in self.other_voters() {
             self.send_at(
                 peer,
                 next_term,
@@ -305,13 +318,13 @@ impl<L: LogRead> Node<L> {
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_timer();
-        if quorum::vote_result(self.config.members.len(), &self.votes) == VoteResult::Won {
+        if self.vote_result() == VoteResult::Won {
             self.become_leader();
             return Ok(());
         }
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term()?;
-        for peer in self.peers.clone() {
+        for peer in self.other_voters() {
             // Sent after our own term and vote are durable: a vote counted
             // for us must survive our crash.
             self.send_after_persist(
@@ -324,6 +337,28 @@ impl<L: LogRead> Node<L> {
             );
         }
         Ok(())
+    }
+
+    /// Where the election stands, counting the votes of the voters in
+    /// force only.
+    fn vote_result(&self) -> VoteResult {
+        let votes: BTreeMap<NodeId, bool> = self
+            .votes
+            .iter()
+            .filter(|(id, _)| self.membership.is_voter(**id))
+            .map(|(id, granted)| (*id, *granted))
+            .collect();
+        quorum::vote_result(self.membership.voters.len(), &votes)
+    }
+
+    /// The voters in force but this member.
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|voter| *voter != self.id)
+            .collect()
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {

@@ -34,6 +34,8 @@ pub enum VoteRejection {
     /// The voter heard from a live leader within the election timeout
     /// (leader stickiness).
     LeaderAlive,
+    /// The voter knows a committed configuration left it out.
+    NotAMember,
 }
 
 /// The answer to an append.

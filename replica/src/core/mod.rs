@@ -54,6 +54,7 @@ pub mod progress;
 pub mod quorum;
 mod read_only;
 mod ready;
+mod reconfig;
 mod replication;
 pub mod rng;
 #[cfg(test)]
@@ -66,6 +67,7 @@ pub use message::{AppendResult, Message, MessageBody, VoteRejection};
 pub use node::{Node, PeerStatus};
 pub use progress::ProgressState;
 pub use ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
+pub use reconfig::ChangeRefusal;
 pub use violation::{Violation, ViolationKind};
 
 use crate::entry::{EntryKind, NodeId};
@@ -79,9 +81,6 @@ pub enum CoreError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The saved vote names a node that is not a member.
-    #[error("the saved vote names {0}, which is not a member")]
-    VoteNotAMember(NodeId),
     /// An earlier call failed; the node must be dropped.
     #[error("the node failed earlier and must be restarted")]
     Failed,
@@ -102,6 +101,9 @@ pub enum ProposeError {
     /// Too many proposals wait for commit; retry later.
     #[error("too many pending proposals")]
     TooManyPending,
+    /// A configuration change was refused.
+    #[error("configuration change refused: {0}")]
+    Membership(ChangeRefusal),
     /// Entries of this kind are appended by the core alone.
     #[error("entries of kind {} are not proposed by clients", .0.name())]
     NotAClientKind(EntryKind),
@@ -119,8 +121,8 @@ pub enum TransferError {
         /// The leader, when known.
         leader: Option<NodeId>,
     },
-    /// The target is not a member.
-    #[error("{0} is not a member")]
+    /// The target is not a voter.
+    #[error("{0} is not a voting member")]
     UnknownMember(NodeId),
     /// The target already leads.
     #[error("{0} is already the leader")]

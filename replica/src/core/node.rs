@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
+use crate::membership::{ConfigRecord, Membership};
 
 use super::log::{LogRead, RaftLog};
 use super::message::{Message, MessageBody};
 use super::progress::{Progress, ProgressState};
-use super::quorum;
 use super::read_only::ReadOnly;
 use super::ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
 use super::rng::Rng;
@@ -45,8 +45,15 @@ pub struct PeerStatus {
 pub struct Node<L: LogRead> {
     pub(super) config: Config,
     pub(super) id: NodeId,
-    /// The other members.
+    /// The other members of the configuration in force, voters first.
     pub(super) peers: Vec<NodeId>,
+    /// The configuration records from the newest known committed one on
+    /// (see `reconfig`). Invariant: non-empty, indexes increasing.
+    pub(super) configs: Vec<ConfigRecord>,
+    /// The newest record's member set: the configuration in force.
+    pub(super) membership: Membership,
+    /// `configs` changed since the last Ready.
+    pub(super) configs_changed: bool,
     pub(super) term: Term,
     pub(super) vote: Option<NodeId>,
     pub(super) role: Role,
@@ -105,11 +112,6 @@ impl<L: LogRead> Node<L> {
         rng_seed: u64,
     ) -> Result<Node<L>, CoreError> {
         config.validate()?;
-        if let Some(vote) = hard_state.vote {
-            if !config.members.contains(&vote) {
-                return Err(CoreError::VoteNotAMember(vote));
-            }
-        }
         let log = RaftLog::new(log);
         let last_term = log.last_term()?;
         // Entries are never written at a term newer than the durable term,
@@ -121,16 +123,16 @@ impl<L: LogRead> Node<L> {
             (hard_state.term, hard_state.vote)
         };
         let id = config.id;
-        let peers = config
-            .members
-            .iter()
-            .copied()
-            .filter(|member| *member != id)
-            .collect();
+        let bootstrap = ConfigRecord::bootstrap(config.members.iter().copied());
+        let membership = bootstrap.membership.clone();
+        let peers = membership.others(id);
         let commit = log.committed();
         let mut node = Node {
             id,
             peers,
+            configs: vec![bootstrap],
+            membership,
+            configs_changed: false,
             term,
             vote,
             role: Role::Follower,
@@ -261,12 +263,12 @@ impl<L: LogRead> Node<L> {
         }
         let target = match target {
             Some(target) if target == self.id => return Err(TransferError::AlreadyLeader(target)),
-            Some(target) if !self.peers.contains(&target) => {
+            Some(target) if !self.membership.is_voter(target) => {
                 return Err(TransferError::UnknownMember(target))
             }
             Some(target) => target,
             None => self
-                .most_caught_up_peer()
+                .most_caught_up_voter()
                 .ok_or(TransferError::NoOtherMember)?,
         };
         if let Some(current) = self.transfer {
@@ -304,17 +306,21 @@ impl<L: LogRead> Node<L> {
             || self.hard_state() != self.last_hard_state
             || self.soft_state() != self.last_soft_state
             || self.log.committed() != self.last_commit
+            || self.configs_changed
     }
 
     /// Take what must be done now; see [`Ready`] for the order.
     pub fn ready(&mut self) -> Result<Ready, CoreError> {
         self.guard(|node| {
-            if node.appends_pending {
+            node.on_commit_configurations();
+            if node.appends_pending && node.role == Role::Leader {
                 node.appends_pending = false;
                 node.broadcast_append(false)?;
             }
             Ok(())
         })?;
+        let configurations =
+            std::mem::take(&mut self.configs_changed).then(|| self.configs.clone());
         let hard_state = self.hard_state();
         let soft_state = self.soft_state();
         let commit = self.log.committed();
@@ -328,6 +334,7 @@ impl<L: LogRead> Node<L> {
             soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
             transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
             violations: std::mem::take(&mut self.violations),
+            configurations,
         };
         assert!(
             commit >= self.last_commit,
@@ -454,6 +461,10 @@ impl<L: LogRead> Node<L> {
 
     // ----- internals shared by the role modules -----
 
+    pub(super) fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     fn ensure_alive(&self) -> Result<(), CoreError> {
         if self.failed {
             Err(CoreError::Failed)
@@ -473,10 +484,6 @@ impl<L: LogRead> Node<L> {
             self.failed = true;
         }
         result
-    }
-
-    pub(super) fn quorum(&self) -> usize {
-        quorum::majority(self.config.members.len())
     }
 
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -525,12 +532,14 @@ impl<L: LogRead> Node<L> {
             "only a leader appends its own entries"
         );
         let index = self.log.last_index() + 1;
-        self.log.append(&[Entry {
+        let entry = [Entry {
             index,
             term: self.term,
             kind,
             payload,
-        }]);
+        }];
+        self.log.append(&entry);
+        self.track_configurations(&entry);
         self.appends_pending = true;
         index
     }
@@ -542,7 +551,12 @@ impl<L: LogRead> Node<L> {
         }
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_ticks {
-            self.campaign_pre_vote()?;
+            if self.may_campaign() {
+                self.campaign_pre_vote()?;
+            } else {
+                // A learner or a removed member waits for the leader.
+                self.reset_election_timer();
+            }
         }
         Ok(())
     }
@@ -556,16 +570,20 @@ impl<L: LogRead> Node<L> {
         }
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
-            // Check-quorum: a leader cut off from a majority steps down.
-            let active = 1 + self
-                .progress
-                .values()
-                .filter(|progress| progress.recent_active)
-                .count();
+            // Check-quorum: a leader cut off from a majority of the voters
+            // steps down.
+            let active: Vec<NodeId> = std::iter::once(self.id)
+                .chain(
+                    self.progress
+                        .iter()
+                        .filter(|(_, progress)| progress.recent_active)
+                        .map(|(id, _)| *id),
+                )
+                .collect();
             for progress in self.progress.values_mut() {
                 progress.recent_active = false;
             }
-            if active < self.quorum() {
+            if !self.membership.has_quorum(&active) {
                 let term = self.term;
                 self.become_follower(term, None);
                 return Ok(());
@@ -643,26 +661,18 @@ impl<L: LogRead> Node<L> {
             "reads wait for the no-op"
         );
         let commit = self.log.committed();
-        if self.peers.is_empty() {
-            for (request_id, _) in reads {
-                self.answer_read(*request_id, Ok(commit));
-            }
-            return;
-        }
         let context = self.read_only.add(reads, commit, self.id);
-        self.broadcast_heartbeat(Some(context));
+        // A single voter confirms its own reads.
+        for (request_id, index) in self.read_only.take_confirmed(&self.membership) {
+            self.answer_read(request_id, Ok(index));
+        }
+        if self.read_only.len() > 0 {
+            self.broadcast_heartbeat(Some(context));
+        }
     }
 
     pub(super) fn answer_read(&mut self, request_id: u64, result: Result<Index, ReadError>) {
         self.read_states.push(ReadState { request_id, result });
-    }
-
-    pub(super) fn most_caught_up_peer(&self) -> Option<NodeId> {
-        // Highest match wins; ties go to the lowest id (deterministic).
-        self.progress
-            .iter()
-            .max_by(|(id_a, a), (id_b, b)| a.match_index.cmp(&b.match_index).then(id_b.cmp(id_a)))
-            .map(|(id, _)| *id)
     }
 
     fn start_transfer(&mut self, target: NodeId) -> Result<(), CoreError> {
@@ -704,10 +714,12 @@ impl<L: LogRead> Node<L> {
         if preferred == self.id || self.transfer.is_some() || self.preferred_cooldown_ticks > 0 {
             return Ok(());
         }
-        if self.log.committed() < self.noop_index {
+        if self.log.committed() < self.noop_index || !self.membership.is_voter(preferred) {
             return Ok(());
         }
-        let progress = &self.progress[&preferred];
+        let Some(progress) = self.progress.get(&preferred) else {
+            return Ok(());
+        };
         if progress.match_index == self.log.last_index() && progress.recent_active {
             // Retry at most every other election timeout if it fails.
             self.preferred_cooldown_ticks = 2 * self.config.election_ticks;

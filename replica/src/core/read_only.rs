@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::entry::{Index, NodeId};
+use crate::membership::Membership;
 
 struct PendingRead {
     request_id: u64,
@@ -71,14 +72,15 @@ impl ReadOnly {
         }
     }
 
-    /// Reads whose round reached `quorum`, as (request id, index), in order.
-    pub(crate) fn take_confirmed(&mut self, quorum: usize) -> Vec<(u64, Index)> {
+    /// Reads whose round a majority of `membership`'s voters confirmed, as
+    /// (request id, index), in order.
+    pub(crate) fn take_confirmed(&mut self, membership: &Membership) -> Vec<(u64, Index)> {
         let mut out = Vec::new();
         // Earlier reads have at least the acks of later ones.
         while self
             .pending
             .front()
-            .is_some_and(|read| read.acks.len() >= quorum)
+            .is_some_and(|read| membership.has_quorum(&read.acks))
         {
             let read = self.pending.pop_front().expect("front exists");
             out.push((read.request_id, read.index));
@@ -109,18 +111,22 @@ impl ReadOnly {
 mod tests {
     use super::*;
 
+    fn voters(count: u64) -> Membership {
+        Membership::of_voters(1..=count)
+    }
+
     #[test]
     fn confirmed_by_majority_in_order() {
         let mut reads = ReadOnly::default();
         let first = reads.add(&[(10, 0), (11, 0)], 5, 1);
         let second = reads.add(&[(12, 0)], 7, 1);
         assert!(second > first);
-        assert!(reads.take_confirmed(2).is_empty());
+        assert!(reads.take_confirmed(&voters(3)).is_empty());
         reads.ack(2, first);
-        assert_eq!(reads.take_confirmed(2), vec![(10, 5), (11, 5)]);
+        assert_eq!(reads.take_confirmed(&voters(3)), vec![(10, 5), (11, 5)]);
         assert_eq!(reads.len(), 1);
         reads.ack(3, second);
-        assert_eq!(reads.take_confirmed(2), vec![(12, 7)]);
+        assert_eq!(reads.take_confirmed(&voters(3)), vec![(12, 7)]);
     }
 
     #[test]
@@ -129,7 +135,7 @@ mod tests {
         reads.add(&[(1, 0)], 3, 1);
         let second = reads.add(&[(2, 0)], 3, 1);
         reads.ack(2, second);
-        assert_eq!(reads.take_confirmed(2), vec![(1, 3), (2, 3)]);
+        assert_eq!(reads.take_confirmed(&voters(3)), vec![(1, 3), (2, 3)]);
     }
 
     #[test]
@@ -138,7 +144,7 @@ mod tests {
         let context = reads.add(&[(1, 0)], 3, 1);
         reads.ack(2, context);
         reads.ack(2, context);
-        assert!(reads.take_confirmed(3).is_empty());
+        assert!(reads.take_confirmed(&voters(5)).is_empty());
         assert_eq!(reads.take_all(), vec![1]);
     }
 

@@ -1,6 +1,7 @@
 //! What the core hands the caller after each batch of inputs.
 
 use crate::entry::{Entry, HardState, Index, NodeId, Term};
+use crate::membership::ConfigRecord;
 
 use super::message::Message;
 use super::violation::Violation;
@@ -75,6 +76,8 @@ pub enum TransferAbort {
     TimedOut,
     /// A newer transfer request replaced it.
     Superseded,
+    /// A configuration change made the target a non-voter.
+    TargetRemoved,
 }
 
 /// How a leadership transfer ended, as seen by the old leader.
@@ -100,9 +103,11 @@ pub enum TransferOutcome {
 /// # Handling a Ready, in this order
 /// 1. `messages`: send now. They do not depend on this Ready's disk writes
 ///    (a leader's appends go out while it writes the same entries itself).
-/// 2. Persist: if `entries[0].index <= ` the log's last index, first truncate
-///    the log from `entries[0].index`; then append `entries`; write
-///    `hard_state` if set; make all of it durable (fsync).
+/// 2. Persist: if `configurations` is set, save it durably first (it must
+///    never miss a configuration entry the log has); if `entries[0].index
+///    <= ` the log's last index, truncate the log from `entries[0].index`;
+///    then append `entries`; write `hard_state` if set; make all of it
+///    durable (fsync).
 /// 3. `persisted_messages`: send only once step 2 is durable for this Ready
 ///    and every earlier one (votes, append answers).
 /// 4. Call `Node::on_persisted(last.index, last.term)` for the last entry of
@@ -135,6 +140,10 @@ pub struct Ready {
     pub transfer_outcomes: Vec<TransferOutcome>,
     /// Peer messages dropped because they broke the protocol.
     pub violations: Vec<Violation>,
+    /// The configuration records (see `Node::configurations`), when they
+    /// changed: persist them before the entries, and bring the links to the
+    /// members in line with the newest.
+    pub configurations: Option<Vec<ConfigRecord>>,
 }
 
 impl Ready {

@@ -1,13 +1,13 @@
 //! Log replication: the leader's appends and heartbeats, the follower's
 //! answers, and commit by majority.
 
-use crate::entry::{Entry, Index, NodeId, Term};
+use crate::entry::{Entry, EntryKind, Index, NodeId, Term};
+use crate::membership::ConfigRecord;
 
 use super::log::LogRead;
 use super::message::{AppendResult, MessageBody};
 use super::node::Node;
 use super::progress::{Progress, ProgressState};
-use super::quorum;
 use super::ready::Role;
 use super::violation::ViolationKind;
 use super::CoreError;
@@ -155,6 +155,7 @@ impl<L: LogRead> Node<L> {
             .maybe_append(prev_log_index, prev_log_term, leader_commit, entries)?
         {
             Some(last_new) => {
+                self.track_configurations(entries);
                 self.leader_match_index = self.leader_match_index.max(last_new);
                 // Sent only once the appended entries are durable.
                 let result = AppendResult::Success {
@@ -197,6 +198,14 @@ impl<L: LogRead> Node<L> {
                     entry.index, entry.term, previous.1, self.term
                 );
                 return Ok(Some((ViolationKind::BadEntryTerm, detail)));
+            }
+            if entry.kind == EntryKind::Configuration {
+                if let Err(err) =
+                    ConfigRecord::from_entry(entry.index, entry.term, entry.payload.clone())
+                {
+                    let detail = format!("entry {} is not a configuration: {err}", entry.index);
+                    return Ok(Some((ViolationKind::MalformedConfiguration, detail)));
+                }
             }
             previous = (entry.index, entry.term);
         }
@@ -249,15 +258,13 @@ impl<L: LogRead> Node<L> {
     }
 
     /// The progress of `from`, marked as heard from just now (check-quorum
-    /// and the status page count on it).
-    fn heard_from(&mut self, from: NodeId) -> &mut Progress {
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader tracks every peer");
+    /// and the status page count on it); `None` for a sender that is not a
+    /// member (one just removed, still answering).
+    fn heard_from(&mut self, from: NodeId) -> Option<&mut Progress> {
+        let progress = self.progress.get_mut(&from)?;
         progress.recent_active = true;
         progress.last_contact_ticks = 0;
-        progress
+        Some(progress)
     }
 
     pub(super) fn handle_append_response(
@@ -275,7 +282,9 @@ impl<L: LogRead> Node<L> {
             self.violation(from, ViolationKind::AckPastLastIndex, detail);
             return Ok(());
         }
-        let progress = self.heard_from(from);
+        let Some(progress) = self.heard_from(from) else {
+            return Ok(());
+        };
         match result {
             AppendResult::Reject {
                 rejected_index,
@@ -288,7 +297,9 @@ impl<L: LogRead> Node<L> {
                 } else {
                     hint_index.min(last_index)
                 };
-                let progress = self.progress.get_mut(&from).expect("peer");
+                let Some(progress) = self.progress.get_mut(&from) else {
+                    return Ok(());
+                };
                 if progress.maybe_decrease_to(rejected_index, next_probe) {
                     if progress.state == ProgressState::Replicate {
                         progress.become_probe();
@@ -305,13 +316,14 @@ impl<L: LogRead> Node<L> {
                     if let Some(transfer) = self.transfer {
                         if transfer.target == from
                             && !transfer.timeout_now_sent
-                            && self.progress[&from].match_index == self.log.last_index()
+                            && self.progress.get(&from).map(|p| p.match_index)
+                                == Some(self.log.last_index())
                         {
                             self.send_timeout_now(from);
                         }
                     }
                 }
-                if self.role == Role::Leader {
+                if self.role == Role::Leader && self.progress.contains_key(&from) {
                     self.send_appends(from, false)?;
                 }
             }
@@ -335,7 +347,9 @@ impl<L: LogRead> Node<L> {
             self.violation(from, ViolationKind::UnknownReadContext, detail);
             return Ok(());
         }
-        let progress = self.heard_from(from);
+        let Some(progress) = self.heard_from(from) else {
+            return Ok(());
+        };
         progress.resume_probe();
         if progress.state == ProgressState::Replicate && progress.is_paused() {
             // The follower is alive yet the window stays full: an append was
@@ -348,8 +362,7 @@ impl<L: LogRead> Node<L> {
         }
         if let Some(context) = read_context {
             self.read_only.ack(from, context);
-            let quorum = self.quorum();
-            for (request_id, index) in self.read_only.take_confirmed(quorum) {
+            for (request_id, index) in self.read_only.take_confirmed(&self.membership) {
                 self.answer_read(request_id, Ok(index));
             }
         }
@@ -360,13 +373,16 @@ impl<L: LogRead> Node<L> {
     /// only an entry of the current term (earlier ones commit with it).
     pub(super) fn maybe_commit(&mut self) -> Result<(), CoreError> {
         assert_eq!(self.role, Role::Leader);
-        let mut matches: Vec<Index> = self
-            .progress
-            .values()
-            .map(|progress| progress.match_index)
-            .collect();
-        matches.push(self.log.persisted_index());
-        let candidate = quorum::committed_index(&mut matches);
+        let own = self.log.persisted_index();
+        let candidate = self.membership.committed_index(|id| {
+            if id == self.id {
+                own
+            } else {
+                self.progress
+                    .get(&id)
+                    .map_or(0, |progress| progress.match_index)
+            }
+        });
         let committed = self.log.committed();
         if candidate <= committed || self.log.term(candidate)? != Some(self.term) {
             return Ok(());

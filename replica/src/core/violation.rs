@@ -22,17 +22,20 @@ pub enum ViolationKind {
     LeaderContradiction,
     /// A heartbeat answer confirming a read round that was never started.
     UnknownReadContext,
+    /// An append carrying a configuration entry that does not decode.
+    MalformedConfiguration,
 }
 
 impl ViolationKind {
     /// Every kind, for metrics that list each reason.
-    pub const ALL: [ViolationKind; 6] = [
+    pub const ALL: [ViolationKind; 7] = [
         ViolationKind::SecondLeader,
         ViolationKind::AckPastLastIndex,
         ViolationKind::NonContiguousEntries,
         ViolationKind::BadEntryTerm,
         ViolationKind::LeaderContradiction,
         ViolationKind::UnknownReadContext,
+        ViolationKind::MalformedConfiguration,
     ];
 
     /// The metric label.
@@ -44,6 +47,7 @@ impl ViolationKind {
             ViolationKind::BadEntryTerm => "bad_entry_term",
             ViolationKind::LeaderContradiction => "leader_contradiction",
             ViolationKind::UnknownReadContext => "unknown_read_context",
+            ViolationKind::MalformedConfiguration => "malformed_configuration",
         }
     }
 

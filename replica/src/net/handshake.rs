@@ -283,6 +283,44 @@ pub enum HandshakeError {
     },
 }
 
+/// The peer names allowed to connect as peers, shared with whoever keeps
+/// it current (the raft loop, as the configuration changes).
+#[derive(Clone, Debug, Default)]
+pub struct KnownPeers(Option<std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>>);
+
+impl KnownPeers {
+    /// Any name is accepted.
+    pub fn any() -> KnownPeers {
+        KnownPeers(None)
+    }
+
+    /// Only `names` (until [`set`](Self::set) changes them).
+    pub fn only<S: Into<String>>(names: impl IntoIterator<Item = S>) -> KnownPeers {
+        let names = names.into_iter().map(Into::into).collect();
+        KnownPeers(Some(std::sync::Arc::new(std::sync::RwLock::new(names))))
+    }
+
+    /// Replaces the names (no effect on [`any`](Self::any)).
+    pub fn set<S: Into<String>>(&self, names: impl IntoIterator<Item = S>) {
+        if let Some(known) = &self.0 {
+            let names = names.into_iter().map(Into::into).collect();
+            *known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = names;
+        }
+    }
+
+    /// Whether `name` may connect as a peer.
+    pub fn admits(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|known| {
+            known
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(name)
+        })
+    }
+}
+
 /// What the accepting side checks in a `Hello`.
 #[derive(Clone, Debug)]
 pub struct AcceptPolicy {
@@ -290,8 +328,8 @@ pub struct AcceptPolicy {
     pub group: String,
     /// This member's id, sent back in `HelloOk`.
     pub member_id: String,
-    /// Peer ids allowed to connect as peers; `None` accepts any id.
-    pub known_peers: Option<Vec<String>>,
+    /// Peer ids allowed to connect as peers.
+    pub known_peers: KnownPeers,
 }
 
 /// The accepting side of the handshake: reads the `Hello`, checks it, and
@@ -341,14 +379,12 @@ where
         );
         return Err(reject(framed, ErrorCode::WrongGroup, message).await);
     }
-    if let (Role::Peer, Some(known)) = (hello.role, &policy.known_peers) {
-        if !known.contains(&hello.member_id) {
-            let message = format!(
-                "{:?} is not a member of group {:?}",
-                hello.member_id, policy.group
-            );
-            return Err(reject(framed, ErrorCode::UnknownMember, message).await);
-        }
+    if hello.role == Role::Peer && !policy.known_peers.admits(&hello.member_id) {
+        let message = format!(
+            "{:?} is not a member of group {:?}",
+            hello.member_id, policy.group
+        );
+        return Err(reject(framed, ErrorCode::UnknownMember, message).await);
     }
     let ok = HelloOk {
         version,
@@ -556,7 +592,7 @@ mod tests {
         AcceptPolicy {
             group: "orders".into(),
             member_id: "orders-0".into(),
-            known_peers: Some(vec!["orders-1".into()]),
+            known_peers: KnownPeers::only(["orders-1"]),
         }
     }
 

@@ -16,7 +16,7 @@
 //! # #[derive(serde::Deserialize)] struct Message;
 //! # async fn run() -> std::io::Result<()> {
 //! let mut config = ListenerConfig::new("orders", "orders-0");
-//! config.known_peers = Some(vec!["orders-1".into(), "orders-2".into()]);
+//! config.known_peers = dledger_replica::net::handshake::KnownPeers::only(["orders-1", "orders-2"]);
 //! let (listener, mut inbound) = Listener::bind::<Message>("0.0.0.0:20911", config).await?;
 //! while let Some(item) = inbound.recv().await {
 //!     match item {
@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::decode_peer;
 use super::client_proto::{ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
-use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, Role};
+use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, KnownPeers, Role};
 
 /// How the listener treats connections.
 #[derive(Clone, Debug)]
@@ -67,8 +67,8 @@ pub struct ListenerConfig {
     pub group: String,
     /// This member's id.
     pub member_id: String,
-    /// Member ids allowed to connect as peers; `None` accepts any.
-    pub known_peers: Option<Vec<String>>,
+    /// Member ids allowed to connect as peers.
+    pub known_peers: KnownPeers,
     /// Largest frame body accepted, in bytes.
     pub max_frame_bytes: u32,
     /// Time a new connection has to complete its handshake.
@@ -90,7 +90,7 @@ impl ListenerConfig {
         ListenerConfig {
             group: group.into(),
             member_id: member_id.into(),
-            known_peers: None,
+            known_peers: KnownPeers::any(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: 5_000,
             max_in_flight_requests: 1024,

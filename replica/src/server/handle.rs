@@ -9,11 +9,15 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, PeerStatus, Role, Status, Transferred,
+    Appended, ConsumerGroup, ConsumerGroups, Members, OffsetCommitted, PeerStatus, Role, Status,
+    Transferred,
 };
 use crate::consumers::{validate_group_name, Applied, Condition, ConsumerState, OffsetCommit};
 use crate::core;
-use crate::engine::{AppendError, CommittedRange, Engine, OffsetError, ReadError, TransferError};
+use crate::engine::{
+    AppendError, CommittedRange, Engine, MemberChange, MembershipError, OffsetError, ReadError,
+    TransferError,
+};
 use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
 use crate::store::{Log, StoreError};
@@ -40,7 +44,9 @@ const MAX_CONCURRENT_READS: usize = 16;
 pub struct ReplicaHandle {
     group: String,
     self_name: String,
-    members: Vec<Member>,
+    /// The `--peers` list: names for ids until the raft loop publishes the
+    /// configuration in force.
+    bootstrap_members: Vec<Member>,
     inputs: InputSender,
     /// Bounds the log reads running on the blocking pool.
     read_permits: tokio::sync::Semaphore,
@@ -58,7 +64,7 @@ pub struct HandleParts {
     pub group: String,
     /// This member's name.
     pub self_name: String,
-    /// All members.
+    /// The `--peers` list.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
     pub inputs: InputSender,
@@ -82,7 +88,7 @@ impl ReplicaHandle {
         ReplicaHandle {
             group: parts.group,
             self_name: parts.self_name,
-            members: parts.members,
+            bootstrap_members: parts.members,
             inputs: parts.inputs,
             snapshot: parts.snapshot,
             log: parts.log,
@@ -94,12 +100,21 @@ impl ReplicaHandle {
         }
     }
 
-    fn member(&self, id: NodeId) -> Option<&Member> {
-        self.members.iter().find(|member| member.id == id)
+    /// The members in force (the `--peers` list before the first snapshot).
+    fn members_now(&self) -> Arc<Vec<Member>> {
+        let members = self.snapshot.borrow().members.clone();
+        if members.is_empty() {
+            Arc::new(self.bootstrap_members.clone())
+        } else {
+            members
+        }
     }
 
     fn name_of(&self, id: NodeId) -> String {
-        self.member(id)
+        self.members_now()
+            .iter()
+            .chain(self.bootstrap_members.iter())
+            .find(|member| member.id == id)
             .map_or_else(|| format!("#{id}"), |member| member.name.clone())
     }
 
@@ -115,7 +130,12 @@ impl ReplicaHandle {
                 reason: reason.clone(),
             };
         }
-        not_leader_error(&self.members, snapshot.leader, snapshot.term)
+        let members = if snapshot.members.is_empty() {
+            &self.bootstrap_members
+        } else {
+            &*snapshot.members
+        };
+        not_leader_error(members, snapshot.leader, snapshot.term)
     }
 
     /// Proposes a batch; `reply` is called exactly once with the outcome,
@@ -221,7 +241,7 @@ impl ReplicaHandle {
     pub async fn transfer(&self, to: Option<String>) -> Result<Transferred, TransferError> {
         let target = match to {
             None => None,
-            Some(name) => match self.members.iter().find(|member| member.name == name) {
+            Some(name) => match self.members_now().iter().find(|member| member.name == name) {
                 Some(member) => Some(member.id),
                 None => {
                     return Err(TransferError::BadTarget {
@@ -306,6 +326,7 @@ impl Engine for ReplicaHandle {
         let role = match snapshot.role {
             Some(core::Role::Leader) => Role::Leader,
             Some(core::Role::Candidate | core::Role::PreCandidate) => Role::Candidate,
+            Some(core::Role::Follower) | None if snapshot.learner => Role::Learner,
             Some(core::Role::Follower) | None => Role::Follower,
         };
         let peers = snapshot
@@ -332,7 +353,16 @@ impl Engine for ReplicaHandle {
             peers,
             leader_commit_index: snapshot.leader_commit_index,
             lag: snapshot_lag(&snapshot),
+            configuration: Some(snapshot.configuration.clone()),
         }
+    }
+
+    fn members(&self) -> Members {
+        self.snapshot.borrow().configuration.clone()
+    }
+
+    async fn change_members(&self, change: MemberChange) -> Result<Members, MembershipError> {
+        self.change_members_inner(change).await
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -539,6 +569,41 @@ impl Engine for ReplicaHandle {
             Ok(Err(err)) => Err(OffsetError::Write(err)),
             Err(_) => Err(OffsetError::Write(self.stopped_error())),
         }
+    }
+}
+
+impl ReplicaHandle {
+    /// Sends a membership change to the raft loop and waits for its end.
+    async fn change_members_inner(&self, change: MemberChange) -> Result<Members, MembershipError> {
+        {
+            let snapshot = self.snapshot.borrow();
+            if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
+                return Err(match self.not_leader(&snapshot) {
+                    AppendError::NotLeader {
+                        leader_id,
+                        leader_http,
+                        ..
+                    } => MembershipError::NotLeader {
+                        leader_id: Some(leader_id),
+                        leader_http,
+                    },
+                    other => MembershipError::Append(other),
+                });
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.inputs.offer(Input::ChangeMembers { change, reply }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => {
+                return Err(MembershipError::Append(AppendError::Overloaded {
+                    reason: "the consensus loop's input queue is full".into(),
+                }))
+            }
+            Err(Refused::Closed(_)) => return Err(MembershipError::Append(self.stopped_error())),
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(MembershipError::Append(self.stopped_error())))
     }
 }
 

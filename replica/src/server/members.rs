@@ -82,15 +82,7 @@ pub fn not_leader_error(members: &[Member], leader: Option<NodeId>, term: Term) 
     }
 }
 
-/// The numeric id of the member called `name`: FNV-1a, never zero.
-pub fn node_id_of(name: &str) -> NodeId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash.max(1)
-}
+pub use crate::membership::node_id_of;
 
 /// Parses `id=host:port,id=host:port,...` into (name, address) pairs.
 pub fn parse_address_list(list: &str) -> Result<Vec<(String, String)>, MembersError> {

@@ -1,7 +1,11 @@
 //! The `dledger-replica serve` process: wires the store, the consensus core
 //! and the network together on tokio.
 //!
-//! - [`members`]: the member list and numeric ids.
+//! - [`members`]: the `--peers` list and numeric ids.
+//! - [`directory`]: names and addresses of the configuration in force, and
+//!   the file that keeps the configuration records.
+//! - [`reconfigure`]: an admin's membership change into the next
+//!   configuration.
 //! - [`raft_loop`]: the thread that drives the core and carries out Readys.
 //! - [`handle`]: the [`Engine`](crate::engine::Engine) the front ends call.
 //! - [`peers`]: outbound links to the other members.
@@ -11,12 +15,14 @@
 //! - [`role_log`]: INFO lines for elections, role changes and lost peers.
 
 pub mod client_api;
+pub mod directory;
 pub mod disk_log;
 pub mod handle;
 pub mod input_queue;
 pub mod members;
 pub mod peers;
 pub mod raft_loop;
+pub mod reconfigure;
 pub mod retention;
 pub mod role_log;
 
@@ -31,6 +37,7 @@ use crate::consumers::{ConsumerState, PendingCommits};
 use crate::core::{self, Message, Node};
 use crate::entry::{Index, NodeId};
 use crate::metrics::Metrics;
+use crate::net::handshake::KnownPeers;
 use crate::net::listener::{Inbound, Listener, ListenerConfig};
 use crate::net::outbound::PeerLinkConfig;
 use crate::store::{
@@ -51,8 +58,12 @@ pub struct ServerConfig {
     pub group: String,
     /// This member's name.
     pub id: String,
-    /// All members, this one included.
+    /// The `--peers` list: all members of a new group, this one included.
+    /// Once the log holds a configuration, that one is in force instead.
     pub members: Vec<Member>,
+    /// Whether a member with an empty data directory bootstraps a new group
+    /// from `members` or waits to be added to an existing one.
+    pub initial_state: InitialState,
     /// Where the log and the hard state live.
     pub data_dir: PathBuf,
     /// Binary protocol listen address.
@@ -79,6 +90,17 @@ pub struct ServerConfig {
     pub shutdown_transfer_timeout_ms: u64,
     /// What to delete from the log.
     pub retention: retention::RetentionPolicy,
+}
+
+/// What a member with no configuration of its own does at start
+/// (etcd's `--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialState {
+    /// Bootstrap a new group: the `--peers` members are its voters.
+    New,
+    /// Join an existing group: wait, as a non-voter, until the leader adds
+    /// this member (`POST /admin/members`).
+    Existing,
 }
 
 /// Why the server could not start or stopped.
@@ -114,7 +136,11 @@ impl ServerConfig {
     fn core_config(&self) -> core::Config {
         let self_id = members::node_id_of(&self.id);
         let ticks = |ms: u64| ms.div_ceil(self.tick_ms.max(1)).max(1);
-        let mut config = core::Config::new(self_id, self.members.iter().map(|m| m.id).collect());
+        let voters = match self.initial_state {
+            InitialState::New => self.members.iter().map(|m| m.id).collect(),
+            InitialState::Existing => Vec::new(),
+        };
+        let mut config = core::Config::new(self_id, voters);
         config.tick_ms = self.tick_ms;
         config.heartbeat_ticks = ticks(self.heartbeat_ms);
         config.election_ticks = ticks(self.election_timeout_ms);
@@ -238,19 +264,43 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
             .map_err(store_error)?;
     let consumers = Arc::new(RwLock::new(rebuilt.state));
     let seed = members::node_id_of(&config.id) ^ std::process::id() as u64;
-    let node = Node::new(
+    let mut node = Node::new(
         config.core_config(),
         DiskLog::new(log.clone()),
         meta.hard_state(),
         seed,
     )?;
+    let configuration_path = directory::configuration_path(&config.data_dir);
+    let records = directory::load_records(&configuration_path).map_err(store_error)?;
+    let from_log = !records.is_empty();
+    node.restore_configurations(records)?;
+    let mut member_directory = directory::Directory::new(config.members.clone());
+    member_directory.update(node.configurations());
+    if from_log {
+        let in_force: Vec<String> = member_directory
+            .members()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let flags: Vec<String> = config.members.iter().map(|m| m.name.clone()).collect();
+        if in_force != flags {
+            tracing::warn!(
+                ?in_force,
+                peers_flag = ?flags,
+                "--peers differs from the configuration in the log; the log's is in force \
+                 (--peers only bootstraps a new group)"
+            );
+        }
+    }
+    let link_targets = member_directory.link_targets();
+    let known_peers = KnownPeers::only(link_targets.iter().map(|member| member.name.clone()));
 
     let metrics = Arc::new(Metrics::default());
     let peer_config = PeerLinkConfig::new(config.group.clone(), config.id.clone());
     let self_id = members::node_id_of(&config.id);
     let peers = Arc::new(peers::Peers::start(
         self_id,
-        &config.members,
+        &link_targets,
         &peer_config,
         metrics.clone(),
     ));
@@ -266,7 +316,9 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         snapshot: snapshot_tx,
         metrics: metrics.clone(),
         tick: Duration::from_millis(config.tick_ms),
-        members: config.members.clone(),
+        directory: member_directory,
+        configuration_path,
+        known_peers: known_peers.clone(),
         retention: config.retention,
         consumers: consumers.clone(),
         consumer_pending: rebuilt.pending,
@@ -292,7 +344,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     }));
 
     let mut listener_config = ListenerConfig::new(config.group.clone(), config.id.clone());
-    listener_config.known_peers = Some(config.members.iter().map(|m| m.name.clone()).collect());
+    listener_config.known_peers = known_peers;
     let (listener, inbound) = Listener::bind::<Message>(&config.listen, listener_config)
         .await
         .map_err(|source| ServerError::Listen {

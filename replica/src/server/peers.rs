@@ -1,7 +1,8 @@
-//! Outbound links to the other members, by numeric id.
+//! Outbound links to the other members, by numeric id, following the
+//! configuration in force.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::core::Message;
 use crate::entry::NodeId;
@@ -12,7 +13,12 @@ use super::members::Member;
 
 /// One self-reconnecting link per other member.
 pub struct Peers {
-    links: HashMap<NodeId, PeerLink<Message>>,
+    self_id: NodeId,
+    /// Links by id, with the address each was made for.
+    links: Mutex<HashMap<NodeId, (String, PeerLink<Message>)>>,
+    config: PeerLinkConfig,
+    /// The runtime links run on (the raft loop calls in from its own thread).
+    runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
 }
 
@@ -24,27 +30,54 @@ impl Peers {
         config: &PeerLinkConfig,
         metrics: Arc<Metrics>,
     ) -> Peers {
-        let links = members
-            .iter()
-            .filter(|member| member.id != self_id)
-            .map(|member| {
+        let peers = Peers {
+            self_id,
+            links: Mutex::new(HashMap::new()),
+            config: config.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            metrics,
+        };
+        peers.set_members(members);
+        peers
+    }
+
+    /// Keeps a link to exactly the members of `members` but this one: new
+    /// members get one, removed ones lose theirs (dropping a link stops it),
+    /// a moved member gets a fresh one.
+    pub fn set_members(&self, members: &[Member]) {
+        let _entered = self.runtime.enter();
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        links.retain(|id, (address, _)| {
+            members
+                .iter()
+                .any(|member| member.id == *id && member.tcp_address == *address)
+        });
+        for member in members.iter().filter(|member| member.id != self.self_id) {
+            links.entry(member.id).or_insert_with(|| {
                 let link = PeerLink::spawn(
                     member.name.clone(),
                     member.tcp_address.clone(),
-                    config.clone(),
+                    self.config.clone(),
                 );
-                (member.id, link)
-            })
-            .collect();
-        Peers { links, metrics }
+                (member.tcp_address.clone(), link)
+            });
+        }
     }
 
     /// Queues each message for its addressee. Delivery is best effort, as
     /// Raft expects: a dropped message is retransmitted by the protocol.
     pub fn send_all(&self, messages: Vec<Message>) {
+        let links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for message in messages {
-            let Some(link) = self.links.get(&message.to) else {
-                tracing::error!(to = message.to, "message for an unknown member dropped");
+            let Some((_, link)) = links.get(&message.to) else {
+                // A member just removed, or one not known yet.
+                tracing::debug!(to = message.to, "message for a non-member dropped");
                 continue;
             };
             match link.send(&message) {

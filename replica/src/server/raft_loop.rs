@@ -15,21 +15,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+use crate::api::Members;
 use crate::consumers::{Applied, ConsumerState, OffsetCommit, PendingCommits};
 use crate::core::{
     self, Message, MessageBody, Node, ReadState, Ready, SoftState, TransferOutcome, Violation,
 };
-use crate::engine::{AppendError, TransferError};
+use crate::engine::{AppendError, MemberChange, MembershipError, TransferError};
 use crate::entry::{Entry, EntryKind, HardState, Index, NodeId, Term};
 use crate::executor::{Outcome, Proposals};
 use crate::metrics::Metrics;
+use crate::net::handshake::KnownPeers;
 use crate::server::role_log;
 use crate::store::{GroupCommit, MetaStore};
 
+use super::directory::{self, Directory};
 use super::disk_log::DiskLog;
 use super::input_queue::{InputReceiver, InputSender};
 use super::members::{not_leader_error, Member};
 use super::peers::Peers;
+use super::reconfigure;
 use super::retention::{self, RetentionPolicy};
 
 /// How often retention looks at the segments.
@@ -71,12 +75,17 @@ pub type ProposeReply = Box<dyn FnOnce(Result<(Index, Term), AppendError>) + Sen
 /// thread, so it must not block.
 pub type OffsetReply = Box<dyn FnOnce(Result<Applied, AppendError>) + Send>;
 
+/// Answered once with a configuration change's outcome.
+pub type MembersReply = oneshot::Sender<Result<Members, MembershipError>>;
+
 /// Who waits for a proposal's outcome.
 enum Waiter {
     /// A client's append batch.
     Append(ProposeReply),
     /// An offset commit: answered once committed *and* applied.
     Offset(OffsetReply),
+    /// A configuration change, with the configuration it makes.
+    Members(MembersReply, Members),
 }
 
 impl Waiter {
@@ -86,6 +95,12 @@ impl Waiter {
         match self {
             Waiter::Append(reply) => reply(proposal_answer(outcome)),
             Waiter::Offset(reply) => reply(offset_answer(outcome, verdicts)),
+            Waiter::Members(reply, members) => {
+                let answer = proposal_answer(outcome)
+                    .map(|_| members)
+                    .map_err(MembershipError::Append);
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -94,6 +109,9 @@ impl Waiter {
         match self {
             Waiter::Append(reply) => reply(Err(err)),
             Waiter::Offset(reply) => reply(Err(err)),
+            Waiter::Members(reply, _) => {
+                let _ = reply.send(Err(MembershipError::Append(err)));
+            }
         }
     }
 }
@@ -147,6 +165,13 @@ pub enum Input {
         /// Whether it is on disk, or why not.
         outcome: Result<(), String>,
     },
+    /// Change the configuration by one member.
+    ChangeMembers {
+        /// The change, by name.
+        change: MemberChange,
+        /// Answered once the change is committed, or it failed.
+        reply: MembersReply,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -189,6 +214,12 @@ pub struct Snapshot {
     /// than the election timeout: until then, what it hears may be messages
     /// queued during the pause, so its lag is not known yet.
     pub stale_until: Option<Instant>,
+    /// The configuration in force.
+    pub configuration: Members,
+    /// Its members with their addresses, for redirects and names.
+    pub members: Arc<Vec<Member>>,
+    /// Whether this member is a learner of the configuration in force.
+    pub learner: bool,
 }
 
 /// How long a linearizable read waits for its answer in all: the core
@@ -220,7 +251,12 @@ pub struct RaftLoop {
     snapshot: watch::Sender<Snapshot>,
     metrics: Arc<Metrics>,
     tick: Duration,
-    members: Vec<Member>,
+    /// Names and addresses of the configuration in force.
+    directory: Directory,
+    /// Where the configuration records are kept.
+    configuration_path: std::path::PathBuf,
+    /// The peer names the listener admits, kept in line with `directory`.
+    known_peers: KnownPeers,
 
     /// Proposals waiting for commit, in index order.
     proposals: Proposals<Waiter>,
@@ -295,8 +331,12 @@ pub struct RaftLoopParts {
     pub metrics: Arc<Metrics>,
     /// The tick period.
     pub tick: Duration,
-    /// All members.
-    pub members: Vec<Member>,
+    /// Names and addresses of the configuration the node starts with.
+    pub directory: Directory,
+    /// Where the configuration records are kept.
+    pub configuration_path: std::path::PathBuf,
+    /// The peer names the listener admits.
+    pub known_peers: KnownPeers,
     /// What to delete from the log, and when.
     pub retention: RetentionPolicy,
     /// The consumer state rebuilt at start (see `server::rebuild_consumers`).
@@ -328,7 +368,9 @@ impl RaftLoop {
             snapshot: parts.snapshot,
             metrics: parts.metrics,
             tick: parts.tick,
-            members: parts.members,
+            directory: parts.directory,
+            configuration_path: parts.configuration_path,
+            known_peers: parts.known_peers,
             proposals: Proposals::default(),
             consumer_pending: parts.consumer_pending,
             consumers: parts.consumers,
@@ -417,6 +459,8 @@ impl RaftLoop {
                 next_tick = (next_tick + self.tick).max(now);
             }
             self.process_ready()?;
+            self.write_bootstrap_configuration();
+            self.process_ready()?;
             self.admitted_bytes = 0;
             self.publish();
         }
@@ -454,6 +498,7 @@ impl RaftLoop {
                 self.node.read_index(id).map_err(|err| err.to_string())?;
             }
             Input::Transfer { target, reply } => self.start_transfer(target, reply),
+            Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Persisted { sequence, last } => {
                 assert!(
                     sequence > self.persisted,
@@ -715,15 +760,17 @@ impl RaftLoop {
     fn propose_error(&self, err: core::ProposeError) -> AppendError {
         match err {
             core::ProposeError::NotLeader { leader } => {
-                not_leader_error(&self.members, leader, self.node.term())
+                not_leader_error(&self.directory.members(), leader, self.node.term())
             }
             core::ProposeError::Transferring => AppendError::Transferring,
             core::ProposeError::TooManyPending => AppendError::Overloaded {
                 reason: "too many appends wait for commit".into(),
             },
-            err @ core::ProposeError::NotAClientKind(_) => AppendError::Unavailable {
-                reason: err.to_string(),
-            },
+            err @ (core::ProposeError::NotAClientKind(_) | core::ProposeError::Membership(_)) => {
+                AppendError::Unavailable {
+                    reason: err.to_string(),
+                }
+            }
             core::ProposeError::Core(err) => AppendError::Unavailable {
                 reason: err.to_string(),
             },
@@ -772,10 +819,84 @@ impl RaftLoop {
     }
 
     fn member_name(&self, id: NodeId) -> String {
-        self.members
-            .iter()
-            .find(|member| member.id == id)
-            .map_or_else(|| format!("#{id}"), |member| member.name.clone())
+        self.directory.name_of(id)
+    }
+
+    /// Proposes a configuration change by one member; answered once it
+    /// is committed.
+    fn change_members(&mut self, change: MemberChange, reply: MembersReply) {
+        let next = match reconfigure::next_configuration(self.directory.configuration(), &change) {
+            Ok(next) => next,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        match self.node.propose_configuration(next.encode()) {
+            Ok((index, term)) => {
+                let mut members = self.directory.clone();
+                members.update(self.node.configurations());
+                let waiter = Waiter::Members(reply, members.api(true));
+                self.track_proposal(index, index, 1, term, waiter);
+                tracing::info!(?change, index, "configuration change proposed");
+            }
+            Err(err) => {
+                let leader = |id| self.directory.member(id);
+                let _ = reply.send(Err(reconfigure::refusal(err, leader, |err| {
+                    self.propose_error(err)
+                })));
+            }
+        }
+    }
+
+    /// A leader still running on the bootstrap list (`--peers`) writes it
+    /// into the log once its term is settled, so that from then on the log,
+    /// not the flags, says who the members are.
+    fn write_bootstrap_configuration(&mut self) {
+        let bootstrap = self
+            .node
+            .configurations()
+            .last()
+            .is_some_and(|record| record.index == 0);
+        if self.node.role() != core::Role::Leader || !bootstrap {
+            return;
+        }
+        let payload = self.directory.configuration().encode();
+        match self.node.propose_configuration(payload) {
+            Ok((index, _)) => {
+                tracing::info!(index, "the bootstrap member list is written to the log")
+            }
+            // Not settled yet: tried again after the next round.
+            Err(core::ProposeError::Membership(core::ChangeRefusal::LeaderNotSettled)) => {}
+            Err(err) => tracing::debug!(%err, "bootstrap configuration not written yet"),
+        }
+    }
+
+    /// The configuration records changed: keep them on disk before any
+    /// entry that carries them, and follow the newest with the links, the
+    /// listener and the names.
+    fn on_configurations(
+        &mut self,
+        records: &[crate::membership::ConfigRecord],
+    ) -> Result<(), String> {
+        directory::save_records(&self.configuration_path, records)
+            .map_err(|err| format!("saving the configuration: {err}"))?;
+        let previous = self.directory.index();
+        self.directory.update(records);
+        let targets = self.directory.link_targets();
+        self.peers.set_members(&targets);
+        self.known_peers
+            .set(targets.iter().map(|member| member.name.clone()));
+        if self.directory.index() != previous {
+            let members = self.directory.api(false);
+            tracing::info!(
+                index = members.index,
+                voters = ?members.voters.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                learners = ?members.learners.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                "configuration in force"
+            );
+        }
+        Ok(())
     }
 
     fn process_ready(&mut self) -> Result<(), String> {
@@ -798,9 +919,16 @@ impl RaftLoop {
             soft_state,
             transfer_outcomes,
             violations,
+            configurations,
         } = ready;
         for violation in violations {
             self.on_violation(violation);
+        }
+        // Before anything is sent or written: the file must never miss a
+        // configuration entry the log has, and answers go to the members
+        // now in force.
+        if let Some(records) = configurations {
+            self.on_configurations(&records)?;
         }
         if let Some(soft) = soft_state {
             self.on_soft_state(soft);
@@ -1259,6 +1387,18 @@ impl RaftLoop {
         }
     }
 
+    /// The member list for the snapshot, shared with the last one when it
+    /// did not change.
+    fn published_members(&self) -> Arc<Vec<Member>> {
+        let members = self.directory.members();
+        let published = self.snapshot.borrow().members.clone();
+        if *published == members {
+            published
+        } else {
+            Arc::new(members)
+        }
+    }
+
     fn publish(&mut self) {
         let soft = self.node.soft_state();
         let is_leader = soft.role == core::Role::Leader;
@@ -1303,6 +1443,9 @@ impl RaftLoop {
             },
             leader_silence_limit: self.leader_silence_limit(),
             stale_until: self.stale_until,
+            configuration: self.directory.api(self.directory.index() <= commit_index),
+            members: self.published_members(),
+            learner: self.node.membership().learners.contains(&self.node.id()),
         };
         let lost_after_ms = self.node.config().election_ticks * tick_ms;
         role_log::peers_changed(

@@ -1,0 +1,271 @@
+//! Membership changes: which configuration is in force, proposing a change,
+//! and what a change does to the member's state.
+//!
+//! A member keeps the configuration records of its log from the newest one
+//! known committed onwards (`Node::configs`, never empty; the first may be
+//! the bootstrap set, at index 0). The newest record is in force as soon as
+//! it is appended (Raft dissertation, section 4.1); a truncation that
+//! removes it brings the one before back. The leader proposes one change at
+//! a time, and only once an entry of its own term is committed: without
+//! that rule two leaders of different terms could each append a change
+//! against a different base, and their majorities need not overlap (the
+//! bug Ongaro described on raft-dev in 2015).
+
+use crate::entry::{Entry, EntryKind, Index, NodeId, Term};
+use crate::membership::{ConfigRecord, IdChange, Membership};
+
+use super::log::LogRead;
+use super::message::MessageBody;
+use super::node::Node;
+use super::progress::Progress;
+use super::ready::{Role, TransferAbort};
+use super::{CoreError, ProposeError};
+
+/// Why a configuration change was not proposed. Nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefusal {
+    /// The previous change is not committed yet.
+    #[error(
+        "the configuration change at index {index} is not committed yet; one change at a time"
+    )]
+    ChangeInProgress {
+        /// Where the uncommitted change is.
+        index: Index,
+    },
+    /// This leader has not committed an entry of its term yet.
+    #[error("this leader has not committed an entry of its term yet; retry shortly")]
+    LeaderNotSettled,
+    /// The payload is not a configuration, or not one change away.
+    #[error("{0}")]
+    Invalid(String),
+    /// The learner to promote is too far behind.
+    #[error(
+        "the learner is {lag} entries behind the leader (at most {max} to be promoted) or was \
+         not heard from within an election timeout; retry once it has caught up"
+    )]
+    NotCaughtUp {
+        /// Entries it misses.
+        lag: u64,
+        /// The bound.
+        max: u64,
+    },
+}
+
+impl<L: LogRead> Node<L> {
+    /// The configuration in force (the newest in the log).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The configuration records known, oldest first: the newest one known
+    /// committed, then any later ones. The caller persists these (they must
+    /// survive retention and restarts) whenever `Ready::configurations`
+    /// carries them.
+    pub fn configurations(&self) -> &[ConfigRecord] {
+        &self.configs
+    }
+
+    /// Replace the bootstrap configuration with `records`, the ones the
+    /// caller persisted (oldest first, the first known committed). Call it
+    /// before any other input. Records past the log's end are dropped: their
+    /// entries were lost with an unsynced tail.
+    pub fn restore_configurations(&mut self, records: Vec<ConfigRecord>) -> Result<(), CoreError> {
+        let last = self.log.last_index();
+        let mut kept: Vec<ConfigRecord> = Vec::with_capacity(records.len());
+        for record in records {
+            let in_log = record.index < self.log.first_index()
+                || self.log.term(record.index)? == Some(record.term);
+            let ordered = kept.last().is_none_or(|before| before.index < record.index);
+            if record.index <= last && in_log && ordered {
+                kept.push(record);
+            }
+        }
+        if !kept.is_empty() {
+            self.configs = kept;
+            self.on_configuration_change();
+        }
+        Ok(())
+    }
+
+    /// Append `payload`, a configuration one change away from the one in
+    /// force (leader only). Returns its (index, term); it takes effect at
+    /// once and the answer comes as for any proposal.
+    pub fn propose_configuration(
+        &mut self,
+        payload: bytes::Bytes,
+    ) -> Result<(Index, Term), ProposeError> {
+        if self.is_failed() {
+            return Err(ProposeError::Core(CoreError::Failed));
+        }
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        let committed = self.log.committed();
+        if committed < self.noop_index {
+            return Err(ProposeError::Membership(ChangeRefusal::LeaderNotSettled));
+        }
+        let newest = self.configs.last().map_or(0, |record| record.index);
+        if newest > committed {
+            return Err(ProposeError::Membership(ChangeRefusal::ChangeInProgress {
+                index: newest,
+            }));
+        }
+        let record = ConfigRecord::from_entry(0, 0, payload.clone())
+            .map_err(|err| ProposeError::Membership(ChangeRefusal::Invalid(err.to_string())))?;
+        let change = self
+            .membership
+            .single_change(&record.membership)
+            .map_err(|err| ProposeError::Membership(ChangeRefusal::Invalid(err.to_string())))?;
+        if let IdChange::Promote(learner) = change {
+            let max = self.config.promote_max_lag_entries;
+            let (lag, active) = self.progress.get(&learner).map_or((u64::MAX, false), |p| {
+                (
+                    self.log.last_index().saturating_sub(p.match_index),
+                    p.recent_active,
+                )
+            });
+            if lag > max || !active {
+                return Err(ProposeError::Membership(ChangeRefusal::NotCaughtUp {
+                    lag,
+                    max,
+                }));
+            }
+        }
+        let index = self.append_own(EntryKind::Configuration, payload);
+        Ok((index, self.term))
+    }
+
+    /// Entries were just appended to the log (by this leader, or from the
+    /// leader as a follower): drop the records they replaced and take up
+    /// the configurations they carry.
+    pub(super) fn track_configurations(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|entry| entry.index) else {
+            return;
+        };
+        let last = self.log.last_index();
+        let before = self.configs.clone();
+        self.configs.retain(|record| {
+            if record.index < first {
+                return true;
+            }
+            match entries.get((record.index - first) as usize) {
+                // Same index and term: the same entry.
+                Some(entry) => entry.term == record.term,
+                // Past this batch: still in the log only without truncation.
+                None => record.index <= last,
+            }
+        });
+        for entry in entries {
+            if entry.kind != EntryKind::Configuration
+                || self
+                    .configs
+                    .iter()
+                    .any(|record| record.index == entry.index)
+            {
+                continue;
+            }
+            // Checked before appending (`check_append`, `propose_configuration`).
+            if let Ok(record) =
+                ConfigRecord::from_entry(entry.index, entry.term, entry.payload.clone())
+            {
+                let position = self
+                    .configs
+                    .partition_point(|known| known.index < record.index);
+                self.configs.insert(position, record);
+            }
+        }
+        debug_assert!(
+            !self.configs.is_empty(),
+            "the committed configuration is never replaced"
+        );
+        if self.configs != before {
+            self.on_configuration_change();
+        }
+    }
+
+    /// Forget the records older than the newest committed one; a leader
+    /// whose removal committed hands over and steps down.
+    pub(super) fn on_commit_configurations(&mut self) {
+        let committed = self.log.committed();
+        let mut pruned = false;
+        while self.configs.len() > 1 && self.configs[1].index <= committed {
+            self.configs.remove(0);
+            pruned = true;
+        }
+        if pruned {
+            self.configs_changed = true;
+        }
+        let newest_committed = self.configs.last().is_some_and(|r| r.index <= committed);
+        if self.role == Role::Leader && newest_committed && !self.membership.is_voter(self.id) {
+            // Removed: hand over to the most caught-up voter at once (it
+            // skips pre-vote and stickiness), and stop leading.
+            if let Some(target) = self.most_caught_up_voter() {
+                self.send(target, MessageBody::TimeoutNow);
+            }
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// Whether this member knows that a committed configuration left it out:
+    /// then it neither campaigns nor votes (every later leader has that
+    /// entry, so its vote is never needed). A member not yet in any
+    /// configuration it knows (a new one, before the leader's entries reach
+    /// it) still votes: the dissertation's rule, or a group whose change
+    /// committed without it could wait for its vote forever.
+    pub(super) fn removed(&self) -> bool {
+        let newest = self.configs.last();
+        !self.membership.contains(self.id)
+            && newest.is_some_and(|record| record.index > 0 && record.index <= self.log.committed())
+    }
+
+    /// Whether this member may start an election.
+    pub(super) fn may_campaign(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    /// The voter with the highest match index (ties to the lowest id).
+    pub(super) fn most_caught_up_voter(&self) -> Option<NodeId> {
+        self.progress
+            .iter()
+            .filter(|(id, _)| self.membership.is_voter(**id))
+            .max_by(|(id_a, a), (id_b, b)| a.match_index.cmp(&b.match_index).then(id_b.cmp(id_a)))
+            .map(|(id, _)| *id)
+    }
+
+    /// The newest record changed: bring the member set, the leader's
+    /// progress map and a transfer in progress in line with it.
+    fn on_configuration_change(&mut self) {
+        self.configs_changed = true;
+        let Some(newest) = self.configs.last() else {
+            return;
+        };
+        self.membership = newest.membership.clone();
+        self.peers = self.membership.others(self.id);
+        if self.role != Role::Leader {
+            return;
+        }
+        let next_index = self.log.last_index() + 1;
+        let (window, window_bytes) = (
+            self.config.max_inflight_appends,
+            self.config.max_inflight_bytes,
+        );
+        let peers = self.peers.clone();
+        self.progress.retain(|id, _| peers.contains(id));
+        for peer in peers {
+            self.progress.entry(peer).or_insert_with(|| {
+                Progress::new(next_index, window).with_max_inflight_bytes(window_bytes)
+            });
+        }
+        if let Some(transfer) = self.transfer {
+            if !self.membership.is_voter(transfer.target) {
+                self.abandon_transfer(TransferAbort::TargetRemoved);
+            }
+        }
+    }
+}
