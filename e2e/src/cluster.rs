@@ -52,6 +52,10 @@ pub struct Member {
     child: Option<Child>,
     paused: bool,
     host: Option<usize>,
+    /// Whether it bootstraps the group (`--initial-state new`, `--peers`
+    /// the bootstrap members) or waits to be added (`existing`, `--peers`
+    /// every member, so it can reach the leader).
+    bootstrap: bool,
 }
 
 /// A member's HTTP API and the namespace to reach it from.
@@ -89,6 +93,20 @@ impl Cluster {
     /// # Errors
     /// When ports cannot be reserved or a process cannot start.
     pub fn loopback_with_binary(size: usize, binary: PathBuf) -> Result<Self> {
+        Self::loopback_spares(size, 0, binary)
+    }
+
+    /// Starts `voters` members that bootstrap the group and `spares` more
+    /// (the last ones) that wait to be added with `POST /admin/members`.
+    ///
+    /// # Errors
+    /// As [`loopback`](Self::loopback).
+    pub fn loopback_with_spares(voters: usize, spares: usize) -> Result<Self> {
+        Self::loopback_spares(voters, spares, replica_binary()?)
+    }
+
+    fn loopback_spares(voters: usize, spares: usize, binary: PathBuf) -> Result<Self> {
+        let size = voters + spares;
         let ports = free_ports(size * 2)?;
         let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
             .map(|index| {
@@ -99,7 +117,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Self::launch(binary, addresses, None)
+        Self::launch(binary, addresses, None, voters)
     }
 
     /// Starts one member on each host of `network`, at the default ports.
@@ -115,13 +133,15 @@ impl Cluster {
                 )
             })
             .collect();
-        Self::launch(replica_binary()?, addresses, Some(network))
+        let hosts = network.hosts().len();
+        Self::launch(replica_binary()?, addresses, Some(network), hosts)
     }
 
     fn launch(
         binary: PathBuf,
         addresses: Vec<(SocketAddr, SocketAddr)>,
         network: Option<Arc<Network>>,
+        bootstrap_members: usize,
     ) -> Result<Self> {
         assert!(!addresses.is_empty(), "a cluster needs members");
         let dir = std::env::temp_dir().join(format!(
@@ -144,6 +164,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     host: network.as_ref().map(|_| index),
+                    bootstrap: index < bootstrap_members,
                 }
             })
             .collect();
@@ -179,8 +200,18 @@ impl Cluster {
         self.members.iter().position(|member| member.id == id)
     }
 
-    /// The member list, `id=host:port,...`.
+    /// The bootstrap members' list, `id=host:port,...`.
     pub fn peers_flag(&self) -> String {
+        self.members
+            .iter()
+            .filter(|member| member.bootstrap)
+            .map(|member| format!("{}={}", member.id, member.peer_address))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every member's peer address, `id=host:port,...`.
+    fn all_peers_flag(&self) -> String {
         self.members
             .iter()
             .map(|member| format!("{}={}", member.id, member.peer_address))
@@ -203,7 +234,11 @@ impl Cluster {
     /// # Errors
     /// [`Error::Process`] when it cannot be spawned.
     pub fn start(&mut self, index: usize) -> Result<()> {
-        let peers = self.peers_flag();
+        let (peers, initial_state) = if self.member(index).bootstrap {
+            (self.peers_flag(), "new")
+        } else {
+            (self.all_peers_flag(), "existing")
+        };
         let binary = self.binary.clone();
         let network = self.network.clone();
         let member = self
@@ -230,6 +265,7 @@ impl Cluster {
             .args(["--group", GROUP])
             .args(["--id", &member.id])
             .args(["--peers", &peers])
+            .args(["--initial-state", initial_state])
             .arg("--data-dir")
             .arg(&member.data_dir)
             .args(["--listen", &member.peer_address.to_string()])

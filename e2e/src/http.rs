@@ -22,6 +22,7 @@ pub const REDIRECTS_MAX: usize = 3;
 enum Verb {
     Post,
     Put,
+    Delete,
 }
 
 /// Bodies longer than this are cut in error messages.
@@ -49,6 +50,48 @@ pub struct Status {
     pub last_term: u64,
     /// The highest index known committed.
     pub commit_index: u64,
+}
+
+/// `GET /admin/members`: the configuration in force.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Members {
+    /// The configuration entry's index (0 for the bootstrap list).
+    pub index: u64,
+    /// Whether the answering member knows it committed.
+    pub committed: bool,
+    /// Voters.
+    pub voters: Vec<MemberAddress>,
+    /// Learners.
+    pub learners: Vec<MemberAddress>,
+}
+
+impl Members {
+    /// The voters' ids, sorted.
+    pub fn voter_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.voters.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The learners' ids, sorted.
+    pub fn learner_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.learners.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// One member of a configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberAddress {
+    /// Its id.
+    pub id: String,
+    /// Its peer address.
+    pub address: String,
+    /// Its HTTP address.
+    pub http_address: String,
 }
 
 impl Status {
@@ -304,6 +347,7 @@ impl Client {
             let sent = match verb {
                 Verb::Post => self.agent.post(&url).send(body),
                 Verb::Put => self.agent.put(&url).send(body),
+                Verb::Delete => self.agent.delete(&url).call(),
             };
             let mut response = sent.map_err(|error| format!("{url}: {error}"))?;
             let status = response.status().as_u16();
@@ -425,6 +469,66 @@ impl Client {
         } else {
             Err(unexpected(&url, status, &body))
         }
+    }
+
+    /// `GET /admin/members` on this member (no redirect).
+    ///
+    /// # Errors
+    /// A transport failure, a non-200 answer or a body that is not the contract's JSON.
+    pub fn members(&self) -> Result<Members> {
+        let url = format!("{}/admin/members", self.base);
+        let (status, body) = self.get(&url)?;
+        if status != 200 {
+            return Err(unexpected(&url, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|error| Error::Http {
+            url,
+            reason: format!("members JSON: {error}"),
+        })
+    }
+
+    /// `POST /admin/members` adding learner `id` at `address` (its peer
+    /// address) and `http_address`, following redirects to the leader;
+    /// answers once the change is committed.
+    ///
+    /// # Errors
+    /// A transport failure or a non-200 answer (with the server's reason).
+    pub fn add_member(&self, id: &str, address: &str, http_address: &str) -> Result<Members> {
+        let body = serde_json::json!({ "id": id, "address": address, "httpAddress": http_address })
+            .to_string();
+        self.change_members(Verb::Post, "/admin/members", body.as_bytes())
+    }
+
+    /// `POST /admin/members/{id}/promote`, following redirects to the leader.
+    ///
+    /// # Errors
+    /// As [`add_member`](Self::add_member).
+    pub fn promote_member(&self, id: &str) -> Result<Members> {
+        self.change_members(Verb::Post, &format!("/admin/members/{id}/promote"), b"")
+    }
+
+    /// `DELETE /admin/members/{id}`, following redirects to the leader.
+    ///
+    /// # Errors
+    /// As [`add_member`](Self::add_member).
+    pub fn remove_member(&self, id: &str) -> Result<Members> {
+        self.change_members(Verb::Delete, &format!("/admin/members/{id}"), b"")
+    }
+
+    fn change_members(&self, verb: Verb, path: &str, body: &[u8]) -> Result<Members> {
+        let (url, status, answer) =
+            self.send_following_redirects(verb, path, body)
+                .map_err(|reason| Error::Http {
+                    url: format!("{}{path}", self.base),
+                    reason,
+                })?;
+        if status != 200 {
+            return Err(unexpected(&url, status, &answer));
+        }
+        serde_json::from_slice(&answer).map_err(|error| Error::Http {
+            url,
+            reason: format!("members JSON: {error}"),
+        })
     }
 
     fn get(&self, url: &str) -> Result<(u16, Vec<u8>)> {

@@ -67,7 +67,7 @@ pub struct Status {
     /// The configuration in force on this member; `null` from builds
     /// before membership changes.
     #[serde(default)]
-    pub configuration: Option<Members>,
+    pub configuration: Option<Box<Members>>,
 }
 
 /// The configuration in force: `GET /admin/members`, and `configuration`
@@ -273,7 +273,7 @@ mod tests {
             }],
             leader_commit_index: Some(10523),
             lag: 0,
-            configuration: Some(Members {
+            configuration: Some(Box::new(Members {
                 index: 4,
                 committed: true,
                 voters: vec![MemberAddress {
@@ -282,7 +282,7 @@ mod tests {
                     http_address: "orders-0.orders-peers:8080".into(),
                 }],
                 learners: vec![],
-            }),
+            })),
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({

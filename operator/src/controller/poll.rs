@@ -96,6 +96,7 @@ mod tests {
             peers: vec![],
             leader_commit_index: None,
             lag: 0,
+            configuration: None,
         })
         .unwrap()
     }

@@ -25,6 +25,7 @@ fn status(id: &str, role: ApiRole, last_index: u64) -> Status {
         peers: vec![],
         leader_commit_index: None,
         lag: 0,
+        configuration: None,
     }
 }
 

@@ -6,9 +6,13 @@
 //! known committed and any later ones), replaced atomically before the
 //! entries that change them are written, so it never misses a
 //! configuration entry the log has; one the log lost with an unsynced tail
-//! is dropped at restart by `Node::restore_configurations`. While it does
-//! not exist the bootstrap list (`--peers`) is in force, until the first
-//! leader writes that list into the log.
+//! is dropped at restart by `Node::restore_configurations`.
+//!
+//! A member that bootstraps a new group writes the `--peers` list there as
+//! the record at index 0 on its first start, before it can vote: from then
+//! on that list, or the changes the log makes to it, is in force whatever
+//! `--peers` says at later starts. A member waiting to be added has no file
+//! until the leader's first configuration entry reaches it.
 
 use std::path::{Path, PathBuf};
 
@@ -45,14 +49,14 @@ struct File {
     records: Vec<FileRecord>,
 }
 
-/// Replaces the file at `path` with `records` (the bootstrap record, which
-/// is in no log, is left out), durably.
+/// Replaces the file at `path` with `records` (a bootstrap record without
+/// a payload, that of a member waiting to be added, is left out), durably.
 pub fn save_records(path: &Path, records: &[ConfigRecord]) -> Result<(), StoreError> {
     let file = File {
         version: 1,
         records: records
             .iter()
-            .filter(|record| record.index > 0)
+            .filter(|record| !record.payload.is_empty())
             .map(|record| FileRecord {
                 index: record.index,
                 term: record.term,
@@ -118,6 +122,32 @@ impl Directory {
             current,
             index: 0,
         }
+    }
+
+    /// The bootstrap record of a new group: the `--peers` list, all voters.
+    pub fn bootstrap_record(&self) -> ConfigRecord {
+        let configuration = bootstrap_configuration(&self.bootstrap, |_| true);
+        ConfigRecord {
+            index: 0,
+            term: 0,
+            membership: configuration.membership(),
+            payload: configuration.encode(),
+        }
+    }
+
+    /// The member names of the newest of `records`, sorted.
+    pub fn names(records: &[ConfigRecord]) -> Vec<String> {
+        records
+            .last()
+            .and_then(|record| Configuration::decode(&record.payload).ok())
+            .map(|configuration| {
+                configuration
+                    .members()
+                    .iter()
+                    .map(|member| member.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Takes up the newest of the core's `records`.
@@ -262,11 +292,14 @@ mod tests {
             })
             .unwrap();
         let records = vec![
-            ConfigRecord::bootstrap([node_id_of("a"), node_id_of("b")]),
+            directory.bootstrap_record(),
             ConfigRecord::from_entry(7, 2, added.encode()).unwrap(),
         ];
         save_records(&path, &records).unwrap();
-        assert_eq!(load_records(&path).unwrap(), records[1..].to_vec());
+        assert_eq!(load_records(&path).unwrap(), records);
+        // A member waiting to be added has nothing to save.
+        save_records(&path, &[ConfigRecord::bootstrap([])]).unwrap();
+        assert!(load_records(&path).unwrap().is_empty());
         std::fs::write(&path, b"{\"version\":1,\"records\":[{\"index\":1").unwrap();
         let err = load_records(&path).unwrap_err().to_string();
         assert!(err.contains("configuration file"), "{err}");

@@ -353,7 +353,7 @@ impl Engine for ReplicaHandle {
             peers,
             leader_commit_index: snapshot.leader_commit_index,
             lag: snapshot_lag(&snapshot),
-            configuration: Some(snapshot.configuration.clone()),
+            configuration: Some(Box::new(snapshot.configuration.clone())),
         }
     }
 

@@ -271,27 +271,29 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         seed,
     )?;
     let configuration_path = directory::configuration_path(&config.data_dir);
-    let records = directory::load_records(&configuration_path).map_err(store_error)?;
-    let from_log = !records.is_empty();
-    node.restore_configurations(records)?;
+    let mut records = directory::load_records(&configuration_path).map_err(store_error)?;
     let mut member_directory = directory::Directory::new(config.members.clone());
-    member_directory.update(node.configurations());
-    if from_log {
-        let in_force: Vec<String> = member_directory
-            .members()
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        let flags: Vec<String> = config.members.iter().map(|m| m.name.clone()).collect();
+    if records.is_empty() && config.initial_state == InitialState::New {
+        // A new group, or a data directory from a build before membership
+        // changes: the `--peers` list is the bootstrap configuration, kept
+        // before this member can vote, so a later `--peers` cannot change it.
+        records.push(member_directory.bootstrap_record());
+        directory::save_records(&configuration_path, &records).map_err(store_error)?;
+    } else if !records.is_empty() {
+        let in_force = directory::Directory::names(&records);
+        let mut flags: Vec<String> = config.members.iter().map(|m| m.name.clone()).collect();
+        flags.sort();
         if in_force != flags {
             tracing::warn!(
                 ?in_force,
                 peers_flag = ?flags,
-                "--peers differs from the configuration in the log; the log's is in force \
-                 (--peers only bootstraps a new group)"
+                "--peers differs from the configuration in the data directory, which is in \
+                 force (--peers only bootstraps a new group)"
             );
         }
     }
+    node.restore_configurations(records)?;
+    member_directory.update(node.configurations());
     let link_targets = member_directory.link_targets();
     let known_peers = KnownPeers::only(link_targets.iter().map(|member| member.name.clone()));
 

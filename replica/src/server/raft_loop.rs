@@ -459,8 +459,6 @@ impl RaftLoop {
                 next_tick = (next_tick + self.tick).max(now);
             }
             self.process_ready()?;
-            self.write_bootstrap_configuration();
-            self.process_ready()?;
             self.admitted_bytes = 0;
             self.publish();
         }
@@ -846,29 +844,6 @@ impl RaftLoop {
                     self.propose_error(err)
                 })));
             }
-        }
-    }
-
-    /// A leader still running on the bootstrap list (`--peers`) writes it
-    /// into the log once its term is settled, so that from then on the log,
-    /// not the flags, says who the members are.
-    fn write_bootstrap_configuration(&mut self) {
-        let bootstrap = self
-            .node
-            .configurations()
-            .last()
-            .is_some_and(|record| record.index == 0);
-        if self.node.role() != core::Role::Leader || !bootstrap {
-            return;
-        }
-        let payload = self.directory.configuration().encode();
-        match self.node.propose_configuration(payload) {
-            Ok((index, _)) => {
-                tracing::info!(index, "the bootstrap member list is written to the log")
-            }
-            // Not settled yet: tried again after the next round.
-            Err(core::ProposeError::Membership(core::ChangeRefusal::LeaderNotSettled)) => {}
-            Err(err) => tracing::debug!(%err, "bootstrap configuration not written yet"),
         }
     }
 

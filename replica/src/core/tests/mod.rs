@@ -56,6 +56,8 @@ struct Cluster {
     outcomes: Vec<TransferOutcome>,
     /// Messages this returns true for are lost.
     drop_if: Option<DropFilter>,
+    /// Each node's configuration records as its last Ready handed them.
+    saved_configurations: Vec<Vec<crate::membership::ConfigRecord>>,
 }
 
 impl Cluster {
@@ -83,6 +85,7 @@ impl Cluster {
             read_states: Vec::new(),
             outcomes: Vec::new(),
             drop_if: None,
+            saved_configurations: vec![Vec::new(); size as usize],
         }
     }
 
@@ -107,6 +110,7 @@ impl Cluster {
                 .nodes
                 .push(Node::new(config, log.clone(), hard_states[position], id).unwrap());
             cluster.logs.push(log);
+            cluster.saved_configurations.push(Vec::new());
         }
         cluster
     }
@@ -120,6 +124,9 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             while self.nodes[index].has_ready() {
                 let ready = self.nodes[index].ready().unwrap();
+                if let Some(records) = ready.configurations {
+                    self.saved_configurations[index] = records;
+                }
                 if let Some(first) = ready.entries.first() {
                     let mut log = self.logs[index].0.borrow_mut();
                     log.truncate(first.index as usize - 1);
@@ -1022,3 +1029,5 @@ fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
         );
     }
 }
+
+mod membership;

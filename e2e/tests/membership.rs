@@ -1,0 +1,217 @@
+//! Tier 3: membership changes between real `dledger-replica serve` processes
+//! on loopback, under continuous load: 3 → 4 → 5 voters by adding learners
+//! and promoting them, then back to 3 by removing members, the leader
+//! among them. Every acknowledged entry must be on every member at the end,
+//! and each step prints the longest gap between acknowledged writes.
+//!
+//! The figures test (ignored by default) measures how fast a new learner
+//! catches up over a large log: `cargo test --release -p dledger-e2e --test
+//! membership -- --ignored --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use dledger_e2e::cluster::Cluster;
+use dledger_e2e::http::{Client, Members};
+use dledger_e2e::load::{Ack, Load, LoadConfig};
+use dledger_e2e::scenario::{
+    assert_verified, serial, FIRST_LEADER_WAIT, NEW_LEADER_WAIT, PROGRESS_WAIT,
+};
+use dledger_e2e::wait::wait_until;
+
+const VOTERS: usize = 3;
+const SPARES: usize = 2;
+const WRITERS: usize = 3;
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client(cluster: &Cluster, index: usize) -> Client {
+    Client::new(cluster.member(index).http_address, CHANGE_TIMEOUT)
+}
+
+/// The longest time between two acknowledgements in `[from, to]` (the step's
+/// edges count as acknowledgements).
+fn longest_gap(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = acks
+        .iter()
+        .map(|ack| ack.at)
+        .filter(|at| *at >= from && *at <= to)
+        .collect();
+    times.push(from);
+    times.push(to);
+    times.sort();
+    times
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// Waits until member `index` reports `role` and holds the leader's commit.
+fn wait_for_role(cluster: &Cluster, index: usize, role: &str) {
+    let id = cluster.member(index).id.clone();
+    wait_until(
+        &format!("{id} to be a caught-up {role}"),
+        PROGRESS_WAIT,
+        || {
+            let status = cluster.status(index).ok()?;
+            let (leader, _) = cluster.wait_for_leader(Duration::from_millis(100)).ok()?;
+            let commit = cluster.status(leader).ok()?.commit_index;
+            (status.role == role && status.last_index + 100 >= commit).then_some(())
+        },
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+fn members_of(cluster: &Cluster, index: usize) -> Members {
+    client(cluster, index)
+        .members()
+        .unwrap_or_else(|error| panic!("GET /admin/members: {error}"))
+}
+
+/// One step: `change` is sent to member `via` (a redirect takes it to the
+/// leader); prints and returns the longest gap between acknowledged
+/// writes while it ran.
+fn step(
+    name: &str,
+    cluster: &Cluster,
+    load: &Load,
+    change: impl FnOnce() -> dledger_e2e::error::Result<Members>,
+) -> Members {
+    let started = Instant::now();
+    let members = change().unwrap_or_else(|error| panic!("{name}: {error}"));
+    load.wait_for_more(20, PROGRESS_WAIT)
+        .unwrap_or_else(|error| panic!("writes after {name}: {error}"));
+    let gap = longest_gap(&load.acks(), started, Instant::now());
+    eprintln!(
+        "e2e: membership step {name:<22} answered in {:>5} ms; longest write gap {:>4} ms; voters {:?} learners {:?}",
+        started.elapsed().as_millis(),
+        gap.as_millis(),
+        members.voter_ids(),
+        members.learner_ids(),
+    );
+    let _ = cluster;
+    members
+}
+
+#[test]
+fn grow_to_five_and_shrink_to_three_under_load() {
+    let _serial = serial();
+    let mut cluster = Cluster::loopback_with_spares(VOTERS, SPARES)
+        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    let (leader, _) = cluster
+        .wait_for_leader(FIRST_LEADER_WAIT)
+        .expect("first leader");
+    // The spares know no configuration: they neither lead nor vote.
+    for spare in VOTERS..VOTERS + SPARES {
+        let status = cluster.status(spare).expect("spare status");
+        assert!(!status.is_leader(), "{status:?}");
+    }
+    let initial = members_of(&cluster, leader);
+    assert_eq!(initial.voters.len(), VOTERS, "{initial:?}");
+    let voter_http: Vec<_> = (0..VOTERS)
+        .map(|index| cluster.member(index).http_address)
+        .collect();
+    let load = Load::start(&LoadConfig::new("membership", WRITERS, voter_http));
+    load.wait_for_more(100, PROGRESS_WAIT)
+        .expect("writes before any change");
+
+    // Grow: each spare joins as a learner, catches up, and is promoted.
+    for spare in VOTERS..VOTERS + SPARES {
+        let id = cluster.member(spare).id.clone();
+        let peer = cluster.member(spare).peer_address.to_string();
+        let http = cluster.member(spare).http_address.to_string();
+        // Sent to a follower on purpose: it redirects to the leader.
+        let via = (leader + 1) % VOTERS;
+        let added = step(&format!("add {id}"), &cluster, &load, || {
+            client(&cluster, via).add_member(&id, &peer, &http)
+        });
+        assert!(added.learner_ids().contains(&id), "{added:?}");
+        wait_for_role(&cluster, spare, "learner");
+        let promoted = step(&format!("promote {id}"), &cluster, &load, || {
+            client(&cluster, via).promote_member(&id)
+        });
+        assert!(promoted.voter_ids().contains(&id), "{promoted:?}");
+        wait_for_role(&cluster, spare, "follower");
+    }
+    let (leader, _) = cluster.wait_for_leader(NEW_LEADER_WAIT).expect("leader");
+    assert_eq!(members_of(&cluster, leader).voters.len(), VOTERS + SPARES);
+
+    // Shrink: the leader first (it hands over), then one more member.
+    let old_leader_id = cluster.member(leader).id.clone();
+    let via = (leader + 1) % (VOTERS + SPARES);
+    let after = step(
+        &format!("remove {old_leader_id} (leader)"),
+        &cluster,
+        &load,
+        || client(&cluster, via).remove_member(&old_leader_id),
+    );
+    assert!(!after.voter_ids().contains(&old_leader_id), "{after:?}");
+    let (new_leader, _) = cluster
+        .wait_for_new_leader(leader, NEW_LEADER_WAIT)
+        .expect("a new leader after the leader's removal");
+    assert_ne!(new_leader, leader);
+    let second = (0..VOTERS + SPARES)
+        .find(|index| *index != leader && *index != new_leader)
+        .expect("another member");
+    let second_id = cluster.member(second).id.clone();
+    let after = step(&format!("remove {second_id}"), &cluster, &load, || {
+        client(&cluster, new_leader).remove_member(&second_id)
+    });
+    assert_eq!(after.voters.len(), VOTERS + SPARES - 2, "{after:?}");
+
+    // The removed members stay quiet: no election is won by them, and the
+    // group keeps its term while they run on.
+    let term = cluster.status(new_leader).expect("leader status").term;
+    load.wait_for_more(50, PROGRESS_WAIT)
+        .expect("writes after the shrink");
+    let later = cluster.status(new_leader).expect("leader status");
+    assert!(later.is_leader() && later.term == term, "{later:?}");
+    for removed in [leader, second] {
+        let status = cluster.status(removed).expect("removed member's status");
+        assert!(!status.is_leader(), "a removed member leads: {status:?}");
+    }
+
+    let acks = load.stop().expect("load");
+    cluster.kill(leader).expect("stop the removed leader");
+    cluster.kill(second).expect("stop the removed member");
+    let verified = assert_verified(&cluster, &acks);
+    assert_eq!(
+        verified.members, VOTERS,
+        "the three remaining members were compared"
+    );
+}
+
+#[test]
+fn a_change_on_a_member_that_is_not_a_learner_is_refused_with_a_reason() {
+    let _serial = serial();
+    let cluster = Cluster::loopback_with_spares(VOTERS, 1)
+        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    let (leader, _) = cluster
+        .wait_for_leader(FIRST_LEADER_WAIT)
+        .expect("first leader");
+    let leader_client = client(&cluster, leader);
+    let voter = cluster.member((leader + 1) % VOTERS).id.clone();
+    let refused = leader_client
+        .promote_member(&voter)
+        .expect_err("a voter is promoted");
+    assert!(refused.to_string().contains("409"), "{refused}");
+    let unknown = leader_client
+        .remove_member("nobody")
+        .expect_err("nobody removed");
+    assert!(unknown.to_string().contains("404"), "{unknown}");
+    let bad = leader_client
+        .add_member("x", "no-port", "127.0.0.1:1")
+        .expect_err("an address without a port");
+    assert!(bad.to_string().contains("400"), "{bad}");
+    // A learner that never answered is not promoted.
+    let spare = cluster.member(VOTERS).id.clone();
+    leader_client
+        .add_member(&spare, "127.0.0.1:9", "127.0.0.1:9")
+        .expect("add a learner at an address nobody serves");
+    let early = leader_client
+        .promote_member(&spare)
+        .expect_err("a learner that never caught up is promoted");
+    assert!(early.to_string().contains("409"), "{early}");
+    let members = leader_client.members().expect("members");
+    assert_eq!(members.voters.len(), VOTERS, "{members:?}");
+    assert_eq!(members.learner_ids(), vec![spare]);
+}
