@@ -68,6 +68,11 @@ pub struct Status {
     /// before membership changes.
     #[serde(default)]
     pub configuration: Option<Box<Members>>,
+    /// This member's incarnation: 0 for a member that bootstrapped the
+    /// group, a random number for one that joined it with an empty data
+    /// directory (it goes by `id#<incarnation in hex>` among peers).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// The configuration in force: `GET /admin/members`, and `configuration`
@@ -109,6 +114,10 @@ pub struct AddMember {
     /// Its HTTP address; by default the address's host on port 8080.
     #[serde(default)]
     pub http_address: Option<String>,
+    /// Its incarnation, as its `/status` reports it; when absent the
+    /// leader asks the member itself, at its HTTP address.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
 }
 
 impl Status {
@@ -283,6 +292,7 @@ mod tests {
                 }],
                 learners: vec![],
             })),
+            incarnation: 0,
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({
@@ -294,7 +304,8 @@ mod tests {
             "configuration": {"index": 4, "committed": true, "learners": [], "voters": [
                 {"id": "orders-0", "address": "orders-0.orders-peers:20911",
                  "httpAddress": "orders-0.orders-peers:8080"}
-            ]}
+            ]},
+            "incarnation": 0
         });
         assert_eq!(json, expected);
     }
@@ -316,6 +327,7 @@ mod tests {
             leader_commit_index: None,
             lag: 0,
             configuration: None,
+            incarnation: 0,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert!(json["leaderId"].is_null());

@@ -642,6 +642,7 @@ mod tests {
                 leader_commit_index: Some(last_index),
                 lag: 0,
                 configuration: None,
+                incarnation: 0,
             }
         }
         fn members(&self) -> crate::api::Members {

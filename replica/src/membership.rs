@@ -40,6 +40,19 @@ pub fn node_id_of(name: &str) -> NodeId {
     hash.max(1)
 }
 
+/// The name a member goes by among peers (in the handshake, and as the
+/// source of its numeric id): its name for the incarnation 0 that
+/// bootstrapped the group, `name#<incarnation in hex>` for a member that
+/// joined later, so that a wiped member coming back under the same name is
+/// a different member to the core, with no vote and no log to its credit.
+pub fn peer_name_of(name: &str, incarnation: u64) -> String {
+    if incarnation == 0 {
+        name.to_string()
+    } else {
+        format!("{name}#{incarnation:016x}")
+    }
+}
+
 /// Whether a member votes and counts for commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +71,10 @@ pub struct MemberRecord {
     pub id: NodeId,
     /// Its name (in Kubernetes, the pod name).
     pub name: String,
+    /// Which life of that name: 0 for a bootstrap member, a random number
+    /// drawn when a member starts with an empty data directory to join.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
     /// Its binary protocol address, `host:port`.
     pub address: String,
     /// Its HTTP address, `host:port`, for redirects.
@@ -65,6 +82,17 @@ pub struct MemberRecord {
     pub http_address: String,
     /// Voter or learner.
     pub role: MemberRole,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl MemberRecord {
+    /// The name it goes by among peers ([`peer_name_of`]).
+    pub fn peer_name(&self) -> String {
+        peer_name_of(&self.name, self.incarnation)
+    }
 }
 
 /// The member set a configuration entry carries, sorted by name.
@@ -108,6 +136,18 @@ pub enum ConfigurationError {
     /// Removing the last voter would leave nobody to decide.
     #[error("{0} is the last voter and cannot be removed")]
     LastVoter(String),
+    /// The name is a member under another incarnation: remove that one
+    /// first (it lost its data directory, or is a different process).
+    #[error(
+        "{name} is a member already, as incarnation {known:x}; remove it first (DELETE \
+         /admin/members/{name}), then add the new incarnation"
+    )]
+    OtherIncarnation {
+        /// The name.
+        name: String,
+        /// The incarnation the configuration has.
+        known: u64,
+    },
     /// A change of more than one member, or of none.
     #[error("a configuration change changes exactly one member; this one changes {0}")]
     NotSingleChange(usize),
@@ -204,15 +244,23 @@ impl Configuration {
         match change {
             Change::AddLearner {
                 name,
+                incarnation,
                 address,
                 http_address,
             } => {
-                if self.member(name).is_some() {
-                    return Err(ConfigurationError::AlreadyMember(name.clone()));
+                if let Some(known) = self.member(name) {
+                    if known.incarnation == *incarnation {
+                        return Err(ConfigurationError::AlreadyMember(name.clone()));
+                    }
+                    return Err(ConfigurationError::OtherIncarnation {
+                        name: name.clone(),
+                        known: known.incarnation,
+                    });
                 }
                 members.push(MemberRecord {
-                    id: node_id_of(name),
+                    id: node_id_of(&peer_name_of(name, *incarnation)),
                     name: name.clone(),
+                    incarnation: *incarnation,
                     address: address.clone(),
                     http_address: http_address.clone(),
                     role: MemberRole::Learner,
@@ -253,6 +301,8 @@ pub enum Change {
     AddLearner {
         /// Its name.
         name: String,
+        /// Its incarnation (0 for a member of the bootstrap list).
+        incarnation: u64,
         /// Its binary protocol address.
         address: String,
         /// Its HTTP address.
@@ -427,6 +477,7 @@ mod tests {
         MemberRecord {
             id: node_id_of(name),
             name: name.into(),
+            incarnation: 0,
             address: format!("{name}:20911"),
             http_address: format!("{name}:8080"),
             role: MemberRole::Voter,
@@ -471,11 +522,26 @@ mod tests {
         let added = configuration
             .with_change(&Change::AddLearner {
                 name: "d".into(),
+                incarnation: 7,
                 address: "d:1".into(),
                 http_address: "d:2".into(),
             })
             .unwrap();
-        assert_eq!(added.member("d").unwrap().role, MemberRole::Learner);
+        let d = added.member("d").unwrap();
+        assert_eq!(d.role, MemberRole::Learner);
+        assert_eq!(d.id, node_id_of("d#0000000000000007"));
+        assert_eq!(Configuration::decode(&added.encode()).unwrap(), added);
+        // The same name under another incarnation is refused until removed.
+        let again = added.with_change(&Change::AddLearner {
+            name: "d".into(),
+            incarnation: 8,
+            address: "d:1".into(),
+            http_address: "d:2".into(),
+        });
+        assert!(matches!(
+            again,
+            Err(ConfigurationError::OtherIncarnation { known: 7, .. })
+        ));
         let promoted = added
             .with_change(&Change::Promote { name: "d".into() })
             .unwrap();

@@ -370,6 +370,7 @@ mod tests {
             leader_commit_index: Some(8),
             lag: 1,
             configuration: None,
+            incarnation: 0,
         }
     }
 

@@ -42,6 +42,7 @@ fn config(index: usize, addresses: &Addresses, dir: &std::path::Path) -> ServerC
         .enumerate()
         .map(|(i, name)| Member {
             name: name.to_string(),
+            peer_name: name.to_string(),
             id: node_id_of(name),
             tcp_address: addresses.peer[i].clone(),
             http_address: addresses.http[i].clone(),

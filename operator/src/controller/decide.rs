@@ -531,6 +531,7 @@ mod tests {
             leader_commit_index: None,
             lag: 0,
             configuration: None,
+            incarnation: 0,
         }
     }
 

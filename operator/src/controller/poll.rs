@@ -97,6 +97,7 @@ mod tests {
             leader_commit_index: None,
             lag: 0,
             configuration: None,
+            incarnation: 0,
         })
         .unwrap()
     }

@@ -26,6 +26,7 @@ fn status(id: &str, role: ApiRole, last_index: u64) -> Status {
         leader_commit_index: None,
         lag: 0,
         configuration: None,
+        incarnation: 0,
     }
 }
 

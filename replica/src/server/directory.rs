@@ -180,7 +180,7 @@ impl Directory {
     }
 
     /// Who this member keeps links to and admits as a peer: the members in
-    /// force, and those of `--peers` besides. A member waiting to be added
+    /// force, and those of `--peers` (by name) besides. A member waiting to be added
     /// knows the group only from `--peers`, and must reach the leader to
     /// answer it before the configuration naming it arrives.
     pub fn link_targets(&self) -> Vec<Member> {
@@ -246,6 +246,7 @@ fn bootstrap_configuration(
         .map(|member| MemberRecord {
             id: member.id,
             name: member.name.clone(),
+            incarnation: 0,
             address: member.tcp_address.clone(),
             http_address: member.http_address.clone(),
             role: MemberRole::Voter,
@@ -257,6 +258,7 @@ fn bootstrap_configuration(
 fn member_of(record: &MemberRecord) -> Member {
     Member {
         name: record.name.clone(),
+        peer_name: record.peer_name(),
         id: record.id,
         tcp_address: record.address.clone(),
         http_address: record.http_address.clone(),
@@ -271,6 +273,7 @@ mod tests {
     fn member(name: &str) -> Member {
         Member {
             name: name.into(),
+            peer_name: name.into(),
             id: node_id_of(name),
             tcp_address: format!("{name}:20911"),
             http_address: format!("{name}:8080"),
@@ -287,6 +290,7 @@ mod tests {
             .configuration()
             .with_change(&Change::AddLearner {
                 name: "c".into(),
+                incarnation: 0,
                 address: "c:1".into(),
                 http_address: "c:2".into(),
             })
@@ -313,6 +317,7 @@ mod tests {
             .configuration()
             .with_change(&Change::AddLearner {
                 name: "c".into(),
+                incarnation: 0,
                 address: "c:1".into(),
                 http_address: "c:2".into(),
             })

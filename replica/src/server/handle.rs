@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Appended, ConsumerGroup, ConsumerGroups, Members, OffsetCommitted, PeerStatus, Role, Status,
-    Transferred,
+    AddMember, Appended, ConsumerGroup, ConsumerGroups, Members, OffsetCommitted, PeerStatus, Role,
+    Status, Transferred,
 };
 use crate::consumers::{validate_group_name, Applied, Condition, ConsumerState, OffsetCommit};
 use crate::core;
@@ -44,6 +44,8 @@ const MAX_CONCURRENT_READS: usize = 16;
 pub struct ReplicaHandle {
     group: String,
     self_name: String,
+    /// This member's incarnation (see `identity`).
+    incarnation: u64,
     /// The `--peers` list: names for ids until the raft loop publishes the
     /// configuration in force.
     bootstrap_members: Vec<Member>,
@@ -64,6 +66,8 @@ pub struct HandleParts {
     pub group: String,
     /// This member's name.
     pub self_name: String,
+    /// This member's incarnation.
+    pub incarnation: u64,
     /// The `--peers` list.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
@@ -88,6 +92,7 @@ impl ReplicaHandle {
         ReplicaHandle {
             group: parts.group,
             self_name: parts.self_name,
+            incarnation: parts.incarnation,
             bootstrap_members: parts.members,
             inputs: parts.inputs,
             snapshot: parts.snapshot,
@@ -354,6 +359,7 @@ impl Engine for ReplicaHandle {
             leader_commit_index: snapshot.leader_commit_index,
             lag: snapshot_lag(&snapshot),
             configuration: Some(Box::new(snapshot.configuration.clone())),
+            incarnation: self.incarnation,
         }
     }
 
@@ -575,6 +581,12 @@ impl Engine for ReplicaHandle {
 impl ReplicaHandle {
     /// Sends a membership change to the raft loop and waits for its end.
     async fn change_members_inner(&self, change: MemberChange) -> Result<Members, MembershipError> {
+        let change = match change {
+            MemberChange::Add(add) if add.incarnation.is_none() => {
+                MemberChange::Add(with_incarnation(add).await?)
+            }
+            other => other,
+        };
         {
             let snapshot = self.snapshot.borrow();
             if snapshot.role != Some(core::Role::Leader) || snapshot.stopped.is_some() {
@@ -605,6 +617,49 @@ impl ReplicaHandle {
             .await
             .unwrap_or_else(|_| Err(MembershipError::Append(self.stopped_error())))
     }
+}
+
+/// How long the leader waits for a member to be added to say its
+/// incarnation.
+const INCARNATION_ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `add` with the incarnation the member reports at its HTTP address: the
+/// configuration must name the incarnation that runs there, not assume the
+/// bootstrap one.
+async fn with_incarnation(mut add: AddMember) -> Result<AddMember, MembershipError> {
+    let http = match &add.http_address {
+        Some(http) => http.clone(),
+        None => match add.address.rsplit_once(':') {
+            Some((host, _)) => format!("{host}:8080"),
+            None => {
+                return Err(MembershipError::BadRequest {
+                    reason: format!("address {:?} has no port", add.address),
+                })
+            }
+        },
+    };
+    let asked = http.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        crate::admin_client::AdminClient::new(&asked, INCARNATION_ASK_TIMEOUT).status()
+    })
+    .await
+    .map_err(|err| MembershipError::Refused {
+        reason: format!("asking {http} for its incarnation: {err}"),
+    })?
+    .map_err(|err| MembershipError::Refused {
+        reason: format!(
+            "{} must be running to be added, and say its incarnation at {http}: {err} \
+             (or give \"incarnation\" in the request)",
+            add.id
+        ),
+    })?;
+    if status.id != add.id {
+        return Err(MembershipError::BadRequest {
+            reason: format!("{http} is member {:?}, not {:?}", status.id, add.id),
+        });
+    }
+    add.incarnation = Some(status.incarnation);
+    Ok(add)
 }
 
 /// How far this member's disk is behind the leader's commit index.

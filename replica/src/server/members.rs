@@ -15,6 +15,9 @@ use crate::entry::{NodeId, Term};
 pub struct Member {
     /// Its name (in Kubernetes, the pod name).
     pub name: String,
+    /// The name it goes by among peers: `name`, or `name#<incarnation>`
+    /// for a member that joined after the bootstrap (see `identity`).
+    pub peer_name: String,
     /// The id the consensus core knows it by.
     pub id: NodeId,
     /// Its binary protocol address, `host:port`, resolved at every connect.
@@ -154,6 +157,7 @@ pub fn parse_members(
             }
         };
         members.push(Member {
+            peer_name: name.clone(),
             name,
             id,
             tcp_address,

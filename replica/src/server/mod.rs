@@ -6,6 +6,8 @@
 //!   the file that keeps the configuration records.
 //! - [`reconfigure`]: an admin's membership change into the next
 //!   configuration.
+//! - [`identity`]: whose data directory it is, and the incarnation a
+//!   member that joins with an empty one draws.
 //! - [`raft_loop`]: the thread that drives the core and carries out Readys.
 //! - [`handle`]: the [`Engine`](crate::engine::Engine) the front ends call.
 //! - [`peers`]: outbound links to the other members.
@@ -18,6 +20,7 @@ pub mod client_api;
 pub mod directory;
 pub mod disk_log;
 pub mod handle;
+pub mod identity;
 pub mod input_queue;
 pub mod members;
 pub mod peers;
@@ -133,12 +136,15 @@ pub enum ServerError {
 }
 
 impl ServerConfig {
-    fn core_config(&self) -> core::Config {
-        let self_id = members::node_id_of(&self.id);
+    /// The core's configuration for this member, known to the core as
+    /// `self_id`; `bootstrap` says whether the `--peers` members are the
+    /// voters of a new group (else it waits to be added).
+    fn core_config(&self, self_id: NodeId, bootstrap: bool) -> core::Config {
         let ticks = |ms: u64| ms.div_ceil(self.tick_ms.max(1)).max(1);
-        let voters = match self.initial_state {
-            InitialState::New => self.members.iter().map(|m| m.id).collect(),
-            InitialState::Existing => Vec::new(),
+        let voters = if bootstrap {
+            self.members.iter().map(|m| m.id).collect()
+        } else {
+            Vec::new()
         };
         let mut config = core::Config::new(self_id, voters);
         config.tick_ms = self.tick_ms;
@@ -263,17 +269,41 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
             .map_err(|err| ServerError::Fatal(format!("rebuilding consumer offsets: {err}")))?
             .map_err(store_error)?;
     let consumers = Arc::new(RwLock::new(rebuilt.state));
-    let seed = members::node_id_of(&config.id) ^ std::process::id() as u64;
+    let configuration_path = directory::configuration_path(&config.data_dir);
+    let mut records = directory::load_records(&configuration_path).map_err(store_error)?;
+    let holds_state = !records.is_empty()
+        || log.last_index().map_err(store_error)? > 0
+        || meta.hard_state() != crate::entry::HardState::default();
+    let join = config.initial_state == InitialState::Existing;
+    let identity = identity::claim(
+        &config.data_dir,
+        &config.group,
+        &config.id,
+        holds_state,
+        join,
+    )
+    .map_err(|err| ServerError::Fatal(err.to_string()))?;
+    let peer_name = identity.peer_name();
+    let self_id = members::node_id_of(&peer_name);
+    // Only incarnation 0 is in the bootstrap list: a member that joined
+    // never bootstraps, whatever --initial-state says later.
+    let bootstrap = !join && identity.incarnation == 0;
+    if identity.incarnation != 0 {
+        tracing::info!(
+            incarnation = format_args!("{:x}", identity.incarnation),
+            peer_name = %peer_name,
+            "this member joins as a new incarnation and waits to be added"
+        );
+    }
+    let seed = self_id ^ std::process::id() as u64;
     let mut node = Node::new(
-        config.core_config(),
+        config.core_config(self_id, bootstrap),
         DiskLog::new(log.clone()),
         meta.hard_state(),
         seed,
     )?;
-    let configuration_path = directory::configuration_path(&config.data_dir);
-    let mut records = directory::load_records(&configuration_path).map_err(store_error)?;
     let mut member_directory = directory::Directory::new(config.members.clone());
-    if records.is_empty() && config.initial_state == InitialState::New {
+    if records.is_empty() && bootstrap {
         // A new group, or a data directory from a build before membership
         // changes: the `--peers` list is the bootstrap configuration, kept
         // before this member can vote, so a later `--peers` cannot change it.
@@ -298,8 +328,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let known_peers = KnownPeers::only(link_targets.iter().map(|member| member.name.clone()));
 
     let metrics = Arc::new(Metrics::default());
-    let peer_config = PeerLinkConfig::new(config.group.clone(), config.id.clone());
-    let self_id = members::node_id_of(&config.id);
+    let peer_config = PeerLinkConfig::new(config.group.clone(), peer_name.clone());
     let peers = Arc::new(peers::Peers::start(
         self_id,
         &link_targets,
@@ -335,6 +364,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let handle = Arc::new(ReplicaHandle::new(HandleParts {
         group: config.group.clone(),
         self_name: config.id.clone(),
+        incarnation: identity.incarnation,
         members: config.members.clone(),
         inputs: inputs.clone(),
         snapshot: snapshot_rx,
@@ -345,7 +375,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         ready_max_lag: config.ready_max_lag,
     }));
 
-    let mut listener_config = ListenerConfig::new(config.group.clone(), config.id.clone());
+    let mut listener_config = ListenerConfig::new(config.group.clone(), peer_name);
     listener_config.known_peers = known_peers;
     let (listener, inbound) = Listener::bind::<Message>(&config.listen, listener_config)
         .await

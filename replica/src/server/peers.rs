@@ -58,7 +58,7 @@ impl Peers {
         for member in members.iter().filter(|member| member.id != self.self_id) {
             links.entry(member.id).or_insert_with(|| {
                 let link = PeerLink::spawn(
-                    member.name.clone(),
+                    member.peer_name.clone(),
                     member.tcp_address.clone(),
                     self.config.clone(),
                 );

@@ -861,7 +861,7 @@ impl RaftLoop {
         let targets = self.directory.link_targets();
         self.peers.set_members(&targets);
         self.known_peers
-            .set(targets.iter().map(|member| member.name.clone()));
+            .set(targets.iter().map(|member| member.peer_name.clone()));
         if self.directory.index() != previous {
             let members = self.directory.api(false);
             tracing::info!(

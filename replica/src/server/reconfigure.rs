@@ -59,6 +59,7 @@ fn add_learner(add: &AddMember) -> Result<Change, MembershipError> {
     };
     Ok(Change::AddLearner {
         name: add.id.clone(),
+        incarnation: add.incarnation.unwrap_or(0),
         address: add.address.clone(),
         http_address,
     })
@@ -99,6 +100,7 @@ mod tests {
         let voter = |name: &str| MemberRecord {
             id: node_id_of(name),
             name: name.into(),
+            incarnation: 0,
             address: format!("{name}:20911"),
             http_address: format!("{name}:8080"),
             role: MemberRole::Voter,
@@ -111,6 +113,7 @@ mod tests {
             id: id.into(),
             address: address.into(),
             http_address: None,
+            incarnation: None,
         })
     }
 

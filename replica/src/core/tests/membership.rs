@@ -30,6 +30,7 @@ fn payload(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
     let record = |id: &NodeId, role| MemberRecord {
         id: *id,
         name: id.to_string(),
+        incarnation: 0,
         address: format!("sim:{id}"),
         http_address: format!("sim:{id}"),
         role,
