@@ -286,6 +286,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts member `index` (which must not be running) to join the group
+    /// as it is now (`--initial-state existing`), as a member whose data
+    /// directory was lost must: with an empty one it is a new incarnation
+    /// that waits to be added.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_joining(&mut self, index: usize) -> Result<()> {
+        let was_bootstrap = self.member(index).bootstrap;
+        self.members[index].bootstrap = false;
+        let started = self.start(index);
+        // It stays in the bootstrap list the others were started with.
+        self.members[index].bootstrap = was_bootstrap;
+        started
+    }
+
     /// `kill -9` member `index` and reaps it.
     ///
     /// # Errors
@@ -711,6 +727,7 @@ mod tests {
             last_index: 0,
             last_term: 0,
             commit_index: 0,
+            incarnation: 0,
         })
     }
 

@@ -50,6 +50,9 @@ pub struct Status {
     pub last_term: u64,
     /// The highest index known committed.
     pub commit_index: u64,
+    /// 0 for a bootstrap member; drawn by a member that joined empty.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// `GET /admin/members`: the configuration in force.

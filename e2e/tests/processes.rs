@@ -1,15 +1,16 @@
 //! Tier 3: three real `dledger-replica serve` processes on loopback, under
 //! continuous load, through kill -9, SIGSTOP, restarts, a wiped data directory
-//! and leadership transfer. Each scenario ends with every acknowledged entry
+//! (replaced by a new incarnation) and leadership transfer. Each scenario ends with every acknowledged entry
 //! present at its index, in order, and the same committed log on all members.
 //!
 //! `failover_figures` (ignored by default) measures failover and transfer
 //! times and prints them: `cargo test --release -p dledger-e2e --test processes
 //! -- --ignored --nocapture failover_figures`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dledger_e2e::cluster::Cluster;
+use dledger_e2e::http::Client;
 use dledger_e2e::load::{Load, LoadConfig};
 use dledger_e2e::monitor::Monitor;
 use dledger_e2e::scenario::{
@@ -19,6 +20,7 @@ use dledger_e2e::scenario::{
 use dledger_e2e::wait::wait_until;
 
 const MEMBERS: usize = 3;
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITERS: usize = 3;
 
 fn start() -> Cluster {
@@ -188,32 +190,63 @@ fn the_whole_group_restarts_gracefully_and_after_kill_9_with_everything() {
 }
 
 #[test]
-fn a_follower_with_a_wiped_data_dir_rejoins_and_catches_up() {
+fn a_follower_with_a_wiped_data_dir_rejoins_as_a_new_incarnation() {
     let _serial = serial();
     let mut cluster = start();
     let (leader, _) = cluster
         .wait_for_leader(FIRST_LEADER_WAIT)
         .expect("first leader");
     let follower = a_follower(&cluster, leader);
+    let id = cluster.member(follower).id.clone();
     let load = load(&cluster, "wipe");
     load.wait_for_more(100, PROGRESS_WAIT)
         .expect("writes before the wipe");
     cluster.kill(follower).expect("kill -9");
     cluster.wipe(follower).expect("wipe");
-    cluster.start(follower).expect("start empty");
-    let commit_at_restart = cluster.status(leader).expect("leader status").commit_index;
-    wait_until("the wiped follower to catch up", PROGRESS_WAIT, || {
+    cluster
+        .start_joining(follower)
+        .expect("start empty, to join");
+    // It comes back as another incarnation: the group still counts the old
+    // one (now silent), and nothing of the new one, which holds no vote.
+    let status = wait_until("the wiped member to answer", PROGRESS_WAIT, || {
+        cluster.status(follower).ok()
+    })
+    .expect("status");
+    assert_ne!(status.incarnation, 0, "{status:?}");
+    assert!(!status.is_leader());
+    let admin = Client::new(cluster.member(leader).http_address, CHANGE_TIMEOUT);
+    let members = admin.members().expect("members");
+    assert!(members.voter_ids().contains(&id), "{members:?}");
+    // The replacement, as the operator does it: remove the old incarnation,
+    // add the new one as a learner, promote it once caught up.
+    let removed = admin
+        .remove_member(&id)
+        .expect("remove the old incarnation");
+    assert_eq!(removed.voters.len(), MEMBERS - 1, "{removed:?}");
+    let peer = cluster.member(follower).peer_address.to_string();
+    let http = cluster.member(follower).http_address.to_string();
+    let added = admin
+        .add_member(&id, &peer, &http)
+        .expect("add the new incarnation");
+    assert_eq!(added.learner_ids(), vec![id.clone()]);
+    let commit_at_add = cluster.status(leader).expect("leader status").commit_index;
+    wait_until("the new incarnation to catch up", PROGRESS_WAIT, || {
         let status = cluster.status(follower).ok()?;
-        (status.last_index >= commit_at_restart).then_some(())
+        (status.role == "learner" && status.last_index >= commit_at_add).then_some(())
     })
     .expect("catch up");
+    let promoted = wait_until("the promotion", PROGRESS_WAIT, || {
+        admin.promote_member(&id).ok()
+    })
+    .expect("promote");
+    assert_eq!(promoted.voters.len(), MEMBERS, "{promoted:?}");
     load.wait_for_more(20, PROGRESS_WAIT)
         .expect("writes after the rejoin");
     let acks = load.stop().expect("load");
     let verified = assert_verified(&cluster, &acks);
     assert_eq!(
         verified.members, MEMBERS,
-        "the wiped follower's log was compared too"
+        "the new incarnation's log was compared too"
     );
 }
 
