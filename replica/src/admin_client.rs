@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use crate::api::{ErrorBody, Status, Transferred};
+use crate::api::{AddMember, ErrorBody, Members, Status, Transferred};
+
+/// How many `307`s to the leader a membership change follows before it
+/// gives up (leadership moving twice during one call is already rare).
+pub const REDIRECTS_MAX: usize = 3;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,9 @@ impl AdminClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
+            // ureq refuses to follow a 307 for POST or DELETE (an error,
+            // not the answer); the membership calls follow it themselves.
+            .max_redirects(0)
             .build()
             .into();
         let base = if address.starts_with("http://") {
@@ -66,6 +73,81 @@ impl AdminClient {
         };
         let response = self.agent.post(&url).send_empty();
         Self::json(url, response)
+    }
+
+    /// `GET /admin/members`: the configuration in force on this member.
+    pub fn members(&self) -> Result<Members, AdminError> {
+        let url = format!("{}/admin/members", self.base);
+        let response = self.agent.get(&url).call();
+        Self::json(url, response)
+    }
+
+    /// `POST /admin/members`: adds a learner (on the leader, following
+    /// redirects to it); the new configuration once committed.
+    pub fn add_member(&self, add: &AddMember) -> Result<Members, AdminError> {
+        let body = serde_json::to_vec(add).map_err(|err| AdminError::Unreachable {
+            url: format!("{}/admin/members", self.base),
+            reason: format!("encoding the request: {err}"),
+        })?;
+        self.change(Verb::Post, "/admin/members", &body)
+    }
+
+    /// `POST /admin/members/{id}/promote`: makes a caught-up learner a
+    /// voter; the new configuration once committed.
+    pub fn promote_member(&self, id: &str) -> Result<Members, AdminError> {
+        let path = format!("/admin/members/{}/promote", escape_segment(id));
+        self.change(Verb::Post, &path, &[])
+    }
+
+    /// `DELETE /admin/members/{id}`: removes a member; the new
+    /// configuration once committed.
+    pub fn remove_member(&self, id: &str) -> Result<Members, AdminError> {
+        let path = format!("/admin/members/{}", escape_segment(id));
+        self.change(Verb::Delete, &path, &[])
+    }
+
+    /// Sends a change to `path` on this member, then again (same method,
+    /// same body) wherever a `307` points, up to [`REDIRECTS_MAX`] times.
+    fn change(&self, verb: Verb, path: &str, body: &[u8]) -> Result<Members, AdminError> {
+        let mut url = format!("{}{path}", self.base);
+        for _ in 0..=REDIRECTS_MAX {
+            let response = match verb {
+                Verb::Post => self
+                    .agent
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .send(body),
+                Verb::Delete => self.agent.delete(&url).call(),
+            };
+            let redirect = match &response {
+                Ok(answer) if answer.status().as_u16() == 307 => Some(
+                    answer
+                        .headers()
+                        .get("location")
+                        .and_then(|value| value.to_str().ok())
+                        .map(|location| absolute(&url, location)),
+                ),
+                _ => None,
+            };
+            match redirect {
+                None => return Self::json(url, response),
+                Some(Some(location)) => url = location,
+                Some(None) => {
+                    return Err(AdminError::Refused {
+                        url,
+                        status: 307,
+                        reason: "redirected without a readable Location".into(),
+                    })
+                }
+            }
+        }
+        Err(AdminError::Refused {
+            url,
+            status: 307,
+            reason: format!(
+                "still redirected after {REDIRECTS_MAX} redirects; is leadership moving?"
+            ),
+        })
     }
 
     fn json<T: serde::de::DeserializeOwned>(
@@ -98,5 +180,233 @@ impl AdminClient {
             url,
             reason: format!("unreadable answer: {err}"),
         })
+    }
+}
+
+/// The methods a membership change is sent with.
+#[derive(Clone, Copy)]
+enum Verb {
+    Post,
+    Delete,
+}
+
+/// `location` as an absolute URL: as it is when it names a scheme, else
+/// on the host of `url` (our servers send absolute ones; others may not).
+fn absolute(url: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let host_end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |at| after_scheme + at);
+    let separator = if location.starts_with('/') { "" } else { "/" };
+    format!("{}{separator}{location}", &url[..host_end])
+}
+
+/// `segment` escaped for one path segment: every byte but the unreserved
+/// ones (RFC 3986) as `%XX`, so a name with `/`, `?` or a space still
+/// names one member.
+fn escape_segment(segment: &str) -> String {
+    let mut escaped = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::api::MemberAddress;
+
+    /// What a canned server was sent: the request line and the body.
+    type Seen = (String, Vec<u8>);
+
+    /// Serves `answers` in order, one connection each, on `listener`;
+    /// each request is reported on the channel.
+    fn serve(listener: TcpListener, answers: Vec<String>) -> mpsc::Receiver<Seen> {
+        let (seen, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = seen.send((request_line.trim_end().to_string(), body));
+                let _ = reader.get_mut().write_all(answer.as_bytes());
+            }
+        });
+        receiver
+    }
+
+    fn listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        (listener, address)
+    }
+
+    fn answer(status: &str, extra_header: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_header}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn redirect(to: &str) -> String {
+        answer(
+            "307 Temporary Redirect",
+            &format!("Location: {to}\r\n"),
+            r#"{"error":"not_leader","reason":"not the leader; the leader is b"}"#,
+        )
+    }
+
+    fn configuration() -> Members {
+        Members {
+            index: 7,
+            committed: true,
+            voters: vec![MemberAddress {
+                id: "a".into(),
+                address: "a:20911".into(),
+                http_address: "a:8080".into(),
+            }],
+            learners: vec![],
+        }
+    }
+
+    fn received(seen: &mpsc::Receiver<Seen>) -> Seen {
+        seen.recv_timeout(Duration::from_secs(5))
+            .expect("a request within 5 s")
+    }
+
+    #[test]
+    fn a_change_follows_the_redirect_with_its_method_and_body() {
+        let (leader, leader_address) = listener();
+        let (follower, follower_address) = listener();
+        let ok = answer(
+            "200 OK",
+            "",
+            &serde_json::to_string(&configuration()).unwrap(),
+        );
+        let at_leader = serve(leader, vec![ok.clone(); 3]);
+        let at_follower = serve(
+            follower,
+            vec![
+                redirect(&format!("http://{leader_address}/admin/members")),
+                // A relative Location is taken on the same host.
+                redirect("/admin/members/x%2Fy"),
+                ok,
+            ],
+        );
+        let client = AdminClient::new(&follower_address, Duration::from_secs(5));
+        let add = AddMember {
+            id: "d".into(),
+            address: "d:20911".into(),
+            http_address: None,
+        };
+        assert_eq!(client.add_member(&add).unwrap(), configuration());
+        let (line, body) = received(&at_follower);
+        assert_eq!(line, "POST /admin/members HTTP/1.1");
+        assert_eq!(serde_json::from_slice::<AddMember>(&body).unwrap(), add);
+        let (line, body) = received(&at_leader);
+        assert_eq!(line, "POST /admin/members HTTP/1.1");
+        assert_eq!(serde_json::from_slice::<AddMember>(&body).unwrap(), add);
+        // A DELETE stays a DELETE, and a name is one escaped segment.
+        assert_eq!(client.remove_member("x/y").unwrap(), configuration());
+        for _ in 0..2 {
+            let (line, _) = received(&at_follower);
+            assert_eq!(line, "DELETE /admin/members/x%2Fy HTTP/1.1");
+        }
+        let client = AdminClient::new(&leader_address, Duration::from_secs(5));
+        let members = client.promote_member("d").unwrap();
+        assert_eq!(members.index, 7);
+        assert_eq!(
+            received(&at_leader).0,
+            "POST /admin/members/d/promote HTTP/1.1"
+        );
+        assert_eq!(client.members().unwrap(), configuration());
+        assert_eq!(received(&at_leader).0, "GET /admin/members HTTP/1.1");
+    }
+
+    #[test]
+    fn refusals_name_the_status_and_the_servers_reason() {
+        let (server, address) = listener();
+        let refused = answer(
+            "409 Conflict",
+            "",
+            r#"{"error":"refused","reason":"d is not caught up"}"#,
+        );
+        let _seen = serve(
+            server,
+            vec![
+                refused,
+                "HTTP/1.1 307 Temporary Redirect\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .into(),
+            ],
+        );
+        let client = AdminClient::new(&address, Duration::from_secs(5));
+        match client.promote_member("d") {
+            Err(AdminError::Refused { status, reason, .. }) => {
+                assert_eq!((status, reason.as_str()), (409, "d is not caught up"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match client.remove_member("d") {
+            Err(AdminError::Refused { status, reason, .. }) => {
+                assert_eq!(status, 307);
+                assert!(reason.contains("Location"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redirects_are_followed_a_bounded_number_of_times() {
+        let (server, address) = listener();
+        let again = redirect(&format!("http://{address}/admin/members/d/promote"));
+        let seen = serve(server, vec![again; REDIRECTS_MAX + 2]);
+        let client = AdminClient::new(&address, Duration::from_secs(5));
+        match client.promote_member("d") {
+            Err(AdminError::Refused { status, reason, .. }) => {
+                assert_eq!(status, 307);
+                assert!(reason.contains("redirects"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let asked = seen.try_iter().count();
+        assert_eq!(asked, REDIRECTS_MAX + 1);
+    }
+
+    #[test]
+    fn locations_and_segments() {
+        assert_eq!(absolute("http://a:1/x/y", "http://b:2/z"), "http://b:2/z");
+        assert_eq!(absolute("http://a:1/x/y", "/z"), "http://a:1/z");
+        assert_eq!(absolute("http://a:1", "z"), "http://a:1/z");
+        assert_eq!(escape_segment("orders-0.a_b~"), "orders-0.a_b~");
+        assert_eq!(escape_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 }

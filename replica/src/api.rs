@@ -103,9 +103,10 @@ pub struct MemberAddress {
     pub http_address: String,
 }
 
-/// `POST /admin/members`: add a learner.
+/// `POST /admin/members`: add a learner. Unknown fields are refused, so a
+/// misspelt `httpAddress` is an error rather than the default address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddMember {
     /// Its name (in Kubernetes, the pod name).
     pub id: String,

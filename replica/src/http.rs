@@ -11,13 +11,15 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 
-use crate::api::{ErrorBody, OffsetConflict, OffsetRequest, Range, RangeEntry};
+use crate::api::{AddMember, ErrorBody, OffsetConflict, OffsetRequest, Range, RangeEntry};
 use crate::consumers::{validate_group_name, Refusal};
-use crate::engine::{AppendError, Engine, OffsetError, ReadError, TransferError};
+use crate::engine::{
+    AppendError, Engine, MemberChange, MembershipError, OffsetError, ReadError, TransferError,
+};
 
 /// Upper bound on `wait_ms` of the long-polling read: a client that wants
 /// to wait longer polls again.
@@ -31,6 +33,10 @@ pub const MAX_RANGE_BYTES: usize = 16 << 20;
 /// Largest body of `PUT /v1/consumers/{group}/offset`: `{"offset":N,
 /// "expected":M}` takes well under this.
 pub const MAX_OFFSET_BODY_BYTES: usize = 4096;
+
+/// Largest body of `POST /admin/members`: a name and two `host:port`
+/// addresses take well under this.
+pub const MAX_MEMBER_BODY_BYTES: usize = 4096;
 
 /// Client and admin requests served at once at most; more are answered
 /// "busy, retry" (the probes and `/status` are never limited, so load does
@@ -55,6 +61,9 @@ pub fn router_with_limits<E: Engine>(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
     let limited = Router::new()
         .route("/admin/transfer-leadership", post(transfer::<E>))
+        .route("/admin/members", get(members::<E>).post(add_member::<E>))
+        .route("/admin/members/{id}", delete(remove_member::<E>))
+        .route("/admin/members/{id}/promote", post(promote_member::<E>))
         .route("/v1/entries", post(append::<E>).get(range::<E>))
         .route("/v1/entries/{index}", get(entry::<E>))
         .route("/v1/consumers", get(consumer_groups::<E>))
@@ -110,7 +119,8 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such path; see /status, /v1/entries, /v1/consumers, /admin/transfer-leadership",
+        "no such path; see /status, /v1/entries, /v1/consumers, /admin/transfer-leadership, \
+         /admin/members",
     )
 }
 
@@ -199,14 +209,7 @@ fn write_error(err: AppendError, path_and_query: &str) -> Response {
         AppendError::NotLeader {
             leader_http: Some(address),
             ..
-        } => {
-            let location = format!("http://{address}{path_and_query}");
-            let mut response = error(StatusCode::TEMPORARY_REDIRECT, code, reason);
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            response
-        }
+        } => redirect_to_leader(address, path_and_query, code, reason),
         // Busy: nothing was appended; the client backs off and retries.
         AppendError::Overloaded { .. } => {
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, reason);
@@ -225,6 +228,17 @@ fn write_error(err: AppendError, path_and_query: &str) -> Response {
         // gateway timeout; distinct from 503 so clients do not blindly retry.
         AppendError::Unknown { .. } => error(StatusCode::GATEWAY_TIMEOUT, code, reason),
     }
+}
+
+/// A `307` to the same `path_and_query` on the leader's HTTP `address`,
+/// with the usual JSON error body for clients that do not follow it.
+fn redirect_to_leader(address: &str, path_and_query: &str, code: &str, reason: String) -> Response {
+    let location = format!("http://{address}{path_and_query}");
+    let mut response = error(StatusCode::TEMPORARY_REDIRECT, code, reason);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 fn read_error(err: ReadError) -> Response {
@@ -580,6 +594,119 @@ async fn transfer<E: Engine>(
     }
 }
 
+/// The path (and query) a request came in on, for a redirect to the same
+/// place on the leader; kept as received, so an escaped member name stays
+/// escaped.
+fn request_target(uri: &Uri) -> &str {
+    uri.path_and_query()
+        .map_or_else(|| uri.path(), |target| target.as_str())
+}
+
+/// `GET /admin/members`: the configuration in force on this member (the
+/// leader's is the newest; `committed` says whether this one is settled).
+async fn members<E: Engine>(State(engine): State<Arc<E>>) -> Response {
+    Json(engine.members()).into_response()
+}
+
+async fn add_member<E: Engine>(State(engine): State<Arc<E>>, uri: Uri, body: Body) -> Response {
+    let add: AddMember = match axum::body::to_bytes(body, MAX_MEMBER_BODY_BYTES).await {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(add) => add,
+            Err(err) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "the body must be {{\"id\":\"NAME\",\"address\":\"HOST:PORT\"}} with an \
+                         optional \"httpAddress\":\"HOST:PORT\": {err}"
+                    ),
+                )
+            }
+        },
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("request body over {MAX_MEMBER_BODY_BYTES} bytes or unreadable: {err}"),
+            )
+        }
+    };
+    change_members(engine.as_ref(), MemberChange::Add(add), &uri).await
+}
+
+async fn promote_member<E: Engine>(
+    State(engine): State<Arc<E>>,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    change_named(engine.as_ref(), id, MemberChange::Promote, &uri).await
+}
+
+async fn remove_member<E: Engine>(
+    State(engine): State<Arc<E>>,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    change_named(engine.as_ref(), id, MemberChange::Remove, &uri).await
+}
+
+/// Makes the change `make` builds for the member named in the path (a
+/// 400 when the name is unreadable).
+async fn change_named<E: Engine>(
+    engine: &E,
+    id: Result<Path<String>, PathRejection>,
+    make: fn(String) -> MemberChange,
+    uri: &Uri,
+) -> Response {
+    match id {
+        Ok(Path(id)) => change_members(engine, make(id), uri).await,
+        Err(rejection) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unreadable member name: {}", rejection.body_text()),
+        ),
+    }
+}
+
+/// Makes `change` and answers the new configuration once it is committed.
+async fn change_members<E: Engine>(engine: &E, change: MemberChange, uri: &Uri) -> Response {
+    match engine.change_members(change).await {
+        Ok(members) => Json(members).into_response(),
+        Err(err) => membership_error(err, request_target(uri)),
+    }
+}
+
+/// `307` to the leader (or `503` when its address is unknown), `404` for
+/// an unknown member, `400` for a malformed request, `409` for a change
+/// refused as it stands, and what an append answers for the rest (busy,
+/// no leader, outcome unknown, ...).
+fn membership_error(err: MembershipError, path_and_query: &str) -> Response {
+    match err {
+        MembershipError::NotLeader {
+            leader_id,
+            leader_http,
+        } => {
+            // The error's own text prints the Option; say it in words.
+            let reason = match &leader_id {
+                Some(leader) => format!("not the leader; the leader is {leader}"),
+                None => "not the leader, and no leader is known; retry shortly".to_string(),
+            };
+            match leader_http {
+                Some(address) => redirect_to_leader(&address, path_and_query, "not_leader", reason),
+                None => error(StatusCode::SERVICE_UNAVAILABLE, "not_leader", reason),
+            }
+        }
+        MembershipError::UnknownMember { reason } => {
+            error(StatusCode::NOT_FOUND, "unknown_member", reason)
+        }
+        MembershipError::BadRequest { reason } => {
+            error(StatusCode::BAD_REQUEST, "bad_request", reason)
+        }
+        MembershipError::Refused { reason } => error(StatusCode::CONFLICT, "refused", reason),
+        MembershipError::Append(err) => write_error(err, path_and_query),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -589,7 +716,8 @@ mod tests {
 
     use super::*;
     use crate::api::{
-        Appended, ConsumerGroup, ConsumerGroups, OffsetCommitted, Role, Status, Transferred,
+        Appended, ConsumerGroup, ConsumerGroups, MemberAddress, Members, OffsetCommitted, Role,
+        Status, Transferred,
     };
     use crate::consumers::{Applied, Condition, ConsumerState, OffsetCommit};
     use crate::engine::CommittedRange;
@@ -602,15 +730,121 @@ mod tests {
         log: Mutex<Vec<Entry>>,
         first_index: u64,
         consumers: Mutex<ConsumerState>,
+        /// Voters a (this member), b and c at first; changed at once by
+        /// `change_members`, one member at a time, as the real one would.
+        configuration: Mutex<Members>,
     }
 
     impl FakeEngine {
+        fn three_voters() -> Members {
+            Members {
+                index: 1,
+                committed: true,
+                voters: ["a", "b", "c"].map(FakeEngine::member).to_vec(),
+                learners: vec![],
+            }
+        }
+
+        fn member(id: &str) -> MemberAddress {
+            MemberAddress {
+                id: id.into(),
+                address: format!("{id}:20911"),
+                http_address: format!("{id}:8080"),
+            }
+        }
+
+        /// The change made to `members`, with the real one's refusals (by
+        /// name; a member named `busy` or `lost` stands for a change that
+        /// could not be proposed or whose fate is unknown).
+        fn changed(members: &Members, change: MemberChange) -> Result<Members, MembershipError> {
+            let mut next = members.clone();
+            let position = |list: &[MemberAddress], id: &str| list.iter().position(|m| m.id == id);
+            let name = match &change {
+                MemberChange::Add(add) => add.id.clone(),
+                MemberChange::Promote(id) | MemberChange::Remove(id) => id.clone(),
+            };
+            match name.as_str() {
+                "busy" => {
+                    return Err(MembershipError::Append(AppendError::Overloaded {
+                        reason: "queue full".into(),
+                    }))
+                }
+                "lost" => {
+                    return Err(MembershipError::Append(AppendError::Unknown {
+                        reason: "leadership lost".into(),
+                    }))
+                }
+                _ => {}
+            }
+            let known = position(&next.voters, &name).is_some()
+                || position(&next.learners, &name).is_some();
+            match change {
+                MemberChange::Add(add) => {
+                    if add.id.is_empty() || !add.address.contains(':') {
+                        return Err(MembershipError::BadRequest {
+                            reason: format!("bad member {:?} at {:?}", add.id, add.address),
+                        });
+                    }
+                    if known {
+                        return Err(MembershipError::Refused {
+                            reason: format!("{} is a member already", add.id),
+                        });
+                    }
+                    let http_address = add.http_address.unwrap_or_else(|| {
+                        let host = add.address.rsplit_once(':').map_or("", |(host, _)| host);
+                        format!("{host}:8080")
+                    });
+                    next.learners.push(MemberAddress {
+                        id: add.id,
+                        address: add.address,
+                        http_address,
+                    });
+                }
+                MemberChange::Promote(id) => match position(&next.learners, &id) {
+                    Some(at) => {
+                        let learner = next.learners.remove(at);
+                        next.voters.push(learner);
+                    }
+                    None if known => {
+                        return Err(MembershipError::Refused {
+                            reason: format!("{id} is a voter already"),
+                        })
+                    }
+                    None => {
+                        return Err(MembershipError::UnknownMember {
+                            reason: format!("{id} is not a member"),
+                        })
+                    }
+                },
+                MemberChange::Remove(id) => {
+                    if let Some(at) = position(&next.learners, &id) {
+                        next.learners.remove(at);
+                    } else if let Some(at) = position(&next.voters, &id) {
+                        if next.voters.len() == 1 {
+                            return Err(MembershipError::Refused {
+                                reason: format!("{id} is the last voter and cannot be removed"),
+                            });
+                        }
+                        next.voters.remove(at);
+                    } else {
+                        return Err(MembershipError::UnknownMember {
+                            reason: format!("{id} is not a member"),
+                        });
+                    }
+                }
+            }
+            next.index = members.index + 1;
+            next.committed = true;
+            Ok(next)
+        }
+
         fn leader() -> Arc<FakeEngine> {
             Arc::new(FakeEngine {
                 leader_http: None,
                 log: Mutex::new(Vec::new()),
                 first_index: 1,
                 consumers: Mutex::default(),
+                configuration: Mutex::new(FakeEngine::three_voters()),
             })
         }
 
@@ -620,6 +854,7 @@ mod tests {
                 log: Mutex::new(Vec::new()),
                 first_index: 1,
                 consumers: Mutex::default(),
+                configuration: Mutex::new(FakeEngine::three_voters()),
             })
         }
     }
@@ -645,16 +880,20 @@ mod tests {
                 incarnation: 0,
             }
         }
-        fn members(&self) -> crate::api::Members {
-            crate::api::Members::default()
+        fn members(&self) -> Members {
+            self.configuration.lock().unwrap().clone()
         }
-        async fn change_members(
-            &self,
-            _change: crate::engine::MemberChange,
-        ) -> Result<crate::api::Members, crate::engine::MembershipError> {
-            Err(crate::engine::MembershipError::Refused {
-                reason: "not in this fake".into(),
-            })
+        async fn change_members(&self, change: MemberChange) -> Result<Members, MembershipError> {
+            if let Some(address) = &self.leader_http {
+                return Err(MembershipError::NotLeader {
+                    leader_id: Some("b".into()),
+                    leader_http: Some(address.clone()),
+                });
+            }
+            let mut configuration = self.configuration.lock().unwrap();
+            let next = FakeEngine::changed(&configuration, change)?;
+            *configuration = next.clone();
+            Ok(next)
         }
         fn readiness(&self) -> Result<(), String> {
             match self.leader_http {
@@ -865,6 +1104,7 @@ mod tests {
             log: Mutex::new(Vec::new()),
             first_index: 1,
             consumers: Mutex::default(),
+            configuration: Mutex::new(FakeEngine::three_voters()),
         });
         let (status, headers, body) = call(engine.clone(), "POST", "/v1/entries", b"x").await;
         assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
@@ -897,6 +1137,7 @@ mod tests {
             log: Mutex::new(vec![Entry::normal(1, 1, "a"), Entry::normal(2, 1, "b")]),
             first_index: 2,
             consumers: Mutex::default(),
+            configuration: Mutex::new(FakeEngine::three_voters()),
         });
         let (status, _, body) = call(engine.clone(), "GET", "/v1/entries/3", b"").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -1182,6 +1423,7 @@ mod tests {
             log: Mutex::new(vec![Entry::normal(1, 1, "a"), Entry::normal(2, 1, "b")]),
             first_index: 2,
             consumers: Mutex::default(),
+            configuration: Mutex::new(FakeEngine::three_voters()),
         });
         // Below the first retained index, past the commit index + 1, zero.
         for offset in [1, 4, 0] {
@@ -1293,5 +1535,298 @@ mod tests {
         );
         assert_eq!(no_leader.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(no_leader.headers().get(header::LOCATION).is_none());
+    }
+
+    fn body_text(body: &[u8]) -> String {
+        String::from_utf8_lossy(body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn members_are_listed_then_changed_one_at_a_time() {
+        let engine = FakeEngine::leader();
+        let (status, headers, body) = call(engine.clone(), "GET", "/admin/members", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/json");
+        let voter = |id: &str| {
+            serde_json::json!({"id": id, "address": format!("{id}:20911"),
+                               "httpAddress": format!("{id}:8080")})
+        };
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"index": 1, "committed": true,
+                               "voters": [voter("a"), voter("b"), voter("c")], "learners": []})
+        );
+        // A learner with its HTTP address, and one with the default.
+        let (status, _, body) = call(
+            engine.clone(),
+            "POST",
+            "/admin/members",
+            br#"{"id":"d","address":"d.peers:20911","httpAddress":"d.peers:9090"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", body_text(&body));
+        let answer = json(&body);
+        assert_eq!(answer["index"], 2);
+        assert_eq!(
+            answer["learners"],
+            serde_json::json!([{"id": "d", "address": "d.peers:20911",
+                                "httpAddress": "d.peers:9090"}])
+        );
+        let (status, _, body) = call(
+            engine.clone(),
+            "POST",
+            "/admin/members",
+            br#"{"id":"e","address":"e.peers:20911"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", body_text(&body));
+        assert_eq!(json(&body)["learners"][1]["httpAddress"], "e.peers:8080");
+        // d becomes a voter; e goes.
+        let (status, _, body) = call(engine.clone(), "POST", "/admin/members/d/promote", b"").await;
+        assert_eq!(status, StatusCode::OK, "{}", body_text(&body));
+        let answer = json(&body);
+        assert_eq!(answer["index"], 4);
+        assert_eq!(answer["voters"][3]["id"], "d");
+        assert_eq!(answer["learners"].as_array().map(Vec::len), Some(1));
+        let (status, _, body) = call(engine.clone(), "DELETE", "/admin/members/e", b"").await;
+        assert_eq!(status, StatusCode::OK, "{}", body_text(&body));
+        let removed = json(&body);
+        assert_eq!(removed["index"], 5);
+        assert_eq!(removed["learners"], serde_json::json!([]));
+        // What the change answered is what a read gives.
+        let (status, _, body) = call(engine, "GET", "/admin/members", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body), removed);
+    }
+
+    /// Sends `method uri` with `body` and checks the status and error code,
+    /// and that the configuration did not change.
+    async fn refused(
+        engine: &Arc<FakeEngine>,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        expected: (StatusCode, &str),
+    ) -> serde_json::Value {
+        let before = engine.members();
+        let (status, headers, answer) = call(engine.clone(), method, uri, body).await;
+        let shown = format!("{method} {uri} {}: {}", body_text(body), body_text(&answer));
+        assert_eq!(status, expected.0, "{shown}");
+        assert_eq!(headers["content-type"], "application/json", "{shown}");
+        let answer = json(&answer);
+        assert_eq!(answer["error"], expected.1, "{shown}");
+        assert!(
+            answer["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{shown}"
+        );
+        assert_eq!(engine.members(), before, "{shown}");
+        answer
+    }
+
+    #[tokio::test]
+    async fn member_changes_that_cannot_be_made_are_404_409_or_400() {
+        let engine = FakeEngine::leader();
+        let unknown = (StatusCode::NOT_FOUND, "unknown_member");
+        let conflict = (StatusCode::CONFLICT, "refused");
+        let bad = (StatusCode::BAD_REQUEST, "bad_request");
+        let answer = refused(&engine, "POST", "/admin/members/z/promote", b"", unknown).await;
+        assert_eq!(answer["reason"], "z is not a member");
+        refused(&engine, "DELETE", "/admin/members/z", b"", unknown).await;
+        let answer = refused(&engine, "POST", "/admin/members/a/promote", b"", conflict).await;
+        assert_eq!(answer["reason"], "a is a voter already");
+        let add_a = br#"{"id":"a","address":"a:20911"}"#;
+        refused(&engine, "POST", "/admin/members", add_a, conflict).await;
+        // The engine's own validation is a 400 too.
+        let no_port = br#"{"id":"d","address":"no-port"}"#;
+        refused(&engine, "POST", "/admin/members", no_port, bad).await;
+        // Bodies that are not an add request never reach the engine.
+        let bodies: [&[u8]; 7] = [
+            b"",
+            b"not json",
+            b"{}",
+            br#"{"id":"d"}"#,
+            br#"{"address":"d:20911"}"#,
+            br#"{"id":7,"address":"d:20911"}"#,
+            br#"{"id":"d","address":"d:20911","http_address":"d:9090"}"#,
+        ];
+        for body in bodies {
+            let answer = refused(&engine, "POST", "/admin/members", body, bad).await;
+            let reason = answer["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("httpAddress"), "{reason}");
+        }
+        let huge = format!(
+            r#"{{"id":"d","address":"d:20911","pad":"{}"}}"#,
+            "x".repeat(MAX_MEMBER_BODY_BYTES)
+        );
+        let answer = refused(&engine, "POST", "/admin/members", huge.as_bytes(), bad).await;
+        assert!(answer["reason"].as_str().unwrap().contains("4096 bytes"));
+        // The last voter stays.
+        for id in ["b", "c"] {
+            let (status, _, _) = call(
+                engine.clone(),
+                "DELETE",
+                &format!("/admin/members/{id}"),
+                b"",
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let answer = refused(&engine, "DELETE", "/admin/members/a", b"", conflict).await;
+        assert!(answer["reason"].as_str().unwrap().contains("last voter"));
+    }
+
+    #[tokio::test]
+    async fn member_changes_not_proposed_are_answered_like_appends() {
+        let engine = FakeEngine::leader();
+        let busy = (StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        refused(&engine, "POST", "/admin/members/busy/promote", b"", busy).await;
+        let (_, headers, _) = call(engine.clone(), "DELETE", "/admin/members/busy", b"").await;
+        assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER_S);
+        let lost = (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown");
+        let add_lost = br#"{"id":"lost","address":"lost:20911"}"#;
+        refused(&engine, "POST", "/admin/members", add_lost, lost).await;
+        // The rest of the mapping is the append's, through the same function.
+        let cases = [
+            (
+                AppendError::NoLeader {
+                    reason: "election".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_leader",
+            ),
+            (
+                AppendError::DiskFull {
+                    reason: "no space".into(),
+                },
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+            ),
+            (
+                AppendError::Transferring,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transferring",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let response = membership_error(MembershipError::Append(err), "/admin/members");
+            assert_eq!(response.status(), status, "{code}");
+            assert!(response.headers().get(header::LOCATION).is_none());
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(json(&body)["error"], code);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_redirects_member_changes_and_lists_its_own() {
+        let engine = FakeEngine::follower();
+        let add = br#"{"id":"d","address":"d:20911"}"#;
+        let cases: [(&str, &str, &[u8], &str); 4] = [
+            ("POST", "/admin/members", add, "/admin/members"),
+            (
+                "POST",
+                "/admin/members/d/promote",
+                b"",
+                "/admin/members/d/promote",
+            ),
+            ("DELETE", "/admin/members/d", b"", "/admin/members/d"),
+            // An escaped name is sent on as it came.
+            (
+                "DELETE",
+                "/admin/members/x%2Fy",
+                b"",
+                "/admin/members/x%2Fy",
+            ),
+        ];
+        for (method, uri, body, path) in cases {
+            let (status, headers, answer) = call(engine.clone(), method, uri, body).await;
+            assert_eq!(status, StatusCode::TEMPORARY_REDIRECT, "{method} {uri}");
+            assert_eq!(
+                headers[header::LOCATION],
+                format!("http://10.0.0.2:8080{path}"),
+                "{method} {uri}"
+            );
+            let answer = json(&answer);
+            assert_eq!(answer["error"], "not_leader");
+            assert_eq!(answer["reason"], "not the leader; the leader is b");
+        }
+        // A malformed body is told at once, wherever it is sent.
+        let (status, _, _) = call(engine.clone(), "POST", "/admin/members", b"{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // The configuration is read from the member asked.
+        let (status, _, body) = call(engine, "GET", "/admin/members", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body)["voters"][0]["id"], "a");
+    }
+
+    #[tokio::test]
+    async fn not_leader_without_an_address_is_503_with_a_reason() {
+        for (leader_id, said) in [
+            (Some("b".to_string()), "the leader is b"),
+            (None, "no leader is known"),
+        ] {
+            let response = membership_error(
+                MembershipError::NotLeader {
+                    leader_id,
+                    leader_http: None,
+                },
+                "/admin/members",
+            );
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().get(header::LOCATION).is_none());
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = json(&body);
+            assert_eq!(body["error"], "not_leader");
+            assert!(body["reason"].as_str().unwrap().contains(said), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn member_paths_take_only_their_methods_and_share_the_request_limits() {
+        let engine = FakeEngine::leader();
+        for (method, uri) in [
+            ("PUT", "/admin/members"),
+            ("DELETE", "/admin/members"),
+            ("GET", "/admin/members/a"),
+            ("GET", "/admin/members/a/promote"),
+            ("DELETE", "/admin/members/a/promote"),
+        ] {
+            let (status, _, body) = call(engine.clone(), method, uri, b"").await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert_eq!(json(&body)["error"], "method_not_allowed", "{method} {uri}");
+        }
+        // A name that is not UTF-8 once unescaped is unreadable.
+        for (method, uri) in [
+            ("POST", "/admin/members/%FF/promote"),
+            ("DELETE", "/admin/members/%FF"),
+        ] {
+            refused(
+                &engine,
+                method,
+                uri,
+                b"",
+                (StatusCode::BAD_REQUEST, "bad_request"),
+            )
+            .await;
+        }
+        let (status, _, body) = call(engine.clone(), "GET", "/admin/member", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(json(&body)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/admin/members"));
+        let full = router_with_limits(engine, 0, 1_000);
+        for (method, uri) in [
+            ("GET", "/admin/members"),
+            ("POST", "/admin/members/d/promote"),
+            ("DELETE", "/admin/members/d"),
+        ] {
+            let (status, headers) = send_limited(full.clone(), method, uri).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+            assert!(headers.get(header::RETRY_AFTER).is_some(), "{method} {uri}");
+        }
     }
 }

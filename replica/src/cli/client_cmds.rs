@@ -195,7 +195,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|err| format!("starting the runtime: {err}"))
 }
 
-fn finish(command: &str, result: Result<(), String>) -> ExitCode {
+/// The exit code of a command, printing its error (prefixed with the
+/// command's name) to standard error.
+pub(super) fn finish(command: &str, result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -278,7 +280,7 @@ async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>
 
 /// A write that failed because the reader went away (`| head`) ends the
 /// command quietly; any other write error is reported.
-fn written(result: std::io::Result<()>) -> Result<bool, String> {
+pub(super) fn written(result: std::io::Result<()>) -> Result<bool, String> {
     match result {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
@@ -634,7 +636,8 @@ async fn offset_commit(args: OffsetCommitArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn statuses(target: &HttpTarget) -> Vec<(String, Result<Status, String>)> {
+/// Each address with its `/status`, or why it did not answer.
+pub(super) fn statuses(target: &HttpTarget) -> Vec<(String, Result<Status, String>)> {
     target
         .addresses
         .iter()

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod client_cmds;
 pub mod local_cluster;
 pub mod log;
+pub mod members;
 pub mod serve;
 
 /// `dledger-replica`: a Raft-replicated append-only log.
@@ -42,6 +43,10 @@ pub enum Command {
     Status(client_cmds::StatusArgs),
     /// Hand leadership to another member.
     TransferLeader(client_cmds::TransferArgs),
+    /// List the voters and learners, or change them one member at a time:
+    /// add a learner, promote it to voter, remove a member.
+    #[command(subcommand)]
+    Members(members::MembersCommand),
     /// Measure append throughput and latency.
     Bench(bench::BenchArgs),
     /// Inspect a replica's on-disk log (offline tools).
@@ -60,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Offset(command) => client_cmds::offset(command),
         Command::Status(args) => client_cmds::status(args),
         Command::TransferLeader(args) => client_cmds::transfer(args),
+        Command::Members(command) => members::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Log(command) => log::run(command),
     }
