@@ -327,6 +327,7 @@ mod tests {
             id: "d".into(),
             address: "d:20911".into(),
             http_address: None,
+            incarnation: None,
         };
         assert_eq!(client.add_member(&add).unwrap(), configuration());
         let (line, body) = received(&at_follower);

@@ -96,6 +96,7 @@ pub fn run(command: MembersCommand) -> ExitCode {
                 id: args.id.clone(),
                 address: args.address.clone(),
                 http_address: args.http_address.clone(),
+                incarnation: None,
             };
             let done = format!("added {} as a learner", args.id);
             let result = change(&args.target, args.json, &done, |client| {
