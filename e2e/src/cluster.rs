@@ -210,6 +210,17 @@ impl Cluster {
             .join(",")
     }
 
+    /// The HTTP addresses (for redirects) of the bootstrap members, or of
+    /// every member, `id=host:port,...`.
+    fn http_peers_flag(&self, bootstrap_only: bool) -> String {
+        self.members
+            .iter()
+            .filter(|member| member.bootstrap || !bootstrap_only)
+            .map(|member| format!("{}={}", member.id, member.http_address))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Every member's peer address, `id=host:port,...`.
     fn all_peers_flag(&self) -> String {
         self.members
@@ -239,6 +250,7 @@ impl Cluster {
         } else {
             (self.all_peers_flag(), "existing")
         };
+        let http_peers = self.http_peers_flag(initial_state == "new");
         let binary = self.binary.clone();
         let network = self.network.clone();
         let member = self
@@ -266,6 +278,7 @@ impl Cluster {
             .args(["--id", &member.id])
             .args(["--peers", &peers])
             .args(["--initial-state", initial_state])
+            .args(["--http-peers", &http_peers])
             .arg("--data-dir")
             .arg(&member.data_dir)
             .args(["--listen", &member.peer_address.to_string()])

@@ -502,6 +502,25 @@ impl Client {
         self.change_members(Verb::Post, "/admin/members", body.as_bytes())
     }
 
+    /// As [`add_member`](Self::add_member), naming the incarnation (the
+    /// leader then does not ask the member, which need not be running).
+    ///
+    /// # Errors
+    /// As [`add_member`](Self::add_member).
+    pub fn add_member_incarnation(
+        &self,
+        id: &str,
+        address: &str,
+        http_address: &str,
+        incarnation: u64,
+    ) -> Result<Members> {
+        let body = serde_json::json!({
+            "id": id, "address": address, "httpAddress": http_address, "incarnation": incarnation
+        })
+        .to_string();
+        self.change_members(Verb::Post, "/admin/members", body.as_bytes())
+    }
+
     /// `POST /admin/members/{id}/promote`, following redirects to the leader.
     ///
     /// # Errors

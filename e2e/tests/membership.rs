@@ -202,10 +202,15 @@ fn a_change_on_a_member_that_is_not_a_learner_is_refused_with_a_reason() {
         .add_member("x", "no-port", "127.0.0.1:1")
         .expect_err("an address without a port");
     assert!(bad.to_string().contains("400"), "{bad}");
+    // A member to be added must say its incarnation, or be named with it.
+    let silent = leader_client
+        .add_member("ghost", "127.0.0.1:9", "127.0.0.1:9")
+        .expect_err("a member nobody runs is added without its incarnation");
+    assert!(silent.to_string().contains("incarnation"), "{silent}");
     // A learner that never answered is not promoted.
     let spare = cluster.member(VOTERS).id.clone();
     leader_client
-        .add_member(&spare, "127.0.0.1:9", "127.0.0.1:9")
+        .add_member_incarnation(&spare, "127.0.0.1:9", "127.0.0.1:9", 7)
         .expect("add a learner at an address nobody serves");
     let early = leader_client
         .promote_member(&spare)

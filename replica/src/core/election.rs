@@ -397,6 +397,7 @@ impl<L: LogRead> Node<L> {
         self.progress.clear();
         self.appends_pending = false;
         self.noop_index = 0;
+        self.leaving_ticks = None;
     }
 
     pub(super) fn become_leader(&mut self) {

@@ -54,6 +54,9 @@ pub struct Node<L: LogRead> {
     pub(super) membership: Membership,
     /// `configs` changed since the last Ready.
     pub(super) configs_changed: bool,
+    /// Leader only: ticks since its own removal committed (it takes no
+    /// proposals and hands over once its entries are committed).
+    pub(super) leaving_ticks: Option<u64>,
     pub(super) term: Term,
     pub(super) vote: Option<NodeId>,
     pub(super) role: Role,
@@ -133,6 +136,7 @@ impl<L: LogRead> Node<L> {
             configs: vec![bootstrap],
             membership,
             configs_changed: false,
+            leaving_ticks: None,
             term,
             vote,
             role: Role::Follower,
@@ -231,7 +235,7 @@ impl<L: LogRead> Node<L> {
                 leader: self.leader_id,
             });
         }
-        if self.transfer.is_some() {
+        if self.transfer.is_some() || self.leaving_ticks.is_some() {
             return Err(ProposeError::Transferring);
         }
         let pending = self.log.last_index() - self.log.committed();
@@ -565,6 +569,9 @@ impl<L: LogRead> Node<L> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         self.preferred_cooldown_ticks = self.preferred_cooldown_ticks.saturating_sub(1);
+        if let Some(ticks) = self.leaving_ticks.as_mut() {
+            *ticks += 1;
+        }
         for progress in self.progress.values_mut() {
             progress.last_contact_ticks = progress.last_contact_ticks.saturating_add(1);
         }

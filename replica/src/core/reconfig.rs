@@ -102,7 +102,7 @@ impl<L: LogRead> Node<L> {
                 leader: self.leader_id,
             });
         }
-        if self.transfer.is_some() {
+        if self.transfer.is_some() || self.leaving_ticks.is_some() {
             return Err(ProposeError::Transferring);
         }
         let committed = self.log.committed();
@@ -189,7 +189,8 @@ impl<L: LogRead> Node<L> {
     }
 
     /// Forget the records older than the newest committed one; a leader
-    /// whose removal committed hands over and steps down.
+    /// whose removal committed stops taking proposals, and hands over once
+    /// every entry it appended is committed (or after an election timeout).
     pub(super) fn on_commit_configurations(&mut self) {
         let committed = self.log.committed();
         let mut pruned = false;
@@ -201,9 +202,21 @@ impl<L: LogRead> Node<L> {
             self.configs_changed = true;
         }
         let newest_committed = self.configs.last().is_some_and(|r| r.index <= committed);
-        if self.role == Role::Leader && newest_committed && !self.membership.is_voter(self.id) {
-            // Removed: hand over to the most caught-up voter at once (it
-            // skips pre-vote and stickiness), and stop leading.
+        if self.role != Role::Leader || !newest_committed || self.membership.is_voter(self.id) {
+            return;
+        }
+        if self.leaving_ticks.is_none() {
+            self.leaving_ticks = Some(0);
+        }
+        // Once out of the configuration nobody replicates to it: had it
+        // stepped down with entries uncommitted, it could never tell their
+        // writers what became of them.
+        let drained = committed == self.log.last_index();
+        let timed_out = self
+            .leaving_ticks
+            .is_some_and(|ticks| ticks >= self.config.election_ticks);
+        if drained || timed_out {
+            // The new leader skips pre-vote and stickiness.
             if let Some(target) = self.most_caught_up_voter() {
                 self.send(target, MessageBody::TimeoutNow);
             }

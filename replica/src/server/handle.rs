@@ -627,6 +627,8 @@ const INCARNATION_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// configuration must name the incarnation that runs there, not assume the
 /// bootstrap one.
 async fn with_incarnation(mut add: AddMember) -> Result<AddMember, MembershipError> {
+    // A malformed request is told so before anyone is asked anything.
+    super::reconfigure::check_add(&add)?;
     let http = match &add.http_address {
         Some(http) => http.clone(),
         None => match add.address.rsplit_once(':') {

@@ -38,6 +38,12 @@ pub fn next_configuration(
     })
 }
 
+/// Whether an add request is well formed: a name, and `host:port`
+/// addresses.
+pub fn check_add(add: &AddMember) -> Result<(), MembershipError> {
+    add_learner(add).map(|_| ())
+}
+
 /// An add request, checked: a name, and `host:port` addresses.
 fn add_learner(add: &AddMember) -> Result<Change, MembershipError> {
     let bad = |reason: String| MembershipError::BadRequest { reason };

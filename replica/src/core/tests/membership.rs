@@ -208,7 +208,18 @@ fn a_removed_leader_hands_over_and_stays_quiet() {
         .node(1)
         .propose_configuration(payload(&[2, 3], &[]))
         .unwrap();
+    // Appended after the removal: the old leader sees them committed
+    // before it hands over (nobody would tell it afterwards).
+    let (after, _) = cluster
+        .node(1)
+        .propose(Bytes::from_static(b"after"))
+        .unwrap();
     cluster.stabilize();
+    assert!(cluster.node(1).commit_index() >= after);
+    assert_eq!(
+        cluster.node(1).propose(Bytes::new()),
+        Err(ProposeError::NotLeader { leader: None })
+    );
     let leaders = cluster.leaders();
     assert_eq!(leaders.len(), 1);
     assert_ne!(
