@@ -28,9 +28,17 @@ fn members_are_started_signalled_restarted_and_wiped() {
     let peers = cluster.peers_flag();
     assert_eq!(peers.split(',').count(), 3);
     let member = cluster.member(1);
+    let http_peers: Vec<String> = (0..cluster.size())
+        .map(|index| {
+            let member = cluster.member(index);
+            format!("{}={}", member.id, member.http_address)
+        })
+        .collect();
     let expected = format!(
-        "args: serve --group {GROUP} --id {} --peers {peers} --data-dir {} --listen {} --http-listen {}",
+        "args: serve --group {GROUP} --id {} --peers {peers} --initial-state new --http-peers {} \
+         --data-dir {} --listen {} --http-listen {}",
         member.id,
+        http_peers.join(","),
         cluster.data_dir(1).display(),
         member.peer_address,
         member.http_address
