@@ -220,3 +220,56 @@ fn a_change_on_a_member_that_is_not_a_learner_is_refused_with_a_reason() {
     assert_eq!(members.voters.len(), VOTERS, "{members:?}");
     assert_eq!(members.learner_ids(), vec![spare]);
 }
+
+/// Payload bytes the catch-up figure writes before adding the learner.
+const CATCH_UP_BYTES: u64 = 256 << 20;
+
+/// Bytes per entry in the catch-up figure.
+const CATCH_UP_ENTRY_BYTES: usize = 64 << 10;
+
+#[test]
+#[ignore = "measures and prints the catch-up speed; run with --ignored --nocapture"]
+fn catch_up_figures() {
+    let _serial = serial();
+    let cluster = Cluster::loopback_with_spares(VOTERS, 1)
+        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    let (leader, _) = cluster
+        .wait_for_leader(FIRST_LEADER_WAIT)
+        .expect("first leader");
+    let voter_http: Vec<_> = (0..VOTERS)
+        .map(|index| cluster.member(index).http_address)
+        .collect();
+    let entries = (CATCH_UP_BYTES / CATCH_UP_ENTRY_BYTES as u64) as usize;
+    let load = Load::start(
+        &LoadConfig::new("catch-up", 8, voter_http).with_payload_bytes(CATCH_UP_ENTRY_BYTES),
+    );
+    load.wait_for_more(entries, Duration::from_secs(600))
+        .expect("the log to fill");
+    let acks = load.stop().expect("load");
+    let commit = cluster.status(leader).expect("leader status").commit_index;
+    let spare = VOTERS;
+    let id = cluster.member(spare).id.clone();
+    let started = Instant::now();
+    client(&cluster, leader)
+        .add_member(
+            &id,
+            &cluster.member(spare).peer_address.to_string(),
+            &cluster.member(spare).http_address.to_string(),
+        )
+        .expect("add the learner");
+    wait_until("the learner to catch up", Duration::from_secs(600), || {
+        let status = cluster.status(spare).ok()?;
+        (status.last_index >= commit).then_some(())
+    })
+    .expect("catch up");
+    let took = started.elapsed();
+    let bytes = acks.len() as u64 * CATCH_UP_ENTRY_BYTES as u64;
+    eprintln!(
+        "e2e: a new learner copied {} entries ({} MiB of payload) in {:.1} s: {:.0} MiB/s, {:.0} entries/s",
+        commit,
+        bytes >> 20,
+        took.as_secs_f64(),
+        (bytes >> 20) as f64 / took.as_secs_f64(),
+        commit as f64 / took.as_secs_f64(),
+    );
+}
