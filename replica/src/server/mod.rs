@@ -8,7 +8,8 @@
 //!   configuration.
 //! - [`identity`]: whose data directory it is, and the incarnation a
 //!   member that joins with an empty one draws.
-//! - [`raft_loop`]: the thread that drives the core and carries out Readys.
+//! - [`raft_loop`]: the thread that drives the core and carries out Readys;
+//!   a directory module, one file per job of the loop.
 //! - [`handle`]: the [`Engine`](crate::engine::Engine) the front ends call.
 //! - [`peers`]: outbound links to the other members.
 //! - [`client_api`]: answers binary-protocol client requests.
