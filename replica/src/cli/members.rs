@@ -210,7 +210,7 @@ fn heading(members: &Members) -> String {
         "not committed yet"
     };
     if members.index == 0 {
-        format!("the --peers member list (not yet in the log), {settled}")
+        format!("the bootstrap member list (--peers at the first start), {settled}")
     } else {
         format!("configuration at log index {}, {settled}", members.index)
     }
@@ -400,7 +400,7 @@ mod tests {
             learners: vec![],
         };
         assert!(table(&bootstrap)
-            .starts_with("the --peers member list (not yet in the log), not committed yet\n"));
+            .starts_with("the bootstrap member list (--peers at the first start), not committed yet\n"));
     }
 
     #[test]
