@@ -89,6 +89,18 @@ fn is_zero(value: &u64) -> bool {
 }
 
 impl MemberRecord {
+    /// A bootstrap voter (incarnation 0), its id derived from its name.
+    pub fn voter(name: &str, address: &str, http_address: &str) -> MemberRecord {
+        MemberRecord {
+            id: node_id_of(name),
+            name: name.to_string(),
+            incarnation: 0,
+            address: address.to_string(),
+            http_address: http_address.to_string(),
+            role: MemberRole::Voter,
+        }
+    }
+
     /// The name it goes by among peers ([`peer_name_of`]).
     pub fn peer_name(&self) -> String {
         peer_name_of(&self.name, self.incarnation)
@@ -474,14 +486,7 @@ mod tests {
     use super::*;
 
     fn voter(name: &str) -> MemberRecord {
-        MemberRecord {
-            id: node_id_of(name),
-            name: name.into(),
-            incarnation: 0,
-            address: format!("{name}:20911"),
-            http_address: format!("{name}:8080"),
-            role: MemberRole::Voter,
-        }
+        MemberRecord::voter(name, &format!("{name}:20911"), &format!("{name}:8080"))
     }
 
     fn three() -> Configuration {

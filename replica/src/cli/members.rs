@@ -399,8 +399,9 @@ mod tests {
             voters: vec![member("a")],
             learners: vec![],
         };
-        assert!(table(&bootstrap)
-            .starts_with("the bootstrap member list (--peers at the first start), not committed yet\n"));
+        assert!(table(&bootstrap).starts_with(
+            "the bootstrap member list (--peers at the first start), not committed yet\n"
+        ));
     }
 
     #[test]

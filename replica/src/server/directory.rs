@@ -243,14 +243,7 @@ fn bootstrap_configuration(
     let records = bootstrap
         .iter()
         .filter(|member| is_voter(member.id))
-        .map(|member| MemberRecord {
-            id: member.id,
-            name: member.name.clone(),
-            incarnation: 0,
-            address: member.tcp_address.clone(),
-            http_address: member.http_address.clone(),
-            role: MemberRole::Voter,
-        })
+        .map(|member| MemberRecord::voter(&member.name, &member.tcp_address, &member.http_address))
         .collect();
     Configuration::new(records).unwrap_or_default()
 }
@@ -280,21 +273,23 @@ mod tests {
         }
     }
 
+    fn with_learner_c(directory: &Directory) -> Configuration {
+        let add = Change::AddLearner {
+            name: "c".into(),
+            incarnation: 0,
+            address: "c:1".into(),
+            http_address: "c:2".into(),
+        };
+        directory.configuration().with_change(&add).unwrap()
+    }
+
     #[test]
     fn records_survive_the_file_and_damage_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = configuration_path(dir.path());
         assert!(load_records(&path).unwrap().is_empty());
         let directory = Directory::new(vec![member("a"), member("b")]);
-        let added = directory
-            .configuration()
-            .with_change(&Change::AddLearner {
-                name: "c".into(),
-                incarnation: 0,
-                address: "c:1".into(),
-                http_address: "c:2".into(),
-            })
-            .unwrap();
+        let added = with_learner_c(&directory);
         let records = vec![
             directory.bootstrap_record(),
             ConfigRecord::from_entry(7, 2, added.encode()).unwrap(),
@@ -313,15 +308,7 @@ mod tests {
     fn the_directory_follows_the_newest_record() {
         let mut directory = Directory::new(vec![member("a"), member("b")]);
         assert_eq!(directory.api(false).voters.len(), 2);
-        let added = directory
-            .configuration()
-            .with_change(&Change::AddLearner {
-                name: "c".into(),
-                incarnation: 0,
-                address: "c:1".into(),
-                http_address: "c:2".into(),
-            })
-            .unwrap();
+        let added = with_learner_c(&directory);
         directory.update(&[ConfigRecord::from_entry(4, 1, added.encode()).unwrap()]);
         let api = directory.api(true);
         assert_eq!((api.index, api.voters.len(), api.learners.len()), (4, 2, 1));

@@ -100,16 +100,11 @@ pub fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{node_id_of, MemberRecord, MemberRole};
+    use crate::membership::{MemberRecord, MemberRole};
 
     fn two() -> Configuration {
-        let voter = |name: &str| MemberRecord {
-            id: node_id_of(name),
-            name: name.into(),
-            incarnation: 0,
-            address: format!("{name}:20911"),
-            http_address: format!("{name}:8080"),
-            role: MemberRole::Voter,
+        let voter = |name: &str| {
+            MemberRecord::voter(name, &format!("{name}:20911"), &format!("{name}:8080"))
         };
         Configuration::new(vec![voter("a"), voter("b")]).unwrap()
     }
