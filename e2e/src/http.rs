@@ -95,6 +95,9 @@ pub struct MemberAddress {
     pub address: String,
     /// Its HTTP address.
     pub http_address: String,
+    /// Its incarnation (absent: 0).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl Status {

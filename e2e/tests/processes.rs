@@ -229,6 +229,10 @@ fn a_follower_with_a_wiped_data_dir_rejoins_as_a_new_incarnation() {
         .add_member(&id, &peer, &http)
         .expect("add the new incarnation");
     assert_eq!(added.learner_ids(), vec![id.clone()]);
+    assert_eq!(
+        added.learners[0].incarnation, status.incarnation,
+        "the leader asked the member for its incarnation"
+    );
     let commit_at_add = cluster.status(leader).expect("leader status").commit_index;
     wait_until("the new incarnation to catch up", PROGRESS_WAIT, || {
         let status = cluster.status(follower).ok()?;

@@ -293,6 +293,7 @@ mod tests {
                 id: "a".into(),
                 address: "a:20911".into(),
                 http_address: "a:8080".into(),
+                incarnation: 0,
             }],
             learners: vec![],
         }

@@ -101,6 +101,13 @@ pub struct MemberAddress {
     pub address: String,
     /// Its HTTP address, `host:port`.
     pub http_address: String,
+    /// Its incarnation; left out when 0 (a bootstrap member).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// `POST /admin/members`: add a learner. Unknown fields are refused, so a
@@ -290,6 +297,7 @@ mod tests {
                     id: "orders-0".into(),
                     address: "orders-0.orders-peers:20911".into(),
                     http_address: "orders-0.orders-peers:8080".into(),
+                    incarnation: 0,
                 }],
                 learners: vec![],
             })),

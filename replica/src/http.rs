@@ -750,6 +750,7 @@ mod tests {
                 id: id.into(),
                 address: format!("{id}:20911"),
                 http_address: format!("{id}:8080"),
+                incarnation: 0,
             }
         }
 
@@ -798,6 +799,7 @@ mod tests {
                         id: add.id,
                         address: add.address,
                         http_address,
+                        incarnation: add.incarnation.unwrap_or(0),
                     });
                 }
                 MemberChange::Promote(id) => match position(&next.learners, &id) {

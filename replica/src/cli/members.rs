@@ -294,6 +294,7 @@ mod tests {
             id: id.into(),
             address: format!("{id}.peers:20911"),
             http_address: format!("{id}.peers:8080"),
+            incarnation: 0,
         }
     }
 

@@ -65,7 +65,9 @@ pub struct ServeArgs {
 
     /// All members, this one included: `id=host:port,id=host:port,...` with
     /// each member's binary protocol address. Host names are resolved again
-    /// at every connection attempt.
+    /// at every connection attempt. With `--initial-state existing` this
+    /// member need not be listed (give --listen then): the list only says
+    /// where the running group can be reached.
     #[arg(long, env = "DLEDGER_PEERS")]
     pub peers: String,
 
@@ -194,7 +196,16 @@ impl ServeArgs {
                     self.http_listen
                 ))
             })?;
-        let members = members::parse_members(&self.id, &self.peers, &self.http_peers, http_port)?;
+        // A member that joins a running group need not be in --peers: the
+        // list only tells it where the group is. One that bootstraps must be.
+        let members = match self.initial_state {
+            InitialStateArg::New => {
+                members::parse_members(&self.id, &self.peers, &self.http_peers, http_port)?
+            }
+            InitialStateArg::Existing => {
+                members::parse_member_list(&self.peers, &self.http_peers, http_port)?
+            }
+        };
         if let Some(preferred) = &self.preferred_leader {
             if !members.iter().any(|member| &member.name == preferred) {
                 return Err(ServeArgsError::Invalid(format!(
@@ -223,6 +234,12 @@ impl ServeArgs {
             .unwrap_or_default();
         let listen = match &self.listen {
             Some(listen) => listen.clone(),
+            None if own.is_empty() => {
+                return Err(ServeArgsError::Invalid(format!(
+                    "--listen is needed: --peers does not list {:?}, so it gives no port",
+                    self.id
+                )))
+            }
             None => {
                 let port = own.rsplit_once(':').map_or("20911", |(_, port)| port);
                 format!("0.0.0.0:{port}")

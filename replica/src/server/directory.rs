@@ -215,6 +215,7 @@ impl Directory {
             id: record.name.clone(),
             address: record.address.clone(),
             http_address: record.http_address.clone(),
+            incarnation: record.incarnation,
         };
         let of_role = |role| {
             self.current

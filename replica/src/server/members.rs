@@ -129,6 +129,24 @@ pub fn parse_members(
     http_addresses: &str,
     default_http_port: u16,
 ) -> Result<Vec<Member>, MembersError> {
+    let members = parse_member_list(peers, http_addresses, default_http_port)?;
+    if !members.iter().any(|member| member.name == self_name) {
+        return Err(MembersError::SelfMissing {
+            id: self_name.to_string(),
+            names: members.iter().map(|member| member.name.clone()).collect(),
+        });
+    }
+    Ok(members)
+}
+
+/// A member list, checked as [`parse_members`] does, without requiring any
+/// member in particular: that of a member joining a running group, which
+/// need not be in it (it only tells where the group can be reached).
+pub fn parse_member_list(
+    peers: &str,
+    http_addresses: &str,
+    default_http_port: u16,
+) -> Result<Vec<Member>, MembersError> {
     let pairs = parse_address_list(peers)?;
     if pairs.is_empty() {
         return Err(MembersError::Empty);
@@ -166,12 +184,6 @@ pub fn parse_members(
     }
     if let Some((name, _)) = http.iter().find(|(name, _)| !names.contains(name)) {
         return Err(MembersError::UnknownHttpMember { name: name.clone() });
-    }
-    if !names.contains(self_name) {
-        return Err(MembersError::SelfMissing {
-            id: self_name.to_string(),
-            names: members.iter().map(|member| member.name.clone()).collect(),
-        });
     }
     Ok(members)
 }
@@ -258,5 +270,7 @@ mod tests {
             parse_members("a", "a=h:1", "z=h:2", 8080),
             Err(MembersError::UnknownHttpMember { name: "z".into() })
         );
+        // A joining member need not be in the list it reaches the group by.
+        assert_eq!(parse_member_list("b=h:1", "", 8080).unwrap().len(), 1);
     }
 }
