@@ -147,7 +147,7 @@ pub enum TransferError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
     /// Only the leader changes the configuration; retry there.
-    #[error("not the leader (leader: {leader_id:?})")]
+    #[error("not the leader (leader: {})", leader_id.as_deref().unwrap_or("unknown"))]
     NotLeader {
         /// The leader, if known.
         leader_id: Option<String>,

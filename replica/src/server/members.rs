@@ -104,6 +104,10 @@ pub fn parse_address_list(list: &str) -> Result<Vec<(String, String)>, MembersEr
         if name.is_empty() {
             return Err(malformed("empty id"));
         }
+        if name.contains('#') {
+            // `name#<incarnation>` is how a joined member goes by among peers.
+            return Err(malformed("'#' is reserved in ids"));
+        }
         let (host, port) = address
             .rsplit_once(':')
             .ok_or_else(|| malformed("address has no ':port'"))?;
@@ -255,6 +259,13 @@ mod tests {
                 },
             ),
             ("a=h:1,a=h:2", MembersError::Duplicate { name: "a".into() }),
+            (
+                "a#1=h:1",
+                MembersError::Malformed {
+                    item: "a#1=h:1".into(),
+                    reason: "'#' is reserved in ids".into(),
+                },
+            ),
             (
                 "b=h:1",
                 MembersError::SelfMissing {

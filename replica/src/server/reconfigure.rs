@@ -47,6 +47,7 @@ pub fn check_add(add: &AddMember) -> Result<(), MembershipError> {
 /// An add request, checked: a name, and `host:port` addresses.
 fn add_learner(add: &AddMember) -> Result<Change, MembershipError> {
     let bad = |reason: String| MembershipError::BadRequest { reason };
+    check_name(&add.id).map_err(bad)?;
     let pairs = parse_address_list(&format!("{}={}", add.id, add.address))
         .map_err(|err| bad(err.to_string()))?;
     if pairs.len() != 1 || add.id.contains(',') {
@@ -69,6 +70,29 @@ fn add_learner(add: &AddMember) -> Result<Change, MembershipError> {
         address: add.address.clone(),
         http_address,
     })
+}
+
+/// Longest member name: a Kubernetes pod name's limit.
+const MAX_NAME_BYTES: usize = 253;
+
+/// A member name is what Kubernetes allows in a pod name, give or take
+/// case: letters, digits, `-`, `.` and `_`, starting with a letter or a
+/// digit. `#` is kept for incarnations (`name#<incarnation>`), and `=` and
+/// `,` for member lists.
+fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || !starts_well || !name.chars().all(allowed)
+    {
+        return Err(format!(
+            "{name:?} is not a member name: 1 to {MAX_NAME_BYTES} letters, digits, '-', '.' or \
+             '_', starting with a letter or digit"
+        ));
+    }
+    Ok(())
 }
 
 /// What the caller of a change is told when the core refused it.
@@ -134,10 +158,15 @@ mod tests {
             next_configuration(&two(), &add("c", "no-port")),
             Err(MembershipError::BadRequest { .. })
         ));
-        assert!(matches!(
-            next_configuration(&two(), &add("", "c:1")),
-            Err(MembershipError::BadRequest { .. })
-        ));
+        for name in ["", " c", "c#1", "a=b", "-c", "c,d", "c/d"] {
+            assert!(
+                matches!(
+                    next_configuration(&two(), &add(name, "c:1")),
+                    Err(MembershipError::BadRequest { .. })
+                ),
+                "{name:?}"
+            );
+        }
         assert!(matches!(
             next_configuration(&two(), &add("a", "a:1")),
             Err(MembershipError::Refused { .. })
