@@ -65,13 +65,19 @@ impl<L: LogRead> Node<L> {
         &self.configs
     }
 
-    /// Replace the bootstrap configuration with `records`, the ones the
-    /// caller persisted (oldest first, the first known committed). Call it
+    /// Take up `records`, the ones the caller persisted (oldest first, the
+    /// first known committed, the bootstrap one left out or not). Call it
     /// before any other input. Records past the log's end are dropped: their
     /// entries were lost with an unsynced tail.
     pub fn restore_configurations(&mut self, records: Vec<ConfigRecord>) -> Result<(), CoreError> {
         let last = self.log.last_index();
-        let mut kept: Vec<ConfigRecord> = Vec::with_capacity(records.len());
+        // The bootstrap record stays in front: a caller that leaves it out
+        // of its file (the server does, it is in no log) may have saved an
+        // uncommitted first entry alone, and a truncation of that entry must
+        // bring the bootstrap set back. In front of a committed record it
+        // is harmless: that record is never truncated, and prunes it.
+        let mut kept: Vec<ConfigRecord> =
+            vec![ConfigRecord::bootstrap(self.config.members.iter().copied())];
         for record in records {
             let in_log = record.index < self.log.first_index()
                 || self.log.term(record.index)? == Some(record.term);
@@ -80,7 +86,7 @@ impl<L: LogRead> Node<L> {
                 kept.push(record);
             }
         }
-        if !kept.is_empty() {
+        if kept.len() > 1 {
             self.configs = kept;
             self.on_configuration_change();
         }

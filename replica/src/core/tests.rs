@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::entry::{Entry, HardState, Index, Term};
+use crate::membership::{ConfigRecord, Membership};
 
 #[derive(Clone, Default)]
 struct SharedLog(Rc<RefCell<Vec<Entry>>>);
@@ -1021,4 +1022,74 @@ fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
             cluster.node(3).term()
         );
     }
+}
+
+// ----- membership changes: records across crashes, a leader removing itself -----
+
+/// The payload of a configuration of `voters` and `learners`.
+fn configuration(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
+    use crate::membership::{Configuration, MemberRecord, MemberRole};
+    let member = |id: &NodeId, role| MemberRecord {
+        id: *id,
+        name: id.to_string(),
+        address: format!("n{id}:1"),
+        http_address: format!("n{id}:2"),
+        role,
+    };
+    let members = voters
+        .iter()
+        .map(|id| member(id, MemberRole::Voter))
+        .chain(learners.iter().map(|id| member(id, MemberRole::Learner)))
+        .collect();
+    Configuration::new(members).unwrap().encode()
+}
+
+fn configuration_entry(index: Index, term: Term, voters: &[NodeId], learners: &[NodeId]) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Configuration,
+        payload: configuration(voters, learners),
+    }
+}
+
+/// What the server's records file holds: the records but the bootstrap one.
+fn saved(records: &[ConfigRecord]) -> Vec<ConfigRecord> {
+    records.iter().filter(|r| r.index > 0).cloned().collect()
+}
+
+/// Node 1 of bootstrap group `members` restarting from `entries` (durable)
+/// and the saved `records`.
+fn restarted(members: &[NodeId], entries: &[Entry], records: &[ConfigRecord]) -> Node<SharedLog> {
+    let log = SharedLog::default();
+    log.0.borrow_mut().extend_from_slice(entries);
+    let hard_state = HardState {
+        term: entries.last().map_or(0, |entry| entry.term),
+        vote: None,
+    };
+    let mut node = Node::new(Config::new(1, members.to_vec()), log, hard_state, 1).unwrap();
+    node.restore_configurations(saved(records)).unwrap();
+    node
+}
+
+/// Found by the simulation (seed 514): the first configuration entry,
+/// uncommitted, was the only record in the file (the bootstrap record is
+/// not saved); a new leader truncated it after a restart, which left no
+/// record at all, and the member kept counting with the truncated set.
+#[test]
+fn a_truncated_first_configuration_brings_the_bootstrap_set_back_after_a_restart() {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2], &[]),
+    ];
+    let record = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    let mut node = restarted(&[1, 2, 3], &entries, &[record]);
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2]));
+    // Leader 2 of term 2 replaces entry 2.
+    node.step(append(2, 2, (1, 1), &[(2, 2)])).unwrap();
+    let ready = node.ready().unwrap();
+    assert!(ready.violations.is_empty());
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2, 3]));
+    assert_eq!(node.configurations().len(), 1);
+    assert_eq!(node.configurations()[0].index, 0);
 }
