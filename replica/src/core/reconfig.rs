@@ -10,6 +10,11 @@
 //! that rule two leaders of different terms could each append a change
 //! against a different base, and their majorities need not overlap (the
 //! bug Ongaro described on raft-dev in 2015).
+//!
+//! The caller's records file must keep, whatever a crash loses, a record
+//! whose entry is in the durable log: the first record is pruned only up
+//! to a committed one that is durable here, and the bootstrap record stays
+//! in front of restored ones.
 
 use crate::entry::{Entry, EntryKind, Index, NodeId, Term};
 use crate::membership::{ConfigRecord, IdChange, Membership};
@@ -194,12 +199,18 @@ impl<L: LogRead> Node<L> {
         }
     }
 
-    /// Forget the records older than the newest committed one; a leader
-    /// whose removal committed hands over and steps down.
+    /// Forget the records older than the newest committed one that is
+    /// also durable here; a leader whose removal committed hands over and
+    /// steps down.
     pub(super) fn on_commit_configurations(&mut self) {
         let committed = self.log.committed();
+        // A member may learn that an entry committed before its own copy is
+        // durable. Pruning up to that record could leave the caller's file
+        // with it alone, and a crash that loses its entry would then leave
+        // no record of the configurations still in the log.
+        let durable_committed = committed.min(self.log.persisted_index());
         let mut pruned = false;
-        while self.configs.len() > 1 && self.configs[1].index <= committed {
+        while self.configs.len() > 1 && self.configs[1].index <= durable_committed {
             self.configs.remove(0);
             pruned = true;
         }

@@ -1093,3 +1093,49 @@ fn a_truncated_first_configuration_brings_the_bootstrap_set_back_after_a_restart
     assert_eq!(node.configurations().len(), 1);
     assert_eq!(node.configurations()[0].index, 0);
 }
+
+/// Found by the simulation (seed 134): a follower learnt that entry 3 (a
+/// configuration) committed before its own copy was durable, pruned the
+/// record of entry 2 from its file, and crashed losing entry 3: at restart
+/// no record was left and it counted with the bootstrap set, though its log
+/// holds entry 2.
+#[test]
+fn a_committed_configuration_not_yet_durable_here_keeps_the_one_before_on_file() {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2], &[]),
+    ];
+    let record_2 = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    let mut node = restarted(&[1, 2, 3], &entries, &[record_2]);
+    let entry_3 = configuration_entry(3, 1, &[1, 2], &[4]);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: vec![entry_3.clone()],
+            leader_commit: 3,
+        },
+    })
+    .unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.commit_index,
+        Some(3),
+        "committed before it is durable"
+    );
+    let file = saved(&ready.configurations.expect("the records changed"));
+    let indexes: Vec<Index> = file.iter().map(|record| record.index).collect();
+    assert_eq!(indexes, [2, 3], "entry 2's record stays until 3 is durable");
+    // A crash now loses entry 3: the restarted member counts with entry 2.
+    let after_crash = restarted(&[1, 2, 3], &entries, &file);
+    assert_eq!(after_crash.membership(), &Membership::of_voters([1, 2]));
+    // Once entry 3 is durable here, entry 2's record goes.
+    node.on_persisted(3, 1).unwrap();
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("pruned"));
+    assert_eq!(file.len(), 1);
+    assert_eq!(file[0].index, 3);
+}
