@@ -241,9 +241,28 @@ impl<L: LogRead> Node<L> {
             && newest.is_some_and(|record| record.index > 0 && record.index <= self.log.committed())
     }
 
-    /// Whether this member may start an election.
+    /// Whether this member may start an election: a voter of the
+    /// configuration in force, or a voter that a change not known committed
+    /// removes. The latter may hold entries no one else has, that change
+    /// among them (a leader that removed itself and restarted before the
+    /// change went out): if it waited, the others would need its vote and
+    /// it would refuse them for their shorter logs, forever. It counts the
+    /// new configuration's votes only (its own is not one), and once the
+    /// change commits it hands over as a removed leader does. LogCabin lets
+    /// any member with a configuration campaign; learners and members that
+    /// know their removal committed still do not here.
     pub(super) fn may_campaign(&self) -> bool {
-        self.membership.is_voter(self.id)
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        match self.configs.as_slice() {
+            [.., previous, newest] => {
+                newest.index > self.log.committed()
+                    && !newest.membership.contains(self.id)
+                    && previous.membership.is_voter(self.id)
+            }
+            _ => false,
+        }
     }
 
     /// The voter with the highest match index (ties to the lowest id).

@@ -1139,3 +1139,41 @@ fn a_committed_configuration_not_yet_durable_here_keeps_the_one_before_on_file()
     assert_eq!(file.len(), 1);
     assert_eq!(file[0].index, 3);
 }
+
+/// Found by the simulation (seed 34): leader 1 of {1, 2} appended its own
+/// removal ({2}) and entries node 2 never got, then restarted. Node 2
+/// needed node 1's vote and was refused for its shorter log; node 1, out of
+/// its newest configuration, never campaigned: no leader, ever. Node 1 now
+/// campaigns with the new configuration's votes, commits its removal and
+/// hands over.
+#[test]
+fn a_leader_that_removed_itself_and_restarted_commits_its_removal_and_hands_over() {
+    let mut cluster = Cluster::new(2);
+    cluster.elect(1);
+    cluster.down.insert(2);
+    for payload in [&b"a"[..], b"b"] {
+        cluster
+            .node(1)
+            .propose(Bytes::copy_from_slice(payload))
+            .unwrap();
+    }
+    let (removal, _) = cluster
+        .node(1)
+        .propose_configuration(configuration(&[2], &[]))
+        .unwrap();
+    cluster.stabilize();
+    // Node 1 restarts from its log and its records.
+    let records = saved(cluster.node(1).configurations());
+    let hard_state = cluster.node(1).hard_state();
+    let log = cluster.logs[0].clone();
+    cluster.nodes[0] = Node::new(Config::new(1, vec![1, 2]), log, hard_state, 1).unwrap();
+    cluster.node(1).restore_configurations(records).unwrap();
+    assert!(!cluster.node(1).membership().contains(1));
+    cluster.down.remove(&2);
+    let election_ticks = cluster.node(2).config().election_ticks;
+    cluster.tick_all(10 * election_ticks);
+    assert_eq!(cluster.leaders(), vec![2]);
+    assert_eq!(cluster.node(2).membership(), &Membership::of_voters([2]));
+    assert!(cluster.node(2).commit_index() > removal);
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+}
