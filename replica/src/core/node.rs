@@ -54,6 +54,10 @@ pub struct Node<L: LogRead> {
     pub(super) membership: Membership,
     /// `configs` changed since the last Ready.
     pub(super) configs_changed: bool,
+    /// Records of entries a truncation replaced: the durable log may still
+    /// hold them until what replaced them is durable, so the records to
+    /// persist keep them (see `reconfig`).
+    pub(super) replaced_configs: Vec<ConfigRecord>,
     pub(super) term: Term,
     pub(super) vote: Option<NodeId>,
     pub(super) role: Role,
@@ -133,6 +137,7 @@ impl<L: LogRead> Node<L> {
             configs: vec![bootstrap],
             membership,
             configs_changed: false,
+            replaced_configs: Vec::new(),
             term,
             vote,
             role: Role::Follower,
@@ -285,8 +290,11 @@ impl<L: LogRead> Node<L> {
     /// durable. Stale reports (that entry was since replaced) are ignored.
     pub fn on_persisted(&mut self, index: Index, term: Term) -> Result<(), CoreError> {
         self.guard(|node| {
-            if node.log.stable_to(index, term) && node.role == Role::Leader {
-                node.maybe_commit()?;
+            if node.log.stable_to(index, term) {
+                node.forget_durably_replaced_configs();
+                if node.role == Role::Leader {
+                    node.maybe_commit()?;
+                }
             }
             Ok(())
         })
@@ -320,7 +328,7 @@ impl<L: LogRead> Node<L> {
             Ok(())
         })?;
         let configurations =
-            std::mem::take(&mut self.configs_changed).then(|| self.configs.clone());
+            std::mem::take(&mut self.configs_changed).then(|| self.records_to_persist());
         let hard_state = self.hard_state();
         let soft_state = self.soft_state();
         let commit = self.log.committed();

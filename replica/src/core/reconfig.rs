@@ -12,9 +12,12 @@
 //! bug Ongaro described on raft-dev in 2015).
 //!
 //! The caller's records file must keep, whatever a crash loses, a record
-//! whose entry is in the durable log: the first record is pruned only up
-//! to a committed one that is durable here, and the bootstrap record stays
-//! in front of restored ones.
+//! for every configuration entry of the durable log: the first record is
+//! pruned only up to a committed one that is durable here, the records of
+//! entries a truncation replaced stay until that truncation is durable
+//! (the old entries may survive a crash), and the bootstrap record stays
+//! in front of restored ones. `restore_configurations` keeps only the
+//! records the log still has.
 
 use crate::entry::{Entry, EntryKind, Index, NodeId, Term};
 use crate::membership::{ConfigRecord, IdChange, Membership};
@@ -70,10 +73,11 @@ impl<L: LogRead> Node<L> {
         &self.configs
     }
 
-    /// Take up `records`, the ones the caller persisted (oldest first, the
-    /// first known committed, the bootstrap one left out or not). Call it
-    /// before any other input. Records past the log's end are dropped: their
-    /// entries were lost with an unsynced tail.
+    /// Take up `records`, the ones the caller persisted from
+    /// `Ready::configurations` (the bootstrap one left out or not). Call it
+    /// before any other input. Records whose entries the log does not have
+    /// are dropped: lost with an unsynced tail, or replaced by a truncation
+    /// that became durable.
     pub fn restore_configurations(&mut self, records: Vec<ConfigRecord>) -> Result<(), CoreError> {
         let last = self.log.last_index();
         // The bootstrap record stays in front: a caller that leaves it out
@@ -86,11 +90,13 @@ impl<L: LogRead> Node<L> {
         for record in records {
             let in_log = record.index < self.log.first_index()
                 || self.log.term(record.index)? == Some(record.term);
-            let ordered = kept.last().is_none_or(|before| before.index < record.index);
-            if record.index <= last && in_log && ordered {
+            if record.index > 0 && record.index <= last && in_log {
                 kept.push(record);
             }
         }
+        // Replaced records come first in the file; one index has one entry.
+        kept.sort_by_key(|record| record.index);
+        kept.dedup_by_key(|record| record.index);
         if kept.len() > 1 {
             self.configs = kept;
             self.on_configuration_change();
@@ -194,8 +200,42 @@ impl<L: LogRead> Node<L> {
             !self.configs.is_empty(),
             "the committed configuration is never replaced"
         );
+        // A truncation replaced these entries; until that is durable a
+        // crash may bring them back, so their records stay on file.
+        for record in &before {
+            if record.index >= first && !self.configs.contains(record) {
+                self.replaced_configs.push(record.clone());
+            }
+        }
+        let configs = &self.configs;
+        self.replaced_configs
+            .retain(|record| !configs.contains(record));
         if self.configs != before {
             self.on_configuration_change();
+        }
+    }
+
+    /// The records to persist: those of replaced entries that a crash may
+    /// still bring back, then the ones tracked (the newest last).
+    pub(super) fn records_to_persist(&self) -> Vec<ConfigRecord> {
+        self.replaced_configs
+            .iter()
+            .chain(self.configs.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The persisted index moved. It is below a replaced entry's index when
+    /// that entry is replaced (the truncation reset it), and reaches it only
+    /// once what replaced it is durable: that entry is then gone from disk,
+    /// and so can its record be.
+    pub(super) fn forget_durably_replaced_configs(&mut self) {
+        let persisted = self.log.persisted_index();
+        let count = self.replaced_configs.len();
+        self.replaced_configs
+            .retain(|record| record.index > persisted);
+        if self.replaced_configs.len() != count {
+            self.configs_changed = true;
         }
     }
 

@@ -1177,3 +1177,51 @@ fn a_leader_that_removed_itself_and_restarted_commits_its_removal_and_hands_over
     assert!(cluster.node(2).commit_index() > removal);
     assert_eq!(cluster.node(1).role(), Role::Follower);
 }
+
+/// Found by the simulation (seed 14, with crashes right after truncations):
+/// a new leader replaced entry 39, a configuration, on node 3; the records
+/// without it were saved before the truncation was durable, node 3 crashed
+/// with entry 39 still in its durable log, and counted with the previous
+/// configuration. The records of replaced entries now stay on file until
+/// what replaced them is durable.
+#[test]
+fn a_replaced_configuration_keeps_its_record_until_the_truncation_is_durable() {
+    let old_log = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2, 3], &[]),
+        configuration_entry(3, 1, &[1, 2], &[]),
+    ];
+    let records: Vec<ConfigRecord> = old_log[1..]
+        .iter()
+        .map(|entry| ConfigRecord::from_entry(entry.index, entry.term, entry.payload.clone()))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut node = restarted(&[1, 2, 3], &old_log, &records);
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2]));
+    // Leader 2 of term 2 replaces entry 3.
+    node.step(append(2, 2, (2, 1), &[(3, 2)])).unwrap();
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2, 3]));
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("the records changed"));
+    assert_eq!(
+        file.last().map(|record| record.index),
+        Some(2),
+        "the last record is the one in force"
+    );
+    // A crash before the truncation is durable keeps the old entry 3.
+    let after_crash = restarted(&[1, 2, 3], &old_log, &file);
+    assert_eq!(after_crash.membership(), &Membership::of_voters([1, 2]));
+    // Durable, the truncation takes the record of entry 3 with it.
+    let new_log = [
+        old_log[0].clone(),
+        old_log[1].clone(),
+        Entry::normal(3, 2, &b"x"[..]),
+    ];
+    let after_sync = restarted(&[1, 2, 3], &new_log, &file);
+    assert_eq!(after_sync.membership(), &Membership::of_voters([1, 2, 3]));
+    node.on_persisted(3, 2).unwrap();
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("the replaced record goes"));
+    let indexes: Vec<Index> = file.iter().map(|record| record.index).collect();
+    assert_eq!(indexes, [2]);
+}
