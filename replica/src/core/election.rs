@@ -397,6 +397,7 @@ impl<L: LogRead> Node<L> {
         self.progress.clear();
         self.appends_pending = false;
         self.noop_index = 0;
+        self.term_unsynced = false;
     }
 
     pub(super) fn become_leader(&mut self) {
@@ -412,6 +413,11 @@ impl<L: LogRead> Node<L> {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.preferred_cooldown_ticks = 0;
+        // Won without another member's vote: nothing proves the term durable.
+        self.term_unsynced = !self
+            .votes
+            .iter()
+            .any(|(voter, granted)| *granted && *voter != self.id);
         let next_index = self.log.last_index() + 1;
         let (window, window_bytes) = (
             self.config.max_inflight_appends,

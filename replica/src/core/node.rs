@@ -82,6 +82,14 @@ pub struct Node<L: LogRead> {
     /// Leader only: the index of this term's no-op.
     pub(super) noop_index: Index,
     pub(super) transfer: Option<Transfer>,
+    /// Leader only: it won on its own vote alone (a single voter), so its
+    /// term may not be durable yet; until its no-op is, everything it sends
+    /// waits for the Ready that carries the term. Otherwise a crash could
+    /// lose the term and the member win the same term again with other
+    /// entries, which members (learners) that heard the first would take
+    /// for the same leader's. A leader elected by others' votes has a
+    /// durable term: vote requests leave only once it is.
+    pub(super) term_unsynced: bool,
     /// Leader only: ticks before the preferred leader may be tried again.
     pub(super) preferred_cooldown_ticks: u64,
     /// Follower: highest index known to match the current leader's log in
@@ -154,6 +162,7 @@ impl<L: LogRead> Node<L> {
             now_ticks: 0,
             noop_index: 0,
             transfer: None,
+            term_unsynced: false,
             preferred_cooldown_ticks: 0,
             leader_match_index: 0,
             appends_pending: false,
@@ -292,6 +301,9 @@ impl<L: LogRead> Node<L> {
         self.guard(|node| {
             if node.log.stable_to(index, term) {
                 node.forget_durably_replaced_configs();
+                if node.log.persisted_index() >= node.noop_index {
+                    node.term_unsynced = false;
+                }
                 if node.role == Role::Leader {
                     node.maybe_commit()?;
                 }
@@ -501,12 +513,17 @@ impl<L: LogRead> Node<L> {
 
     pub(super) fn send_at(&mut self, to: NodeId, term: Term, body: MessageBody) {
         assert_ne!(to, self.id, "a member never messages itself");
-        self.messages.push(Message {
+        let message = Message {
             from: self.id,
             to,
             term,
             body,
-        });
+        };
+        if self.role == Role::Leader && self.term_unsynced {
+            self.persisted_messages.push(message);
+        } else {
+            self.messages.push(message);
+        }
     }
 
     /// Send once this Ready's state is durable.

@@ -1225,3 +1225,43 @@ fn a_replaced_configuration_keeps_its_record_until_the_truncation_is_durable() {
     let indexes: Vec<Index> = file.iter().map(|record| record.index).collect();
     assert_eq!(indexes, [2]);
 }
+
+/// Found by the simulation (seed 3491): the only voter won its term on its
+/// own vote and sent appends to its learner before the term was durable,
+/// crashed, restarted at the term before, won the same term again and sent
+/// other entries under it: the learner held two different entries 128@8.
+/// Such a leader now sends nothing before the Ready that carries its term
+/// is durable.
+#[test]
+fn a_leader_elected_by_its_own_vote_sends_only_once_its_term_is_durable() {
+    let entries = [configuration_entry(1, 1, &[1], &[2])];
+    let record = ConfigRecord::from_entry(1, 1, entries[0].payload.clone()).unwrap();
+    let mut node = restarted(&[1], &entries, &[record]);
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.role(), Role::Leader);
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.hard_state.map(|state| state.term), Some(2));
+    let noop = ready.entries.last().expect("the no-op").clone();
+    assert!(
+        ready.messages.iter().all(|message| message.to != 2),
+        "nothing to the learner before the term is durable: {:?}",
+        ready.messages
+    );
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .any(|message| message.to == 2 && matches!(message.body, MessageBody::Append { .. })));
+    // Once the no-op (and so the term) is durable, it sends at once again.
+    node.on_persisted(noop.index, noop.term).unwrap();
+    for _ in 0..node.config().heartbeat_ticks {
+        node.tick().unwrap();
+    }
+    let ready = node.ready().unwrap();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|message| message.to == 2 && matches!(message.body, MessageBody::Heartbeat { .. })));
+}
