@@ -220,11 +220,6 @@ impl<L: LogRead> Node<L> {
         last_log_term: Term,
     ) -> Result<(), CoreError> {
         let from = message.from;
-        if self.removed() {
-            let term = self.term;
-            self.reject_vote(message, term, VoteRejection::NotAMember);
-            return Ok(());
-        }
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && message.term > self.term);

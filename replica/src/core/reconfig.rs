@@ -269,18 +269,6 @@ impl<L: LogRead> Node<L> {
         }
     }
 
-    /// Whether this member knows that a committed configuration left it out:
-    /// then it neither campaigns nor votes (every later leader has that
-    /// entry, so its vote is never needed). A member not yet in any
-    /// configuration it knows (a new one, before the leader's entries reach
-    /// it) still votes: the dissertation's rule, or a group whose change
-    /// committed without it could wait for its vote forever.
-    pub(super) fn removed(&self) -> bool {
-        let newest = self.configs.last();
-        !self.membership.contains(self.id)
-            && newest.is_some_and(|record| record.index > 0 && record.index <= self.log.committed())
-    }
-
     /// Whether this member may start an election: a voter of the
     /// configuration in force, or a voter that a change not known committed
     /// removes. The latter may hold entries no one else has, that change

@@ -1265,3 +1265,76 @@ fn a_leader_elected_by_its_own_vote_sends_only_once_its_term_is_durable() {
         .iter()
         .any(|message| message.to == 2 && matches!(message.body, MessageBody::Heartbeat { .. })));
 }
+
+/// Node 2 of bootstrap group {1, 2, 3}, whose log has its removal ({1, 3}
+/// at 2), known committed: leader 1 of term 1 said so.
+fn removed_member_2() -> Node<SharedLog> {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 3], &[]),
+    ];
+    let log = SharedLog::default();
+    log.0.borrow_mut().extend_from_slice(&entries);
+    let hard_state = HardState {
+        term: 1,
+        vote: None,
+    };
+    let mut node = Node::new(Config::new(2, vec![1, 2, 3]), log, hard_state, 2).unwrap();
+    let record = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    node.restore_configurations(vec![record]).unwrap();
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: Vec::new(),
+            leader_commit: 2,
+        },
+    })
+    .unwrap();
+    node.ready().unwrap();
+    assert_eq!(node.commit_index(), 2);
+    assert_eq!(node.leader_id(), Some(1));
+    node
+}
+
+fn vote_answers(node: &mut Node<SharedLog>) -> Vec<MessageBody> {
+    let ready = node.ready().unwrap();
+    ready
+        .messages
+        .into_iter()
+        .chain(ready.persisted_messages)
+        .map(|message| message.body)
+        .collect()
+}
+
+/// Found by the simulation (seed 759 with the vote-durability plant, which
+/// only changed its course): node 2, removed at 99 and knowing it, was added
+/// back as a learner and promoted ({1, 2}) by entries it had not received
+/// when leader 1 crashed. Node 1 needed its vote and node 2 refused it as
+/// "not a member": no leader, ever. A member votes whatever its own
+/// configuration says (the dissertation's rule); a candidate whose
+/// configuration leaves it out does not count the vote anyway.
+#[test]
+fn a_member_that_knows_its_removal_committed_still_votes() {
+    let mut node = removed_member_2();
+    assert!(!node.membership().contains(2));
+    // Candidate 1's log is longer: it may hold a configuration adding 2 back.
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::VoteRequest {
+            last_log_index: 5,
+            last_log_term: 1,
+            leadership_transfer: true,
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        vote_answers(&mut node),
+        [MessageBody::VoteResponse { reject: None }]
+    );
+}
