@@ -579,7 +579,11 @@ impl<L: LogRead> Node<L> {
             if self.may_campaign() {
                 self.campaign_pre_vote()?;
             } else {
-                // A learner or a removed member waits for the leader.
+                // A learner or a removed member waits for the leader, but no
+                // longer counts on the one it has not heard from for an
+                // election timeout: its stickiness would refuse votes for
+                // as long as it waits.
+                self.leader_id = None;
                 self.reset_election_timer();
             }
         }

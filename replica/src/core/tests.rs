@@ -1338,3 +1338,30 @@ fn a_member_that_knows_its_removal_committed_still_votes() {
         [MessageBody::VoteResponse { reject: None }]
     );
 }
+
+/// Found with the same seed: a learner or removed member that stopped
+/// hearing from its leader only restarted its timer, kept the leader and
+/// answered "leader alive" for most of every election timeout, forever.
+#[test]
+fn a_member_that_does_not_campaign_forgets_a_silent_leader() {
+    let mut node = removed_member_2();
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.leader_id(), None);
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::PreVoteRequest {
+            last_log_index: 5,
+            last_log_term: 1,
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        vote_answers(&mut node),
+        [MessageBody::PreVoteResponse { reject: None }]
+    );
+}
