@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use dledger_replica::core::Role;
+use sim::checker::ChangeCounts;
 use sim::world::{Faults, Tuning, World, TICK_MS};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -21,9 +22,18 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-/// Per thread: events, acknowledged proposals, offset commits answered
-/// (stored, refused at apply), failures (seed, error).
-type ThreadResult = (u64, u64, [u64; 2], Vec<(u64, String)>);
+/// What the seeds of one thread did.
+#[derive(Default)]
+struct ThreadResult {
+    events: u64,
+    acked: u64,
+    /// Offset commits answered stored, and refused at apply.
+    offsets: [u64; 2],
+    changes: ChangeCounts,
+    removed_leader_handovers: u64,
+    /// (seed, error)
+    failures: Vec<(u64, String)>,
+}
 
 #[test]
 fn simulation_seeds() {
@@ -48,23 +58,23 @@ fn simulation_seeds() {
             .map(|thread| {
                 let (stop, seeds_run) = (&stop, &seeds_run);
                 scope.spawn(move || {
-                    let mut failures = Vec::new();
-                    let mut events = 0;
-                    let mut acked = 0;
-                    let mut offsets = [0; 2];
+                    let mut result = ThreadResult::default();
                     let mut seed = thread;
                     while seed < seeds && !stop.load(Ordering::Relaxed) {
                         seeds_run.fetch_add(1, Ordering::Relaxed);
                         match sim::run_seed(seed, false) {
                             Ok(stats) => {
-                                events += stats.events;
-                                acked += stats.acked;
-                                offsets[0] += stats.offsets_stored;
-                                offsets[1] += stats.offsets_refused;
+                                result.events += stats.events;
+                                result.acked += stats.acked;
+                                result.offsets[0] += stats.offsets_stored;
+                                result.offsets[1] += stats.offsets_refused;
+                                result.changes.add(&stats.changes);
+                                result.removed_leader_handovers +=
+                                    stats.removed_leader_handovers;
                             }
                             Err(error) => {
                                 eprintln!("SEED {seed} FAILED: {error}\n  rerun: SIM_SEED={seed} cargo test --release -p dledger-replica --test simulation");
-                                failures.push((seed, error));
+                                result.failures.push((seed, error));
                                 if fail_fast {
                                     stop.store(true, Ordering::Relaxed);
                                     eprintln!(
@@ -77,7 +87,7 @@ fn simulation_seeds() {
                         }
                         seed += threads;
                     }
-                    (events, acked, offsets, failures)
+                    result
                 })
             })
             .collect();
@@ -87,17 +97,22 @@ fn simulation_seeds() {
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let events: u64 = results.iter().map(|r| r.0).sum();
-    let acked: u64 = results.iter().map(|r| r.1).sum();
+    let events: u64 = results.iter().map(|r| r.events).sum();
+    let acked: u64 = results.iter().map(|r| r.acked).sum();
     let mut failed: Vec<u64> = results
         .iter()
-        .flat_map(|r| r.3.iter().map(|f| f.0))
+        .flat_map(|r| r.failures.iter().map(|f| f.0))
         .collect();
     failed.sort_unstable();
-    let stored: u64 = results.iter().map(|r| r.2[0]).sum();
-    let refused: u64 = results.iter().map(|r| r.2[1]).sum();
+    let stored: u64 = results.iter().map(|r| r.offsets[0]).sum();
+    let refused: u64 = results.iter().map(|r| r.offsets[1]).sum();
+    let mut changes = ChangeCounts::default();
+    for result in &results {
+        changes.add(&result.changes);
+    }
+    let handovers: u64 = results.iter().map(|r| r.removed_leader_handovers).sum();
     println!(
-        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply",
+        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply, configuration changes committed {changes:?}, {handovers} removed leaders handed over",
         seeds as f64 / elapsed
     );
     assert!(
@@ -108,6 +123,17 @@ fn simulation_seeds() {
     assert!(
         seeds < 100 || (stored > 0 && refused > 0),
         "offset commits: {stored} stored, {refused} refused at apply"
+    );
+    // The membership checkers saw every kind of change committed, and
+    // leaders removing themselves.
+    assert!(
+        seeds < 100
+            || (changes.added_learners > 0
+                && changes.promoted > 0
+                && changes.removed_voters > 0
+                && changes.removed_learners > 0
+                && handovers > 0),
+        "configuration changes committed: {changes:?}, {handovers} removed leaders handed over"
     );
 }
 

@@ -220,11 +220,6 @@ impl<L: LogRead> Node<L> {
         last_log_term: Term,
     ) -> Result<(), CoreError> {
         let from = message.from;
-        if self.removed() {
-            let term = self.term;
-            self.reject_vote(message, term, VoteRejection::NotAMember);
-            return Ok(());
-        }
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && message.term > self.term);
@@ -398,6 +393,7 @@ impl<L: LogRead> Node<L> {
         self.appends_pending = false;
         self.noop_index = 0;
         self.leaving_ticks = None;
+        self.term_unsynced = false;
     }
 
     pub(super) fn become_leader(&mut self) {
@@ -413,6 +409,11 @@ impl<L: LogRead> Node<L> {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.preferred_cooldown_ticks = 0;
+        // Won without another member's vote: nothing proves the term durable.
+        self.term_unsynced = !self
+            .votes
+            .iter()
+            .any(|(voter, granted)| *granted && *voter != self.id);
         let next_index = self.log.last_index() + 1;
         let (window, window_bytes) = (
             self.config.max_inflight_appends,

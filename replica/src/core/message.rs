@@ -34,7 +34,10 @@ pub enum VoteRejection {
     /// The voter heard from a live leader within the election timeout
     /// (leader stickiness).
     LeaderAlive,
-    /// The voter knows a committed configuration left it out.
+    /// The voter knows a committed configuration left it out. No longer
+    /// sent (a member votes whatever its own configuration says: a later
+    /// one it has not received may have added it back and need its vote);
+    /// kept so that answers from members of earlier versions decode.
     NotAMember,
 }
 

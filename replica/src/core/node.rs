@@ -57,6 +57,10 @@ pub struct Node<L: LogRead> {
     /// Leader only: ticks since its own removal committed (it takes no
     /// proposals and hands over once its entries are committed).
     pub(super) leaving_ticks: Option<u64>,
+    /// Records of entries a truncation replaced: the durable log may still
+    /// hold them until what replaced them is durable, so the records to
+    /// persist keep them (see `reconfig`).
+    pub(super) replaced_configs: Vec<ConfigRecord>,
     pub(super) term: Term,
     pub(super) vote: Option<NodeId>,
     pub(super) role: Role,
@@ -81,6 +85,14 @@ pub struct Node<L: LogRead> {
     /// Leader only: the index of this term's no-op.
     pub(super) noop_index: Index,
     pub(super) transfer: Option<Transfer>,
+    /// Leader only: it won on its own vote alone (a single voter), so its
+    /// term may not be durable yet; until its no-op is, everything it sends
+    /// waits for the Ready that carries the term. Otherwise a crash could
+    /// lose the term and the member win the same term again with other
+    /// entries, which members (learners) that heard the first would take
+    /// for the same leader's. A leader elected by others' votes has a
+    /// durable term: vote requests leave only once it is.
+    pub(super) term_unsynced: bool,
     /// Leader only: ticks before the preferred leader may be tried again.
     pub(super) preferred_cooldown_ticks: u64,
     /// Follower: highest index known to match the current leader's log in
@@ -137,6 +149,7 @@ impl<L: LogRead> Node<L> {
             membership,
             configs_changed: false,
             leaving_ticks: None,
+            replaced_configs: Vec::new(),
             term,
             vote,
             role: Role::Follower,
@@ -153,6 +166,7 @@ impl<L: LogRead> Node<L> {
             now_ticks: 0,
             noop_index: 0,
             transfer: None,
+            term_unsynced: false,
             preferred_cooldown_ticks: 0,
             leader_match_index: 0,
             appends_pending: false,
@@ -289,8 +303,14 @@ impl<L: LogRead> Node<L> {
     /// durable. Stale reports (that entry was since replaced) are ignored.
     pub fn on_persisted(&mut self, index: Index, term: Term) -> Result<(), CoreError> {
         self.guard(|node| {
-            if node.log.stable_to(index, term) && node.role == Role::Leader {
-                node.maybe_commit()?;
+            if node.log.stable_to(index, term) {
+                node.forget_durably_replaced_configs();
+                if node.log.persisted_index() >= node.noop_index {
+                    node.term_unsynced = false;
+                }
+                if node.role == Role::Leader {
+                    node.maybe_commit()?;
+                }
             }
             Ok(())
         })
@@ -324,7 +344,7 @@ impl<L: LogRead> Node<L> {
             Ok(())
         })?;
         let configurations =
-            std::mem::take(&mut self.configs_changed).then(|| self.configs.clone());
+            std::mem::take(&mut self.configs_changed).then(|| self.records_to_persist());
         let hard_state = self.hard_state();
         let soft_state = self.soft_state();
         let commit = self.log.committed();
@@ -497,12 +517,17 @@ impl<L: LogRead> Node<L> {
 
     pub(super) fn send_at(&mut self, to: NodeId, term: Term, body: MessageBody) {
         assert_ne!(to, self.id, "a member never messages itself");
-        self.messages.push(Message {
+        let message = Message {
             from: self.id,
             to,
             term,
             body,
-        });
+        };
+        if self.role == Role::Leader && self.term_unsynced {
+            self.persisted_messages.push(message);
+        } else {
+            self.messages.push(message);
+        }
     }
 
     /// Send once this Ready's state is durable.
@@ -558,7 +583,11 @@ impl<L: LogRead> Node<L> {
             if self.may_campaign() {
                 self.campaign_pre_vote()?;
             } else {
-                // A learner or a removed member waits for the leader.
+                // A learner or a removed member waits for the leader, but no
+                // longer counts on the one it has not heard from for an
+                // election timeout: its stickiness would refuse votes for
+                // as long as it waits.
+                self.leader_id = None;
                 self.reset_election_timer();
             }
         }

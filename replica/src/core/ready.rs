@@ -104,10 +104,10 @@ pub enum TransferOutcome {
 /// 1. `messages`: send now. They do not depend on this Ready's disk writes
 ///    (a leader's appends go out while it writes the same entries itself).
 /// 2. Persist: if `configurations` is set, save it durably first (it must
-///    never miss a configuration entry the log has); if `entries[0].index
-///    <= ` the log's last index, truncate the log from `entries[0].index`;
-///    then append `entries`; write `hard_state` if set; make all of it
-///    durable (fsync).
+///    never miss a configuration entry the durable log may have); if
+///    `entries[0].index <= ` the log's last index, truncate the log from
+///    `entries[0].index`; then append `entries`; write `hard_state` if set;
+///    make all of it durable (fsync).
 /// 3. `persisted_messages`: send only once step 2 is durable for this Ready
 ///    and every earlier one (votes, append answers).
 /// 4. Call `Node::on_persisted(last.index, last.term)` for the last entry of
@@ -140,9 +140,12 @@ pub struct Ready {
     pub transfer_outcomes: Vec<TransferOutcome>,
     /// Peer messages dropped because they broke the protocol.
     pub violations: Vec<Violation>,
-    /// The configuration records (see `Node::configurations`), when they
-    /// changed: persist them before the entries, and bring the links to the
-    /// members in line with the newest.
+    /// The configuration records to persist, when they changed: first the
+    /// records of entries a truncation replaced, while that truncation may
+    /// not be durable yet, then `Node::configurations` (so the last one is
+    /// the configuration in force). Persist them before the entries, pass
+    /// them back to `Node::restore_configurations` at restart, and bring
+    /// the links to the members in line with the last one.
     pub configurations: Option<Vec<ConfigRecord>>,
 }
 

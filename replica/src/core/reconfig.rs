@@ -10,6 +10,14 @@
 //! that rule two leaders of different terms could each append a change
 //! against a different base, and their majorities need not overlap (the
 //! bug Ongaro described on raft-dev in 2015).
+//!
+//! The caller's records file must keep, whatever a crash loses, a record
+//! for every configuration entry of the durable log: the first record is
+//! pruned only up to a committed one that is durable here, the records of
+//! entries a truncation replaced stay until that truncation is durable
+//! (the old entries may survive a crash), and the bootstrap record stays
+//! in front of restored ones. `restore_configurations` keeps only the
+//! records the log still has.
 
 use crate::entry::{Entry, EntryKind, Index, NodeId, Term};
 use crate::membership::{ConfigRecord, IdChange, Membership};
@@ -65,22 +73,31 @@ impl<L: LogRead> Node<L> {
         &self.configs
     }
 
-    /// Replace the bootstrap configuration with `records`, the ones the
-    /// caller persisted (oldest first, the first known committed). Call it
-    /// before any other input. Records past the log's end are dropped: their
-    /// entries were lost with an unsynced tail.
+    /// Take up `records`, the ones the caller persisted from
+    /// `Ready::configurations` (the bootstrap one left out or not). Call it
+    /// before any other input. Records whose entries the log does not have
+    /// are dropped: lost with an unsynced tail, or replaced by a truncation
+    /// that became durable.
     pub fn restore_configurations(&mut self, records: Vec<ConfigRecord>) -> Result<(), CoreError> {
         let last = self.log.last_index();
-        let mut kept: Vec<ConfigRecord> = Vec::with_capacity(records.len());
+        // The bootstrap record stays in front: a caller that leaves it out
+        // of its file (the server does, it is in no log) may have saved an
+        // uncommitted first entry alone, and a truncation of that entry must
+        // bring the bootstrap set back. In front of a committed record it
+        // is harmless: that record is never truncated, and prunes it.
+        let mut kept: Vec<ConfigRecord> =
+            vec![ConfigRecord::bootstrap(self.config.members.iter().copied())];
         for record in records {
             let in_log = record.index < self.log.first_index()
                 || self.log.term(record.index)? == Some(record.term);
-            let ordered = kept.last().is_none_or(|before| before.index < record.index);
-            if record.index <= last && in_log && ordered {
+            if record.index > 0 && record.index <= last && in_log {
                 kept.push(record);
             }
         }
-        if !kept.is_empty() {
+        // Replaced records come first in the file; one index has one entry.
+        kept.sort_by_key(|record| record.index);
+        kept.dedup_by_key(|record| record.index);
+        if kept.len() > 1 {
             self.configs = kept;
             self.on_configuration_change();
         }
@@ -183,18 +200,58 @@ impl<L: LogRead> Node<L> {
             !self.configs.is_empty(),
             "the committed configuration is never replaced"
         );
+        // A truncation replaced these entries; until that is durable a
+        // crash may bring them back, so their records stay on file.
+        for record in &before {
+            if record.index >= first && !self.configs.contains(record) {
+                self.replaced_configs.push(record.clone());
+            }
+        }
+        let configs = &self.configs;
+        self.replaced_configs
+            .retain(|record| !configs.contains(record));
         if self.configs != before {
             self.on_configuration_change();
         }
     }
 
-    /// Forget the records older than the newest committed one; a leader
-    /// whose removal committed stops taking proposals, and hands over once
-    /// every entry it appended is committed (or after an election timeout).
+    /// The records to persist: those of replaced entries that a crash may
+    /// still bring back, then the ones tracked (the newest last).
+    pub(super) fn records_to_persist(&self) -> Vec<ConfigRecord> {
+        self.replaced_configs
+            .iter()
+            .chain(self.configs.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The persisted index moved. It is below a replaced entry's index when
+    /// that entry is replaced (the truncation reset it), and reaches it only
+    /// once what replaced it is durable: that entry is then gone from disk,
+    /// and so can its record be.
+    pub(super) fn forget_durably_replaced_configs(&mut self) {
+        let persisted = self.log.persisted_index();
+        let count = self.replaced_configs.len();
+        self.replaced_configs
+            .retain(|record| record.index > persisted);
+        if self.replaced_configs.len() != count {
+            self.configs_changed = true;
+        }
+    }
+
+    /// Forget the records older than the newest committed one that is
+    /// also durable here; a leader whose removal committed stops taking
+    /// proposals, and hands over once every entry it appended is committed
+    /// (or after an election timeout).
     pub(super) fn on_commit_configurations(&mut self) {
         let committed = self.log.committed();
+        // A member may learn that an entry committed before its own copy is
+        // durable. Pruning up to that record could leave the caller's file
+        // with it alone, and a crash that loses its entry would then leave
+        // no record of the configurations still in the log.
+        let durable_committed = committed.min(self.log.persisted_index());
         let mut pruned = false;
-        while self.configs.len() > 1 && self.configs[1].index <= committed {
+        while self.configs.len() > 1 && self.configs[1].index <= durable_committed {
             self.configs.remove(0);
             pruned = true;
         }
@@ -225,21 +282,28 @@ impl<L: LogRead> Node<L> {
         }
     }
 
-    /// Whether this member knows that a committed configuration left it out:
-    /// then it neither campaigns nor votes (every later leader has that
-    /// entry, so its vote is never needed). A member not yet in any
-    /// configuration it knows (a new one, before the leader's entries reach
-    /// it) still votes: the dissertation's rule, or a group whose change
-    /// committed without it could wait for its vote forever.
-    pub(super) fn removed(&self) -> bool {
-        let newest = self.configs.last();
-        !self.membership.contains(self.id)
-            && newest.is_some_and(|record| record.index > 0 && record.index <= self.log.committed())
-    }
-
-    /// Whether this member may start an election.
+    /// Whether this member may start an election: a voter of the
+    /// configuration in force, or a voter that a change not known committed
+    /// removes. The latter may hold entries no one else has, that change
+    /// among them (a leader that removed itself and restarted before the
+    /// change went out): if it waited, the others would need its vote and
+    /// it would refuse them for their shorter logs, forever. It counts the
+    /// new configuration's votes only (its own is not one), and once the
+    /// change commits it hands over as a removed leader does. LogCabin lets
+    /// any member with a configuration campaign; learners and members that
+    /// know their removal committed still do not here.
     pub(super) fn may_campaign(&self) -> bool {
-        self.membership.is_voter(self.id)
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        match self.configs.as_slice() {
+            [.., previous, newest] => {
+                newest.index > self.log.committed()
+                    && !newest.membership.contains(self.id)
+                    && previous.membership.is_voter(self.id)
+            }
+            _ => false,
+        }
     }
 
     /// The voter with the highest match index (ties to the lowest id).

@@ -1,10 +1,18 @@
 //! The safety checkers. Each returns `Err(description)` naming the property
 //! broken; the world turns that into a failure with the seed.
+//!
+//! Membership changes: the checker follows the configuration of the
+//! committed log (the newest configuration entry in it, else the bootstrap
+//! voters) and checks what the core promises about changes: elections and
+//! commits count the voters of the configuration in force on the member
+//! that counts, a leader has one change in flight at most, and the
+//! configuration in force is the newest one in the log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use dledger_replica::consumers::{Applied, ConsumerState};
 use dledger_replica::entry::{Entry, EntryKind, Index, NodeId, Term};
+use dledger_replica::membership::{Configuration, IdChange, Membership};
 
 /// Groups whose name starts with this get `ForwardOnly` commits alone, so
 /// their offset must never move backwards.
@@ -35,6 +43,50 @@ pub struct Checker {
     /// Offset commits acknowledged to clients: stored, refused.
     pub offsets_stored: u64,
     pub offsets_refused: u64,
+    /// The configuration of `committed`: its newest configuration entry,
+    /// else the bootstrap voters.
+    committed_membership: Membership,
+    /// Granted votes that reached their candidate: (term, candidate) to the
+    /// voters that granted them.
+    votes: HashMap<(Term, NodeId), BTreeSet<NodeId>>,
+    /// Committed configuration changes by kind (see `ChangeCounts`).
+    pub changes: ChangeCounts,
+}
+
+/// Configuration entries committed, by what they changed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChangeCounts {
+    pub added_learners: u64,
+    pub promoted: u64,
+    pub removed_voters: u64,
+    pub removed_learners: u64,
+    /// The bootstrap set written to the log (the server's first leader
+    /// does that).
+    pub unchanged: u64,
+}
+
+impl ChangeCounts {
+    pub fn add(&mut self, other: &ChangeCounts) {
+        self.added_learners += other.added_learners;
+        self.promoted += other.promoted;
+        self.removed_voters += other.removed_voters;
+        self.removed_learners += other.removed_learners;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// The membership a configuration entry carries.
+pub fn entry_membership(entry: &Entry) -> Result<Membership, String> {
+    Configuration::decode(&entry.payload)
+        .map(|configuration| configuration.membership())
+        .map_err(|error| format!("configuration entry {} malformed: {error}", entry.index))
+}
+
+/// The newest configuration entry of `log`, if any.
+pub fn newest_configuration(log: &[Entry]) -> Option<&Entry> {
+    log.iter()
+        .rev()
+        .find(|entry| entry.kind == EntryKind::Configuration)
 }
 
 pub fn payload_id(entry: &Entry) -> Option<u64> {
@@ -46,12 +98,32 @@ pub fn payload_id(entry: &Entry) -> Option<u64> {
 }
 
 impl Checker {
+    /// A checker for a group that starts with `bootstrap` as its voters.
+    pub fn new(bootstrap: Membership) -> Checker {
+        Checker {
+            committed_membership: bootstrap,
+            ..Checker::default()
+        }
+    }
+
     pub fn leader_elected(&mut self, term: Term, node: NodeId) -> Result<(), String> {
         match self.leaders.insert(term, node) {
             Some(other) if other != node => Err(format!(
                 "election safety: {other} and {node} both lead term {term}"
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// `node` crashed after leading `term` without a trace: its term was not
+    /// durable when it won, nothing of that term is in its durable state,
+    /// and it sent no message of that term or later (a single voter wins
+    /// on its own vote and sends nothing until its term is durable). Then
+    /// it never led as far as anyone can tell, and after its restart it may
+    /// rightly vote for another member in that term.
+    pub fn leadership_vanished(&mut self, term: Term, node: NodeId) {
+        if self.leaders.get(&term) == Some(&node) {
+            self.leaders.remove(&term);
         }
     }
 
@@ -133,8 +205,158 @@ impl Checker {
                     ));
                 }
             }
+            if entry.kind == EntryKind::Configuration {
+                self.configuration_committed(entry)?;
+            }
             self.committed.push(entry.clone());
             self.apply_reference(entry)?;
+        }
+        Ok(())
+    }
+
+    fn configuration_committed(&mut self, entry: &Entry) -> Result<(), String> {
+        let next = entry_membership(entry)?;
+        // The core checks this before appending; a committed entry that is
+        // not one change away would mean two majorities need not overlap.
+        let change = self
+            .committed_membership
+            .single_change(&next)
+            .map_err(|error| {
+                format!(
+                    "committed configuration {} is not one change from {:?}: {error}",
+                    entry.index, self.committed_membership
+                )
+            })?;
+        let counts = &mut self.changes;
+        match change {
+            IdChange::AddLearner(_) => counts.added_learners += 1,
+            IdChange::Promote(_) => counts.promoted += 1,
+            IdChange::RemoveVoter(_) => counts.removed_voters += 1,
+            IdChange::RemoveLearner(_) => counts.removed_learners += 1,
+            IdChange::Unchanged => counts.unchanged += 1,
+        }
+        self.committed_membership = next;
+        Ok(())
+    }
+
+    /// A granted vote of `voter` for `candidate` in `term` reached the
+    /// candidate.
+    pub fn vote_delivered(&mut self, term: Term, voter: NodeId, candidate: NodeId) {
+        self.votes
+            .entry((term, candidate))
+            .or_default()
+            .insert(voter);
+    }
+
+    /// Elections count the configuration in force: `leader` won `term`
+    /// with granted votes, actually delivered to it, from a majority of the
+    /// voters of `membership` (its configuration in force as it won; its
+    /// own vote counts if it is one of them). It need not be one: a voter
+    /// that a change not yet committed removes may lead to commit it.
+    pub fn election_quorum(
+        &self,
+        term: Term,
+        leader: NodeId,
+        membership: &Membership,
+    ) -> Result<(), String> {
+        let mut granted: BTreeSet<NodeId> =
+            self.votes.get(&(term, leader)).cloned().unwrap_or_default();
+        granted.insert(leader);
+        let counted: Vec<NodeId> = granted
+            .iter()
+            .copied()
+            .filter(|voter| membership.is_voter(*voter))
+            .collect();
+        if counted.len() < membership.quorum() {
+            return Err(format!(
+                "election quorum: {leader} won term {term} with votes from {granted:?}, of which only {counted:?} are voters of its configuration in force {membership:?} (a majority is {})",
+                membership.quorum()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration in force is the newest in the log: `membership`,
+    /// what `node` counts with, is that of the newest configuration entry
+    /// of `log` (its written log), else of `bootstrap` (its
+    /// `Config::members`).
+    pub fn configuration_in_force(
+        &self,
+        node: NodeId,
+        when: &str,
+        membership: &Membership,
+        log: &[Entry],
+        bootstrap: &[NodeId],
+    ) -> Result<(), String> {
+        let (expected, from) = match newest_configuration(log) {
+            Some(entry) => (entry_membership(entry)?, format!("entry {}", entry.index)),
+            None => (
+                Membership::of_voters(bootstrap.iter().copied()),
+                "the bootstrap voters".to_string(),
+            ),
+        };
+        if *membership != expected {
+            return Err(format!(
+                "configuration in force: node {node} {when} counts with {membership:?}, but the newest configuration in its log ({from}) is {expected:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// One change at a time: a leader's written log `log` holds at most
+    /// one configuration entry past the highest commit index anyone knows
+    /// (`leader_commit` or the checker's).
+    pub fn changes_in_flight(
+        &self,
+        leader: NodeId,
+        leader_commit: Index,
+        log: &[Entry],
+    ) -> Result<(), String> {
+        let committed = (self.committed.len() as Index).max(leader_commit) as usize;
+        let pending: Vec<Index> = log
+            .iter()
+            .skip(committed)
+            .filter(|entry| entry.kind == EntryKind::Configuration)
+            .map(|entry| entry.index)
+            .collect();
+        if pending.len() > 1 {
+            return Err(format!(
+                "one change at a time: leader {leader} has uncommitted configuration entries at {pending:?} (committed up to {committed})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Commit counts voters only: `leader` just moved its commit index to
+    /// `commit` counting `membership` (its configuration in force), so the
+    /// committed entry there is in the durable logs of a majority of that
+    /// configuration's voters. `synced_term(id, index)` reads node `id`'s.
+    pub fn leader_commit(
+        &self,
+        leader: NodeId,
+        commit: Index,
+        membership: &Membership,
+        synced_term: impl Fn(NodeId, Index) -> Option<Term>,
+    ) -> Result<(), String> {
+        let Some(entry) = self.committed.get(commit as usize - 1) else {
+            return Err(format!(
+                "leader {leader} committed {commit} past the committed log"
+            ));
+        };
+        let holders: Vec<NodeId> = membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|voter| synced_term(*voter, entry.index) == Some(entry.term))
+            .collect();
+        if holders.len() < membership.quorum() {
+            return Err(format!(
+                "commit counts voters only: leader {leader} committed {}@{} but only voters {holders:?} of {:?} hold it durably (a majority is {})",
+                entry.index,
+                entry.term,
+                membership.voters,
+                membership.quorum()
+            ));
         }
         Ok(())
     }
@@ -211,24 +433,33 @@ impl Checker {
         Ok(())
     }
 
-    /// Durability: the last committed entry is on a majority of synced logs.
-    pub fn committed_durable(&self, synced_logs: &[&[Entry]]) -> Result<(), String> {
+    /// Durability: no majority of the voters of the committed configuration
+    /// lacks the last committed entry in its durable logs, so no leader can
+    /// be elected without it. (Not "a majority holds it": an entry may be
+    /// committed by the next configuration, appended after it and one
+    /// change away, e.g. on 3 of 5 voters of which 2 are among the 4 of
+    /// the committed one; what is safe is that those 2 block any majority
+    /// of the 4.) `synced_term(id, index)` reads node `id`'s durable log.
+    pub fn committed_durable(
+        &self,
+        synced_term: impl Fn(NodeId, Index) -> Option<Term>,
+    ) -> Result<(), String> {
         let Some(last) = self.committed.last() else {
             return Ok(());
         };
-        let holders = synced_logs
-            .iter()
-            .filter(|log| {
-                log.get(last.index as usize - 1)
-                    .is_some_and(|entry| entry.term == last.term)
-            })
-            .count();
-        if holders * 2 <= synced_logs.len() {
+        let voters = &self.committed_membership.voters;
+        let lacks = |voter: &NodeId| synced_term(*voter, last.index) != Some(last.term);
+        // Counted first: this runs after every event.
+        if voters.iter().filter(|voter| lacks(voter)).count() >= self.committed_membership.quorum()
+        {
+            let lacking: Vec<NodeId> = voters
+                .iter()
+                .copied()
+                .filter(|voter| lacks(voter))
+                .collect();
             return Err(format!(
-                "committed entry lost: {}@{} is durable on only {holders} of {} nodes",
-                last.index,
-                last.term,
-                synced_logs.len()
+                "committed entry lost: {}@{} is missing from the durable logs of voters {lacking:?}, a majority of the committed configuration's {voters:?}",
+                last.index, last.term,
             ));
         }
         Ok(())

@@ -7,7 +7,9 @@ pub mod world;
 
 use dledger_replica::core::rng::Rng;
 use dledger_replica::entry::NodeId;
+use dledger_replica::membership::Membership;
 
+use checker::ChangeCounts;
 use world::{Faults, Tuning, World, TICK_MS};
 
 /// Simulated time of faults, load and partitions.
@@ -26,12 +28,46 @@ pub struct RunStats {
     pub reads: u64,
     pub crashes: u64,
     pub heal_to_commit_ms: u64,
+    /// Configuration changes committed, by kind.
+    pub changes: ChangeCounts,
+    /// Leaders that handed over because their own removal committed.
+    pub removed_leader_handovers: u64,
+}
+
+/// How the operator changes the membership during a run (half the seeds
+/// have no operator, no spares and no change).
+#[derive(Clone, Copy, Debug)]
+struct Operator {
+    /// Chance per tick of an action on the leader.
+    rate: f64,
+    /// Chance that an action proposes a second change right after the
+    /// first, before it can commit (the core must refuse it).
+    burst: f64,
+    /// Chance that a spare is replaced by a fresh one (wiped) before it is
+    /// added.
+    replace: f64,
+    /// Chance that a voter removal removes the leader itself.
+    remove_leader: f64,
 }
 
 /// Run one seed; `Err` names the broken property (the trace, if enabled,
 /// is appended).
 pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
     let mut plan = Rng::new(seed);
+    // Membership changes draw from their own stream: the other draws of a
+    // seed are the same whether it has them or not.
+    let mut members_plan = Rng::new(seed ^ 0x6D65_6D62_6572_7321);
+    let operator = members_plan.chance(0.5).then(|| Operator {
+        rate: [0.005, 0.02, 0.05][members_plan.below(3) as usize],
+        burst: [0.0, 0.3, 0.8][members_plan.below(3) as usize],
+        replace: [0.0, 0.5][members_plan.below(2) as usize],
+        remove_leader: [0.1, 0.5][members_plan.below(2) as usize],
+    });
+    let spares = match operator {
+        Some(_) => [0, 1, 2, 2][members_plan.below(4) as usize],
+        None => 0,
+    };
+    let promote_max_lag_entries = [0, 4, 32][members_plan.below(3) as usize];
     let size = [1, 3, 3, 3, 5, 5, 5][plan.below(7) as usize];
     let faults = Faults {
         drop_probability: [0.0, 0.01, 0.05, 0.2][plan.below(4) as usize],
@@ -42,6 +78,7 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         crash_new_leader_probability: 0.0,
         crash_leader_after_append_probability: 0.0,
         crash_leader_on_commit_probability: 0.0,
+        crash_after_truncation_probability: 0.0,
     };
     let tuning = Tuning {
         max_batch_entries: [1, 2, 4, 16, 64][plan.below(5) as usize],
@@ -49,8 +86,9 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         preferred_leader: plan
             .chance(0.2)
             .then(|| plan.range(1, size as u64 + 1) as NodeId),
+        promote_max_lag_entries,
     };
-    let mut world = World::new(seed, size, faults, tuning, trace);
+    let mut world = World::with_spares(seed, size, spares, faults, tuning, trace);
     // Client batches of several entries, so truncations cut through them.
     world.max_batch_payloads = [1, 2, 4, 16][plan.below(4) as usize];
     // Swarm testing: each seed its own mix of crashes timed around
@@ -62,7 +100,14 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
     // Consumers commit offsets through the log: how often, how many groups.
     world.offset_commit_probability = [0.05, 0.2, 0.5][plan.below(3) as usize];
     world.consumer_groups = [1, 2, 4][plan.below(3) as usize];
-    let result = drive(&mut world, &mut plan, size);
+    // Crashes before a truncation is durable, where configuration records
+    // and the log can disagree (membership seeds only).
+    if operator.is_some() {
+        world.faults.crash_after_truncation_probability =
+            [0.0, 0.1, 0.5][members_plan.below(3) as usize];
+    }
+    let operator = operator.map(|operator| (operator, members_plan));
+    let result = drive(&mut world, &mut plan, operator);
     match result {
         Ok(stats) => Ok(stats),
         Err(error) => {
@@ -83,7 +128,11 @@ fn pick_target(world: &World, plan: &mut Rng) -> usize {
     }
 }
 
-fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, String> {
+fn drive(
+    world: &mut World,
+    plan: &mut Rng,
+    mut operator: Option<(Operator, Rng)>,
+) -> Result<RunStats, String> {
     let mut stats = RunStats::default();
     let fault_rate = [0.005, 0.02, 0.05][plan.below(3) as usize];
     let mut now = 0;
@@ -101,6 +150,11 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
         if plan.chance(fault_rate) {
             inject_fault(world, plan, &mut stats)?;
         }
+        if let Some((operator, members_plan)) = operator.as_mut() {
+            if members_plan.chance(operator.rate) {
+                reconfigure(world, members_plan, operator)?;
+            }
+        }
     }
     // Heal everything, then demand progress within the bound.
     world.heal_partitions();
@@ -110,9 +164,10 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
     world.faults.crash_new_leader_probability = 0.0;
     world.faults.crash_leader_after_append_probability = 0.0;
     world.faults.crash_leader_on_commit_probability = 0.0;
+    world.faults.crash_after_truncation_probability = 0.0;
     // A healed network is a LAN: short delays, so little reordering.
     world.faults.delay_ms_max = world.faults.delay_ms_max.min(10);
-    for node in 0..size {
+    for node in 0..world.size() {
         world.restart(node)?;
     }
     let healed_at = world.now_ms;
@@ -136,6 +191,8 @@ fn drive(world: &mut World, plan: &mut Rng, size: usize) -> Result<RunStats, Str
     stats.offsets_stored = world.checker.offsets_stored;
     stats.offsets_refused = world.checker.offsets_refused;
     stats.reads = world.reads_answered;
+    stats.changes = world.checker.changes;
+    stats.removed_leader_handovers = world.removed_leader_handovers;
     if stats.acked == 0 {
         return Err("no proposal was ever acknowledged".to_string());
     }
@@ -183,4 +240,102 @@ fn inject_fault(world: &mut World, plan: &mut Rng, stats: &mut RunStats) -> Resu
         }
     }
     Ok(())
+}
+
+/// One operator action on the leader: write the bootstrap configuration
+/// into the log (as the server's first leader does), else one change:
+/// add a spare as a learner, promote a learner, remove a voter (at times
+/// the leader itself; never the last one) or a learner. Refusals (change
+/// in progress, leader not settled, learner not caught up, transfer) are
+/// left for a later action to retry.
+fn reconfigure(world: &mut World, plan: &mut Rng, operator: &Operator) -> Result<(), String> {
+    let Some(leader) = world.leader() else {
+        return Ok(());
+    };
+    let attempts = if plan.chance(operator.burst) { 2 } else { 1 };
+    for _ in 0..attempts {
+        let Some(node) = world.node(leader) else {
+            return Ok(());
+        };
+        let current = node.membership().clone();
+        let records = node.configurations();
+        let bootstrap_only = records.last().is_some_and(|record| record.index == 0);
+        // The newest configuration is committed: nodes outside it are in
+        // no configuration that can still be in force anywhere.
+        let settled = records
+            .last()
+            .is_some_and(|record| record.index <= node.commit_index());
+        let next = if bootstrap_only {
+            current
+        } else {
+            let Some(next) = next_membership(world, plan, operator, leader, &current, settled)?
+            else {
+                return Ok(());
+            };
+            next
+        };
+        world.propose_configuration(leader, &next)?;
+    }
+    Ok(())
+}
+
+/// A membership one change from `current`, if any change can be made.
+fn next_membership(
+    world: &mut World,
+    plan: &mut Rng,
+    operator: &Operator,
+    leader: usize,
+    current: &Membership,
+    settled: bool,
+) -> Result<Option<Membership>, String> {
+    let leader_id = leader as NodeId + 1;
+    let spares: Vec<NodeId> = (1..=world.size() as NodeId)
+        .filter(|id| !current.contains(*id))
+        .collect();
+    let voters: Vec<NodeId> = current.voters.iter().copied().collect();
+    let learners: Vec<NodeId> = current.learners.iter().copied().collect();
+    let pick = |plan: &mut Rng, ids: &[NodeId]| ids[plan.below(ids.len() as u64) as usize];
+    // Weighted choice among the changes possible now.
+    let mut choices: Vec<u8> = Vec::new();
+    if !spares.is_empty() {
+        choices.extend([0, 0]);
+    }
+    if !learners.is_empty() {
+        choices.extend([1, 1, 1, 3]);
+    }
+    if voters.len() > 1 {
+        choices.extend([2, 2]);
+    }
+    if choices.is_empty() {
+        return Ok(None);
+    }
+    let mut next = current.clone();
+    match choices[plan.below(choices.len() as u64) as usize] {
+        0 => {
+            let spare = pick(plan, &spares);
+            let index = spare as usize - 1;
+            if settled && world.replaceable(index) && plan.chance(operator.replace) {
+                world.replace_spare(index)?;
+            }
+            next.learners.insert(spare);
+        }
+        1 => {
+            let learner = pick(plan, &learners);
+            next.learners.remove(&learner);
+            next.voters.insert(learner);
+        }
+        2 => {
+            let voter = if current.is_voter(leader_id) && plan.chance(operator.remove_leader) {
+                leader_id
+            } else {
+                pick(plan, &voters)
+            };
+            next.voters.remove(&voter);
+        }
+        _ => {
+            let learner = pick(plan, &learners);
+            next.learners.remove(&learner);
+        }
+    }
+    Ok(Some(next))
 }

@@ -1,6 +1,8 @@
 //! Simulated storage: what was written, and the prefix that was synced. A
 //! crash keeps the synced state and, sometimes, a torn prefix of the appends
-//! written since (a disk may persist part of an unsynced write).
+//! written since (a disk may persist part of an unsynced write). The
+//! configuration records are a separate file, written atomically and synced
+//! at once, as the server's `<data-dir>/configuration`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,6 +10,7 @@ use std::rc::Rc;
 use dledger_replica::core::rng::Rng;
 use dledger_replica::core::{LogRead, LogReadError};
 use dledger_replica::entry::{Entry, HardState, Index, Term};
+use dledger_replica::membership::ConfigRecord;
 
 #[derive(Default)]
 pub struct SimStorage {
@@ -17,9 +20,23 @@ pub struct SimStorage {
     dirty_from: Option<usize>,
     pub hard_state: HardState,
     pub synced_hard_state: HardState,
+    /// The configuration records last saved: durable as soon as saved (the
+    /// server writes its file atomically and syncs it before the entries).
+    pub configurations: Vec<ConfigRecord>,
 }
 
 impl SimStorage {
+    /// Save `Ready::configurations`, durably, before that Ready's entries.
+    /// As `server::directory::save_records`, the bootstrap record (index 0,
+    /// in no log) is left out: the node's `Config::members` gives it back.
+    pub fn save_configurations(&mut self, records: &[ConfigRecord]) {
+        self.configurations = records
+            .iter()
+            .filter(|record| record.index > 0)
+            .cloned()
+            .collect();
+    }
+
     /// Apply one Ready's writes (unsynced).
     pub fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) {
         if let Some(hard_state) = hard_state {
@@ -70,7 +87,7 @@ impl SimStorage {
         changed
     }
 
-    /// Wipe everything (a replaced disk).
+    /// Wipe everything (a replaced disk), configuration records included.
     pub fn wipe(&mut self) {
         *self = SimStorage::default();
     }

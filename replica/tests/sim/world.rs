@@ -1,5 +1,8 @@
 //! A whole group on one thread: nodes, a faulty network, faulty storage,
-//! clients, all driven from one seed through an event queue.
+//! clients, all driven from one seed through an event queue. Nodes `1..=N`:
+//! the first are the bootstrap voters, the rest spares that wait to be
+//! added (`Config::members` empty) until the operator changes the
+//! configuration (`propose_configuration`, `replace_spare`).
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -9,11 +12,12 @@ use std::rc::Rc;
 use bytes::Bytes;
 use dledger_replica::consumers::{Applied, Condition, ConsumerState, OffsetCommit, PendingCommits};
 use dledger_replica::core::rng::Rng;
-use dledger_replica::core::{Config, Message, Node, Ready, Role};
+use dledger_replica::core::{Config, Message, MessageBody, Node, ProposeError, Ready, Role};
 use dledger_replica::entry::{EntryKind, Index, NodeId, Term};
 use dledger_replica::executor::{Outcome, Proposals};
+use dledger_replica::membership::{Configuration, MemberRecord, MemberRole, Membership};
 
-use super::checker::{Checker, FORWARD_ONLY_PREFIX};
+use super::checker::{entry_membership, Checker, FORWARD_ONLY_PREFIX};
 use super::storage::{SimLog, SimStorage};
 
 pub const TICK_MS: u64 = 10;
@@ -70,11 +74,34 @@ struct PendingRead {
     max_acked_when_issued: Index,
 }
 
-/// One Ready's last entry and the messages held until it is durable.
-type WaitingForSync = (Option<(Index, Term)>, Vec<Message>);
+/// What waits for one Ready to be durable.
+struct WaitingForSync {
+    /// Its last entry, for `on_persisted`.
+    last: Option<(Index, Term)>,
+    messages: Vec<Message>,
+    /// Batches its truncation failed: "not appended" is true only once the
+    /// truncation is durable (the server's `truncate_suffix` syncs before
+    /// it answers; here a crash before the sync brings the entries back).
+    answers: Vec<(ClientBatch, Outcome)>,
+}
 
 struct SimNode {
     id: NodeId,
+    /// Started with the bootstrap voters as `Config::members`; false for a
+    /// spare and for a replaced (wiped) spare, which wait to be added.
+    bootstrap_member: bool,
+    /// A voter of some configuration entry written anywhere (or of the
+    /// bootstrap set): a member that has that configuration in force may
+    /// still ask it for a vote, so its disk is never wiped (a wiped voter
+    /// would vote again in a term it voted in: no incarnation ids yet).
+    ever_voter: bool,
+    /// The highest term of a message it sent since it started.
+    max_sent_term: Term,
+    /// A term it won while that term was not durable on its disk yet.
+    unsynced_leadership: Option<Term>,
+    /// The term it led at the end of its last Ready, if it led: a commit
+    /// reported as it steps down (its own removal) was still its own.
+    led_term: Option<Term>,
     node: Option<Node<SimLog>>,
     storage: Rc<RefCell<SimStorage>>,
     incarnation: u64,
@@ -98,6 +125,9 @@ pub struct Tuning {
     pub max_batch_entries: usize,
     pub max_inflight_appends: usize,
     pub preferred_leader: Option<NodeId>,
+    /// `Config::promote_max_lag_entries`: small, so promotions are refused
+    /// at times and retried.
+    pub promote_max_lag_entries: u64,
 }
 
 impl Default for Tuning {
@@ -106,6 +136,7 @@ impl Default for Tuning {
             max_batch_entries: 16,
             max_inflight_appends: 8,
             preferred_leader: None,
+            promote_max_lag_entries: 1_000,
         }
     }
 }
@@ -130,6 +161,10 @@ pub struct Faults {
     /// Chance that a leader crashes as soon as its commit index moves: the
     /// entries it just committed may be on a bare majority only.
     pub crash_leader_on_commit_probability: f64,
+    /// Chance that a member crashes right after a Ready that replaces part
+    /// of its log, before the truncation is synced: its records file
+    /// already lost the records of the replaced entries.
+    pub crash_after_truncation_probability: f64,
 }
 
 impl Faults {
@@ -143,6 +178,7 @@ impl Faults {
             crash_new_leader_probability: 0.0,
             crash_leader_after_append_probability: 0.0,
             crash_leader_on_commit_probability: 0.0,
+            crash_after_truncation_probability: 0.0,
         }
     }
 }
@@ -176,12 +212,62 @@ pub struct World {
     /// (half of them, rounded up, `ForwardOnly` alone).
     pub offset_commit_probability: f64,
     pub consumer_groups: u64,
+    /// Nodes `1..=bootstrap_voters` start as the group's voters.
+    bootstrap_voters: usize,
+    /// A configuration entry was written somewhere (until then the
+    /// configuration-in-force check at restart has nothing to compare).
+    seen_configuration: bool,
+    /// Leaders that stepped down because their own removal committed.
+    pub removed_leader_handovers: u64,
 }
 
 pub type SimResult<T> = Result<T, String>;
 
+/// The payload of a configuration entry making `membership`, with the
+/// simulation's names and addresses (name and address from the id).
+pub fn configuration_payload(membership: &Membership) -> Option<Bytes> {
+    let member = |id: NodeId, role| MemberRecord {
+        id,
+        name: id.to_string(),
+        incarnation: 0,
+        address: format!("sim:{id}"),
+        http_address: format!("sim:{id}"),
+        role,
+    };
+    let members = membership
+        .voters
+        .iter()
+        .map(|id| member(*id, MemberRole::Voter))
+        .chain(
+            membership
+                .learners
+                .iter()
+                .map(|id| member(*id, MemberRole::Learner)),
+        )
+        .collect();
+    Configuration::new(members)
+        .ok()
+        .map(|configuration| configuration.encode())
+}
+
 impl World {
+    /// A group of `size` bootstrap voters and no spare.
     pub fn new(seed: u64, size: usize, faults: Faults, tuning: Tuning, trace: bool) -> World {
+        World::with_spares(seed, size, 0, faults, tuning, trace)
+    }
+
+    /// `voters` bootstrap voters (nodes `1..=voters`) and `spares` nodes
+    /// waiting to be added (the next ids).
+    pub fn with_spares(
+        seed: u64,
+        voters: usize,
+        spares: usize,
+        faults: Faults,
+        tuning: Tuning,
+        trace: bool,
+    ) -> World {
+        let size = voters + spares;
+        let bootstrap = Membership::of_voters(1..=voters as NodeId);
         let mut world = World {
             tuning,
             rng: Rng::new(seed ^ 0x5EED_0FD1_ED6E_5000),
@@ -192,7 +278,7 @@ impl World {
             faults,
             blocked: vec![vec![false; size]; size],
             partition_generation: 0,
-            checker: Checker::default(),
+            checker: Checker::new(bootstrap),
             next_payload_id: 1,
             next_read_id: 1,
             watch_from_ms: u64::MAX,
@@ -204,10 +290,18 @@ impl World {
             max_batch_payloads: 1,
             offset_commit_probability: 0.0,
             consumer_groups: 2,
+            bootstrap_voters: voters,
+            seen_configuration: false,
+            removed_leader_handovers: 0,
         };
         for index in 0..size {
             world.nodes.push(SimNode {
                 id: index as NodeId + 1,
+                bootstrap_member: index < voters,
+                ever_voter: index < voters,
+                max_sent_term: 0,
+                unsynced_leadership: None,
+                led_term: None,
                 node: None,
                 storage: Rc::new(RefCell::new(SimStorage::default())),
                 incarnation: 0,
@@ -230,15 +324,23 @@ impl World {
         self.nodes.len()
     }
 
-    fn config(&self, id: NodeId) -> Config {
-        let members = (1..=self.nodes.len() as NodeId).collect();
+    fn config(&self, index: usize) -> Config {
+        let slot = &self.nodes[index];
+        // A spare starts with no configuration, as a server started with
+        // `--initial-state existing`.
+        let members = if slot.bootstrap_member {
+            (1..=self.bootstrap_voters as NodeId).collect()
+        } else {
+            Vec::new()
+        };
         Config {
             max_inflight_appends: self.tuning.max_inflight_appends,
             max_batch_entries: self.tuning.max_batch_entries,
             max_batch_bytes: 256,
             max_pending_proposals: 256,
             preferred_leader: self.tuning.preferred_leader,
-            ..Config::new(id, members)
+            promote_max_lag_entries: self.tuning.promote_max_lag_entries,
+            ..Config::new(slot.id, members)
         }
     }
 
@@ -262,12 +364,26 @@ impl World {
 
     fn start_node(&mut self, index: usize) -> SimResult<()> {
         let id = self.nodes[index].id;
-        let config = self.config(id);
+        let config = self.config(index);
         let hard_state = self.nodes[index].storage.borrow().synced_hard_state;
         let log = SimLog(self.nodes[index].storage.clone());
         let seed = self.rng.next_u64();
-        let node = Node::new(config, log, hard_state, seed)
+        let mut node = Node::new(config, log, hard_state, seed)
             .map_err(|error| format!("node {id} failed to start: {error}"))?;
+        // As the server: the saved records before any other input.
+        let records = self.nodes[index].storage.borrow().configurations.clone();
+        node.restore_configurations(records)
+            .map_err(|error| format!("node {id} restoring its configurations: {error}"))?;
+        if self.seen_configuration {
+            let storage = self.nodes[index].storage.borrow();
+            self.checker.configuration_in_force(
+                id,
+                "at restart",
+                node.membership(),
+                &storage.current,
+                &node.config().members,
+            )?;
+        }
         // As `server::rebuild_consumers`: nothing applied below the first
         // index, every offset commit on disk waits for the commit index.
         let mut consumers = ConsumerState::default();
@@ -279,6 +395,9 @@ impl World {
         }
         let slot = &mut self.nodes[index];
         slot.node = Some(node);
+        slot.led_term = None;
+        slot.max_sent_term = 0;
+        slot.unsynced_leadership = None;
         slot.observed_commit = 0;
         slot.consumers = consumers;
         slot.consumer_pending = consumer_pending;
@@ -327,6 +446,18 @@ impl World {
         slot.reads.clear();
         let id = slot.id;
         let kept = slot.storage.borrow_mut().crash(&mut self.rng);
+        let vanished = slot.unsynced_leadership.filter(|term| {
+            let storage = slot.storage.borrow();
+            let durable_term = storage
+                .synced_hard_state
+                .term
+                .max(storage.synced.last().map_or(0, |entry| entry.term));
+            durable_term < *term && slot.max_sent_term < *term
+        });
+        if let Some(term) = vanished {
+            self.checker.leadership_vanished(term, id);
+            self.note(|| format!("node {id} led term {term} without a trace: forgotten"));
+        }
         if let Some(position) = kept {
             let storage = self.nodes[index].storage.clone();
             self.checker
@@ -346,12 +477,54 @@ impl World {
         self.start_node(index)
     }
 
-    /// Wipe a stopped node's disk (log and hard state).
+    /// Wipe a stopped node's disk (log, hard state, configuration).
     pub fn wipe(&mut self, index: usize) {
         assert!(!self.is_up(index), "wipe a stopped node");
         self.nodes[index].storage.borrow_mut().wipe();
         let id = self.nodes[index].id;
         self.note(|| format!("node {id} disk wiped"));
+    }
+
+    /// Whether the operator may replace node `index` with a fresh one: it
+    /// was never a voter (see `SimNode::ever_voter`).
+    pub fn replaceable(&self, index: usize) -> bool {
+        !self.nodes[index].ever_voter
+    }
+
+    /// The operator replaces spare `index` with a fresh one (a new pod on
+    /// an empty volume, started to join an existing group): stopped, wiped
+    /// and started again with no configuration. Only for a node that no
+    /// committed configuration of the group has any more, and that was
+    /// never a voter: a removed member that never learnt its removal may
+    /// still count a former voter's vote, and a wiped one grants it again
+    /// (seed 693 had two leaders of term 4 that way).
+    pub fn replace_spare(&mut self, index: usize) -> SimResult<()> {
+        assert!(self.replaceable(index), "a former voter is never wiped");
+        self.crash(index)?;
+        self.wipe(index);
+        self.nodes[index].bootstrap_member = false;
+        self.start_node(index)
+    }
+
+    /// The operator proposes `next` as the configuration at node `index`
+    /// (normally the leader). The core's answer is returned; a refusal
+    /// changes nothing and is retried by a later action.
+    pub fn propose_configuration(
+        &mut self,
+        index: usize,
+        next: &Membership,
+    ) -> SimResult<Option<Result<(Index, Term), ProposeError>>> {
+        let Some(payload) = configuration_payload(next) else {
+            return Ok(None);
+        };
+        let id = self.nodes[index].id;
+        let Some(node) = self.nodes[index].node.as_mut() else {
+            return Ok(None);
+        };
+        let result = node.propose_configuration(payload);
+        self.note(|| format!("operator at node {id}: {next:?}: {result:?}"));
+        self.drive(index)?;
+        Ok(Some(result))
     }
 
     pub fn schedule_restart(&mut self, index: usize, delay_ms: u64) {
@@ -628,6 +801,10 @@ impl World {
                     return Ok(());
                 }
                 self.note(|| format!("deliver {message:?}"));
+                if let MessageBody::VoteResponse { reject: None } = message.body {
+                    self.checker
+                        .vote_delivered(message.term, message.from, message.to);
+                }
                 let id = message.to;
                 self.nodes[to]
                     .node
@@ -663,6 +840,10 @@ impl World {
     }
 
     fn send(&mut self, message: Message) {
+        // Sent is seen, even if the network loses it.
+        if let Some(slot) = self.nodes.get_mut(message.from as usize - 1) {
+            slot.max_sent_term = slot.max_sent_term.max(message.term);
+        }
         if self.rng.chance(self.faults.drop_probability) {
             return;
         }
@@ -696,6 +877,7 @@ impl World {
 
     fn handle_ready(&mut self, index: usize, ready: Ready) -> SimResult<()> {
         let id = self.nodes[index].id;
+        let led_term = self.nodes[index].led_term;
         if let Some(soft) = ready.soft_state {
             self.note(|| format!("node {id} now {soft:?}"));
             if soft.role == Role::Leader {
@@ -711,10 +893,51 @@ impl World {
                     );
                 }
                 self.checker.leader_elected(soft.term, id)?;
+                let slot = &mut self.nodes[index];
+                if slot.storage.borrow().synced_hard_state.term < soft.term {
+                    slot.unsynced_leadership = Some(soft.term);
+                }
                 let node = self.nodes[index].node.as_ref().expect("up");
                 self.checker
                     .check_leader_log(id, |at| node.entry_term(at).expect("memory log reads"))?;
+                self.checker
+                    .election_quorum(soft.term, id, node.membership())?;
+                // This Ready's entries are the new term's no-op alone: the
+                // written log is the log it won with.
+                let storage = self.nodes[index].storage.borrow();
+                self.checker.configuration_in_force(
+                    id,
+                    "as it wins",
+                    node.membership(),
+                    &storage.current,
+                    &node.config().members,
+                )?;
+                self.checker
+                    .changes_in_flight(id, node.commit_index(), &storage.current)?;
             }
+        }
+        if let Some(records) = &ready.configurations {
+            // Durable before this Ready's entries, as the server saves them.
+            self.nodes[index]
+                .storage
+                .borrow_mut()
+                .save_configurations(records);
+            self.note(|| {
+                let summary: Vec<_> = records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.index,
+                            r.term,
+                            &r.membership.voters,
+                            &r.membership.learners,
+                        )
+                    })
+                    .collect();
+                format!(
+                    "node {id} saves configurations (index, term, voters, learners) {summary:?}"
+                )
+            });
         }
         for message in ready.messages {
             self.send(message);
@@ -732,13 +955,26 @@ impl World {
             });
         }
         let written = self.nodes[index].storage.borrow().current.len() as Index;
+        let mut truncated = Vec::new();
         if let Some(first) = ready.entries.first().filter(|first| first.index <= written) {
             // Another leader's entries replace our tail, as in the server.
-            let answers = self.nodes[index].proposals.on_truncate(first.index);
-            self.answer_proposals(answers, &[])?;
+            truncated = self.nodes[index].proposals.on_truncate(first.index);
             self.nodes[index]
                 .consumer_pending
                 .truncate_from(first.index);
+            // Drawn only when set, so other seeds keep their course.
+            let p = self.faults.crash_after_truncation_probability;
+            if p > 0.0 && self.rng.chance(p) {
+                let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
+                let incarnation = self.nodes[index].incarnation;
+                self.schedule(
+                    delay,
+                    Event::Crash {
+                        node: index,
+                        incarnation,
+                    },
+                );
+            }
         }
         let malformed = self.nodes[index].consumer_pending.on_append(&ready.entries);
         if !malformed.is_empty() {
@@ -748,9 +984,41 @@ impl World {
             .storage
             .borrow_mut()
             .write(ready.hard_state, &ready.entries);
+        let mut writes_configuration = false;
+        for entry in &ready.entries {
+            if entry.kind == EntryKind::Configuration {
+                writes_configuration = true;
+                for voter in entry_membership(entry)?.voters {
+                    if let Some(slot) = self.nodes.get_mut(voter as usize - 1) {
+                        slot.ever_voter = true;
+                    }
+                }
+            }
+        }
+        self.seen_configuration |= writes_configuration;
+        if let Some(node) = self.nodes[index].node.as_ref() {
+            let storage = self.nodes[index].storage.borrow();
+            if ready.configurations.is_some() {
+                self.checker.configuration_in_force(
+                    id,
+                    "after writing",
+                    node.membership(),
+                    &storage.current,
+                    &node.config().members,
+                )?;
+            }
+            if writes_configuration && node.role() == Role::Leader {
+                self.checker
+                    .changes_in_flight(id, node.commit_index(), &storage.current)?;
+            }
+        }
         let last = ready.entries.last().map(|entry| (entry.index, entry.term));
         let slot = &mut self.nodes[index];
-        slot.waiting_for_sync.push((last, ready.persisted_messages));
+        slot.waiting_for_sync.push(WaitingForSync {
+            last,
+            messages: ready.persisted_messages,
+            answers: truncated,
+        });
         let incarnation = slot.incarnation;
         if !slot.sync_scheduled {
             slot.sync_scheduled = true;
@@ -798,6 +1066,19 @@ impl World {
         }
         if let Some(commit) = ready.commit_index {
             self.committed(index, commit)?;
+            // Its own commit if it leads, or led this term until this Ready
+            // (a leader whose removal committed steps down in `ready`).
+            let node = self.nodes[index].node.as_ref().expect("up");
+            if leads || led_term == Some(node.term()) {
+                self.checker
+                    .leader_commit(id, commit, node.membership(), |node, at| {
+                        self.synced_term(node, at)
+                    })?;
+                if !leads && !node.membership().is_voter(id) {
+                    self.removed_leader_handovers += 1;
+                    self.note(|| format!("node {id} removed: hands over and steps down"));
+                }
+            }
             if leads
                 && self
                     .rng
@@ -816,6 +1097,12 @@ impl World {
         for read in ready.read_states {
             self.read_answered(index, read.request_id, read.result.ok())?;
         }
+        let slot = &mut self.nodes[index];
+        slot.led_term = slot
+            .node
+            .as_ref()
+            .filter(|node| node.role() == Role::Leader)
+            .map(|node| node.term());
         Ok(())
     }
 
@@ -830,10 +1117,16 @@ impl World {
         let slot = &mut self.nodes[index];
         slot.sync_scheduled = false;
         let waiting = std::mem::take(&mut slot.waiting_for_sync);
-        for (last, messages) in waiting {
+        for WaitingForSync {
+            last,
+            messages,
+            answers,
+        } in waiting
+        {
             for message in messages {
                 self.send(message);
             }
+            self.answer_proposals(answers, &[])?;
             if let Some((last_index, last_term)) = last {
                 self.nodes[index]
                     .node
@@ -964,17 +1257,18 @@ impl World {
         Ok(())
     }
 
+    /// The term of entry `index` in node `id`'s durable log.
+    fn synced_term(&self, id: NodeId, index: Index) -> Option<Term> {
+        let storage = self.nodes.get(id as usize - 1)?.storage.borrow();
+        storage
+            .synced
+            .get((index as usize).checked_sub(1)?)
+            .map(|entry| entry.term)
+    }
+
     fn check_durability(&self) -> SimResult<()> {
-        let storages: Vec<_> = self
-            .nodes
-            .iter()
-            .map(|slot| slot.storage.borrow())
-            .collect();
-        let logs: Vec<&[_]> = storages
-            .iter()
-            .map(|storage| storage.synced.as_slice())
-            .collect();
-        self.checker.committed_durable(&logs)
+        self.checker
+            .committed_durable(|id, index| self.synced_term(id, index))
     }
 
     pub fn dump_trace(&self) -> String {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::entry::{Entry, HardState, Index, Term};
+use crate::membership::{ConfigRecord, Membership};
 
 #[derive(Clone, Default)]
 struct SharedLog(Rc<RefCell<Vec<Entry>>>);
@@ -1028,6 +1029,349 @@ fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
             cluster.node(3).term()
         );
     }
+}
+
+// ----- membership changes: records across crashes, a leader removing itself -----
+
+/// The payload of a configuration of `voters` and `learners`.
+fn configuration(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
+    use crate::membership::{Configuration, MemberRecord, MemberRole};
+    let member = |id: &NodeId, role| MemberRecord {
+        id: *id,
+        name: id.to_string(),
+        incarnation: 0,
+        address: format!("n{id}:1"),
+        http_address: format!("n{id}:2"),
+        role,
+    };
+    let members = voters
+        .iter()
+        .map(|id| member(id, MemberRole::Voter))
+        .chain(learners.iter().map(|id| member(id, MemberRole::Learner)))
+        .collect();
+    Configuration::new(members).unwrap().encode()
+}
+
+fn configuration_entry(index: Index, term: Term, voters: &[NodeId], learners: &[NodeId]) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Configuration,
+        payload: configuration(voters, learners),
+    }
+}
+
+/// What the server's records file holds: the records but the bootstrap one.
+fn saved(records: &[ConfigRecord]) -> Vec<ConfigRecord> {
+    records.iter().filter(|r| r.index > 0).cloned().collect()
+}
+
+/// Node 1 of bootstrap group `members` restarting from `entries` (durable)
+/// and the saved `records`.
+fn restarted(members: &[NodeId], entries: &[Entry], records: &[ConfigRecord]) -> Node<SharedLog> {
+    let log = SharedLog::default();
+    log.0.borrow_mut().extend_from_slice(entries);
+    let hard_state = HardState {
+        term: entries.last().map_or(0, |entry| entry.term),
+        vote: None,
+    };
+    let mut node = Node::new(Config::new(1, members.to_vec()), log, hard_state, 1).unwrap();
+    node.restore_configurations(saved(records)).unwrap();
+    node
+}
+
+/// Found by the simulation (seed 514): the first configuration entry,
+/// uncommitted, was the only record in the file (the bootstrap record is
+/// not saved); a new leader truncated it after a restart, which left no
+/// record at all, and the member kept counting with the truncated set.
+#[test]
+fn a_truncated_first_configuration_brings_the_bootstrap_set_back_after_a_restart() {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2], &[]),
+    ];
+    let record = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    let mut node = restarted(&[1, 2, 3], &entries, &[record]);
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2]));
+    // Leader 2 of term 2 replaces entry 2.
+    node.step(append(2, 2, (1, 1), &[(2, 2)])).unwrap();
+    let ready = node.ready().unwrap();
+    assert!(ready.violations.is_empty());
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2, 3]));
+    assert_eq!(node.configurations().len(), 1);
+    assert_eq!(node.configurations()[0].index, 0);
+}
+
+/// Found by the simulation (seed 134): a follower learnt that entry 3 (a
+/// configuration) committed before its own copy was durable, pruned the
+/// record of entry 2 from its file, and crashed losing entry 3: at restart
+/// no record was left and it counted with the bootstrap set, though its log
+/// holds entry 2.
+#[test]
+fn a_committed_configuration_not_yet_durable_here_keeps_the_one_before_on_file() {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2], &[]),
+    ];
+    let record_2 = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    let mut node = restarted(&[1, 2, 3], &entries, &[record_2]);
+    let entry_3 = configuration_entry(3, 1, &[1, 2], &[4]);
+    node.step(Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: vec![entry_3.clone()],
+            leader_commit: 3,
+        },
+    })
+    .unwrap();
+    let ready = node.ready().unwrap();
+    assert_eq!(
+        ready.commit_index,
+        Some(3),
+        "committed before it is durable"
+    );
+    let file = saved(&ready.configurations.expect("the records changed"));
+    let indexes: Vec<Index> = file.iter().map(|record| record.index).collect();
+    assert_eq!(indexes, [2, 3], "entry 2's record stays until 3 is durable");
+    // A crash now loses entry 3: the restarted member counts with entry 2.
+    let after_crash = restarted(&[1, 2, 3], &entries, &file);
+    assert_eq!(after_crash.membership(), &Membership::of_voters([1, 2]));
+    // Once entry 3 is durable here, entry 2's record goes.
+    node.on_persisted(3, 1).unwrap();
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("pruned"));
+    assert_eq!(file.len(), 1);
+    assert_eq!(file[0].index, 3);
+}
+
+/// Found by the simulation (seed 34): leader 1 of {1, 2} appended its own
+/// removal ({2}) and entries node 2 never got, then restarted. Node 2
+/// needed node 1's vote and was refused for its shorter log; node 1, out of
+/// its newest configuration, never campaigned: no leader, ever. Node 1 now
+/// campaigns with the new configuration's votes, commits its removal and
+/// hands over.
+#[test]
+fn a_leader_that_removed_itself_and_restarted_commits_its_removal_and_hands_over() {
+    let mut cluster = Cluster::new(2);
+    cluster.elect(1);
+    cluster.down.insert(2);
+    for payload in [&b"a"[..], b"b"] {
+        cluster
+            .node(1)
+            .propose(Bytes::copy_from_slice(payload))
+            .unwrap();
+    }
+    let (removal, _) = cluster
+        .node(1)
+        .propose_configuration(configuration(&[2], &[]))
+        .unwrap();
+    cluster.stabilize();
+    // Node 1 restarts from its log and its records.
+    let records = saved(cluster.node(1).configurations());
+    let hard_state = cluster.node(1).hard_state();
+    let log = cluster.logs[0].clone();
+    cluster.nodes[0] = Node::new(Config::new(1, vec![1, 2]), log, hard_state, 1).unwrap();
+    cluster.node(1).restore_configurations(records).unwrap();
+    assert!(!cluster.node(1).membership().contains(1));
+    cluster.down.remove(&2);
+    let election_ticks = cluster.node(2).config().election_ticks;
+    cluster.tick_all(10 * election_ticks);
+    assert_eq!(cluster.leaders(), vec![2]);
+    assert_eq!(cluster.node(2).membership(), &Membership::of_voters([2]));
+    assert!(cluster.node(2).commit_index() > removal);
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+}
+
+/// Found by the simulation (seed 14, with crashes right after truncations):
+/// a new leader replaced entry 39, a configuration, on node 3; the records
+/// without it were saved before the truncation was durable, node 3 crashed
+/// with entry 39 still in its durable log, and counted with the previous
+/// configuration. The records of replaced entries now stay on file until
+/// what replaced them is durable.
+#[test]
+fn a_replaced_configuration_keeps_its_record_until_the_truncation_is_durable() {
+    let old_log = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 2, 3], &[]),
+        configuration_entry(3, 1, &[1, 2], &[]),
+    ];
+    let records: Vec<ConfigRecord> = old_log[1..]
+        .iter()
+        .map(|entry| ConfigRecord::from_entry(entry.index, entry.term, entry.payload.clone()))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut node = restarted(&[1, 2, 3], &old_log, &records);
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2]));
+    // Leader 2 of term 2 replaces entry 3.
+    node.step(append(2, 2, (2, 1), &[(3, 2)])).unwrap();
+    assert_eq!(node.membership(), &Membership::of_voters([1, 2, 3]));
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("the records changed"));
+    assert_eq!(
+        file.last().map(|record| record.index),
+        Some(2),
+        "the last record is the one in force"
+    );
+    // A crash before the truncation is durable keeps the old entry 3.
+    let after_crash = restarted(&[1, 2, 3], &old_log, &file);
+    assert_eq!(after_crash.membership(), &Membership::of_voters([1, 2]));
+    // Durable, the truncation takes the record of entry 3 with it.
+    let new_log = [
+        old_log[0].clone(),
+        old_log[1].clone(),
+        Entry::normal(3, 2, &b"x"[..]),
+    ];
+    let after_sync = restarted(&[1, 2, 3], &new_log, &file);
+    assert_eq!(after_sync.membership(), &Membership::of_voters([1, 2, 3]));
+    node.on_persisted(3, 2).unwrap();
+    let ready = node.ready().unwrap();
+    let file = saved(&ready.configurations.expect("the replaced record goes"));
+    let indexes: Vec<Index> = file.iter().map(|record| record.index).collect();
+    assert_eq!(indexes, [2]);
+}
+
+/// Found by the simulation (seed 3491): the only voter won its term on its
+/// own vote and sent appends to its learner before the term was durable,
+/// crashed, restarted at the term before, won the same term again and sent
+/// other entries under it: the learner held two different entries 128@8.
+/// Such a leader now sends nothing before the Ready that carries its term
+/// is durable.
+#[test]
+fn a_leader_elected_by_its_own_vote_sends_only_once_its_term_is_durable() {
+    let entries = [configuration_entry(1, 1, &[1], &[2])];
+    let record = ConfigRecord::from_entry(1, 1, entries[0].payload.clone()).unwrap();
+    let mut node = restarted(&[1], &entries, &[record]);
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.role(), Role::Leader);
+    let ready = node.ready().unwrap();
+    assert_eq!(ready.hard_state.map(|state| state.term), Some(2));
+    let noop = ready.entries.last().expect("the no-op").clone();
+    assert!(
+        ready.messages.iter().all(|message| message.to != 2),
+        "nothing to the learner before the term is durable: {:?}",
+        ready.messages
+    );
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .any(|message| message.to == 2 && matches!(message.body, MessageBody::Append { .. })));
+    // Once the no-op (and so the term) is durable, it sends at once again.
+    node.on_persisted(noop.index, noop.term).unwrap();
+    for _ in 0..node.config().heartbeat_ticks {
+        node.tick().unwrap();
+    }
+    let ready = node.ready().unwrap();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|message| message.to == 2 && matches!(message.body, MessageBody::Heartbeat { .. })));
+}
+
+/// Node 2 of bootstrap group {1, 2, 3}, whose log has its removal ({1, 3}
+/// at 2), known committed: leader 1 of term 1 said so.
+fn removed_member_2() -> Node<SharedLog> {
+    let entries = [
+        Entry::normal(1, 1, &b"x"[..]),
+        configuration_entry(2, 1, &[1, 3], &[]),
+    ];
+    let log = SharedLog::default();
+    log.0.borrow_mut().extend_from_slice(&entries);
+    let hard_state = HardState {
+        term: 1,
+        vote: None,
+    };
+    let mut node = Node::new(Config::new(2, vec![1, 2, 3]), log, hard_state, 2).unwrap();
+    let record = ConfigRecord::from_entry(2, 1, entries[1].payload.clone()).unwrap();
+    node.restore_configurations(vec![record]).unwrap();
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: Vec::new(),
+            leader_commit: 2,
+        },
+    })
+    .unwrap();
+    node.ready().unwrap();
+    assert_eq!(node.commit_index(), 2);
+    assert_eq!(node.leader_id(), Some(1));
+    node
+}
+
+fn vote_answers(node: &mut Node<SharedLog>) -> Vec<MessageBody> {
+    let ready = node.ready().unwrap();
+    ready
+        .messages
+        .into_iter()
+        .chain(ready.persisted_messages)
+        .map(|message| message.body)
+        .collect()
+}
+
+/// Found by the simulation (seed 759 with the vote-durability plant, which
+/// only changed its course): node 2, removed at 99 and knowing it, was added
+/// back as a learner and promoted ({1, 2}) by entries it had not received
+/// when leader 1 crashed. Node 1 needed its vote and node 2 refused it as
+/// "not a member": no leader, ever. A member votes whatever its own
+/// configuration says (the dissertation's rule); a candidate whose
+/// configuration leaves it out does not count the vote anyway.
+#[test]
+fn a_member_that_knows_its_removal_committed_still_votes() {
+    let mut node = removed_member_2();
+    assert!(!node.membership().contains(2));
+    // Candidate 1's log is longer: it may hold a configuration adding 2 back.
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::VoteRequest {
+            last_log_index: 5,
+            last_log_term: 1,
+            leadership_transfer: true,
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        vote_answers(&mut node),
+        [MessageBody::VoteResponse { reject: None }]
+    );
+}
+
+/// Found with the same seed: a learner or removed member that stopped
+/// hearing from its leader only restarted its timer, kept the leader and
+/// answered "leader alive" for most of every election timeout, forever.
+#[test]
+fn a_member_that_does_not_campaign_forgets_a_silent_leader() {
+    let mut node = removed_member_2();
+    let election_ticks = node.config().election_ticks;
+    for _ in 0..2 * election_ticks {
+        node.tick().unwrap();
+    }
+    assert_eq!(node.leader_id(), None);
+    node.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::PreVoteRequest {
+            last_log_index: 5,
+            last_log_term: 1,
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        vote_answers(&mut node),
+        [MessageBody::PreVoteResponse { reject: None }]
+    );
 }
 
 mod membership;
