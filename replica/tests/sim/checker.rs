@@ -327,6 +327,41 @@ impl Checker {
         Ok(())
     }
 
+    /// Promotion of a caught-up learner only: `leader` (of `leader_term`)
+    /// appended at `index` a configuration promoting `learner`, which the
+    /// core allows when the learner's acknowledged match index is within
+    /// `max_lag` of the leader's last index, `index - 1`. So the learner's
+    /// durable log holds the leader's entry `index - 1 - max_lag`, unless a
+    /// newer leader replaced it (the learner then has a newer term: this
+    /// leader is stale, and its uncommitted tail may be gone).
+    #[allow(clippy::too_many_arguments)]
+    pub fn promotion_caught_up(
+        &self,
+        leader: NodeId,
+        leader_term: Term,
+        index: Index,
+        learner: NodeId,
+        max_lag: u64,
+        leader_log: &[Entry],
+        learner_log: &[Entry],
+        learner_term: Term,
+    ) -> Result<(), String> {
+        let Some(needed) = (index - 1).checked_sub(max_lag).filter(|at| *at > 0) else {
+            return Ok(());
+        };
+        if learner_term > leader_term {
+            return Ok(());
+        }
+        let term_at = |log: &[Entry]| log.get(needed as usize - 1).map(|entry| entry.term);
+        if term_at(leader_log) != term_at(learner_log) {
+            return Err(format!(
+                "promotion of a caught-up learner: leader {leader} promotes {learner} at {index}, but the learner's durable log ({} entries) lacks entry {needed}, within {max_lag} of the leader's last",
+                learner_log.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Commit counts voters only: `leader` just moved its commit index to
     /// `commit` counting `membership` (its configuration in force), so the
     /// committed entry there is in the durable logs of a majority of that

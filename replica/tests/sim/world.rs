@@ -13,11 +13,11 @@ use bytes::Bytes;
 use dledger_replica::consumers::{Applied, Condition, ConsumerState, OffsetCommit, PendingCommits};
 use dledger_replica::core::rng::Rng;
 use dledger_replica::core::{Config, Message, MessageBody, Node, ProposeError, Ready, Role};
-use dledger_replica::entry::{EntryKind, Index, NodeId, Term};
+use dledger_replica::entry::{Entry, EntryKind, Index, NodeId, Term};
 use dledger_replica::executor::{Outcome, Proposals};
-use dledger_replica::membership::{Configuration, MemberRecord, MemberRole, Membership};
+use dledger_replica::membership::{Configuration, IdChange, MemberRecord, MemberRole, Membership};
 
-use super::checker::{entry_membership, Checker, FORWARD_ONLY_PREFIX};
+use super::checker::{entry_membership, newest_configuration, Checker, FORWARD_ONLY_PREFIX};
 use super::storage::{SimLog, SimStorage};
 
 pub const TICK_MS: u64 = 10;
@@ -1010,6 +1010,7 @@ impl World {
             if writes_configuration && node.role() == Role::Leader {
                 self.checker
                     .changes_in_flight(id, node.commit_index(), &storage.current)?;
+                self.check_promotions(id, node, &storage.current, &ready.entries)?;
             }
         }
         let last = ready.entries.last().map(|entry| (entry.index, entry.term));
@@ -1253,6 +1254,41 @@ impl World {
             self.reads_answered += 1;
             self.checker
                 .read_answered(request_id, read_index, read.max_acked_when_issued)?;
+        }
+        Ok(())
+    }
+
+    /// Each promotion leader `id` just appended is of a caught-up learner.
+    fn check_promotions(
+        &self,
+        id: NodeId,
+        node: &Node<SimLog>,
+        log: &[Entry],
+        appended: &[Entry],
+    ) -> SimResult<()> {
+        for entry in appended {
+            if entry.kind != EntryKind::Configuration {
+                continue;
+            }
+            let before = match newest_configuration(&log[..entry.index as usize - 1]) {
+                Some(previous) => entry_membership(previous)?,
+                None => Membership::of_voters(node.config().members.iter().copied()),
+            };
+            let Ok(IdChange::Promote(learner)) = before.single_change(&entry_membership(entry)?)
+            else {
+                continue;
+            };
+            let storage = self.nodes[learner as usize - 1].storage.borrow();
+            self.checker.promotion_caught_up(
+                id,
+                entry.term,
+                entry.index,
+                learner,
+                node.config().promote_max_lag_entries,
+                log,
+                &storage.synced,
+                storage.synced_hard_state.term,
+            )?;
         }
         Ok(())
     }
