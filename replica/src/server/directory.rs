@@ -3,7 +3,9 @@
 //! records across restarts and retention.
 //!
 //! `<data-dir>/configuration` holds the core's records (the newest one
-//! known committed and any later ones), replaced atomically before the
+//! known committed and durable here, any later ones, and those of entries a
+//! truncation replaced until the truncation is durable), replaced atomically
+//! before the
 //! entries that change them are written, so it never misses a
 //! configuration entry the log has; one the log lost with an unsynced tail
 //! is dropped at restart by `Node::restore_configurations`.
