@@ -26,7 +26,7 @@ fn cluster_with_spares(voters: u64, spares: u64) -> Cluster {
 }
 
 /// The payload of a configuration with these voters and learners.
-fn payload(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
+pub(super) fn payload(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
     let record = |id: &NodeId, role| MemberRecord {
         id: *id,
         name: id.to_string(),

@@ -1033,24 +1033,7 @@ fn a_closed_leader_connection_starts_a_pre_vote_within_a_heartbeat() {
 
 // ----- membership changes: records across crashes, a leader removing itself -----
 
-/// The payload of a configuration of `voters` and `learners`.
-fn configuration(voters: &[NodeId], learners: &[NodeId]) -> Bytes {
-    use crate::membership::{Configuration, MemberRecord, MemberRole};
-    let member = |id: &NodeId, role| MemberRecord {
-        id: *id,
-        name: id.to_string(),
-        incarnation: 0,
-        address: format!("n{id}:1"),
-        http_address: format!("n{id}:2"),
-        role,
-    };
-    let members = voters
-        .iter()
-        .map(|id| member(id, MemberRole::Voter))
-        .chain(learners.iter().map(|id| member(id, MemberRole::Learner)))
-        .collect();
-    Configuration::new(members).unwrap().encode()
-}
+use self::membership::payload as configuration;
 
 fn configuration_entry(index: Index, term: Term, voters: &[NodeId], learners: &[NodeId]) -> Entry {
     Entry {
