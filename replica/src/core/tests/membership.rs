@@ -228,7 +228,7 @@ fn a_removed_leader_hands_over_and_stays_quiet() {
     );
     let leader = leaders[0];
     assert!(cluster.node(leader).commit_index() >= index);
-    // It no longer campaigns, and refuses to vote.
+    // It no longer campaigns.
     let term = cluster.node(1).term();
     cluster.down.insert(leader);
     for _ in 0..10 * cluster.node(1).config().election_ticks {
