@@ -362,6 +362,18 @@ impl World {
         });
     }
 
+    /// Crashes node `index`, as it is now (this incarnation), after `delay_ms`.
+    fn crash_later(&mut self, index: usize, delay_ms: u64) {
+        let incarnation = self.nodes[index].incarnation;
+        self.schedule(
+            delay_ms,
+            Event::Crash {
+                node: index,
+                incarnation,
+            },
+        );
+    }
+
     fn start_node(&mut self, index: usize) -> SimResult<()> {
         let id = self.nodes[index].id;
         let config = self.config(index);
@@ -883,14 +895,7 @@ impl World {
             if soft.role == Role::Leader {
                 if self.rng.chance(self.faults.crash_new_leader_probability) {
                     let delay = self.rng.range(0, 3 * self.faults.delay_ms_max + 1);
-                    let incarnation = self.nodes[index].incarnation;
-                    self.schedule(
-                        delay,
-                        Event::Crash {
-                            node: index,
-                            incarnation,
-                        },
-                    );
+                    self.crash_later(index, delay);
                 }
                 self.checker.leader_elected(soft.term, id)?;
                 let slot = &mut self.nodes[index];
@@ -966,14 +971,7 @@ impl World {
             let p = self.faults.crash_after_truncation_probability;
             if p > 0.0 && self.rng.chance(p) {
                 let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-                let incarnation = self.nodes[index].incarnation;
-                self.schedule(
-                    delay,
-                    Event::Crash {
-                        node: index,
-                        incarnation,
-                    },
-                );
+                self.crash_later(index, delay);
             }
         }
         let malformed = self.nodes[index].consumer_pending.on_append(&ready.entries);
@@ -1043,13 +1041,7 @@ impl World {
                 .chance(self.faults.crash_leader_after_append_probability)
         {
             let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-            self.schedule(
-                delay,
-                Event::Crash {
-                    node: index,
-                    incarnation,
-                },
-            );
+            self.crash_later(index, delay);
         }
         if ready.hard_state.is_some()
             && self.rng.chance(self.faults.crash_on_hard_state_probability)
@@ -1057,13 +1049,7 @@ impl World {
             // Same time as a zero-delay sync or the earliest later one: the
             // event order decides whether the write survives.
             let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-            self.schedule(
-                delay,
-                Event::Crash {
-                    node: index,
-                    incarnation,
-                },
-            );
+            self.crash_later(index, delay);
         }
         if let Some(commit) = ready.commit_index {
             self.committed(index, commit)?;
@@ -1086,13 +1072,7 @@ impl World {
                     .chance(self.faults.crash_leader_on_commit_probability)
             {
                 let delay = self.rng.range(0, 3);
-                self.schedule(
-                    delay,
-                    Event::Crash {
-                        node: index,
-                        incarnation,
-                    },
-                );
+                self.crash_later(index, delay);
             }
         }
         for read in ready.read_states {
