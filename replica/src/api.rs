@@ -91,6 +91,19 @@ pub struct Members {
     pub learners: Vec<MemberAddress>,
 }
 
+/// The name a member goes by among peers (in the handshake, and as the
+/// source of its numeric id): its name for the incarnation 0 that
+/// bootstrapped the group, `name#<incarnation in hex>` for a member that
+/// joined later, so that a wiped member coming back under the same name is
+/// a different member to the core, with no vote and no log to its credit.
+pub fn peer_name_of(name: &str, incarnation: u64) -> String {
+    if incarnation == 0 {
+        name.to_string()
+    } else {
+        format!("{name}#{incarnation:016x}")
+    }
+}
+
 /// One member of a configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -287,8 +287,12 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let peer_name = identity.peer_name();
     let self_id = members::node_id_of(&peer_name);
     // Only incarnation 0 is in the bootstrap list: a member that joined
-    // never bootstraps, whatever --initial-state says later.
-    let bootstrap = !join && identity.incarnation == 0;
+    // never bootstraps, whatever --initial-state says later. Incarnation 0
+    // with state and `existing` is a bootstrap member restarted after its
+    // group formed (the operator then says `existing` to every pod); without
+    // configuration records its directory predates membership changes, and
+    // `--peers` is its configuration as it always was.
+    let bootstrap = identity.incarnation == 0 && (!join || holds_state);
     if identity.incarnation != 0 {
         tracing::info!(
             incarnation = format_args!("{:x}", identity.incarnation),
