@@ -353,9 +353,14 @@ pub struct DLedgerGroupStatus {
     /// Members whose pod is Ready.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// One entry per expected member, in ordinal order.
+    /// One entry per pod, in ordinal order (more than `spec.replicas`
+    /// while a shrink removes members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// The configuration in force, as the leader reports it; absent while
+    /// no leader is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<ConfigurationStatus>,
     /// The StatefulSet's current revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_revision: Option<String>,
@@ -374,6 +379,21 @@ pub struct DLedgerGroupStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The members of the group's configuration.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStatus {
+    /// The log index of the configuration entry (0: the bootstrap list).
+    pub index: u64,
+    /// Members that vote, sorted: the pod name, followed by `#` and the
+    /// incarnation in hex for a member that joined with an empty volume.
+    #[serde(default)]
+    pub voters: Vec<String>,
+    /// Members that receive the log and do not vote yet, named likewise.
+    #[serde(default)]
+    pub learners: Vec<String>,
 }
 
 /// One member as its `/status` (or its silence) showed it.
@@ -490,7 +510,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap();
         assert!(
             committed == generated,
-            "crds/dledger.io_dledgergroups.yaml drifted from the Rust types: run `cargo run -p dledger-operator -- crd > crds/dledger.io_dledgergroups.yaml`"
+            "crds/dledger.io_dledgergroups.yaml drifted from the Rust types: run `cargo run -p dledger-operator --bin dledger-operator -- crd > crds/dledger.io_dledgergroups.yaml`"
         );
     }
 

@@ -4,7 +4,7 @@
 //! [`crd`] holds the resource types; [`specs`] builds the children as pure
 //! functions; [`controller`] decides and applies; [`rbac`] is the one table of
 //! rights the operator needs; [`lease`], [`metrics`] and [`server`] are the
-//! process around it; [`upgrade`] plans rolling upgrades; [`plugin`] is
+//! process around it; [`upgrade`] plans rolling upgrades; [`membership`] plans scaling; [`plugin`] is
 //! `kubectl dledger`.
 
 #![deny(missing_docs)]
@@ -12,6 +12,7 @@
 pub mod controller;
 pub mod crd;
 pub mod lease;
+pub mod membership;
 pub mod metrics;
 pub mod plugin;
 pub mod rbac;

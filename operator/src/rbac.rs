@@ -49,6 +49,13 @@ pub const CLUSTER_RIGHTS: &[Right] = &[
         resources: &["services"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
+    // The join ConfigMap: whether a member with an empty volume bootstraps
+    // the group or waits to be added.
+    Right {
+        api_group: "",
+        resources: &["configmaps"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+    },
     Right {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
@@ -213,7 +220,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap();
         assert!(
             committed == generated,
-            "operator/deploy/rbac.yaml drifted: run `cargo run -p dledger-operator -- rbac > operator/deploy/rbac.yaml`"
+            "operator/deploy/rbac.yaml drifted: run `cargo run -p dledger-operator --bin dledger-operator -- rbac > operator/deploy/rbac.yaml`"
         );
     }
 

@@ -1,7 +1,8 @@
 //! The children, applied by server-side apply with one field manager, and
 //! put back when someone edits or deletes them. A child is applied when the
-//! group's generation or its restart annotation changed, or when the watched
-//! copy no longer looks like what the last apply returned.
+//! group's generation or the builders' other inputs changed (the restart
+//! annotation, the StatefulSet's replicas, the join ConfigMap), or when the
+//! watched copy no longer looks like what the last apply returned.
 
 use std::fmt::Debug;
 
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{api_call, Context, Error};
-use crate::specs::{self, Group, MANAGED_BY};
+use crate::specs::{self, Group, Join, MANAGED_BY};
 
 /// What identifies a child's state we care about: a recreated object has a
 /// new uid; a changed spec a new generation (or, without one, a new
@@ -46,9 +47,10 @@ impl Fingerprint {
 pub struct Applied {
     /// The group generation it was applied for.
     pub generation: Option<i64>,
-    /// The restart annotation it was applied for (annotations do not bump
-    /// the generation, yet this one changes the pod template).
-    pub restarted_at: Option<String>,
+    /// The builder's inputs besides the spec: the restart annotation
+    /// (annotations do not bump the generation, yet this one changes the pod
+    /// template), the StatefulSet's replicas, the join ConfigMap's contents.
+    pub inputs: String,
     /// What the apply returned.
     pub fingerprint: Fingerprint,
 }
@@ -62,20 +64,48 @@ pub struct Outcome {
     pub statefulset: Option<StatefulSet>,
 }
 
-/// Applies every child that needs it.
+/// What the children are built from besides the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inputs<'a> {
+    /// The StatefulSet's replicas (the membership planner's).
+    pub statefulset_replicas: u32,
+    /// What the join ConfigMap says.
+    pub join: &'a Join,
+}
+
+/// Applies every child that needs it; the join ConfigMap first, since the
+/// pods read it at start.
 pub async fn ensure_children(
     ctx: &Context,
     group: &Group<'_>,
     generation: Option<i64>,
+    inputs: &Inputs<'_>,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
+    let fingerprint = format!(
+        "{:?}/{}/{:?}",
+        group.restarted_at, inputs.statefulset_replicas, inputs.join
+    );
+    let child = |by_generation| Child {
+        generation,
+        inputs: &fingerprint,
+        by_generation,
+    };
+    ensure(
+        ctx,
+        group,
+        child(false),
+        specs::join_config_map(group, inputs.join),
+        &ctx.stores.configmaps,
+        &mut outcome,
+    )
+    .await?;
     let sts = ensure(
         ctx,
         group,
-        generation,
-        specs::statefulset(group),
+        child(true),
+        specs::statefulset(group, inputs.statefulset_replicas),
         &ctx.stores.statefulsets,
-        true,
         &mut outcome,
     )
     .await?;
@@ -88,10 +118,9 @@ pub async fn ensure_children(
         ensure(
             ctx,
             group,
-            generation,
+            child(false),
             service,
             &ctx.stores.services,
-            false,
             &mut outcome,
         )
         .await?;
@@ -99,23 +128,30 @@ pub async fn ensure_children(
     ensure(
         ctx,
         group,
-        generation,
+        child(true),
         specs::pod_disruption_budget(group),
         &ctx.stores.pdbs,
-        true,
         &mut outcome,
     )
     .await?;
     Ok(outcome)
 }
 
+/// How one child is recognised as applied already.
+#[derive(Clone, Copy)]
+struct Child<'a> {
+    generation: Option<i64>,
+    inputs: &'a str,
+    /// Changes show in its generation (else in its resourceVersion).
+    by_generation: bool,
+}
+
 async fn ensure<K>(
     ctx: &Context,
     group: &Group<'_>,
-    generation: Option<i64>,
+    child: Child<'_>,
     desired: K,
     store: &Store<K>,
-    by_generation: bool,
     outcome: &mut Outcome,
 ) -> Result<Option<K>, Error>
 where
@@ -131,13 +167,18 @@ where
     let name = desired.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&()).to_string();
     let key = format!("{kind}/{}/{name}", group.namespace);
+    let Child {
+        generation,
+        inputs,
+        by_generation,
+    } = child;
     let observed = store
         .get(&ObjectRef::new(&name).within(&group.namespace))
         .map(|object| Fingerprint::of(object.meta(), by_generation));
     let recorded = ctx.applied_record(&key);
     let fresh = recorded
         .as_ref()
-        .is_some_and(|r| r.generation == generation && r.restarted_at == group.restarted_at);
+        .is_some_and(|r| r.generation == generation && r.inputs == inputs);
     if fresh && observed.as_ref() == recorded.as_ref().map(|r| &r.fingerprint) {
         return Ok(store
             .get(&ObjectRef::new(&name).within(&group.namespace))
@@ -168,7 +209,7 @@ where
         key,
         Applied {
             generation,
-            restarted_at: group.restarted_at.clone(),
+            inputs: inputs.to_string(),
             fingerprint,
         },
     );

@@ -2,10 +2,11 @@
 //! the new status, the role labels to set and the Events to emit. No client,
 //! no clock (the time comes in as a string), so every case is a unit test.
 
-use dledger_replica::api::{Role, Status};
+use dledger_replica::api::peer_name_of;
+use dledger_replica::api::{MemberAddress, Members, Role, Status};
 
 use super::poll::Polled;
-use crate::crd::{Condition, DLedgerGroupStatus, MemberStatus};
+use crate::crd::{Condition, ConfigurationStatus, DLedgerGroupStatus, MemberStatus};
 
 /// The role label of a pod whose member did not answer.
 pub const UNKNOWN_ROLE: &str = "unknown";
@@ -144,6 +145,9 @@ pub fn decide(facts: &Facts<'_>, observed: &[Observed]) -> Decision {
         commit_index,
         ready_replicas,
         members,
+        configuration: leader
+            .and_then(|leader| leader.configuration.as_deref())
+            .map(configuration_status),
         current_revision: facts.current_revision.clone(),
         update_revision: facts.update_revision.clone(),
         // Owned by the upgrade planner: carried over untouched.
@@ -160,6 +164,23 @@ pub fn decide(facts: &Facts<'_>, observed: &[Observed]) -> Decision {
         labels: labels(observed),
         status,
         notices,
+    }
+}
+
+/// The leader's configuration for `status.configuration`.
+fn configuration_status(members: &Members) -> ConfigurationStatus {
+    let names = |list: &[MemberAddress]| {
+        let mut names: Vec<String> = list
+            .iter()
+            .map(|member| peer_name_of(&member.id, member.incarnation))
+            .collect();
+        names.sort();
+        names
+    };
+    ConfigurationStatus {
+        index: members.index,
+        voters: names(&members.voters),
+        learners: names(&members.learners),
     }
 }
 

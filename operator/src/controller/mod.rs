@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod decide;
 pub mod poll;
+pub mod scale;
 pub mod switchover;
 pub mod upgrade;
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -29,15 +30,17 @@ use kube::runtime::watcher;
 use kube::runtime::{predicates, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 
-use self::apply::Applied;
+use self::apply::{Applied, Inputs};
 use self::decide::{decide, Decision, Facts, Notice, Observed, PodFacts};
 use self::poll::{poll_members, Target};
+use self::scale::{MemberCall, ScaleExecution};
 use self::switchover::{SwitchoverExecution, SwitchoverInput};
 use self::upgrade::{Disruption, ExecInput, Execution, Verdict, PAUSE_ANNOTATION};
 use crate::crd::{Condition, DLedgerGroup, DLedgerGroupStatus};
+use crate::membership::planner as membership;
 use crate::metrics::Metrics;
 use crate::specs::{
-    self, Group, GroupError, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL,
+    self, Group, GroupError, Join, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL,
 };
 use crate::upgrade::planner::{self, Step, WaitReason, APPROVE_ANNOTATION};
 
@@ -134,6 +137,8 @@ pub struct Stores {
     pub pdbs: Store<PodDisruptionBudget>,
     /// Member pods.
     pub pods: Store<Pod>,
+    /// The join ConfigMaps.
+    pub configmaps: Store<ConfigMap>,
 }
 
 impl Stores {
@@ -144,6 +149,7 @@ impl Stores {
                 && self.services.wait_until_ready().await.is_ok()
                 && self.pdbs.wait_until_ready().await.is_ok()
                 && self.pods.wait_until_ready().await.is_ok()
+                && self.configmaps.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(wait, all).await.unwrap_or(false)
     }
@@ -166,6 +172,10 @@ pub struct Context {
     /// Per group, the restart count of each member pod (by uid) at the last
     /// poll, to see a crash loop before the kubelet calls it one.
     restart_counts: Mutex<HashMap<String, HashMap<String, i32>>>,
+    /// Per group, what the join ConfigMap was last written to say (its
+    /// watched copy can lag behind, and must never turn `existing` back
+    /// into `new`).
+    joins: Mutex<HashMap<String, Join>>,
 }
 
 impl Context {
@@ -186,6 +196,25 @@ impl Context {
             applied: Mutex::new(HashMap::new()),
             previous: Mutex::new(HashMap::new()),
             restart_counts: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What the join ConfigMap says: the watched copy, or what this operator
+    /// wrote last if the watch has not delivered it yet.
+    fn join_of(&self, key: &str, group: &Group<'_>) -> Option<Join> {
+        let name = specs::join_config_map_name(group);
+        let watched = self
+            .stores
+            .configmaps
+            .get(&ObjectRef::new(&name).within(&group.namespace))
+            .and_then(|map| Join::of(&map));
+        watched.or_else(|| self.joins.lock().ok()?.get(key).cloned())
+    }
+
+    fn remember_join(&self, key: String, join: Join) {
+        if let Ok(mut joins) = self.joins.lock() {
+            joins.insert(key, join);
         }
     }
 
@@ -282,19 +311,18 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         )));
     }
     let generation = resource.meta().generation;
-    let outcome = apply::ensure_children(ctx, &group, generation).await?;
-    for child in &outcome.repaired {
-        publish(
-            ctx,
-            resource,
-            true,
-            "ChildRepaired",
-            format!("{child} had been changed or deleted by hand; put back"),
-        )
-        .await;
-    }
-
-    let members = specs::member_names(&group);
+    let statefulset = ctx
+        .stores
+        .statefulsets
+        .get(&ObjectRef::new(&group.name).within(&group.namespace));
+    let statefulset_replicas = statefulset
+        .as_ref()
+        .and_then(|sts| sts.spec.replicas)
+        .map(|replicas| replicas.max(0).unsigned_abs());
+    // Every pod the StatefulSet has or will have: members past
+    // spec.replicas stay until they are removed from the configuration.
+    let desired = group.spec.replicas.max(1).unsigned_abs();
+    let members = specs::member_names(&group, desired.max(statefulset_replicas.unwrap_or(0)));
     let pods: Vec<Option<Arc<Pod>>> = members
         .iter()
         .map(|name| {
@@ -321,6 +349,48 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
             polled,
         })
         .collect();
+
+    let scale_input = scale::input(
+        &group,
+        &observed,
+        statefulset_replicas,
+        group.spec.upgrade.max_lag,
+        u64::from(group.spec.config.election_timeout_ms),
+    );
+    let scaling = scale::execute(&scale_input, &membership::plan(&scale_input));
+    let formed = scale_input
+        .leader
+        .as_ref()
+        .is_some_and(|leader| leader.configuration.committed);
+    let join = Join::desired(
+        &group,
+        ctx.join_of(&key, &group).as_ref(),
+        formed,
+        statefulset.is_some(),
+        scaling.statefulset_replicas,
+    );
+    let outcome = apply::ensure_children(
+        ctx,
+        &group,
+        generation,
+        &Inputs {
+            statefulset_replicas: scaling.statefulset_replicas,
+            join: &join,
+        },
+    )
+    .await?;
+    ctx.remember_join(key.clone(), join);
+    for child in &outcome.repaired {
+        publish(
+            ctx,
+            resource,
+            true,
+            "ChildRepaired",
+            format!("{child} had been changed or deleted by hand; put back"),
+        )
+        .await;
+    }
+
     let mut counted: Vec<(Option<i32>, &mut PodFacts)> = observed
         .iter_mut()
         .zip(&pods)
@@ -363,26 +433,44 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
         .update_revision
         .as_deref()
         .filter(|_| revision_current);
-    let (execution, switching) = plan_and_execute(
-        resource,
-        &group,
-        &observed,
-        &previous,
-        status.leader.as_deref(),
-        plan_revision,
-        (&now, now_seconds),
-    );
-    let in_progress = execution.in_progress || switching.in_progress;
-    let remove_approval = execution.remove_approval;
-    let action = fold_executions(
-        &mut status,
-        &mut notices,
-        execution,
-        switching,
-        &previous.conditions,
-        &now,
-        generation,
-    );
+    let (in_progress, remove_approval, action, member_call) = if scaling.busy {
+        // Upgrades and switchovers hold while the membership changes (their
+        // recorded steps stay as they are): one disruption at a time.
+        if let Some(verdict) = &scaling.progressing {
+            let previous = &previous.conditions;
+            upgrade::set_condition(
+                &mut status,
+                "Progressing",
+                verdict,
+                previous,
+                &now,
+                generation,
+            );
+        }
+        (true, false, None, scaling.call.clone())
+    } else {
+        let (execution, switching) = plan_and_execute(
+            resource,
+            &group,
+            &observed,
+            &previous,
+            status.leader.as_deref(),
+            plan_revision,
+            (&now, now_seconds),
+        );
+        let in_progress = execution.in_progress || switching.in_progress;
+        let remove_approval = execution.remove_approval;
+        let action = fold_executions(
+            &mut status,
+            &mut notices,
+            execution,
+            switching,
+            &previous.conditions,
+            &now,
+            generation,
+        );
+        (in_progress, remove_approval, action, None)
+    };
 
     // Labels first: they are what moves the -leader Service.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace);
@@ -408,7 +496,20 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
     // operator that stops here resumes from it.
     if let Some(action) = &action {
         if let Some(failure) = carry_out(ctx, &group, &pods, action).await? {
-            status = write_transfer_failure(ctx, &group, status, failure, &now, generation).await?;
+            let failed = ("TransferFailed", failure);
+            status = write_step_failure(ctx, &group, status, failed, &now, generation).await?;
+        }
+    }
+    if let Some(call) = &member_call {
+        match change_members(ctx, &group, &pods, &scaling, call).await {
+            Ok(()) => {
+                let notice = scale::notice(call);
+                publish(ctx, resource, notice.warning, &notice.reason, notice.note).await;
+            }
+            Err(failure) => {
+                let failed = ("MembershipChangeFailed", failure);
+                status = write_step_failure(ctx, &group, status, failed, &now, generation).await?;
+            }
         }
     }
     ctx.metrics
@@ -583,19 +684,41 @@ async fn carry_out(
     }
 }
 
-/// Writes a failed transfer's reason into the Progressing condition.
-async fn write_transfer_failure(
+/// Makes a membership step's admin call on the member it concerns: the
+/// leader, or for a transfer the leader about to be removed.
+async fn change_members(
+    ctx: &Context,
+    group: &Group<'_>,
+    pods: &[Option<Arc<Pod>>],
+    scaling: &ScaleExecution,
+    call: &MemberCall,
+) -> Result<(), String> {
+    let Some(leader) = &scaling.leader else {
+        return Err("no leader to ask".to_string());
+    };
+    let pod = pods.iter().flatten().find(|pod| pod.name_any() == *leader);
+    let Some(address) = member_address(pod.map(|p| p.as_ref()), ctx.settings.member_http_port)
+    else {
+        return Err(format!("the leader {leader} has no pod address"));
+    };
+    scale::call(group, &address, call, ctx.settings.transfer_timeout_ms).await?;
+    tracing::info!(group = %group.name, ?call, "membership step committed");
+    Ok(())
+}
+
+/// Writes why a step failed (it is retried) into the Progressing condition.
+async fn write_step_failure(
     ctx: &Context,
     group: &Group<'_>,
     mut status: DLedgerGroupStatus,
-    failure: String,
+    (reason, failure): (&str, String),
     now: &str,
     generation: Option<i64>,
 ) -> Result<DLedgerGroupStatus, Error> {
-    tracing::warn!(group = %group.name, reason = %failure, "transfer failed");
+    tracing::warn!(group = %group.name, reason, failure = %failure, "step failed");
     let verdict = Verdict {
         status: true,
-        reason: "TransferFailed".to_string(),
+        reason: reason.to_string(),
         message: failure,
     };
     let previous = status.conditions.clone();
@@ -745,6 +868,7 @@ pub async fn run(
     let (svc_store, svc_writer) = reflector::store();
     let (pdb_store, pdb_writer) = reflector::store();
     let (pod_store, pod_writer) = reflector::store();
+    let (configmap_store, configmap_writer) = reflector::store();
 
     // Status writes must not trigger reconciles: only spec and annotation
     // changes do (the pause, approval and restart annotations), and the timer.
@@ -780,12 +904,19 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let configmap_stream = reflector::reflector(
+        configmap_writer,
+        watcher(Api::<ConfigMap>::all(client.clone()), managed()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let stores = Stores {
         statefulsets: sts_store,
         services: svc_store,
         pdbs: pdb_store,
         pods: pod_store,
+        configmaps: configmap_store,
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
@@ -799,6 +930,7 @@ pub async fn run(
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
+        .owns_stream(configmap_stream)
         .watches_stream(pod_stream, |pod: Pod| {
             let namespace = pod.namespace()?;
             let instance = pod.labels().get(INSTANCE_LABEL)?.clone();

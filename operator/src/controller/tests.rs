@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -108,6 +108,7 @@ struct Writers {
     pods: Writer<Pod>,
     _services: Writer<Service>,
     _pdbs: Writer<PodDisruptionBudget>,
+    _configmaps: Writer<ConfigMap>,
 }
 
 /// A context whose watches have listed once (empty unless a test adds objects).
@@ -116,6 +117,8 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
     let (services, mut svc_writer) = reflector::store();
     let (pdbs, mut pdb_writer) = reflector::store();
     let (pods, mut pod_writer) = reflector::store();
+    let (configmaps, mut configmap_writer) = reflector::store();
+    configmap_writer.apply_watcher_event(&watcher::Event::InitDone);
     sts_writer.apply_watcher_event(&watcher::Event::InitDone);
     svc_writer.apply_watcher_event(&watcher::Event::InitDone);
     pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -125,6 +128,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
         services,
         pdbs,
         pods,
+        configmaps,
     };
     let ctx = Context::new(client, None, Metrics::new().unwrap(), settings, stores);
     (
@@ -134,6 +138,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
             pods: pod_writer,
             _services: svc_writer,
             _pdbs: pdb_writer,
+            _configmaps: configmap_writer,
         },
     )
 }
@@ -145,6 +150,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
     let (services, _svc) = reflector::store::<Service>();
     let (pdbs, _pdb) = reflector::store::<PodDisruptionBudget>();
     let (pods, _pods) = reflector::store::<Pod>();
+    let (configmaps, _configmaps) = reflector::store::<ConfigMap>();
     let settings = Settings {
         api_timeout_ms: 100,
         ..Settings::default()
@@ -154,6 +160,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
         services,
         pdbs,
         pods,
+        configmaps,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -195,6 +202,7 @@ async fn a_new_group_gets_its_children_then_its_status() {
     assert_eq!(
         kinds(&seen),
         [
+            "PATCH /api/v1/namespaces/shop/configmaps/orders-join",
             "PATCH /apis/apps/v1/namespaces/shop/statefulsets/orders",
             "PATCH /api/v1/namespaces/shop/services/orders-peers",
             "PATCH /api/v1/namespaces/shop/services/orders",
@@ -203,12 +211,24 @@ async fn a_new_group_gets_its_children_then_its_status() {
             "PATCH /apis/dledger.io/v1alpha1/namespaces/shop/dledgergroups/orders/status",
         ]
     );
-    assert_eq!(seen[0].body["spec"]["updateStrategy"]["type"], "OnDelete");
+    // A new group: its members bootstrap it from the list of spec.replicas
+    // pods, which the pods read from the ConfigMap applied before them.
+    assert_eq!(seen[0].body["data"]["DLEDGER_INITIAL_STATE"], "new");
     assert_eq!(
-        seen[0].body["metadata"]["ownerReferences"][0]["uid"],
+        seen[0].body["data"]["DLEDGER_PEERS"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .count(),
+        3
+    );
+    assert_eq!(seen[1].body["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(seen[1].body["spec"]["replicas"], 3);
+    assert_eq!(
+        seen[1].body["metadata"]["ownerReferences"][0]["uid"],
         "uid-1"
     );
-    let status = &seen[5].body["status"];
+    let status = &seen[6].body["status"];
     assert_eq!(status["phase"], "Creating");
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["members"].as_array().unwrap().len(), 3);
@@ -223,7 +243,7 @@ async fn a_second_reconcile_applies_nothing_unchanged() {
     let group = Arc::new(fixtures::minimal());
     reconcile(group.clone(), ctx.clone()).await.unwrap();
     // The watch delivers what the apply returned.
-    let applied: StatefulSet = serde_json::from_value(api.seen()[0].body.clone()).unwrap();
+    let applied: StatefulSet = serde_json::from_value(api.seen()[1].body.clone()).unwrap();
     let mut applied = applied;
     applied.metadata.uid = Some("uid-orders".into());
     applied.metadata.generation = Some(1);
@@ -261,7 +281,7 @@ async fn a_conflict_fails_the_reconcile_and_stops_there() {
         err.to_string().contains("apply StatefulSet orders"),
         "{err}"
     );
-    assert_eq!(api.seen().len(), 1, "nothing after the refused apply");
+    assert_eq!(api.seen().len(), 2, "nothing after the refused apply");
     let action = error_policy(group, &err, ctx.clone());
     assert_eq!(
         action,
@@ -289,7 +309,7 @@ async fn a_server_error_on_the_status_write_is_reported() {
         .unwrap_err();
     assert_eq!(err.metric_label(), "server_error");
     assert!(err.to_string().contains("write status of orders"), "{err}");
-    assert_eq!(api.seen().len(), 6);
+    assert_eq!(api.seen().len(), 7);
 }
 
 #[tokio::test]
@@ -316,7 +336,7 @@ async fn an_api_server_that_does_not_answer_times_out() {
         err.to_string().contains("apply Service orders-leader"),
         "{err}"
     );
-    assert_eq!(api.seen().len(), 4);
+    assert_eq!(api.seen().len(), 5);
 }
 
 fn member_pod(name: &str, ip: &str, role: Option<&str>) -> Pod {
@@ -440,6 +460,15 @@ async fn a_member_that_hangs_is_reported_silent_and_the_others_labelled() {
     );
 }
 
+/// The builders' inputs of a new three-member group.
+fn inputs(group: &Group<'_>) -> apply::Inputs<'static> {
+    let join = Join::desired(group, None, false, false, 3);
+    apply::Inputs {
+        statefulset_replicas: 3,
+        join: Box::leak(Box::new(join)),
+    }
+}
+
 #[tokio::test]
 async fn a_child_edited_or_deleted_by_hand_is_put_back_and_counted() {
     let applies = Arc::new(Mutex::new(0));
@@ -457,30 +486,45 @@ async fn a_child_edited_or_deleted_by_hand_is_put_back_and_counted() {
     let (ctx, mut writers) = context(client, Settings::default());
     let group = fixtures::minimal();
     let identity = Group::of(&group).unwrap();
-    apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
-    let mut edited = specs::statefulset(&identity);
+    apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
+    let mut edited = specs::statefulset(&identity, 3);
     edited.metadata.uid = Some("uid-orders".into());
     edited.metadata.generation = Some(2);
     writers
         .statefulsets
         .apply_watcher_event(&watcher::Event::Apply(edited));
-    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
+    let outcome = apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.repaired, ["StatefulSet/orders"]);
     // Nothing changed since: nothing to repair, nothing applied.
-    let mut current = specs::statefulset(&identity);
+    let mut current = specs::statefulset(&identity, 3);
     current.metadata.uid = Some("uid-orders".into());
     current.metadata.generation = Some(3);
     writers
         .statefulsets
         .apply_watcher_event(&watcher::Event::Apply(current));
     let before = api.seen().len();
-    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
+    let outcome = apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
     assert!(outcome.repaired.is_empty());
     assert!(!kinds(&api.seen()[before..])
         .iter()
@@ -501,19 +545,34 @@ async fn a_deleted_child_comes_back_as_a_repair_but_a_lagging_watch_is_not_one()
     let (ctx, _writers) = context(client, Settings::default());
     let group = fixtures::minimal();
     let identity = Group::of(&group).unwrap();
-    apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
+    apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
     // The watch has not delivered anything yet: the same objects come back.
-    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
+    let outcome = apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
     assert!(outcome.repaired.is_empty(), "{:?}", outcome.repaired);
     // The client Service was deleted by hand: the apply creates a new one.
     *recreated.lock().unwrap() = true;
-    let outcome = apply::ensure_children(&ctx, &identity, group.metadata.generation)
-        .await
-        .unwrap();
+    let outcome = apply::ensure_children(
+        &ctx,
+        &identity,
+        group.metadata.generation,
+        &inputs(&identity),
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.repaired, ["Service/orders"]);
 }
 

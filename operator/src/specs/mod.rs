@@ -2,18 +2,23 @@
 //! `pkg/specs`): each takes the group and returns the whole object the
 //! operator applies. No client, no clock; the unit tests check whole objects.
 
+mod join;
 mod labels;
 mod pdb;
 mod services;
 mod statefulset;
 
+pub use join::{
+    join_config_map, join_config_map_name, peer_list, InitialState, Join, INITIAL_STATE_VAR,
+    PEERS_VAR,
+};
 pub use labels::{
     common_labels, selector_labels, selector_string, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
     NAME_LABEL, ROLE_LABEL,
 };
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, leader_service, peers_service};
-pub use statefulset::{member_names, peer_list, statefulset, DATA_DIR, HTTP_PORT, PEER_PORT};
+pub use statefulset::{member_names, statefulset, DATA_DIR, HTTP_PORT, PEER_PORT};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};

@@ -8,16 +8,17 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::join::join_config_map_name;
 use super::{common_labels, selector_labels, Group, RESTARTED_AT_ANNOTATION};
 
 /// The binary protocol port (peers and clients).
@@ -31,25 +32,17 @@ const RUN_AS_ID: i64 = 65532;
 /// Time the pod gets beyond the replica's own SIGTERM hand-off.
 const TERMINATION_MARGIN_SECONDS: i64 = 10;
 
-/// The members' ids (pod names), in ordinal order.
-pub fn member_names(group: &Group<'_>) -> Vec<String> {
-    (0..group.spec.replicas.max(0))
+/// The pod names of the first `count` ordinals.
+pub fn member_names(group: &Group<'_>, count: u32) -> Vec<String> {
+    (0..count)
         .map(|ordinal| format!("{}-{ordinal}", group.name))
         .collect()
 }
 
-/// `DLEDGER_PEERS`: every member at its stable DNS name.
-pub fn peer_list(group: &Group<'_>) -> String {
-    let peers = group.peers_service_name();
-    member_names(group)
-        .iter()
-        .map(|pod| format!("{pod}={pod}.{peers}.{}.svc:{PEER_PORT}", group.namespace))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The StatefulSet `<name>`.
-pub fn statefulset(group: &Group<'_>) -> StatefulSet {
+/// The StatefulSet `<name>` with `replicas` pods: `spec.replicas`, or more
+/// while members past it are still in the configuration (the membership
+/// planner decides).
+pub fn statefulset(group: &Group<'_>, replicas: u32) -> StatefulSet {
     let spec = group.spec;
     let retention = spec
         .persistent_volume_claim_retention_policy
@@ -67,7 +60,7 @@ pub fn statefulset(group: &Group<'_>) -> StatefulSet {
             ..ObjectMeta::default()
         },
         spec: StatefulSetSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
             service_name: Some(group.peers_service_name()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&group.name)),
@@ -175,6 +168,13 @@ fn replica_container(group: &Group<'_>) -> Container {
         image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
         args: Some(vec!["serve".into()]),
         env: Some(environment(group)),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: join_config_map_name(group),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("peer".into()),
@@ -261,7 +261,8 @@ fn environment(group: &Group<'_>) -> Vec<EnvVar> {
                 ..EnvVarSource::default()
             }),
         },
-        value("DLEDGER_PEERS", peer_list(group)),
+        // DLEDGER_PEERS and DLEDGER_INITIAL_STATE come from the join ConfigMap.
+        value("DLEDGER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
         value("DLEDGER_DATA_DIR", DATA_DIR),
         value("DLEDGER_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
         value("DLEDGER_HEARTBEAT_MS", config.heartbeat_ms),
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn the_statefulset_is_ondelete_parallel_and_owned() {
         let group = fixtures::minimal();
-        let sts = statefulset(&Group::of(&group).unwrap());
+        let sts = statefulset(&Group::of(&group).unwrap(), 3);
         let spec = &sts.spec;
         assert_eq!(sts.metadata.name.as_deref(), Some("orders"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("shop"));
@@ -384,14 +385,34 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_names_every_member_and_the_pod() {
+    fn scaling_changes_the_replicas_and_not_the_pod_template() {
         let group = fixtures::minimal();
-        let sts = statefulset(&Group::of(&group).unwrap());
-        let env = env_of(&sts);
+        let group = Group::of(&group).unwrap();
+        let three = statefulset(&group, 3).spec;
+        let five = statefulset(&group, 5).spec;
+        assert_eq!((three.replicas, five.replicas), (Some(3), Some(5)));
         assert_eq!(
-            env["DLEDGER_PEERS"].value.as_deref(),
-            Some("orders-0=orders-0.orders-peers.shop.svc:20911,orders-1=orders-1.orders-peers.shop.svc:20911,orders-2=orders-2.orders-peers.shop.svc:20911")
+            three.template, five.template,
+            "a new revision would restart every member"
         );
+    }
+
+    #[test]
+    fn the_environment_names_the_pod_and_the_member_list_comes_from_the_join_config_map() {
+        let group = fixtures::minimal();
+        let sts = statefulset(&Group::of(&group).unwrap(), 3);
+        let env = env_of(&sts);
+        // In the template, a member list would make every scaling a new
+        // revision that restarts every member.
+        assert!(!env.contains_key("DLEDGER_PEERS"));
+        assert!(!env.contains_key("DLEDGER_INITIAL_STATE"));
+        assert_eq!(
+            env["DLEDGER_LISTEN"].value.as_deref(),
+            Some("0.0.0.0:20911")
+        );
+        let container = &sts.spec.template.spec.as_ref().unwrap().containers[0];
+        let from = container.env_from.as_ref().unwrap();
+        assert_eq!(from[0].config_map_ref.as_ref().unwrap().name, "orders-join");
         assert_eq!(env["DLEDGER_GROUP"].value.as_deref(), Some("orders"));
         let id = env["DLEDGER_ID"]
             .value_from
@@ -414,7 +435,7 @@ mod tests {
     #[test]
     fn the_pod_is_restricted_probed_and_outlives_the_hand_off() {
         let group = fixtures::minimal();
-        let sts = statefulset(&Group::of(&group).unwrap());
+        let sts = statefulset(&Group::of(&group).unwrap(), 3);
         let pod = sts.spec.template.spec.unwrap();
         let container = &pod.containers[0];
         assert_eq!(container.args, Some(vec!["serve".to_string()]));
@@ -478,7 +499,7 @@ mod tests {
             },
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}
         }));
-        let sts = statefulset(&Group::of(&group).unwrap());
+        let sts = statefulset(&Group::of(&group).unwrap(), 3);
         let env = env_of(&sts);
         assert_eq!(
             env["DLEDGER_PREFERRED_LEADER"].value.as_deref(),
@@ -488,15 +509,7 @@ mod tests {
             env["DLEDGER_FLUSH_MODE"].value.as_deref(),
             Some("page-cache")
         );
-        assert_eq!(
-            env["DLEDGER_PEERS"]
-                .value
-                .as_deref()
-                .unwrap()
-                .split(',')
-                .count(),
-            5
-        );
+        assert_eq!(sts.spec.replicas, Some(3));
         let spec = sts.spec;
         assert_eq!(
             spec.persistent_volume_claim_retention_policy
@@ -538,7 +551,7 @@ mod tests {
     #[test]
     fn the_restart_annotation_reaches_the_pod_template_so_a_new_value_rolls_the_members() {
         let mut group = fixtures::minimal();
-        let before = statefulset(&Group::of(&group).unwrap()).spec.template;
+        let before = statefulset(&Group::of(&group).unwrap(), 3).spec.template;
         assert!(before.metadata.unwrap().annotations.is_none());
         group.metadata.annotations = Some(
             [(
@@ -548,7 +561,7 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        let after = statefulset(&Group::of(&group).unwrap()).spec.template;
+        let after = statefulset(&Group::of(&group).unwrap(), 3).spec.template;
         assert_eq!(
             after.metadata.unwrap().annotations.unwrap()[RESTARTED_AT_ANNOTATION],
             "2026-12-02T22:00:00Z"
