@@ -15,3 +15,5 @@ mod operator;
 mod smoke;
 #[path = "kubernetes/upgrade.rs"]
 mod upgrade;
+#[path = "kubernetes/writes.rs"]
+mod writes;
