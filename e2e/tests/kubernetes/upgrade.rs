@@ -25,11 +25,11 @@ use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dledger_e2e::kube::{pod_is_ready, required_env, wait_for, Kubectl};
+use dledger_e2e::kube::{required_env, wait_for, Kubectl};
 
 use super::operator::{
-    group_yaml, install_operator, percentile, read_back, unique, wait_operator_ready, wait_running,
-    GROUP,
+    condition, group, group_yaml, install_operator, patch_group, percentile, pods_seen, read_back,
+    unique, wait_operator_ready, wait_running, PodSeen, GROUP,
 };
 use super::writes::{longest_gap_ms, Ack, Writer};
 
@@ -59,51 +59,6 @@ fn upgrade_timeout_ms() -> u64 {
 const BROKEN_STEP_TIMEOUT_SECONDS: u32 = 20;
 /// The goal for the longest pause of acknowledged writes in an upgrade.
 const WRITE_GAP_GOAL_MS: u128 = 1_000;
-
-/// What one poll of the group's pods saw.
-#[derive(Clone, Debug)]
-struct PodSeen {
-    uid: String,
-    ready: bool,
-    role: String,
-    image: String,
-    deleting: bool,
-}
-
-fn pods_seen(kubectl: &Kubectl, namespace: &str) -> Result<BTreeMap<String, PodSeen>, String> {
-    let selector = format!("app.kubernetes.io/instance={GROUP}");
-    let out = kubectl
-        .run(&[
-            "get",
-            "--namespace",
-            namespace,
-            "pods",
-            "-l",
-            &selector,
-            "-o",
-            "json",
-        ])
-        .map_err(|e| e.to_string())?;
-    let pods: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    Ok(pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pod| {
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-            (
-                text(&pod["metadata"]["name"]),
-                PodSeen {
-                    uid: text(&pod["metadata"]["uid"]),
-                    ready: pod_is_ready(pod),
-                    role: text(&pod["metadata"]["labels"]["dledger.io/role"]),
-                    image: text(&pod["spec"]["containers"][0]["image"]),
-                    deleting: !pod["metadata"]["deletionTimestamp"].is_null(),
-                },
-            )
-        })
-        .collect())
-}
 
 /// Watches the pods during an upgrade: the order in which they went away
 /// (with the role each had last) and the most members out of service at once.
@@ -200,38 +155,6 @@ impl Monitor {
             .map(|h| h.join().unwrap_or_else(|_| panic!("the monitor panicked")))
             .unwrap_or_default()
     }
-}
-
-fn patch_group(kubectl: &Kubectl, namespace: &str, patch: &str) {
-    kubectl
-        .run(&[
-            "patch",
-            "--namespace",
-            namespace,
-            &format!("dlg/{GROUP}"),
-            "--type",
-            "merge",
-            "-p",
-            patch,
-        ])
-        .unwrap_or_else(|e| panic!("patching the group with {patch}: {e}"));
-}
-
-fn group(kubectl: &Kubectl, namespace: &str) -> serde_json::Value {
-    kubectl
-        .get_json(namespace, &format!("dlg/{GROUP}"))
-        .unwrap_or_else(|e| panic!("the group: {e}"))
-}
-
-fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
-    group["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
-            (text(&c["status"]), text(&c["reason"]), text(&c["message"]))
-        })
 }
 
 /// The version a replica built into `image` reports in `/status`: the two
