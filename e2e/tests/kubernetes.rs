@@ -11,6 +11,8 @@
 mod chart;
 #[path = "kubernetes/operator.rs"]
 mod operator;
+#[path = "kubernetes/scaling.rs"]
+mod scaling;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
 #[path = "kubernetes/upgrade.rs"]

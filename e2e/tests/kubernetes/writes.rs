@@ -2,8 +2,9 @@
 //! share (`upgrade.rs`, `scaling.rs`): a `kubectl run -i` pod appending
 //! through the client Service, one line every [`WRITE_INTERVAL_MS`], each
 //! acknowledgement timed as it arrives; the longest gap between
-//! acknowledgements.
+//! acknowledgements; and the checks that what it was told holds.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dledger_e2e::kube::{wait_for, REPLICA_PEER_PORT};
+use dledger_e2e::kube::{wait_for, Kubectl, REPLICA_PEER_PORT};
 
-use super::operator::GROUP;
+use super::operator::{read_log, GROUP};
 
 /// The writer offers one append per this many milliseconds.
 pub(super) const WRITE_INTERVAL_MS: u64 = 10;
@@ -186,4 +187,56 @@ pub(super) fn longest_gap_ms(acks: &[Ack]) -> u128 {
         .map(|w| w[1].at.duration_since(w[0].at).as_millis())
         .max()
         .unwrap_or(0)
+}
+
+/// The acknowledgements themselves are consistent: indexes strictly
+/// increasing in the order they were acknowledged, no payload acknowledged
+/// twice.
+pub(super) fn check_ack_order(acks: &[Ack]) {
+    for w in acks.windows(2) {
+        assert!(
+            w[0].index < w[1].index,
+            "acknowledged indexes not strictly increasing: {} ({}) then {} ({})",
+            w[0].index,
+            w[0].payload,
+            w[1].index,
+            w[1].payload
+        );
+    }
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for ack in acks {
+        if let Some(before) = seen.insert(&ack.payload, ack.index) {
+            panic!(
+                "{} acknowledged twice: at {before} and at {}",
+                ack.payload, ack.index
+            );
+        }
+    }
+}
+
+/// Every acknowledged write is in `pod`'s log at its index with its term and
+/// payload, and no acknowledged payload is in that log at a second index (a
+/// retried append written twice).
+pub(super) fn check_acks_kept(kubectl: &Kubectl, namespace: &str, pod: &str, acks: &[Ack]) {
+    let log = read_log(kubectl, namespace, pod);
+    for ack in acks {
+        assert_eq!(
+            log.get(&ack.index),
+            Some(&(ack.term, ack.payload.clone())),
+            "acknowledged entry {} (term {}, {}) is not in the log of {pod}",
+            ack.index,
+            ack.term,
+            ack.payload
+        );
+    }
+    let acknowledged: BTreeMap<&str, u64> =
+        acks.iter().map(|a| (a.payload.as_str(), a.index)).collect();
+    for (index, (_, payload)) in &log {
+        if let Some(at) = acknowledged.get(payload.as_str()) {
+            assert_eq!(
+                at, index,
+                "{payload}, acknowledged at {at}, is also at {index} in the log of {pod}"
+            );
+        }
+    }
 }
