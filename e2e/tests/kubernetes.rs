@@ -11,7 +11,11 @@
 mod chart;
 #[path = "kubernetes/operator.rs"]
 mod operator;
+#[path = "kubernetes/scaling.rs"]
+mod scaling;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
 #[path = "kubernetes/upgrade.rs"]
 mod upgrade;
+#[path = "kubernetes/writes.rs"]
+mod writes;

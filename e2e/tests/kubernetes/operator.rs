@@ -177,6 +177,93 @@ pub(super) fn wait_running(
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// What one poll of the group's pods saw.
+#[derive(Clone, Debug)]
+pub(super) struct PodSeen {
+    pub(super) uid: String,
+    pub(super) ready: bool,
+    pub(super) role: String,
+    pub(super) image: String,
+    pub(super) deleting: bool,
+}
+
+/// The group's pods by name, or why they could not be listed.
+pub(super) fn pods_seen(
+    kubectl: &Kubectl,
+    namespace: &str,
+) -> Result<BTreeMap<String, PodSeen>, String> {
+    let selector = format!("app.kubernetes.io/instance={GROUP}");
+    let out = kubectl
+        .run(&[
+            "get",
+            "--namespace",
+            namespace,
+            "pods",
+            "-l",
+            &selector,
+            "-o",
+            "json",
+        ])
+        .map_err(|e| e.to_string())?;
+    let pods: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|pod| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                text(&pod["metadata"]["name"]),
+                PodSeen {
+                    uid: text(&pod["metadata"]["uid"]),
+                    ready: pod_is_ready(pod),
+                    role: text(&pod["metadata"]["labels"]["dledger.io/role"]),
+                    image: text(&pod["spec"]["containers"][0]["image"]),
+                    deleting: !pod["metadata"]["deletionTimestamp"].is_null(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// `kubectl patch dlg/<GROUP> --type merge -p <patch>`.
+pub(super) fn patch_group(kubectl: &Kubectl, namespace: &str, patch: &str) {
+    kubectl
+        .run(&[
+            "patch",
+            "--namespace",
+            namespace,
+            &format!("dlg/{GROUP}"),
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ])
+        .unwrap_or_else(|e| panic!("patching the group with {patch}: {e}"));
+}
+
+/// The group object.
+pub(super) fn group(kubectl: &Kubectl, namespace: &str) -> serde_json::Value {
+    kubectl
+        .get_json(namespace, &format!("dlg/{GROUP}"))
+        .unwrap_or_else(|e| panic!("the group: {e}"))
+}
+
+/// The condition `type_` of a group object: (status, reason, message).
+pub(super) fn condition(
+    group: &serde_json::Value,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    group["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+            (text(&c["status"]), text(&c["reason"]), text(&c["message"]))
+        })
+}
+
 /// The pods named by the `-leader` Service's EndpointSlices.
 fn leader_endpoints(kubectl: &Kubectl, namespace: &str, name: &str) -> Result<Vec<String>, String> {
     let selector = format!("kubernetes.io/service-name={name}-leader");
@@ -365,6 +452,23 @@ pub(super) fn read_back(
     pod: &str,
     acks: &[(u64, u64, String)],
 ) {
+    let log = read_log(kubectl, namespace, pod);
+    for (index, term, payload) in acks {
+        assert_eq!(
+            log.get(index),
+            Some(&(*term, payload.clone())),
+            "acknowledged entry {index} (term {term}, {payload}) is not in the log"
+        );
+    }
+}
+
+/// A member's committed log from index 1, read inside its pod: index ->
+/// (term, payload).
+pub(super) fn read_log(
+    kubectl: &Kubectl,
+    namespace: &str,
+    pod: &str,
+) -> BTreeMap<u64, (u64, String)> {
     let out = kubectl
         .exec(
             namespace,
@@ -382,22 +486,14 @@ pub(super) fn read_back(
             ],
         )
         .unwrap_or_else(|e| panic!("reading the log from {pod}: {e}"));
-    let log: BTreeMap<u64, (u64, String)> = out
-        .lines()
+    out.lines()
         .filter_map(|line| {
             let mut parts = line.splitn(3, '\t');
             let index = parts.next()?.parse().ok()?;
             let term = parts.next()?.parse().ok()?;
             Some((index, (term, parts.next().unwrap_or("").to_owned())))
         })
-        .collect();
-    for (index, term, payload) in acks {
-        assert_eq!(
-            log.get(index),
-            Some(&(*term, payload.clone())),
-            "acknowledged entry {index} (term {term}, {payload}) is not in the log"
-        );
-    }
+        .collect()
 }
 
 pub(super) fn percentile(sorted_ms: &[u128], p: f64) -> u128 {

@@ -19,19 +19,19 @@
 //! size, for the closing note's figures.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dledger_e2e::kube::{pod_is_ready, required_env, wait_for, Kubectl, REPLICA_PEER_PORT};
+use dledger_e2e::kube::{required_env, wait_for, Kubectl};
 
 use super::operator::{
-    group_yaml, install_operator, percentile, read_back, unique, wait_operator_ready, wait_running,
-    GROUP,
+    condition, group, group_yaml, install_operator, patch_group, percentile, pods_seen, read_back,
+    unique, wait_operator_ready, wait_running, PodSeen, GROUP,
 };
+use super::writes::{longest_gap_ms, Ack, Writer};
 
 /// How many members the group has: `DLEDGER_UPGRADE_MEMBERS` (odd, at
 /// least 3; default 3).
@@ -55,213 +55,10 @@ const SWITCHOVER_TIMEOUT_SECONDS: u64 = 60;
 fn upgrade_timeout_ms() -> u64 {
     UPGRADE_TIMEOUT_PER_MEMBER_MS * *MEMBERS as u64
 }
-/// The writer offers one append per this many milliseconds.
-const WRITE_INTERVAL_MS: u64 = 10;
 /// The broken image's step gives up after this long (the schema's minimum is 10).
 const BROKEN_STEP_TIMEOUT_SECONDS: u32 = 20;
 /// The issue's goal for the longest pause of acknowledged writes in an upgrade.
 const WRITE_GAP_GOAL_MS: u128 = 1_000;
-
-/// One acknowledged append, as the writer saw it.
-#[derive(Clone, Debug)]
-struct Ack {
-    at: Instant,
-    index: u64,
-    term: u64,
-    payload: String,
-}
-
-/// A `kubectl run -i` pod running `dledger-replica append` against the
-/// client Service, fed one line every [`WRITE_INTERVAL_MS`] from this
-/// process; each acknowledgement is timed when its line arrives.
-struct Writer {
-    child: Child,
-    stop: Arc<AtomicBool>,
-    feeder: Option<JoinHandle<()>>,
-    reader: Option<JoinHandle<()>>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-}
-
-impl Writer {
-    fn start(kubectl_program: &str, kubeconfig: &str, namespace: &str, image: &str) -> Self {
-        let servers = format!("{GROUP}.{namespace}.svc.cluster.local:{REPLICA_PEER_PORT}");
-        let mut child = Command::new(kubectl_program)
-            .args([
-                "--kubeconfig",
-                kubeconfig,
-                "run",
-                "writer",
-                "--namespace",
-                namespace,
-                "--quiet",
-                "-i",
-                "--restart=Never",
-                "--image-pull-policy=IfNotPresent",
-                &format!("--image={image}"),
-                "--",
-                "append",
-                "--servers",
-                &servers,
-                "--group",
-                GROUP,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("kubectl run writer: {e}"));
-        let mut input = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
-        let output = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let feeder = {
-            let (stop, sent) = (stop.clone(), sent.clone());
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let payload = format!("u-{n}");
-                    // Recorded before it is written: the reader pairs the
-                    // i-th acknowledgement with the i-th line.
-                    sent.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(payload.clone());
-                    if writeln!(input, "{payload}").is_err() {
-                        return;
-                    }
-                    n += 1;
-                    std::thread::sleep(Duration::from_millis(WRITE_INTERVAL_MS));
-                }
-                // Dropping stdin ends the writer once it has committed the rest.
-            })
-        };
-        let reader = {
-            let acks = acks.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines() {
-                    let Ok(line) = line else { return };
-                    let at = Instant::now();
-                    let Some((index, term)) = line.trim().split_once('\t') else {
-                        // `kubectl run` merges the CLI's "waiting for" notices.
-                        continue;
-                    };
-                    let (Ok(index), Ok(term)) = (index.parse(), term.parse()) else {
-                        continue;
-                    };
-                    let mut acks = acks.lock().unwrap_or_else(|e| e.into_inner());
-                    let payload = sent
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(acks.len())
-                        .cloned()
-                        .unwrap_or_else(|| panic!("acknowledgement {line:?} of a line never sent"));
-                    acks.push(Ack {
-                        at,
-                        index,
-                        term,
-                        payload,
-                    });
-                }
-            })
-        };
-        Self {
-            child,
-            stop,
-            feeder: Some(feeder),
-            reader: Some(reader),
-            acks,
-        }
-    }
-
-    fn acks(&self) -> Vec<Ack> {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn wait_acks(&self, at_least: usize) {
-        wait_for("the writer's acknowledgements", 180_000, || {
-            let n = self.acks().len();
-            if n >= at_least {
-                Ok(())
-            } else {
-                Err(format!("{n} acknowledged"))
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// Stops feeding, lets the writer commit what it has, returns every acknowledgement.
-    fn finish(mut self) -> Vec<Ack> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(feeder) = self.feeder.take() {
-            feeder
-                .join()
-                .unwrap_or_else(|_| panic!("the feeder panicked"));
-        }
-        let status = self
-            .child
-            .wait()
-            .unwrap_or_else(|e| panic!("waiting for kubectl run: {e}"));
-        if let Some(reader) = self.reader.take() {
-            reader
-                .join()
-                .unwrap_or_else(|_| panic!("the reader panicked"));
-        }
-        assert!(status.success(), "the writer pod failed: {status}");
-        self.acks()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.child.kill();
-    }
-}
-
-/// What one poll of the group's pods saw.
-#[derive(Clone, Debug)]
-struct PodSeen {
-    uid: String,
-    ready: bool,
-    role: String,
-    image: String,
-    deleting: bool,
-}
-
-fn pods_seen(kubectl: &Kubectl, namespace: &str) -> Result<BTreeMap<String, PodSeen>, String> {
-    let selector = format!("app.kubernetes.io/instance={GROUP}");
-    let out = kubectl
-        .run(&[
-            "get",
-            "--namespace",
-            namespace,
-            "pods",
-            "-l",
-            &selector,
-            "-o",
-            "json",
-        ])
-        .map_err(|e| e.to_string())?;
-    let pods: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    Ok(pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pod| {
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-            (
-                text(&pod["metadata"]["name"]),
-                PodSeen {
-                    uid: text(&pod["metadata"]["uid"]),
-                    ready: pod_is_ready(pod),
-                    role: text(&pod["metadata"]["labels"]["dledger.io/role"]),
-                    image: text(&pod["spec"]["containers"][0]["image"]),
-                    deleting: !pod["metadata"]["deletionTimestamp"].is_null(),
-                },
-            )
-        })
-        .collect())
-}
 
 /// Watches the pods during an upgrade: the order in which they went away
 /// (with the role each had last) and the most members out of service at once.
@@ -358,38 +155,6 @@ impl Monitor {
             .map(|h| h.join().unwrap_or_else(|_| panic!("the monitor panicked")))
             .unwrap_or_default()
     }
-}
-
-fn patch_group(kubectl: &Kubectl, namespace: &str, patch: &str) {
-    kubectl
-        .run(&[
-            "patch",
-            "--namespace",
-            namespace,
-            &format!("dlg/{GROUP}"),
-            "--type",
-            "merge",
-            "-p",
-            patch,
-        ])
-        .unwrap_or_else(|e| panic!("patching the group with {patch}: {e}"));
-}
-
-fn group(kubectl: &Kubectl, namespace: &str) -> serde_json::Value {
-    kubectl
-        .get_json(namespace, &format!("dlg/{GROUP}"))
-        .unwrap_or_else(|e| panic!("the group: {e}"))
-}
-
-fn condition(group: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
-    group["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
-            (text(&c["status"]), text(&c["reason"]), text(&c["message"]))
-        })
 }
 
 /// The version a replica built into `image` reports in `/status`: the two
@@ -561,11 +326,7 @@ fn upgrade_round(
         2,
         "exactly one leadership change seen by the writes: terms {terms:?}"
     );
-    let gap_ms = acks
-        .windows(2)
-        .map(|w| w[1].at.duration_since(w[0].at).as_millis())
-        .max()
-        .unwrap_or(0);
+    let gap_ms = longest_gap_ms(&acks);
     eprintln!(
         "upgrade: to {image}: {total_ms} ms in all, {} writes acknowledged meanwhile, longest gap between acknowledgements {gap_ms} ms (goal {WRITE_GAP_GOAL_MS})",
         acks.len()
@@ -680,11 +441,7 @@ fn restart_with_a_hand_delete(kubectl: &Kubectl, namespace: &str, writer: &Write
         2,
         "exactly one leadership change seen by the writes: terms {terms:?}"
     );
-    let gap_ms = acks
-        .windows(2)
-        .map(|w| w[1].at.duration_since(w[0].at).as_millis())
-        .max()
-        .unwrap_or(0);
+    let gap_ms = longest_gap_ms(acks);
     eprintln!(
         "upgrade: restart with {by_hand} deleted by hand: {total_ms} ms after the resume, \
          longest gap between acknowledgements {gap_ms} ms"
