@@ -161,7 +161,8 @@ pub enum WaitReason {
         /// The pod.
         member: String,
     },
-    /// The learner is still catching up.
+    /// The learner is still catching up (or has not acknowledged the entry
+    /// that added it yet).
     CatchingUp {
         /// The learner.
         member: String,
@@ -406,8 +407,14 @@ fn missing(input: &ScaleInput, leader: &LeaderView) -> Option<Step> {
             continue;
         }
         if config.learners.iter().any(|member| member.name == name) {
-            let lag = leader.last_index.saturating_sub(match_index(leader, &name));
-            if lag > input.promote_max_lag || !is_live(input, leader, &name) {
+            let matched = match_index(leader, &name);
+            let lag = leader.last_index.saturating_sub(matched);
+            // Within the bound is not enough on a short log: it must also
+            // hold the entry that added it, proof it has heard this leader.
+            if lag > input.promote_max_lag
+                || matched < config.index
+                || !is_live(input, leader, &name)
+            {
                 return Some(Step::Wait(WaitReason::CatchingUp { member: name, lag }));
             }
             return Some(Step::Promote { member: name });

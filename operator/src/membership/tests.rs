@@ -139,6 +139,14 @@ fn a_learner_is_promoted_only_once_caught_up_and_heard_from() {
     );
     leader(&mut input).peers[2].match_index = LAST - MAX_LAG;
     assert_eq!(plan(&input).step, Step::Promote { member: name(3) });
+    // On a short log the bound is met at once: the learner must at least
+    // hold the entry that added it.
+    leader(&mut input).configuration.index = LAST - MAX_LAG + 1;
+    assert!(matches!(
+        plan(&input).step,
+        Step::Wait(WaitReason::CatchingUp { .. })
+    ));
+    leader(&mut input).configuration.index = 1;
     leader(&mut input).peers[2].last_contact_ms = CONTACT_MS + 1;
     assert!(matches!(
         plan(&input).step,
