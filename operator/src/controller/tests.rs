@@ -800,3 +800,207 @@ fn the_upgrade_goes_before_the_switchover_and_its_trouble_hides_the_polls() {
     let reasons: Vec<&str> = notices.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(reasons, ["LeaderElected"]);
 }
+
+/// A fake member on `listener` answering `/status` with `status`, and a
+/// membership change with the configuration it was given; every request
+/// line and body it got goes to `requests`.
+fn scripted_member(listener: TcpListener, status: Value, requests: Requests) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            // Headers and body may come in separate writes: read both.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let (head, body) = loop {
+                let read = stream.read(&mut buffer).unwrap_or(0);
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|h| {
+                            h.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length || read == 0 {
+                        break (head.to_string(), body.to_string());
+                    }
+                }
+                if read == 0 {
+                    break (text, String::new());
+                }
+            };
+            let line = head.lines().next().unwrap_or_default().to_string();
+            requests
+                .lock()
+                .unwrap()
+                .push((line.clone(), body.to_string()));
+            let answer = if line.starts_with("GET /status") {
+                status.clone()
+            } else {
+                status["configuration"].clone()
+            };
+            let answer = answer.to_string();
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+}
+
+/// What a fake member was asked: request line and body.
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A `/status` of `id` in a group whose configuration is voters 0..3.
+fn member_status(id: &str, role: &str, incarnation: u64) -> Value {
+    let voter = |n: u32| json!({"id": format!("orders-{n}"), "address": format!("orders-{n}.orders-peers.shop.svc:20911"), "httpAddress": format!("orders-{n}.orders-peers.shop.svc:8080")});
+    let peers: Vec<Value> = if role == "leader" {
+        (1..3)
+            .map(|n| json!({"id": format!("orders-{n}"), "matchIndex": 50, "lag": 0, "lastContactMs": 20}))
+            .collect()
+    } else {
+        vec![]
+    };
+    json!({
+        "group": "orders", "id": id, "version": "0.1.0", "role": role, "term": 4, "leaderId": "orders-0",
+        "firstIndex": 1, "lastIndex": 50, "lastTerm": 4, "commitIndex": 50, "peers": peers,
+        "incarnation": incarnation,
+        "configuration": {"index": 7, "committed": true, "voters": [voter(0), voter(1), voter(2)], "learners": []}
+    })
+}
+
+/// Members 0..3 of a formed group and, when `with_new_pod`, pod orders-3
+/// (incarnation 0x77, not in the configuration yet), all answering on
+/// loopback; the StatefulSet has 3 replicas on an outdated revision, and
+/// the resource asks for 5.
+async fn growing_group(with_new_pod: bool) -> (Arc<Context>, FakeApi, Requests) {
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap().port();
+    let leader_requests = Requests::default();
+    let ignored = Requests::default();
+    scripted_member(
+        first,
+        member_status("orders-0", "leader", 0),
+        leader_requests.clone(),
+    );
+    let mut members = vec![
+        (
+            "orders-1",
+            "127.0.0.2",
+            member_status("orders-1", "follower", 0),
+        ),
+        (
+            "orders-2",
+            "127.0.0.3",
+            member_status("orders-2", "follower", 0),
+        ),
+    ];
+    if with_new_pod {
+        let mut status = member_status("orders-3", "learner", 0x77);
+        status["configuration"] =
+            json!({"index": 0, "committed": false, "voters": [], "learners": []});
+        members.push(("orders-3", "127.0.0.4", status));
+    }
+    for (_, ip, status) in &members {
+        let listener = TcpListener::bind((*ip, port)).unwrap();
+        scripted_member(listener, status.clone(), ignored.clone());
+    }
+    let (client, api) = FakeApi::start(Box::new(upgrading));
+    let settings = Settings {
+        member_http_port: port,
+        poll_timeout_ms: 500,
+        ..Settings::default()
+    };
+    let (ctx, mut writers) = context(client, settings);
+    let mut sts = specs::statefulset(&Group::of(&fixtures::minimal()).unwrap(), 3);
+    sts.metadata.uid = Some("uid-orders".into());
+    writers
+        .statefulsets
+        .apply_watcher_event(&watcher::Event::Apply(sts));
+    let pods = std::iter::once(("orders-0", "127.0.0.1"))
+        .chain(members.iter().map(|(name, ip, _)| (*name, *ip)));
+    for (name, ip) in pods {
+        let mut pod = member_pod(name, ip, None);
+        pod.metadata.uid = Some(format!("uid-{name}"));
+        writers
+            .pods
+            .apply_watcher_event(&watcher::Event::Apply(pod));
+    }
+    (ctx, api, leader_requests)
+}
+
+fn five_replicas() -> DLedgerGroup {
+    fixtures::group(
+        json!({"replicas": 5, "image": "localhost/dledger-replica:dev", "storage": {"size": "1Gi"}}),
+    )
+}
+
+#[tokio::test]
+async fn growth_scales_the_statefulset_first_and_holds_the_upgrade() {
+    let (ctx, api, leader_requests) = growing_group(false).await;
+    reconcile(Arc::new(five_replicas()), ctx).await.unwrap();
+    let seen = api.seen();
+    assert!(
+        !seen.iter().any(|s| s.method == Method::DELETE),
+        "an upgrade step while the membership changes: {:?}",
+        kinds(&seen)
+    );
+    let join = seen.iter().find(|s| s.path.contains("configmaps")).unwrap();
+    assert_eq!(join.body["data"]["DLEDGER_INITIAL_STATE"], "existing");
+    let sts = seen
+        .iter()
+        .find(|s| s.path.contains("statefulsets"))
+        .unwrap();
+    assert_eq!(sts.body["spec"]["replicas"], 5);
+    let status = &seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"];
+    assert!(status.get("upgrade").is_none());
+    assert_eq!(
+        status["configuration"]["voters"],
+        json!(["orders-0", "orders-1", "orders-2"])
+    );
+    let progressing = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["reason"], "Scaling");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("orders-3"),
+        "{progressing}"
+    );
+    let calls = leader_requests.lock().unwrap();
+    assert!(
+        calls
+            .iter()
+            .all(|(line, _)| line.starts_with("GET /status")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_pod_is_added_on_the_leader_as_a_learner_of_its_incarnation() {
+    let (ctx, _api, leader_requests) = growing_group(true).await;
+    reconcile(Arc::new(five_replicas()), ctx).await.unwrap();
+    let calls = leader_requests.lock().unwrap();
+    let adds: Vec<&String> = calls
+        .iter()
+        .filter(|(line, _)| line.starts_with("POST /admin/members "))
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(adds.len(), 1, "{calls:?}");
+    let body: Value = serde_json::from_str(adds[0]).unwrap();
+    assert_eq!(body["id"], "orders-3");
+    assert_eq!(body["address"], "orders-3.orders-peers.shop.svc:20911");
+    assert_eq!(body["httpAddress"], "orders-3.orders-peers.shop.svc:8080");
+    assert_eq!(body["incarnation"], 0x77);
+}
