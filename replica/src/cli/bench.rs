@@ -15,7 +15,7 @@ use bytes::Bytes;
 use clap::Args;
 use tokio::time::Instant;
 
-use super::client_cmds::{HttpTarget, Target};
+use super::client_cmds::Target;
 use super::local_cluster::{LocalCluster, LocalClusterArgs};
 use super::serve::FlushModeArg;
 use crate::admin_client::AdminClient;
@@ -83,9 +83,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub hook: Option<String>,
 
-    /// Without --local: the members' HTTP addresses, in member order.
-    #[command(flatten)]
-    pub http: HttpTarget,
+    /// Without --local: the members' HTTP addresses, `host:port,...`, in
+    /// member order (for --failover-kills; `--servers` here is the binary
+    /// protocol addresses, as in the other client commands).
+    #[arg(
+        long = "http",
+        env = "DLEDGER_HTTP",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:18080,127.0.0.1:18081,127.0.0.1:18082"
+    )]
+    pub http: Vec<String>,
 
     /// The `system` name in JSON output.
     #[arg(long, default_value = "dledger")]
@@ -289,7 +296,7 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
                 .iter()
                 .map(|m| m.http_address.clone())
                 .collect(),
-            None => args.http.addresses.clone(),
+            None => args.http.clone(),
         };
         let mut killer = match cluster.as_mut() {
             Some(local) => Killer::Local(local),

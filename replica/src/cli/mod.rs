@@ -70,3 +70,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Log(command) => log::run(command),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap checks a command line's definition only when it is parsed in a
+    /// debug build (two flags of one name, say); this checks every
+    /// subcommand at once (`bench` once had two `--servers`).
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
