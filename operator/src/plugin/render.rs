@@ -6,7 +6,9 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use super::patches::{is_paused, waits_for_approval};
-use crate::crd::{Condition, DLedgerGroup, MemberStatus, SwitchoverStatus, UpgradeStatus};
+use crate::crd::{
+    Condition, ConfigurationStatus, DLedgerGroup, MemberStatus, SwitchoverStatus, UpgradeStatus,
+};
 
 /// Everything `status` shows.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -28,6 +30,9 @@ pub struct Overview {
     pub term: u64,
     /// `status.commitIndex`.
     pub commit_index: u64,
+    /// The leader's configuration (`status.configuration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<ConfigurationStatus>,
     /// The step in progress (`status.upgrade`).
     pub upgrade: Option<UpgradeStatus>,
     /// The pause annotation is set.
@@ -67,6 +72,7 @@ pub fn overview(group: &DLedgerGroup, pods: &[Pod]) -> Overview {
         leader: status.leader,
         term: status.term,
         commit_index: status.commit_index,
+        configuration: status.configuration,
         upgrade: status.upgrade,
         upgrade_paused: is_paused(group),
         waiting_for_approval: waits_for_approval(group),
@@ -133,6 +139,13 @@ pub fn table(view: &Overview) -> String {
             None => "none".into(),
         },
     );
+    if let Some(configuration) = &view.configuration {
+        let mut line = format!("voters {}", configuration.voters.join(", "));
+        if !configuration.learners.is_empty() {
+            line.push_str(&format!("; learners {}", configuration.learners.join(", ")));
+        }
+        header("Members", line);
+    }
     header("Upgrade", upgrade_line(view));
     header("Switchover", switchover_line(view));
     for condition in &view.conditions {
@@ -297,6 +310,22 @@ orders-0   leader     7      100    100      0     0.1.0     yes     yes
 orders-1   follower   7      98     98       2     0.1.0     yes     yes
 orders-2   follower   7      100    100      0     0.1.0     yes     yes
 "
+        );
+    }
+
+    #[test]
+    fn the_configuration_gets_a_line_with_its_learners() {
+        let mut group = group();
+        group.status.as_mut().unwrap().configuration = Some(ConfigurationStatus {
+            index: 9,
+            voters: vec!["orders-0".into(), "orders-1".into(), "orders-2".into()],
+            learners: vec!["orders-3#00000000000000ab".into()],
+        });
+        let text = table(&overview(&group, &[]));
+        let line = text.lines().find(|l| l.starts_with("Members:")).unwrap();
+        assert_eq!(
+            line,
+            "Members:     voters orders-0, orders-1, orders-2; learners orders-3#00000000000000ab"
         );
     }
 
