@@ -148,7 +148,8 @@ fn diagnostics(kubectl: &Kubectl, namespace: &str) -> String {
 /// What the polls of one step saw on the way.
 #[derive(Debug, Default)]
 struct Seen {
-    /// Every reason of the `Progressing` condition seen.
+    /// Every reason of the `Progressing` condition seen (with the message,
+    /// for a failed step).
     progressing: BTreeSet<String>,
     /// Every member seen in `status.configuration.learners`.
     learners: BTreeSet<String>,
@@ -174,8 +175,15 @@ fn wait_members(
                 .get_json(namespace, &format!("dlg/{GROUP}"))
                 .map_err(|e| e.to_string())?;
             let progressing = condition(&group, "Progressing");
-            if let Some((_, reason, _)) = &progressing {
-                seen.progressing.insert(reason.clone());
+            if let Some((_, reason, message)) = &progressing {
+                // A failed step is retried; its message says why it failed.
+                let failed = reason.ends_with("Failed");
+                let shown = if failed {
+                    format!("{reason}: {message}")
+                } else {
+                    reason.clone()
+                };
+                seen.progressing.insert(shown);
             }
             let configuration = Configuration::of(&group)?;
             seen.learners.extend(configuration.learners.iter().cloned());
