@@ -33,7 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use self::apply::{Applied, Inputs};
 use self::decide::{decide, Decision, Facts, Notice, Observed, PodFacts};
 use self::poll::{poll_members, Target};
-use self::scale::{MemberCall, ScaleExecution};
+use self::scale::ScaleExecution;
 use self::switchover::{SwitchoverExecution, SwitchoverInput};
 use self::upgrade::{Disruption, ExecInput, Execution, Verdict, PAUSE_ANNOTATION};
 use crate::crd::{Condition, DLedgerGroup, DLedgerGroupStatus};
@@ -691,7 +691,7 @@ async fn change_members(
     group: &Group<'_>,
     pods: &[Option<Arc<Pod>>],
     scaling: &ScaleExecution,
-    call: &MemberCall,
+    call: &membership::Change,
 ) -> Result<(), String> {
     let Some(leader) = &scaling.leader else {
         return Err("no leader to ask".to_string());

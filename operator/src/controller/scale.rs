@@ -12,43 +12,10 @@ use super::decide::{Notice, Observed};
 use super::poll::Polled;
 use super::upgrade::Verdict;
 use crate::membership::planner::{
-    self, ConfigMember, Configuration, LeaderView, PeerProgress, Plan, PodView, Removal,
+    self, Change, ConfigMember, Configuration, LeaderView, PeerProgress, Plan, PodView, Removal,
     ScaleInput, Step, WaitReason,
 };
 use crate::specs::{Group, HTTP_PORT, PEER_PORT};
-
-/// The one admin call of a membership step, made on the leader.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MemberCall {
-    /// `POST /admin/members`.
-    Add {
-        /// The pod name.
-        member: String,
-        /// Its incarnation, as its `/status` reported it.
-        incarnation: u64,
-    },
-    /// `POST /admin/members/{member}/promote`.
-    Promote {
-        /// The learner.
-        member: String,
-    },
-    /// `DELETE /admin/members/{member}`.
-    Remove {
-        /// The member.
-        member: String,
-        /// Why, for the Event.
-        why: Removal,
-        /// The incarnation removed, for the Event.
-        incarnation: u64,
-    },
-    /// `POST /admin/transfer-leadership?to=<to>` on `from`.
-    Transfer {
-        /// The leader, about to be removed.
-        from: String,
-        /// The voter that stays.
-        to: String,
-    },
-}
 
 /// What the membership executor decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +28,8 @@ pub struct ScaleExecution {
     pub busy: bool,
     /// The `Progressing` verdict while busy.
     pub progressing: Option<Verdict>,
-    /// The call to make, after the status is written.
-    pub call: Option<MemberCall>,
+    /// The change to make on the leader, after the status is written.
+    pub call: Option<Change>,
 }
 
 /// The `Progressing` reason while the membership changes.
@@ -180,29 +147,7 @@ pub fn execute(input: &ScaleInput, plan: &Plan) -> ScaleExecution {
             }
         }
         Step::Wait(_) => None,
-        Step::Add {
-            member,
-            incarnation,
-        } => Some(MemberCall::Add {
-            member: member.clone(),
-            incarnation: *incarnation,
-        }),
-        Step::Promote { member } => Some(MemberCall::Promote {
-            member: member.clone(),
-        }),
-        Step::Remove {
-            member,
-            incarnation,
-            why,
-        } => Some(MemberCall::Remove {
-            member: member.clone(),
-            why: why.clone(),
-            incarnation: *incarnation,
-        }),
-        Step::Transfer { from, to } => Some(MemberCall::Transfer {
-            from: from.clone(),
-            to: to.clone(),
-        }),
+        Step::Change(change) => Some(change.clone()),
     };
     ScaleExecution {
         leader,
@@ -214,20 +159,20 @@ pub fn execute(input: &ScaleInput, plan: &Plan) -> ScaleExecution {
 }
 
 /// The Event of a call that went through.
-pub fn notice(call: &MemberCall) -> Notice {
+pub fn notice(call: &Change) -> Notice {
     let (reason, note) = match call {
-        MemberCall::Add {
+        Change::Add {
             member,
             incarnation,
         } => (
             "MemberAdded",
             format!("added {member} (incarnation {incarnation:x}) as a learner; it is promoted once caught up"),
         ),
-        MemberCall::Promote { member } => (
+        Change::Promote { member } => (
             "MemberPromoted",
             format!("promoted {member} to voter"),
         ),
-        MemberCall::Remove {
+        Change::Remove {
             member,
             why: Removal::Replaced { by },
             incarnation,
@@ -237,7 +182,7 @@ pub fn notice(call: &MemberCall) -> Notice {
                 "{member} came back with an empty volume as incarnation {by:x}: removed incarnation {incarnation:x}, which cannot vote again; the new one is added as a learner and promoted once caught up"
             ),
         ),
-        MemberCall::Remove {
+        Change::Remove {
             member,
             why: Removal::ScaledDown,
             ..
@@ -245,7 +190,7 @@ pub fn notice(call: &MemberCall) -> Notice {
             "MemberRemoved",
             format!("removed {member} from the configuration (spec.replicas shrank); its pod goes next"),
         ),
-        MemberCall::Remove {
+        Change::Remove {
             member,
             why: Removal::Foreign,
             ..
@@ -253,7 +198,7 @@ pub fn notice(call: &MemberCall) -> Notice {
             "MemberRemoved",
             format!("removed {member} from the configuration: it is not one of this group's pods"),
         ),
-        MemberCall::Transfer { from, to } => (
+        Change::Transfer { from, to } => (
             "LeadershipMoved",
             format!("moved leadership from {from} to {to} before removing {from}"),
         ),
@@ -271,7 +216,7 @@ pub fn notice(call: &MemberCall) -> Notice {
 pub async fn call(
     group: &Group<'_>,
     leader_http: &str,
-    call: &MemberCall,
+    call: &Change,
     timeout_ms: u64,
 ) -> Result<(), String> {
     let timeout = Duration::from_millis(timeout_ms);
@@ -281,7 +226,7 @@ pub async fn call(
     let what = format!("{call:?}");
     let running = tokio::task::spawn_blocking(move || -> Result<(), AdminError> {
         match call {
-            MemberCall::Add {
+            Change::Add {
                 member,
                 incarnation,
             } => client
@@ -292,9 +237,9 @@ pub async fn call(
                     id: member,
                 })
                 .map(drop),
-            MemberCall::Promote { member } => client.promote_member(&member).map(drop),
-            MemberCall::Remove { member, .. } => client.remove_member(&member).map(drop),
-            MemberCall::Transfer { to, .. } => client.transfer_leadership(Some(&to)).map(drop),
+            Change::Promote { member } => client.promote_member(&member).map(drop),
+            Change::Remove { member, .. } => client.remove_member(&member).map(drop),
+            Change::Transfer { to, .. } => client.transfer_leadership(Some(&to)).map(drop),
         }
     });
     match tokio::time::timeout(timeout + Duration::from_millis(100), running).await {
@@ -365,11 +310,11 @@ mod tests {
     fn a_replacement_is_announced_as_one() {
         let execution = execute(
             &idle(),
-            &plan(Step::Remove {
+            &plan(Step::Change(Change::Remove {
                 member: "orders-1".into(),
                 incarnation: 0,
                 why: Removal::Replaced { by: 0xbeef },
-            }),
+            })),
         );
         let call = execution.call.unwrap();
         let notice = notice(&call);

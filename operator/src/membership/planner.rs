@@ -101,6 +101,13 @@ pub enum Step {
     Aligned,
     /// Nothing can be done yet.
     Wait(WaitReason),
+    /// Make this change.
+    Change(Change),
+}
+
+/// One change, made by one admin call on the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
     /// Add the pod's member as a learner.
     Add {
         /// The pod name.
@@ -221,12 +228,20 @@ impl fmt::Display for Step {
         match self {
             Step::Aligned => write!(f, "the configuration matches spec.replicas"),
             Step::Wait(reason) => reason.fmt(f),
-            Step::Add {
+            Step::Change(change) => change.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Add {
                 member,
                 incarnation,
             } => write!(f, "adding {member} (incarnation {incarnation:x}) as a learner"),
-            Step::Promote { member } => write!(f, "promoting learner {member} to voter"),
-            Step::Remove {
+            Change::Promote { member } => write!(f, "promoting learner {member} to voter"),
+            Change::Remove {
                 member,
                 incarnation,
                 why,
@@ -240,7 +255,7 @@ impl fmt::Display for Step {
                     write!(f, "removing {member}: not one of this group's pods")
                 }
             },
-            Step::Transfer { from, to } => {
+            Change::Transfer { from, to } => {
                 write!(f, "moving leadership from {from} to {to} before removing {from}")
             }
         }
@@ -314,11 +329,11 @@ fn replaced(input: &ScaleInput, config: &Configuration) -> Option<Step> {
         };
         match pod.incarnation {
             Some(now) if now != member.incarnation && !pod.deleting => {
-                return Some(Step::Remove {
+                return Some(Step::Change(Change::Remove {
                     member: member.name.clone(),
                     incarnation: member.incarnation,
                     why: Removal::Replaced { by: now },
-                })
+                }))
             }
             _ => {}
         }
@@ -346,11 +361,11 @@ fn surplus(input: &ScaleInput, leader: &LeaderView) -> Option<Step> {
         None => Removal::Foreign,
     };
     if let Some(learner) = highest_leaving(&config.learners) {
-        return Some(Step::Remove {
+        return Some(Step::Change(Change::Remove {
             why: why(&learner),
             member: learner.name,
             incarnation: learner.incarnation,
-        });
+        }));
     }
     let voter = highest_leaving(&config.voters)?;
     let staying: Vec<&ConfigMember> = config
@@ -369,10 +384,10 @@ fn surplus(input: &ScaleInput, leader: &LeaderView) -> Option<Step> {
                 )
             });
         return Some(match to {
-            Some(to) => Step::Transfer {
+            Some(to) => Step::Change(Change::Transfer {
                 from: voter.name.clone(),
                 to: to.name.clone(),
-            },
+            }),
             None => Step::Wait(WaitReason::NoTransferTarget {
                 from: voter.name.clone(),
             }),
@@ -389,11 +404,11 @@ fn surplus(input: &ScaleInput, leader: &LeaderView) -> Option<Step> {
             voters: staying.len(),
         }));
     }
-    Some(Step::Remove {
+    Some(Step::Change(Change::Remove {
         why: why(&voter),
         member: voter.name,
         incarnation: voter.incarnation,
-    })
+    }))
 }
 
 /// Ordinals below `spec.replicas` that are not voters yet, lowest first: a
@@ -417,17 +432,17 @@ fn missing(input: &ScaleInput, leader: &LeaderView) -> Option<Step> {
             {
                 return Some(Step::Wait(WaitReason::CatchingUp { member: name, lag }));
             }
-            return Some(Step::Promote { member: name });
+            return Some(Step::Change(Change::Promote { member: name }));
         }
         let pod = input
             .pods
             .iter()
             .find(|pod| pod.ordinal == ordinal && !pod.deleting);
         return Some(match pod.and_then(|pod| pod.incarnation) {
-            Some(incarnation) => Step::Add {
+            Some(incarnation) => Step::Change(Change::Add {
                 member: name,
                 incarnation,
-            },
+            }),
             None => Step::Wait(WaitReason::PodNotAnswering { member: name }),
         });
     }

@@ -110,10 +110,10 @@ fn growth_creates_the_pods_at_once_and_adds_the_lowest_first() {
     input.pods.push(pod(4, Some(0xdef)));
     assert_eq!(
         plan(&input).step,
-        Step::Add {
+        Step::Change(Change::Add {
             member: name(3),
             incarnation: 0xabc
-        }
+        })
     );
 }
 
@@ -138,7 +138,10 @@ fn a_learner_is_promoted_only_once_caught_up_and_heard_from() {
         "the next pod is not added while one catches up"
     );
     leader(&mut input).peers[2].match_index = LAST - MAX_LAG;
-    assert_eq!(plan(&input).step, Step::Promote { member: name(3) });
+    assert_eq!(
+        plan(&input).step,
+        Step::Change(Change::Promote { member: name(3) })
+    );
     // On a short log the bound is met at once: the learner must at least
     // hold the entry that added it.
     leader(&mut input).configuration.index = LAST - MAX_LAG + 1;
@@ -161,11 +164,11 @@ fn shrinking_removes_the_highest_voter_and_keeps_its_pod_until_then() {
     assert_eq!(plan.statefulset_replicas, 5);
     assert_eq!(
         plan.step,
-        Step::Remove {
+        Step::Change(Change::Remove {
             member: name(4),
             incarnation: 0,
             why: Removal::ScaledDown
-        }
+        })
     );
     let mut input = input;
     leader(&mut input).configuration.voters.pop();
@@ -173,11 +176,11 @@ fn shrinking_removes_the_highest_voter_and_keeps_its_pod_until_then() {
     assert_eq!(plan.statefulset_replicas, 4, "pod 4 may go now");
     assert_eq!(
         plan.step,
-        Step::Remove {
+        Step::Change(Change::Remove {
             member: name(3),
             incarnation: 0,
             why: Removal::ScaledDown
-        }
+        })
     );
 }
 
@@ -192,11 +195,11 @@ fn surplus_learners_go_before_voters() {
         .retain(|m| m.name != name(3));
     assert_eq!(
         plan(&input).step,
-        Step::Remove {
+        Step::Change(Change::Remove {
             member: name(3),
             incarnation: 9,
             why: Removal::ScaledDown
-        }
+        })
     );
 }
 
@@ -219,10 +222,10 @@ fn a_leader_to_be_removed_hands_over_to_the_most_caught_up_voter_that_stays() {
     ];
     assert_eq!(
         plan(&input).step,
-        Step::Transfer {
+        Step::Change(Change::Transfer {
             from: name(4),
             to: name(1)
-        },
+        }),
         "not 3 (leaving too), not 2 (silent), not 0 (behind)"
     );
     for peer in &mut leader(&mut input).peers {
@@ -256,11 +259,11 @@ fn a_pod_back_with_an_empty_volume_is_removed_then_added_again() {
     input.pods[1].incarnation = Some(0x5eed);
     assert_eq!(
         plan(&input).step,
-        Step::Remove {
+        Step::Change(Change::Remove {
             member: name(1),
             incarnation: 0,
             why: Removal::Replaced { by: 0x5eed }
-        }
+        })
     );
     leader(&mut input)
         .configuration
@@ -269,10 +272,10 @@ fn a_pod_back_with_an_empty_volume_is_removed_then_added_again() {
     leader(&mut input).peers.retain(|p| p.name != name(1));
     assert_eq!(
         plan(&input).step,
-        Step::Add {
+        Step::Change(Change::Add {
             member: name(1),
             incarnation: 0x5eed
-        }
+        })
     );
     // A pod being deleted may still answer under its old life: not a replacement.
     let mut input = group(3, 3);
@@ -290,11 +293,11 @@ fn members_that_are_not_the_groups_pods_are_removed() {
     });
     assert_eq!(
         plan(&input).step,
-        Step::Remove {
+        Step::Change(Change::Remove {
             member: "elsewhere".into(),
             incarnation: 0,
             why: Removal::Foreign
-        }
+        })
     );
     assert_eq!(ordinal_of(GROUP, "orders-01"), None);
     assert_eq!(ordinal_of(GROUP, "orders-x"), None);
@@ -439,10 +442,10 @@ impl Model {
         );
         assert!(plan.statefulset_replicas >= desired);
         match &plan.step {
-            Step::Add {
+            Step::Change(Change::Add {
                 member,
                 incarnation,
-            } => {
+            }) => {
                 let ordinal = ordinal_of(GROUP, member).unwrap();
                 assert!(ordinal < desired);
                 assert!(
@@ -451,7 +454,7 @@ impl Model {
                 assert_eq!(self.pods.get(&ordinal), Some(incarnation));
                 self.learners.insert(ordinal, *incarnation);
             }
-            Step::Promote { member } => {
+            Step::Change(Change::Promote { member }) => {
                 let ordinal = ordinal_of(GROUP, member).unwrap();
                 assert!(
                     self.caught_up.contains(&ordinal),
@@ -460,11 +463,11 @@ impl Model {
                 let incarnation = self.learners.remove(&ordinal).unwrap();
                 self.voters.insert(ordinal, incarnation);
             }
-            Step::Remove {
+            Step::Change(Change::Remove {
                 member,
                 incarnation,
                 why,
-            } => {
+            }) => {
                 let ordinal = ordinal_of(GROUP, member).unwrap();
                 assert_ne!(
                     ordinal, self.leader,
@@ -488,7 +491,7 @@ impl Model {
                 }
                 self.caught_up.retain(|&o| o != ordinal);
             }
-            Step::Transfer { from, to } => {
+            Step::Change(Change::Transfer { from, to }) => {
                 assert_eq!(ordinal_of(GROUP, from), Some(self.leader));
                 let to = ordinal_of(GROUP, to).unwrap();
                 assert!(self.voters.contains_key(&to) && to < desired);
