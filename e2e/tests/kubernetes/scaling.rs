@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use dledger_e2e::kube::{required_env, wait_for, Kubectl};
+use dledger_e2e::kube::{required_env, wait_for, Kubectl, Namespace};
 
 use super::operator::{
     condition, group_yaml, install_operator, patch_group, pods_seen, unique, wait_running,
@@ -338,37 +338,71 @@ fn check_writes(kubectl: &Kubectl, namespace: &str, members: &[String], acks: &[
     );
 }
 
+/// What both scenarios start from: the environment, the operator installed
+/// in a namespace of its own, and the namespace of the group (both deleted
+/// when the scene is dropped).
+struct Scene {
+    kubectl: Kubectl,
+    kubectl_program: String,
+    kubeconfig: String,
+    image: String,
+    _operator_ns: Namespace,
+    ns: Namespace,
+}
+
+impl Scene {
+    fn start(prefix: &str) -> Scene {
+        let kubectl = Kubectl::from_env().unwrap_or_else(|e| panic!("{e}"));
+        let kubectl_program = std::env::var("DLEDGER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let kubeconfig = required_env("KUBECONFIG").unwrap_or_else(|e| panic!("{e}"));
+        let image = required_env("DLEDGER_REPLICA_IMAGE").unwrap_or_else(|e| panic!("{e}"));
+        let operator_image =
+            required_env("DLEDGER_OPERATOR_IMAGE").unwrap_or_else(|e| panic!("{e}"));
+        let operator_ns = kubectl
+            .namespace(&unique("dledger-op"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        install_operator(&kubectl, operator_ns.name(), &operator_image);
+        let ns = kubectl
+            .namespace(&unique(prefix))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Scene {
+            kubectl,
+            kubectl_program,
+            kubeconfig,
+            image,
+            _operator_ns: operator_ns,
+            ns,
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a cluster: e2e/kubernetes/run.sh"]
 fn scaling_one_three_five_three_keeps_every_write() {
-    let kubectl = Kubectl::from_env().unwrap_or_else(|e| panic!("{e}"));
-    let kubectl_program = std::env::var("DLEDGER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let kubeconfig = required_env("KUBECONFIG").unwrap_or_else(|e| panic!("{e}"));
-    let image = required_env("DLEDGER_REPLICA_IMAGE").unwrap_or_else(|e| panic!("{e}"));
-    let operator_image = required_env("DLEDGER_OPERATOR_IMAGE").unwrap_or_else(|e| panic!("{e}"));
-    let operator_ns = kubectl
-        .namespace(&unique("dledger-op"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    install_operator(&kubectl, operator_ns.name(), &operator_image);
-    let ns = kubectl
-        .namespace(&unique("dlg-scale"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let namespace = ns.name();
+    let scene = Scene::start("dlg-scale");
+    let Scene {
+        kubectl,
+        kubectl_program,
+        kubeconfig,
+        image,
+        ..
+    } = &scene;
+    let namespace = scene.ns.name();
 
     // One member, a leader, a log.
     kubectl
-        .apply(namespace, &group_yaml(GROUP, &image, 1, ""))
+        .apply(namespace, &group_yaml(GROUP, image, 1, ""))
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(&kubectl, namespace, GROUP, 1);
+    wait_running(kubectl, namespace, GROUP, 1);
     let mut seen = Seen::default();
-    let configuration = wait_members(&kubectl, namespace, 1, &mut seen);
+    let configuration = wait_members(kubectl, namespace, 1, &mut seen);
     assert_eq!(
         configuration.voters,
         [pod(0)],
         "a member the group was created with has incarnation 0, so its plain name: \
          {configuration:?}"
     );
-    let writer = Writer::start(&kubectl_program, &kubeconfig, namespace, &image);
+    let writer = Writer::start(kubectl_program, kubeconfig, namespace, image);
     writer.wait_acks(WRITES_BEFORE);
 
     // 1 -> 3 -> 5 -> 3 while the writer streams; each change commits a
@@ -376,7 +410,7 @@ fn scaling_one_three_five_three_keeps_every_write() {
     let mut steps = Vec::new();
     let mut index = configuration.index;
     for (from, to) in [(1, 3), (3, 5), (5, 3)] {
-        let (step, configuration) = scale(&kubectl, namespace, &writer, from, to);
+        let (step, configuration) = scale(kubectl, namespace, &writer, from, to);
         assert!(
             configuration.index > index,
             "{from} -> {to} ended on the configuration at index {}, not after the one at {index}",
@@ -411,11 +445,11 @@ fn scaling_one_three_five_three_keeps_every_write() {
     }
     // Each kind of step was told as an Event on the group.
     for reason in ["MemberAdded", "MemberPromoted", "MemberRemoved"] {
-        wait_group_event(&kubectl, namespace, reason, "");
+        wait_group_event(kubectl, namespace, reason, "");
     }
 
     let acks = writer.finish();
-    check_writes(&kubectl, namespace, &pods(3), &acks);
+    check_writes(kubectl, namespace, &pods(3), &acks);
     for step in &steps {
         assert!(
             step.longest_gap_ms < WRITE_GAP_BOUND_MS,
@@ -433,39 +467,35 @@ fn scaling_one_three_five_three_keeps_every_write() {
 #[test]
 #[ignore = "needs a cluster: e2e/kubernetes/run.sh"]
 fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
-    let kubectl = Kubectl::from_env().unwrap_or_else(|e| panic!("{e}"));
-    let kubectl_program = std::env::var("DLEDGER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let kubeconfig = required_env("KUBECONFIG").unwrap_or_else(|e| panic!("{e}"));
-    let image = required_env("DLEDGER_REPLICA_IMAGE").unwrap_or_else(|e| panic!("{e}"));
-    let operator_image = required_env("DLEDGER_OPERATOR_IMAGE").unwrap_or_else(|e| panic!("{e}"));
-    let operator_ns = kubectl
-        .namespace(&unique("dledger-op"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    install_operator(&kubectl, operator_ns.name(), &operator_image);
-    let ns = kubectl
-        .namespace(&unique("dlg-replace"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let namespace = ns.name();
+    let scene = Scene::start("dlg-replace");
+    let Scene {
+        kubectl,
+        kubectl_program,
+        kubeconfig,
+        image,
+        ..
+    } = &scene;
+    let namespace = scene.ns.name();
     let members = pods(3);
 
     kubectl
-        .apply(namespace, &group_yaml(GROUP, &image, members.len(), ""))
+        .apply(namespace, &group_yaml(GROUP, image, members.len(), ""))
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(&kubectl, namespace, GROUP, members.len());
+    wait_running(kubectl, namespace, GROUP, members.len());
     let mut seen = Seen::default();
-    let configuration = wait_members(&kubectl, namespace, members.len(), &mut seen);
+    let configuration = wait_members(kubectl, namespace, members.len(), &mut seen);
     assert_eq!(
         configuration.voters, members,
         "members the group was created with have incarnation 0, so their plain names: \
          {configuration:?}"
     );
     let index_before = configuration.index;
-    let writer = Writer::start(&kubectl_program, &kubeconfig, namespace, &image);
+    let writer = Writer::start(kubectl_program, kubeconfig, namespace, image);
     writer.wait_acks(WRITES_BEFORE);
 
     // A follower loses its volume: the claim first (held Terminating by its
     // pvc-protection finalizer while the pod uses it), then the pod.
-    let status = wait_running(&kubectl, namespace, GROUP, members.len());
+    let status = wait_running(kubectl, namespace, GROUP, members.len());
     let leader = status["leader"].as_str().unwrap_or_default().to_owned();
     let victim = members
         .iter()
@@ -479,8 +509,8 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
             .map_err(|e| e.to_string())?;
         Ok(claim["metadata"]["uid"].as_str().unwrap_or("?").to_owned())
     };
-    let old_claim = claim_uid(&kubectl).unwrap_or_else(|e| panic!("{e}"));
-    let old_pod = pods_seen(&kubectl, namespace).unwrap_or_else(|e| panic!("pods: {e}"))[&victim]
+    let old_claim = claim_uid(kubectl).unwrap_or_else(|e| panic!("{e}"));
+    let old_pod = pods_seen(kubectl, namespace).unwrap_or_else(|e| panic!("pods: {e}"))[&victim]
         .uid
         .clone();
     let acks_before = writer.acks().len();
@@ -511,7 +541,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
                 .get_json(namespace, &format!("dlg/{GROUP}"))
                 .map_err(|e| e.to_string())?;
             let configuration = Configuration::of(&group)?;
-            let pods = pods_seen(&kubectl, namespace)?;
+            let pods = pods_seen(kubectl, namespace)?;
             let renewed = pods
                 .get(&victim)
                 .is_some_and(|p| p.uid != old_pod && p.ready && !p.deleting);
@@ -536,7 +566,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
             }
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", diagnostics(&kubectl, namespace)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", diagnostics(kubectl, namespace)));
     let step = measure(
         &format!("replace {victim}"),
         &writer,
@@ -563,7 +593,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
             "only {victim} was replaced, but {voter} has an incarnation: {configuration:?}"
         );
     }
-    let new_claim = claim_uid(&kubectl).unwrap_or_else(|e| panic!("{e}"));
+    let new_claim = claim_uid(kubectl).unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(
         new_claim, old_claim,
         "{victim} came back on its old claim {claim}"
@@ -576,7 +606,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
         "{victim} says it is incarnation {:x}, the group's status {incarnation:x}: {replaced:?}",
         replaced.incarnation
     );
-    let note = wait_group_event(&kubectl, namespace, "MemberReplaced", &victim);
+    let note = wait_group_event(kubectl, namespace, "MemberReplaced", &victim);
     eprintln!(
         "scaling: {victim} replaced by incarnation {incarnation:x} in {} ms; configuration \
          {configuration:?}; MemberReplaced: {note}",
@@ -586,7 +616,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
     // Every acknowledged write is kept, and the new incarnation holds the
     // whole log.
     let acks = writer.finish();
-    let status = wait_running(&kubectl, namespace, GROUP, members.len());
+    let status = wait_running(kubectl, namespace, GROUP, members.len());
     let leader = status["leader"].as_str().unwrap_or_default().to_owned();
     let leader_status = kubectl
         .replica_status(namespace, &leader, CONTAINER)
@@ -610,7 +640,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
             }
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", diagnostics(&kubectl, namespace)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", diagnostics(kubectl, namespace)));
     eprintln!(
         "scaling: step              longest gap ms  duration s  writes acknowledged\n\
          scaling: {:<17} {:>14}  {:>10.1}  {:>19}",
@@ -619,7 +649,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
         step.took.as_secs_f64(),
         step.acknowledged
     );
-    check_writes(&kubectl, namespace, &members, &acks);
+    check_writes(kubectl, namespace, &members, &acks);
     assert!(
         step.longest_gap_ms < WRITE_GAP_BOUND_MS,
         "writes paused {} ms while {victim} was replaced (bound {WRITE_GAP_BOUND_MS} ms)",
