@@ -76,6 +76,8 @@ pub struct Cluster {
     binary: PathBuf,
     members: Vec<Member>,
     network: Option<Arc<Network>>,
+    /// More `serve` flags every member starts with.
+    serve_args: Vec<String>,
 }
 
 impl Cluster {
@@ -93,7 +95,7 @@ impl Cluster {
     /// # Errors
     /// When ports cannot be reserved or a process cannot start.
     pub fn loopback_with_binary(size: usize, binary: PathBuf) -> Result<Self> {
-        Self::loopback_spares(size, 0, binary)
+        Self::loopback_spares(size, 0, binary, &[])
     }
 
     /// Starts `voters` members that bootstrap the group and `spares` more
@@ -102,10 +104,28 @@ impl Cluster {
     /// # Errors
     /// As [`loopback`](Self::loopback).
     pub fn loopback_with_spares(voters: usize, spares: usize) -> Result<Self> {
-        Self::loopback_spares(voters, spares, replica_binary()?)
+        Self::loopback_spares(voters, spares, replica_binary()?, &[])
     }
 
-    fn loopback_spares(voters: usize, spares: usize, binary: PathBuf) -> Result<Self> {
+    /// As [`loopback_with_spares`](Self::loopback_with_spares), every
+    /// member started with the `serve` flags `serve_args` as well.
+    ///
+    /// # Errors
+    /// As [`loopback`](Self::loopback).
+    pub fn loopback_with_spares_and_flags(
+        voters: usize,
+        spares: usize,
+        serve_args: &[&str],
+    ) -> Result<Self> {
+        Self::loopback_spares(voters, spares, replica_binary()?, serve_args)
+    }
+
+    fn loopback_spares(
+        voters: usize,
+        spares: usize,
+        binary: PathBuf,
+        serve_args: &[&str],
+    ) -> Result<Self> {
         let size = voters + spares;
         let ports = free_ports(size * 2)?;
         let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
@@ -117,7 +137,8 @@ impl Cluster {
                 )
             })
             .collect();
-        Self::launch(binary, addresses, None, voters)
+        let serve_args = serve_args.iter().map(|arg| arg.to_string()).collect();
+        Self::launch(binary, addresses, None, voters, serve_args)
     }
 
     /// Starts one member on each host of `network`, at the default ports.
@@ -134,7 +155,13 @@ impl Cluster {
             })
             .collect();
         let hosts = network.hosts().len();
-        Self::launch(replica_binary()?, addresses, Some(network), hosts)
+        Self::launch(
+            replica_binary()?,
+            addresses,
+            Some(network),
+            hosts,
+            Vec::new(),
+        )
     }
 
     fn launch(
@@ -142,6 +169,7 @@ impl Cluster {
         addresses: Vec<(SocketAddr, SocketAddr)>,
         network: Option<Arc<Network>>,
         bootstrap_members: usize,
+        serve_args: Vec<String>,
     ) -> Result<Self> {
         assert!(!addresses.is_empty(), "a cluster needs members");
         let dir = std::env::temp_dir().join(format!(
@@ -173,6 +201,7 @@ impl Cluster {
             binary,
             members,
             network,
+            serve_args,
         };
         for index in 0..cluster.size() {
             cluster.start(index)?;
@@ -253,6 +282,7 @@ impl Cluster {
         let http_peers = self.http_peers_flag(initial_state == "new");
         let binary = self.binary.clone();
         let network = self.network.clone();
+        let serve_args = self.serve_args.clone();
         let member = self
             .members
             .get_mut(index)
@@ -283,6 +313,7 @@ impl Cluster {
             .arg(&member.data_dir)
             .args(["--listen", &member.peer_address.to_string()])
             .args(["--http-listen", &member.http_address.to_string()])
+            .args(&serve_args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log)

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use dledger_e2e::cluster::Cluster;
-use dledger_e2e::http::{Client, Members};
+use dledger_e2e::http::{Client, Members, OffsetCommitOutcome};
 use dledger_e2e::load::{Ack, Load, LoadConfig};
 use dledger_e2e::scenario::{
     assert_verified, serial, FIRST_LEADER_WAIT, NEW_LEADER_WAIT, PROGRESS_WAIT,
@@ -219,6 +219,87 @@ fn a_change_on_a_member_that_is_not_a_learner_is_refused_with_a_reason() {
     let members = leader_client.members().expect("members");
     assert_eq!(members.voters.len(), VOTERS, "{members:?}");
     assert_eq!(members.learner_ids(), vec![spare]);
+}
+
+/// A learner added once retention deleted the start of the log: the
+/// leader cannot send the entries it needs, so it installs its log start
+/// (the entry before its first, the configuration there and its consumer
+/// checkpoint). Without it the learner was stranded for good.
+#[test]
+fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
+    let _serial = serial();
+    let flags = [
+        "--segment-bytes",
+        "65536",
+        "--max-entry-bytes",
+        "16384",
+        "--retention-max-bytes",
+        "262144",
+    ];
+    let cluster = Cluster::loopback_with_spares_and_flags(VOTERS, 1, &flags)
+        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    let (leader, _) = cluster
+        .wait_for_leader(FIRST_LEADER_WAIT)
+        .expect("first leader");
+    // An offset committed in an entry that retention will delete.
+    let early = client(&cluster, leader).commit_offset("early-readers", 1, None);
+    assert!(
+        matches!(early, OffsetCommitOutcome::Committed { offset: 1, .. }),
+        "{early:?}"
+    );
+    let voter_http: Vec<_> = (0..VOTERS)
+        .map(|index| cluster.member(index).http_address)
+        .collect();
+    let load =
+        Load::start(&LoadConfig::new("retention", WRITERS, voter_http).with_payload_bytes(4096));
+    wait_until(
+        "retention to delete the first segments",
+        Duration::from_secs(60),
+        || {
+            let status = cluster.status(leader).ok()?;
+            (status.first_index > 100).then_some(())
+        },
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let acks = load.stop().expect("load");
+    let leader_status = cluster.status(leader).expect("leader status");
+    let spare = VOTERS;
+    let id = cluster.member(spare).id.clone();
+    client(&cluster, leader)
+        .add_member(
+            &id,
+            &cluster.member(spare).peer_address.to_string(),
+            &cluster.member(spare).http_address.to_string(),
+        )
+        .expect("add the learner");
+    let status = wait_until("the learner to catch up", PROGRESS_WAIT, || {
+        let status = cluster.status(spare).ok()?;
+        (status.last_index >= leader_status.commit_index).then_some(status)
+    })
+    .unwrap_or_else(|error| {
+        cluster.dump_logs();
+        panic!("{error}")
+    });
+    eprintln!(
+        "e2e: the learner took up the log start: its log starts at {} (the leader's at {}), {} acknowledged writes",
+        status.first_index,
+        leader_status.first_index,
+        acks.len()
+    );
+    assert!(status.first_index > 1, "{status:?}");
+    // The offsets came with the start, and the entries after it with the log.
+    let learner = client(&cluster, spare);
+    let offset = learner
+        .consumer_offset("early-readers", false)
+        .expect("consumer offset on the learner");
+    assert_eq!(offset.map(|o| o.offset), Some(1));
+    let leader_client = client(&cluster, leader);
+    for ack in acks.iter().filter(|ack| ack.index >= status.first_index) {
+        let theirs = learner.entry(ack.index).expect("read on the learner");
+        let ours = leader_client.entry(ack.index).expect("read on the leader");
+        assert!(theirs.is_some(), "entry {} missing", ack.index);
+        assert_eq!(theirs, ours, "entry {}", ack.index);
+    }
 }
 
 /// Payload bytes the catch-up figure writes before adding the learner.

@@ -475,6 +475,40 @@ fn delete_below_keeps_the_term_before_the_first_entry() {
     assert_eq!(open(dir.path()).first_index().expect("first"), first);
 }
 
+#[test]
+fn a_log_restarted_after_the_leaders_start_continues_there_after_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    multi_segment_log(dir.path());
+    let group = GroupCommit::start(Arc::new(open(dir.path())), GroupCommitOptions::default())
+        .expect("start");
+    // Queued appends are written before the restart, which drops them too.
+    let last = group.log().last_index().expect("last");
+    group
+        .append_durable(vec![entry(last + 1, 2, 10)])
+        .expect("append");
+    group.restart_after(1_000, 5).expect("restart");
+    let log = group.log().clone();
+    assert_eq!(log.first_index().expect("first"), 1_001);
+    assert_eq!(log.last_index().expect("last"), 1_000);
+    assert_eq!(log.last_term().expect("last term"), 5);
+    assert_eq!(log.term(1_000).expect("term"), 5);
+    assert!(matches!(
+        log.entry(999),
+        Err(StoreError::Compacted { index: 999, .. })
+    ));
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    group
+        .append_durable(vec![entry(1_001, 5, 10), entry(1_002, 6, 10)])
+        .expect("append after the start");
+    drop(group);
+    drop(log);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.first_index().expect("first"), 1_001);
+    assert_eq!(reopened.last_index().expect("last"), 1_002);
+    assert_eq!(reopened.term(1_000).expect("term"), 5);
+    assert_eq!(reopened.entry(1_002).expect("entry"), entry(1_002, 6, 10));
+}
+
 // ---------------------------------------------------------------- faults
 
 fn faulty_log(dir: &Path) -> (Log, FaultyVfs) {

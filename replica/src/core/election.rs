@@ -59,6 +59,7 @@ impl<L: LogRead> Node<L> {
             // A granted pre-vote carries the term the candidate will use.
             MessageBody::PreVoteResponse { reject: None } => {}
             MessageBody::Append { .. }
+            | MessageBody::InstallLogStart { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::TimeoutNow => {
                 self.become_follower(message.term, Some(message.from));
@@ -72,7 +73,8 @@ impl<L: LogRead> Node<L> {
     /// that helps it step down, drop it otherwise.
     fn step_lower_term(&mut self, message: &Message) -> Result<(), CoreError> {
         match &message.body {
-            MessageBody::Append { prev_log_index, .. } => {
+            MessageBody::Append { prev_log_index, .. }
+            | MessageBody::InstallLogStart { prev_log_index, .. } => {
                 // A stale leader learns our term from the answer and steps down.
                 let result = self.reject_append_result(*prev_log_index, 0)?;
                 self.send(message.from, MessageBody::AppendResponse { result });
@@ -131,6 +133,25 @@ impl<L: LogRead> Node<L> {
                     return Ok(());
                 }
                 self.handle_append(from, prev_log_index, prev_log_term, &entries, leader_commit)
+            }
+            MessageBody::InstallLogStart {
+                prev_log_index,
+                prev_log_term,
+                configuration,
+                state,
+                leader_commit,
+            } => {
+                if !self.follow(from) {
+                    return Ok(());
+                }
+                self.handle_install_log_start(
+                    from,
+                    prev_log_index,
+                    prev_log_term,
+                    configuration,
+                    state,
+                    leader_commit,
+                )
             }
             MessageBody::Heartbeat {
                 leader_commit,

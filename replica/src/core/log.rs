@@ -32,6 +32,13 @@ pub trait LogRead {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<Entry>, LogReadError>;
+    /// The state the caller keeps beside the log (the server's consumer
+    /// checkpoint), applied up to at least `first_index() - 1`, for a
+    /// follower that needs entries before `first_index()`. Empty when the
+    /// caller keeps none.
+    fn state_image(&self) -> Result<bytes::Bytes, LogReadError> {
+        Ok(bytes::Bytes::new())
+    }
 }
 
 /// Durable log plus unstable tail.
@@ -46,6 +53,10 @@ pub(crate) struct RaftLog<L> {
     handed_out: Index,
     /// Invariant: `committed <= last_index()`; never decreases.
     committed: Index,
+    /// Set by [`install_start`](Self::install_start): the log continues
+    /// after this (index, term), whatever the store still holds until the
+    /// caller has reset it.
+    start: Option<(Index, Term)>,
 }
 
 impl<L: LogRead> RaftLog<L> {
@@ -63,11 +74,34 @@ impl<L: LogRead> RaftLog<L> {
             handed_out: last,
             // Retention only removes committed entries.
             committed: first - 1,
+            start: None,
         }
     }
 
     pub(crate) fn first_index(&self) -> Index {
-        self.store.first_index()
+        let first = self.store.first_index();
+        self.start.map_or(first, |(index, _)| first.max(index + 1))
+    }
+
+    /// The leader's log start: drop every entry and continue after
+    /// (`index`, `term`), all of it committed. The caller resets its store
+    /// the same way (`Ready::log_start`); until then the store's old
+    /// entries are hidden.
+    pub(crate) fn install_start(&mut self, index: Index, term: Term) {
+        assert!(
+            index > self.committed,
+            "installing a log start at {index} below the commit index {}",
+            self.committed
+        );
+        self.unstable.clear();
+        self.unstable_offset = index + 1;
+        self.handed_out = index;
+        self.committed = index;
+        self.start = Some((index, term));
+    }
+
+    pub(crate) fn store(&self) -> &L {
+        &self.store
     }
 
     pub(crate) fn last_index(&self) -> Index {
@@ -86,6 +120,14 @@ impl<L: LogRead> RaftLog<L> {
     pub(crate) fn term(&self, index: Index) -> Result<Option<Term>, LogReadError> {
         if index == 0 {
             return Ok(Some(0));
+        }
+        if let Some((start, term)) = self.start {
+            if index == start {
+                return Ok(Some(term));
+            }
+            if index < start {
+                return Ok(None);
+            }
         }
         if index >= self.unstable_offset {
             let offset = (index - self.unstable_offset) as usize;

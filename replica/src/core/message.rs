@@ -1,6 +1,7 @@
 //! The messages members of a group exchange. The network layer encodes them
 //! (they derive `serde`); the core only creates and consumes them.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{Entry, Index, NodeId, Term};
@@ -125,6 +126,26 @@ pub enum MessageBody {
     },
     /// Start an election now, skipping pre-vote (leadership transfer).
     TimeoutNow,
+    /// The follower needs entries this leader's retention deleted: drop
+    /// the whole log and continue after (`prev_log_index`,
+    /// `prev_log_term`), the entry before the leader's first one, as
+    /// Kafka's followers take up the leader's log start offset. Answered by
+    /// an `AppendResponse` once the new start is durable. New in this
+    /// build: a follower of an older build refuses it and stays behind.
+    InstallLogStart {
+        /// The last index the follower's log will have (it keeps none).
+        prev_log_index: Index,
+        /// Its term.
+        prev_log_term: Term,
+        /// The configuration in force at `prev_log_index` (a
+        /// `membership::Configuration` payload).
+        configuration: Bytes,
+        /// The state kept beside the log, applied up to at least
+        /// `prev_log_index` (the consumer checkpoint); opaque to the core.
+        state: Bytes,
+        /// The leader's commit index.
+        leader_commit: Index,
+    },
 }
 
 #[cfg(test)]

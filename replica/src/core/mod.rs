@@ -66,7 +66,9 @@ pub use log::{LogRead, LogReadError};
 pub use message::{AppendResult, Message, MessageBody, VoteRejection};
 pub use node::{Node, PeerStatus};
 pub use progress::ProgressState;
-pub use ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
+pub use ready::{
+    LogStart, ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome,
+};
 pub use reconfig::ChangeRefusal;
 pub use violation::{Violation, ViolationKind};
 

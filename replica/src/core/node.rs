@@ -11,7 +11,9 @@ use super::log::{LogRead, RaftLog};
 use super::message::{Message, MessageBody};
 use super::progress::{Progress, ProgressState};
 use super::read_only::ReadOnly;
-use super::ready::{ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome};
+use super::ready::{
+    LogStart, ReadError, ReadState, Ready, Role, SoftState, TransferAbort, TransferOutcome,
+};
 use super::rng::Rng;
 use super::violation::{Violation, ViolationKind};
 use super::{Config, CoreError, ProposeError, TransferError};
@@ -47,7 +49,7 @@ pub struct Node<L: LogRead> {
     pub(super) id: NodeId,
     /// The other members of the configuration in force, voters first.
     pub(super) peers: Vec<NodeId>,
-    /// The configuration records from the newest known committed one on
+    /// The configuration records from the one in force at the log start on
     /// (see `reconfig`). Invariant: non-empty, indexes increasing.
     pub(super) configs: Vec<ConfigRecord>,
     /// The newest record's member set: the configuration in force.
@@ -105,6 +107,8 @@ pub struct Node<L: LogRead> {
     pub(super) read_states: Vec<ReadState>,
     pub(super) transfer_outcomes: Vec<TransferOutcome>,
     pub(super) violations: Vec<Violation>,
+    /// A log start installed from the leader, for the next Ready.
+    pub(super) log_start: Option<LogStart>,
     /// The commit index the leader of the current term last sent, as sent
     /// (it may be past this member's log: that difference is its lag).
     pub(super) leader_commit_told: Option<Index>,
@@ -175,6 +179,7 @@ impl<L: LogRead> Node<L> {
             read_states: Vec::new(),
             transfer_outcomes: Vec::new(),
             violations: Vec::new(),
+            log_start: None,
             leader_commit_told: None,
             heard_from_leader: false,
             last_hard_state: hard_state,
@@ -331,6 +336,7 @@ impl<L: LogRead> Node<L> {
             || self.soft_state() != self.last_soft_state
             || self.log.committed() != self.last_commit
             || self.configs_changed
+            || self.log_start.is_some()
     }
 
     /// Take what must be done now; see [`Ready`] for the order.
@@ -359,6 +365,7 @@ impl<L: LogRead> Node<L> {
             transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
             violations: std::mem::take(&mut self.violations),
             configurations,
+            log_start: self.log_start.take(),
         };
         assert!(
             commit >= self.last_commit,

@@ -29,8 +29,13 @@ pub struct Progress {
     /// Ticks since the last message from the follower (for `/status`).
     pub last_contact_ticks: u64,
     /// Set when the entries the follower needs are no longer in the log
-    /// (removed by retention); replication to it is then impossible.
+    /// (removed by retention): it gets the log start instead, until it
+    /// answers that it took it.
     pub needs_compacted_entries: bool,
+    /// When (in the node's ticks) the log start was last sent to it; sent
+    /// again only after an election timeout without an answer, as the
+    /// state it carries can be megabytes.
+    pub install_sent_at_ticks: Option<u64>,
     /// In `Probe`: an append is out and no answer came yet.
     probe_sent: bool,
     /// In `Replicate`: last index and payload bytes of each append in
@@ -61,6 +66,7 @@ impl Progress {
             recent_active: false,
             last_contact_ticks: 0,
             needs_compacted_entries: false,
+            install_sent_at_ticks: None,
             probe_sent: false,
             inflight: VecDeque::with_capacity(max_inflight),
             max_inflight,

@@ -98,6 +98,23 @@ pub enum TransferOutcome {
     },
 }
 
+/// A follower's new log start (the leader no longer has the entries it
+/// needed): the caller drops every entry of its log and continues after
+/// `prev_log_index`, and takes `state` as what its state beside the log
+/// (the consumer offsets) is from then on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStart {
+    /// The log's last index from now on; every entry up to it is committed.
+    pub prev_log_index: Index,
+    /// Its term.
+    pub prev_log_term: Term,
+    /// The leader's state image ([`LogRead::state_image`]), applied up to
+    /// at least `prev_log_index`; not checked by the core.
+    ///
+    /// [`LogRead::state_image`]: super::LogRead::state_image
+    pub state: bytes::Bytes,
+}
+
 /// Everything the caller must do after feeding the core.
 ///
 /// # Handling a Ready, in this order
@@ -105,6 +122,9 @@ pub enum TransferOutcome {
 ///    (a leader's appends go out while it writes the same entries itself).
 /// 2. Persist: if `configurations` is set, save it durably first (it must
 ///    never miss a configuration entry the durable log may have); if
+///    `log_start` is set, reset the log and the state beside it as it
+///    says (after the configurations: their file then holds both the old
+///    log's records and the new start's); if
 ///    `entries[0].index <= ` the log's last index, truncate the log from
 ///    `entries[0].index`; then append `entries`; write `hard_state` if set;
 ///    make all of it durable (fsync).
@@ -147,6 +167,8 @@ pub struct Ready {
     /// them back to `Node::restore_configurations` at restart, and bring
     /// the links to the members in line with the last one.
     pub configurations: Option<Vec<ConfigRecord>>,
+    /// A new log start to take up (followers only, rare).
+    pub log_start: Option<LogStart>,
 }
 
 impl Ready {

@@ -1,9 +1,10 @@
 //! Membership changes: which configuration is in force, proposing a change,
 //! and what a change does to the member's state.
 //!
-//! A member keeps the configuration records of its log from the newest one
-//! known committed onwards (`Node::configs`, never empty; the first may be
-//! the bootstrap set, at index 0). The newest record is in force as soon as
+//! A member keeps the configuration records of its log from the one in
+//! force at its log start (committed and durable) onwards (`Node::configs`,
+//! never empty; the first may be the bootstrap set, at index 0): a
+//! follower that needs entries before the start gets that one with it. The newest record is in force as soon as
 //! it is appended (Raft dissertation, section 4.1); a truncation that
 //! removes it brings the one before back. The leader proposes one change at
 //! a time, and only once an entry of its own term is committed: without
@@ -65,8 +66,8 @@ impl<L: LogRead> Node<L> {
         &self.membership
     }
 
-    /// The configuration records known, oldest first: the newest one known
-    /// committed, then any later ones. The caller persists these (they must
+    /// The configuration records known, oldest first: the one in force at
+    /// the log start, then every later one. The caller persists these (they must
     /// survive retention and restarts) whenever `Ready::configurations`
     /// carries them.
     pub fn configurations(&self) -> &[ConfigRecord] {
@@ -87,8 +88,20 @@ impl<L: LogRead> Node<L> {
         // is harmless: that record is never truncated, and prunes it.
         let mut kept: Vec<ConfigRecord> =
             vec![ConfigRecord::bootstrap(self.config.members.iter().copied())];
+        let mut bootstrap_payload = false;
         for record in records {
-            let in_log = record.index < self.log.first_index()
+            // The caller's own bootstrap record, with the payload the core
+            // cannot make from ids: a follower may need it as the
+            // configuration in force at a log start (`send_log_start`).
+            if record.index == 0 && !record.payload.is_empty() {
+                kept[0] = record;
+                bootstrap_payload = true;
+                continue;
+            }
+            // A record at the log start is checked too: a log start taken
+            // from the leader is a record there, and one of the dropped
+            // log's may be in the file at the same index.
+            let in_log = record.index + 1 < self.log.first_index()
                 || self.log.term(record.index)? == Some(record.term);
             if record.index > 0 && record.index <= last && in_log {
                 kept.push(record);
@@ -97,7 +110,7 @@ impl<L: LogRead> Node<L> {
         // Replaced records come first in the file; one index has one entry.
         kept.sort_by_key(|record| record.index);
         kept.dedup_by_key(|record| record.index);
-        if kept.len() > 1 {
+        if kept.len() > 1 || bootstrap_payload {
             self.configs = kept;
             self.on_configuration_change();
         }
@@ -240,7 +253,7 @@ impl<L: LogRead> Node<L> {
     }
 
     /// Forget the records older than the newest committed one that is
-    /// also durable here; a leader whose removal committed stops taking
+    /// also durable here and at or below the log start; a leader whose removal committed stops taking
     /// proposals, and hands over once every entry it appended is committed
     /// (or after an election timeout).
     pub(super) fn on_commit_configurations(&mut self) {
@@ -250,8 +263,13 @@ impl<L: LogRead> Node<L> {
         // with it alone, and a crash that loses its entry would then leave
         // no record of the configurations still in the log.
         let durable_committed = committed.min(self.log.persisted_index());
+        // The record in force at the log start stays too: a follower that
+        // needs the entries before it gets it with the log start
+        // (`send_log_start`). Without retention nothing is pruned: one
+        // small record per change.
+        let prune_through = durable_committed.min(self.log.first_index() - 1);
         let mut pruned = false;
-        while self.configs.len() > 1 && self.configs[1].index <= durable_committed {
+        while self.configs.len() > 1 && self.configs[1].index <= prune_through {
             self.configs.remove(0);
             pruned = true;
         }
@@ -280,6 +298,20 @@ impl<L: LogRead> Node<L> {
             let term = self.term;
             self.become_follower(term, None);
         }
+    }
+
+    /// The follower took up the leader's log start, with `record` (stamped
+    /// with the start's index and term) the configuration in force there.
+    /// Every record of the dropped log stays on file as replaced until the
+    /// new start is durable, as for a truncation.
+    pub(super) fn install_configuration(&mut self, record: ConfigRecord) {
+        let dropped = std::mem::replace(&mut self.configs, vec![record]);
+        for old in dropped {
+            if !self.replaced_configs.contains(&old) {
+                self.replaced_configs.push(old);
+            }
+        }
+        self.on_configuration_change();
     }
 
     /// Whether this member may start an election: a voter of the

@@ -62,11 +62,7 @@ impl<L: LogRead> Node<L> {
         };
         let Some(prev_log_term) = prev_term else {
             // Retention removed what this follower needs.
-            self.progress
-                .get_mut(&peer)
-                .expect("peer")
-                .needs_compacted_entries = true;
-            return Ok(false);
+            return self.send_log_start(peer);
         };
         let entries = self.log.entries(
             next_index,
@@ -79,6 +75,7 @@ impl<L: LogRead> Node<L> {
         let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
         let progress = self.progress.get_mut(&peer).expect("peer");
         progress.needs_compacted_entries = false;
+        progress.install_sent_at_ticks = None;
         let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
         progress.sent_append(last_sent, entries.len(), payload_bytes);
         let leader_commit = self.log.committed();
@@ -92,6 +89,123 @@ impl<L: LogRead> Node<L> {
             },
         );
         Ok(true)
+    }
+
+    /// `peer` needs entries before this log's first index: send it the log
+    /// start instead (the entry before the first, the configuration in
+    /// force there and the caller's state image), at most once per
+    /// election timeout while unanswered. Returns whether it was sent.
+    fn send_log_start(&mut self, peer: NodeId) -> Result<bool, CoreError> {
+        let now = self.now_ticks;
+        let election_ticks = self.config.election_ticks;
+        let progress = self.progress.get_mut(&peer).expect("peer");
+        progress.needs_compacted_entries = true;
+        if progress
+            .install_sent_at_ticks
+            .is_some_and(|at| now.saturating_sub(at) < election_ticks)
+        {
+            return Ok(false);
+        }
+        let prev_log_index = self.log.first_index() - 1;
+        let Some(prev_log_term) = self.log.term(prev_log_index)? else {
+            return Err(CoreError::Storage(super::LogReadError {
+                reason: format!(
+                    "the store has no term for {prev_log_index}, the index before its first"
+                ),
+            }));
+        };
+        // Records are kept from the newest one at or below the log start
+        // (`on_commit_configurations`). It has no payload only when it is
+        // a bootstrap set the caller gave as ids alone (the simulation):
+        // nothing can be installed then.
+        let Some(configuration) = self
+            .configs
+            .iter()
+            .rev()
+            .find(|record| record.index <= prev_log_index)
+            .map(|record| record.payload.clone())
+            .filter(|payload| !payload.is_empty())
+        else {
+            return Ok(false);
+        };
+        let state = self.log.store().state_image()?;
+        let progress = self.progress.get_mut(&peer).expect("peer");
+        progress.install_sent_at_ticks = Some(now);
+        // Probing stays below the start until the answer moves the match
+        // point to it: until then every probe comes back here.
+        progress.become_probe();
+        progress.sent_append(prev_log_index, 0, 0);
+        let leader_commit = self.log.committed();
+        self.send(
+            peer,
+            MessageBody::InstallLogStart {
+                prev_log_index,
+                prev_log_term,
+                configuration,
+                state,
+                leader_commit,
+            },
+        );
+        Ok(true)
+    }
+
+    /// The leader's log start (see [`MessageBody::InstallLogStart`]),
+    /// from the current term's leader.
+    pub(super) fn handle_install_log_start(
+        &mut self,
+        from: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        configuration: bytes::Bytes,
+        state: bytes::Bytes,
+        leader_commit: Index,
+    ) -> Result<(), CoreError> {
+        if prev_log_term > self.term || prev_log_index == 0 {
+            let detail = format!(
+                "a log start at {prev_log_index} of term {prev_log_term} in term {}",
+                self.term
+            );
+            self.violation(from, ViolationKind::BadEntryTerm, detail);
+            return Ok(());
+        }
+        if prev_log_index > leader_commit {
+            let detail =
+                format!("a log start at {prev_log_index} past its commit index {leader_commit}");
+            self.violation(from, ViolationKind::BadEntryTerm, detail);
+            return Ok(());
+        }
+        let record = match ConfigRecord::from_entry(prev_log_index, prev_log_term, configuration) {
+            Ok(record) => record,
+            Err(err) => {
+                let detail = format!("the log start's configuration does not decode: {err}");
+                self.violation(from, ViolationKind::MalformedConfiguration, detail);
+                return Ok(());
+            }
+        };
+        self.leader_commit_told = Some(leader_commit);
+        let committed = self.log.committed();
+        if prev_log_index <= committed {
+            // Everything up to there is here already and committed.
+            self.leader_match_index = self.leader_match_index.max(committed);
+            let result = AppendResult::Success {
+                match_index: committed,
+            };
+            self.send_after_persist(from, MessageBody::AppendResponse { result });
+            return Ok(());
+        }
+        self.log.install_start(prev_log_index, prev_log_term);
+        self.leader_match_index = prev_log_index;
+        self.install_configuration(record);
+        self.log_start = Some(super::ready::LogStart {
+            prev_log_index,
+            prev_log_term,
+            state,
+        });
+        let result = AppendResult::Success {
+            match_index: prev_log_index,
+        };
+        self.send_after_persist(from, MessageBody::AppendResponse { result });
+        Ok(())
     }
 
     pub(super) fn broadcast_heartbeat(&mut self, read_context: Option<u64>) {

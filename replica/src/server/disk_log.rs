@@ -1,6 +1,9 @@
 //! The consensus core's read-only view of the on-disk log.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::core::{LogRead, LogReadError};
 use crate::entry::{Entry, Index, Term};
@@ -10,12 +13,18 @@ use crate::store::{Log, StoreError};
 /// to be durable, while the storage thread appends past them.
 pub struct DiskLog {
     log: Arc<Log>,
+    /// The consumer checkpoint, sent with the log start to a follower that
+    /// needs deleted entries (retention deletes only below it).
+    checkpoint_path: PathBuf,
 }
 
 impl DiskLog {
-    /// A view of `log`.
-    pub fn new(log: Arc<Log>) -> DiskLog {
-        DiskLog { log }
+    /// A view of `log`, whose consumer checkpoint is at `checkpoint_path`.
+    pub fn new(log: Arc<Log>, checkpoint_path: PathBuf) -> DiskLog {
+        DiskLog {
+            log,
+            checkpoint_path,
+        }
     }
 }
 
@@ -53,5 +62,18 @@ impl LogRead for DiskLog {
         self.log
             .entries(from, max_count, max_bytes as u64)
             .map_err(read_error)
+    }
+
+    /// The checkpoint file as it is on disk: written atomically, so whole,
+    /// and applied at least up to the first index (retention deletes only
+    /// what it covers).
+    fn state_image(&self) -> Result<Bytes, LogReadError> {
+        match std::fs::read(&self.checkpoint_path) {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
+            Err(err) => Err(LogReadError {
+                reason: format!("reading {}: {err}", self.checkpoint_path.display()),
+            }),
+        }
     }
 }

@@ -303,7 +303,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let seed = self_id ^ std::process::id() as u64;
     let mut node = Node::new(
         config.core_config(self_id, bootstrap),
-        DiskLog::new(log.clone()),
+        DiskLog::new(log.clone(), checkpoint_path.clone()),
         meta.hard_state(),
         seed,
     )?;

@@ -27,7 +27,7 @@ impl RetentionPolicy {
     }
 
     /// Past this size, entries a lagging follower still needs are deleted
-    /// anyway (the follower then cannot catch up from this leader's log):
+    /// anyway (the follower then takes up the leader's log start instead):
     /// twice `max_bytes`, so one slow member cannot fill the disk.
     pub fn hold_max_bytes(&self) -> Option<u64> {
         self.max_bytes.map(|bytes| bytes.saturating_mul(2))

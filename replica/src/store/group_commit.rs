@@ -83,10 +83,19 @@ enum Op {
         payload_bytes: u64,
         callback: SubmitCallback,
     },
+    /// Cuts the log after everything queued before it is written.
     Truncate {
-        from: Index,
+        cut: Cut,
         callback: Box<dyn FnOnce(Result<()>) + Send>,
     },
+}
+
+/// What a [`Op::Truncate`] removes.
+enum Cut {
+    /// Entries from this index on.
+    Suffix(Index),
+    /// Every entry; the log continues after (index, term).
+    All(Index, Term),
 }
 
 struct Queue {
@@ -239,7 +248,22 @@ impl GroupCommit {
         let (sender, receiver) = mpsc::sync_channel(1);
         self.push(
             Op::Truncate {
-                from,
+                cut: Cut::Suffix(from),
+                callback: Box::new(move |result| drop(sender.send(result))),
+            },
+            false,
+        )?;
+        receiver.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Drops every entry and continues after (`prev_index`, `prev_term`)
+    /// ([`Log::restart_after`]), after everything queued before it is
+    /// written; blocks until done (durably).
+    pub fn restart_after(&self, prev_index: Index, prev_term: Term) -> Result<()> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.push(
+            Op::Truncate {
+                cut: Cut::All(prev_index, prev_term),
                 callback: Box::new(move |result| drop(sender.send(result))),
             },
             false,
@@ -385,8 +409,11 @@ fn process(log: &Log, shared: &Shared, flush_mode: FlushMode, batch: Vec<Op>) {
     };
     for op in batch {
         match op {
-            Op::Truncate { from, callback } => {
-                callback(log.truncate_suffix(from));
+            Op::Truncate { cut, callback } => {
+                callback(match cut {
+                    Cut::Suffix(from) => log.truncate_suffix(from),
+                    Cut::All(prev_index, prev_term) => log.restart_after(prev_index, prev_term),
+                });
                 return;
             }
             Op::Append { work, callback, .. } => {

@@ -548,6 +548,34 @@ impl Log {
             .map_err(|error| self.fail(format!("truncating {} to {end}: {error}", path.display())))
     }
 
+    /// Drops every entry and continues after (`prev_index`, `prev_term`): a
+    /// follower taking up the leader's log start. The segments go newest
+    /// first, so a crash part way leaves a prefix of the old log (which
+    /// the leader then installs over again); the new, empty segment is
+    /// created last. Any I/O failure fails the store.
+    pub fn restart_after(&self, prev_index: Index, prev_term: Term) -> Result<()> {
+        self.check_failed()?;
+        let _writer = self.lock_writer()?;
+        let mut segments = self.write()?;
+        while let Some(segment) = segments.list.pop() {
+            if let Err(error) = self.remove_segment_files(&segment) {
+                segments.list.push(segment);
+                return Err(error);
+            }
+        }
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|error| self.fail(format!("fsync of {}: {error}", self.dir.display())))?;
+        let segment = create_segment(&self.dir, self.vfs.as_ref(), prev_index + 1, prev_term)
+            .map_err(|error| {
+                self.fail(format!(
+                    "creating the segment after the log start {prev_index}: {error}"
+                ))
+            })?;
+        segments.list.push(segment);
+        Ok(())
+    }
+
     /// Deletes whole segments all of whose entries are below `index`, oldest
     /// first; the active segment is never deleted. Returns how many went.
     pub fn delete_below(&self, index: Index) -> Result<usize> {

@@ -153,6 +153,28 @@ impl RaftLoop {
     ) {
         self.checkpoint_writing = None;
         match outcome {
+            // Encoded before the log start was taken up, written after it:
+            // the file must hold the state the new log starts from.
+            Ok(())
+                if self
+                    .installed_start
+                    .is_some_and(|start| applied_index < start) =>
+            {
+                let bytes = self
+                    .consumers
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .encode_checkpoint(self.consumers_applied_through);
+                if let Err(err) =
+                    crate::datadir::save_consumer_checkpoint(&self.checkpoint_path, &bytes)
+                {
+                    tracing::error!(
+                        %err,
+                        path = %self.checkpoint_path.display(),
+                        "writing the consumer checkpoint again after the log start failed"
+                    );
+                }
+            }
             Ok(()) => {
                 self.checkpoint_saved = Some(
                     self.checkpoint_saved

@@ -27,6 +27,7 @@ mod commit;
 mod configuration;
 mod disk_full;
 mod log_retention;
+mod log_start;
 mod proposals;
 mod publish;
 mod reads;
@@ -230,6 +231,10 @@ pub struct RaftLoop {
     /// While a checkpoint is being written: the applied index it covers at
     /// least.
     checkpoint_writing: Option<Index>,
+    /// The applied index of the consumer state taken with the leader's log
+    /// start, if one was: a checkpoint written from the older state that
+    /// lands after it is written again.
+    installed_start: Option<Index>,
     /// The clock proposal deadlines are on.
     started: Instant,
     /// ReadIndex requests by request id, until the core answers.
@@ -330,6 +335,7 @@ impl RaftLoop {
             checkpoint_path: parts.checkpoint_path,
             checkpoint_saved: parts.checkpoint_applied_index,
             checkpoint_writing: None,
+            installed_start: None,
             started: Instant::now(),
             reads_asked: HashMap::new(),
             reads_waiting: BTreeMap::new(),

@@ -33,6 +33,7 @@ impl RaftLoop {
             transfer_outcomes,
             violations,
             configurations,
+            log_start,
         } = ready;
         for violation in violations {
             self.on_violation(violation);
@@ -42,6 +43,9 @@ impl RaftLoop {
         // now in force.
         if let Some(records) = configurations {
             self.on_configurations(&records)?;
+        }
+        if let Some(start) = log_start {
+            self.install_log_start(start)?;
         }
         if let Some(soft) = soft_state {
             self.on_soft_state(soft);
