@@ -31,6 +31,8 @@ struct ThreadResult {
     offsets: [u64; 2],
     changes: ChangeCounts,
     removed_leader_handovers: u64,
+    /// Retention deletions, and log starts followers took up.
+    log_starts: [u64; 2],
     /// (seed, error)
     failures: Vec<(u64, String)>,
 }
@@ -71,6 +73,8 @@ fn simulation_seeds() {
                                 result.changes.add(&stats.changes);
                                 result.removed_leader_handovers +=
                                     stats.removed_leader_handovers;
+                                result.log_starts[0] += stats.retention_deletions;
+                                result.log_starts[1] += stats.log_starts_installed;
                             }
                             Err(error) => {
                                 eprintln!("SEED {seed} FAILED: {error}\n  rerun: SIM_SEED={seed} cargo test --release -p dledger-replica --test simulation");
@@ -111,8 +115,10 @@ fn simulation_seeds() {
         changes.add(&result.changes);
     }
     let handovers: u64 = results.iter().map(|r| r.removed_leader_handovers).sum();
+    let deletions: u64 = results.iter().map(|r| r.log_starts[0]).sum();
+    let installed: u64 = results.iter().map(|r| r.log_starts[1]).sum();
     println!(
-        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply, configuration changes committed {changes:?}, {handovers} removed leaders handed over",
+        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply, configuration changes committed {changes:?}, {handovers} removed leaders handed over, {deletions} retention deletions, {installed} log starts taken up",
         seeds as f64 / elapsed
     );
     assert!(
@@ -134,6 +140,11 @@ fn simulation_seeds() {
                 && changes.removed_learners > 0
                 && handovers > 0),
         "configuration changes committed: {changes:?}, {handovers} removed leaders handed over"
+    );
+    // Followers took up leaders' log starts after retention.
+    assert!(
+        seeds < 100 || installed > 0,
+        "{deletions} retention deletions, {installed} log starts taken up"
     );
 }
 

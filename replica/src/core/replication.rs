@@ -184,12 +184,16 @@ impl<L: LogRead> Node<L> {
         };
         self.leader_commit_told = Some(leader_commit);
         let committed = self.log.committed();
-        if prev_log_index <= committed {
-            // Everything up to there is here already and committed.
-            self.leader_match_index = self.leader_match_index.max(committed);
-            let result = AppendResult::Success {
-                match_index: committed,
-            };
+        if prev_log_index <= committed || prev_log_index <= self.leader_match_index {
+            // Everything up to the start is here already: committed, or
+            // matched with this leader in this term. The latter must not be
+            // dropped: answers for entries past the start may be on their
+            // way (an append crossed the leader's retention), and the
+            // leader would count them with the entries gone (the
+            // simulation found it, seed 3445).
+            let match_index = committed.max(self.leader_match_index);
+            self.leader_match_index = match_index;
+            let result = AppendResult::Success { match_index };
             self.send_after_persist(from, MessageBody::AppendResponse { result });
             return Ok(());
         }

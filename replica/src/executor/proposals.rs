@@ -38,6 +38,9 @@ pub enum Outcome {
     NotAppended,
     /// Not committed by the deadline; it may still commit.
     TimedOut,
+    /// This member dropped its log for the leader's log start before the
+    /// batch was decided; it may have committed.
+    LogDropped,
 }
 
 struct Pending<R> {
@@ -179,6 +182,19 @@ impl<R> Proposals<R> {
         answers
     }
 
+    /// The whole log was dropped for the leader's log start: every batch
+    /// is answered [`Outcome::LogDropped`]. Its entries may have committed (up to the
+    /// start everything did, and the leader's log may hold them past it),
+    /// but this member no longer has them to tell; and its log restarts
+    /// without them, so a later proposal of its own may take their
+    /// indexes (the simulation found that, seed 8232).
+    pub fn on_log_start(&mut self) -> Vec<(R, Outcome)> {
+        self.pending
+            .drain(..)
+            .map(|pending| (pending.reply, Outcome::LogDropped))
+            .collect()
+    }
+
     /// Answer the batches whose deadline passed at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) -> Vec<(R, Outcome)> {
         let mut answers = Vec::new();
@@ -306,5 +322,23 @@ mod tests {
             )
         );
         assert!(proposals.drain().is_empty());
+    }
+
+    #[test]
+    fn a_log_start_leaves_every_batch_unknown_and_the_indexes_free() {
+        let mut proposals = Proposals::default();
+        proposals.push(4, 5, 2, 1, 100, "below").unwrap();
+        proposals.push(6, 9, 4, 1, 100, "straddles").unwrap();
+        proposals.push(10, 11, 2, 1, 100, "after").unwrap();
+        assert_eq!(
+            proposals.on_log_start(),
+            vec![
+                ("below", Outcome::LogDropped),
+                ("straddles", Outcome::LogDropped),
+                ("after", Outcome::LogDropped)
+            ]
+        );
+        // A later proposal of this member's may take the same indexes.
+        proposals.push(10, 10, 1, 3, 100, "new").unwrap();
     }
 }

@@ -131,9 +131,13 @@ impl Checker {
     pub fn check_leader_log(
         &self,
         node: NodeId,
+        first_index: Index,
         term_at: impl Fn(Index) -> Option<Term>,
     ) -> Result<(), String> {
-        for entry in &self.committed {
+        // Retention deleted the entries before its first index (only
+        // committed ones), but not the term of the one before.
+        let kept = (first_index as usize).saturating_sub(2);
+        for entry in self.committed.iter().skip(kept) {
             if term_at(entry.index) != Some(entry.term) {
                 return Err(format!(
                     "leader completeness: new leader {node} lacks committed entry {} (term {}), has term {:?}",
@@ -144,6 +148,11 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// The committed log up to `index`, when it reaches that far.
+    pub fn committed_prefix(&self, index: Index) -> Option<Vec<Entry>> {
+        self.committed.get(..index as usize).map(<[Entry]>::to_vec)
     }
 
     /// Log matching, checked on every entry as it becomes durable somewhere.

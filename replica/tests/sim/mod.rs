@@ -32,6 +32,9 @@ pub struct RunStats {
     pub changes: ChangeCounts,
     /// Leaders that handed over because their own removal committed.
     pub removed_leader_handovers: u64,
+    /// Retention deletions, and log starts followers took up.
+    pub retention_deletions: u64,
+    pub log_starts_installed: u64,
 }
 
 /// How the operator changes the membership during a run (half the seeds
@@ -107,7 +110,16 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
             [0.0, 0.1, 0.5][members_plan.below(3) as usize];
     }
     let operator = operator.map(|operator| (operator, members_plan));
-    let result = drive(&mut world, &mut plan, operator);
+    // Retention, from a stream of its own too: a quarter of the seeds
+    // delete often (a member's log then starts after its commit index), so
+    // lagging, restarted and new members need the leader's log start.
+    let mut retention_plan = Rng::new(seed ^ 0x7265_7465_6e74_696f);
+    let retention_rate = [0.0, 0.0, 0.0, 0.05][retention_plan.below(4) as usize];
+    let retention = (retention_rate > 0.0).then_some((retention_rate, retention_plan));
+    if retention.is_some() {
+        world.enable_retention()?;
+    }
+    let result = drive(&mut world, &mut plan, operator, retention);
     match result {
         Ok(stats) => Ok(stats),
         Err(error) => {
@@ -132,6 +144,7 @@ fn drive(
     world: &mut World,
     plan: &mut Rng,
     mut operator: Option<(Operator, Rng)>,
+    mut retention: Option<(f64, Rng)>,
 ) -> Result<RunStats, String> {
     let mut stats = RunStats::default();
     let fault_rate = [0.005, 0.02, 0.05][plan.below(3) as usize];
@@ -153,6 +166,12 @@ fn drive(
         if let Some((operator, members_plan)) = operator.as_mut() {
             if members_plan.chance(operator.rate) {
                 reconfigure(world, members_plan, operator)?;
+            }
+        }
+        if let Some((rate, retention_plan)) = retention.as_mut() {
+            if retention_plan.chance(*rate) {
+                let node = retention_plan.below(world.size() as u64) as usize;
+                world.retain(node)?;
             }
         }
     }
@@ -193,6 +212,8 @@ fn drive(
     stats.reads = world.reads_answered;
     stats.changes = world.checker.changes;
     stats.removed_leader_handovers = world.removed_leader_handovers;
+    stats.retention_deletions = world.retention_deletions;
+    stats.log_starts_installed = world.log_starts_installed;
     if stats.acked == 0 {
         return Err("no proposal was ever acknowledged".to_string());
     }

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use dledger_replica::core::rng::Rng;
 use dledger_replica::core::{LogRead, LogReadError};
 use dledger_replica::entry::{Entry, HardState, Index, Term};
@@ -23,6 +24,19 @@ pub struct SimStorage {
     /// The configuration records last saved: durable as soon as saved (the
     /// server writes its file atomically and syncs it before the entries).
     pub configurations: Vec<ConfigRecord>,
+    /// The log starts after this index: retention deleted the entries up
+    /// to it, or it is the leader's log start taken up. Durable at once,
+    /// as the server's deletions and resets are. The entries up to it stay
+    /// in `current` and `synced`, hidden from the core, so that the
+    /// checkers keep reading dense logs: there they are the committed log.
+    pub start: Index,
+    /// A log start was taken up from a leader: where the log has no
+    /// configuration entry, the group's bootstrap set is in force, not
+    /// this member's own (a spare's is empty).
+    pub installed_start: bool,
+    /// The consumer checkpoint (`ConsumerState::encode_checkpoint`),
+    /// applied up to `start` exactly: written with every deletion.
+    pub checkpoint: Bytes,
 }
 
 impl SimStorage {
@@ -87,6 +101,29 @@ impl SimStorage {
         changed
     }
 
+    /// Retention: the log starts after `start` from now on, with the
+    /// consumer checkpoint `checkpoint` applied up to it.
+    pub fn delete_through(&mut self, start: Index, checkpoint: Bytes) {
+        assert!(
+            start as usize <= self.synced.len() && start > self.start,
+            "retention deletes durable entries past the old start"
+        );
+        self.start = start;
+        self.checkpoint = checkpoint;
+    }
+
+    /// The leader's log start taken up: every entry dropped, the log
+    /// continues after `committed.len()` (the committed log up to there,
+    /// kept hidden), with the leader's consumer checkpoint.
+    pub fn install_start(&mut self, committed: &[Entry], checkpoint: Bytes) {
+        self.current = committed.to_vec();
+        self.synced = committed.to_vec();
+        self.dirty_from = None;
+        self.start = committed.len() as Index;
+        self.checkpoint = checkpoint;
+        self.installed_start = true;
+    }
+
     /// Wipe everything (a replaced disk), configuration records included.
     pub fn wipe(&mut self) {
         *self = SimStorage::default();
@@ -99,7 +136,7 @@ pub struct SimLog(pub Rc<RefCell<SimStorage>>);
 
 impl LogRead for SimLog {
     fn first_index(&self) -> Index {
-        1
+        self.0.borrow().start + 1
     }
 
     fn last_index(&self) -> Index {
@@ -109,6 +146,9 @@ impl LogRead for SimLog {
     fn term(&self, index: Index) -> Result<Option<Term>, LogReadError> {
         if index == 0 {
             return Ok(Some(0));
+        }
+        if index < self.0.borrow().start {
+            return Ok(None);
         }
         Ok(self
             .0
@@ -140,5 +180,9 @@ impl LogRead for SimLog {
             out.push(entry.clone());
         }
         Ok(out)
+    }
+
+    fn state_image(&self) -> Result<Bytes, LogReadError> {
+        Ok(self.0.borrow().checkpoint.clone())
     }
 }

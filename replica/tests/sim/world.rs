@@ -12,10 +12,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 use dledger_replica::consumers::{Applied, Condition, ConsumerState, OffsetCommit, PendingCommits};
 use dledger_replica::core::rng::Rng;
-use dledger_replica::core::{Config, Message, MessageBody, Node, ProposeError, Ready, Role};
+use dledger_replica::core::{
+    Config, LogStart, Message, MessageBody, Node, ProposeError, Ready, Role,
+};
 use dledger_replica::entry::{Entry, EntryKind, Index, NodeId, Term};
 use dledger_replica::executor::{Outcome, Proposals};
-use dledger_replica::membership::{Configuration, IdChange, MemberRecord, MemberRole, Membership};
+use dledger_replica::membership::{
+    ConfigRecord, Configuration, IdChange, MemberRecord, MemberRole, Membership,
+};
 
 use super::checker::{entry_membership, newest_configuration, Checker, FORWARD_ONLY_PREFIX};
 use super::storage::{SimLog, SimStorage};
@@ -219,6 +223,14 @@ pub struct World {
     seen_configuration: bool,
     /// Leaders that stepped down because their own removal committed.
     pub removed_leader_handovers: u64,
+    /// Retention runs in this seed (`retain`): bootstrap members then
+    /// restore the bootstrap record with its payload, as the server's do,
+    /// so that a log start can carry it. Off, a seed's course is as it was
+    /// before log starts existed.
+    pub retention: bool,
+    /// Log starts followers took up, and retention deletions.
+    pub log_starts_installed: u64,
+    pub retention_deletions: u64,
 }
 
 pub type SimResult<T> = Result<T, String>;
@@ -293,6 +305,9 @@ impl World {
             bootstrap_voters: voters,
             seen_configuration: false,
             removed_leader_handovers: 0,
+            retention: false,
+            log_starts_installed: 0,
+            retention_deletions: 0,
         };
         for index in 0..size {
             world.nodes.push(SimNode {
@@ -382,8 +397,12 @@ impl World {
         let seed = self.rng.next_u64();
         let mut node = Node::new(config, log, hard_state, seed)
             .map_err(|error| format!("node {id} failed to start: {error}"))?;
-        // As the server: the saved records before any other input.
-        let records = self.nodes[index].storage.borrow().configurations.clone();
+        // As the server: the saved records before any other input, with
+        // the bootstrap record (payload and all) of a bootstrap member.
+        let mut records = self.nodes[index].storage.borrow().configurations.clone();
+        if self.retention && self.nodes[index].bootstrap_member {
+            records.insert(0, self.bootstrap_record());
+        }
         node.restore_configurations(records)
             .map_err(|error| format!("node {id} restoring its configurations: {error}"))?;
         if self.seen_configuration {
@@ -393,15 +412,27 @@ impl World {
                 "at restart",
                 node.membership(),
                 &storage.current,
-                &node.config().members,
+                &bootstrap_in(&storage, &node, self.bootstrap_voters),
             )?;
         }
-        // As `server::rebuild_consumers`: nothing applied below the first
-        // index, every offset commit on disk waits for the commit index.
-        let mut consumers = ConsumerState::default();
-        consumers.skip_to(node.first_index().saturating_sub(1));
+        // As `server::rebuild_consumers`: the checkpoint (or nothing
+        // applied below the first index), then every offset commit on disk
+        // after it waits for the commit index.
+        let checkpoint = self.nodes[index].storage.borrow().checkpoint.clone();
+        let consumers = if checkpoint.is_empty() {
+            let mut consumers = ConsumerState::default();
+            consumers.skip_to(node.first_index().saturating_sub(1));
+            consumers
+        } else {
+            ConsumerState::decode_checkpoint(&checkpoint)
+                .map_err(|defect| format!("node {id}: its checkpoint: {}", defect.reason))?
+        };
         let mut consumer_pending = PendingCommits::default();
-        let malformed = consumer_pending.on_append(&self.nodes[index].storage.borrow().current);
+        let scan_from = consumers.applied_index() as usize;
+        let malformed = consumer_pending.on_append(
+            &self.nodes[index].storage.borrow().current
+                [scan_from.min(self.nodes[index].storage.borrow().current.len())..],
+        );
         if !malformed.is_empty() {
             return Err(format!("node {id}: malformed offset commits {malformed:?}"));
         }
@@ -904,7 +935,9 @@ impl World {
                 }
                 let node = self.nodes[index].node.as_ref().expect("up");
                 self.checker
-                    .check_leader_log(id, |at| node.entry_term(at).expect("memory log reads"))?;
+                    .check_leader_log(id, node.first_index(), |at| {
+                        node.entry_term(at).expect("memory log reads")
+                    })?;
                 self.checker
                     .election_quorum(soft.term, id, node.membership())?;
                 // This Ready's entries are the new term's no-op alone: the
@@ -915,7 +948,7 @@ impl World {
                     "as it wins",
                     node.membership(),
                     &storage.current,
-                    &node.config().members,
+                    &bootstrap_in(&storage, node, self.bootstrap_voters),
                 )?;
                 self.checker
                     .changes_in_flight(id, node.commit_index(), &storage.current)?;
@@ -943,6 +976,9 @@ impl World {
                     "node {id} saves configurations (index, term, voters, learners) {summary:?}"
                 )
             });
+        }
+        if let Some(start) = &ready.log_start {
+            self.install_log_start(index, start)?;
         }
         for message in ready.messages {
             self.send(message);
@@ -1002,7 +1038,7 @@ impl World {
                     "after writing",
                     node.membership(),
                     &storage.current,
-                    &node.config().members,
+                    &bootstrap_in(&storage, node, self.bootstrap_voters),
                 )?;
             }
             if writes_configuration && node.role() == Role::Leader {
@@ -1084,6 +1120,94 @@ impl World {
             .as_ref()
             .filter(|node| node.role() == Role::Leader)
             .map(|node| node.term());
+        Ok(())
+    }
+
+    /// The follower takes up the leader's log start, as the server's
+    /// `install_log_start`: the checkpoint and the new start at once
+    /// (durable), every proposal waiting answered `LogDropped`. The start must be committed: the checker's committed log
+    /// reaches it with the same term there.
+    fn install_log_start(&mut self, index: usize, start: &LogStart) -> SimResult<()> {
+        let id = self.nodes[index].id;
+        let at = start.prev_log_index;
+        let committed = self.checker.committed_prefix(at).ok_or_else(|| {
+            format!("node {id} took up a log start at {at}, past the committed log")
+        })?;
+        if committed.last().map(|entry| entry.term) != Some(start.prev_log_term) {
+            return Err(format!(
+                "node {id} took up a log start at {at} of term {}, but the committed entry there is {:?}",
+                start.prev_log_term,
+                committed.last()
+            ));
+        }
+        let consumers = ConsumerState::decode_checkpoint(&start.state)
+            .map_err(|defect| format!("node {id}: the leader's checkpoint: {}", defect.reason))?;
+        if consumers.applied_index() < at {
+            return Err(format!(
+                "node {id}: the leader's checkpoint is applied to {} only, the start is {at}",
+                consumers.applied_index()
+            ));
+        }
+        self.nodes[index]
+            .storage
+            .borrow_mut()
+            .install_start(&committed, start.state.clone());
+        let slot = &mut self.nodes[index];
+        let answers = slot.proposals.on_log_start();
+        slot.consumers = consumers;
+        slot.consumer_pending = PendingCommits::default();
+        self.log_starts_installed += 1;
+        self.note(|| format!("node {id} takes up the log start after {at}"));
+        self.answer_proposals(answers, &[])
+    }
+
+    /// The bootstrap voters as the server keeps them: a record at index 0
+    /// with its payload.
+    fn bootstrap_record(&self) -> ConfigRecord {
+        let membership = Membership::of_voters(1..=self.bootstrap_voters as NodeId);
+        ConfigRecord {
+            index: 0,
+            term: 0,
+            payload: configuration_payload(&membership).unwrap_or_default(),
+            membership,
+        }
+    }
+
+    /// Turns retention on (see `World::retention`), right after the world
+    /// is made and before it runs: the started bootstrap members take up
+    /// the bootstrap record with its payload, their first input.
+    pub fn enable_retention(&mut self) -> SimResult<()> {
+        self.retention = true;
+        let record = self.bootstrap_record();
+        for slot in &mut self.nodes {
+            if let (true, Some(node)) = (slot.bootstrap_member, slot.node.as_mut()) {
+                node.restore_configurations(vec![record.clone()])
+                    .map_err(|error| format!("node {}: {error}", slot.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention on node `index`: its log starts after its commit index
+    /// from now on, with its consumer state there as the checkpoint.
+    /// Unlike the server it does not wait for lagging followers: log
+    /// starts are what this is for.
+    pub fn retain(&mut self, index: usize) -> SimResult<()> {
+        let slot = &self.nodes[index];
+        let Some(node) = slot.node.as_ref() else {
+            return Ok(());
+        };
+        let start = slot.observed_commit.min(node.commit_index());
+        let storage = slot.storage.borrow();
+        if start <= storage.start || start as usize > storage.synced.len() {
+            return Ok(());
+        }
+        drop(storage);
+        let checkpoint = Bytes::from(slot.consumers.encode_checkpoint(start));
+        let id = slot.id;
+        slot.storage.borrow_mut().delete_through(start, checkpoint);
+        self.retention_deletions += 1;
+        self.note(|| format!("node {id} retention: the log starts after {start}"));
         Ok(())
     }
 
@@ -1188,7 +1312,7 @@ impl World {
                 } => (first_index, committed as usize),
                 Outcome::NotAppended => (0, 0),
                 // Unknown outcome: a careful client does not resend.
-                Outcome::TimedOut => continue,
+                Outcome::TimedOut | Outcome::LogDropped => continue,
             };
             let ids = batch.ids.clone();
             self.note(|| format!("client told {ids:?}: {outcome:?}"));
@@ -1292,5 +1416,16 @@ impl World {
             Some(trace) => trace.iter().cloned().collect::<Vec<_>>().join("\n"),
             None => String::new(),
         }
+    }
+}
+
+/// The configuration in force where a node's log has no configuration
+/// entry: its own bootstrap set, or the group's once it took up a log
+/// start (a spare's own is empty, but the start's is the group's).
+fn bootstrap_in(storage: &SimStorage, node: &Node<SimLog>, bootstrap_voters: usize) -> Vec<NodeId> {
+    if storage.installed_start {
+        (1..=bootstrap_voters as NodeId).collect()
+    } else {
+        node.config().members.clone()
     }
 }

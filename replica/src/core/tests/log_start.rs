@@ -360,3 +360,42 @@ fn a_malformed_log_start_is_dropped_and_reported() {
         assert_eq!(follower.last_index(), 2, "nothing dropped");
     }
 }
+
+/// Found by the simulation (seed 3445): an append crossed the leader's
+/// retention, the follower wrote entries past the new start and its answer
+/// was on its way when the log start came. Dropping those entries would
+/// have let the leader count them for commit.
+#[test]
+fn a_log_start_below_what_the_follower_matched_in_this_term_resets_nothing() {
+    let follower_log = StartLog::new(0, 1, 4, b"");
+    let mut follower = Node::new(
+        Config::new(2, vec![1, 2]),
+        follower_log.clone(),
+        HardState::default(),
+        2,
+    )
+    .unwrap();
+    let mut crossing = append(1, 1, (4, 1), &[(5, 1), (6, 1), (7, 1)]);
+    crossing.to = 2;
+    follower.step(crossing).unwrap();
+    let ready = follower.ready().unwrap();
+    assert_eq!(ready.entries.len(), 3);
+    follower_log.write(&ready);
+    follower
+        .step(install(5, 1, configuration(&[1, 2], &[]), 5))
+        .unwrap();
+    let ready = follower.ready().unwrap();
+    assert!(ready.log_start.is_none(), "entries 6 and 7 stay");
+    assert_eq!(follower.last_index(), 7);
+    let answers: Vec<_> = ready
+        .persisted_messages
+        .iter()
+        .map(|m| m.body.clone())
+        .collect();
+    assert_eq!(
+        answers,
+        [MessageBody::AppendResponse {
+            result: AppendResult::Success { match_index: 7 }
+        }]
+    );
+}

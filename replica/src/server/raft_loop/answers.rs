@@ -104,5 +104,10 @@ fn proposal_answer(outcome: Outcome) -> Result<(Index, Term), AppendError> {
                 COMMIT_TIMEOUT.as_secs()
             ),
         }),
+        Outcome::LogDropped => Err(AppendError::Unknown {
+            reason: "this member dropped its log for the leader's log start before the entry \
+                     was decided; it may have committed"
+                .into(),
+        }),
     }
 }

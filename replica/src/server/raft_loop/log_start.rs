@@ -30,7 +30,9 @@ impl RaftLoop {
         self.storage
             .restart_after(prev_log_index, prev_log_term)
             .map_err(|err| format!("resetting the log to start after {prev_log_index}: {err}"))?;
-        self.fail_truncated_proposals(prev_log_index + 1);
+        for (waiter, outcome) in self.proposals.on_log_start() {
+            waiter.answer(outcome, &[]);
+        }
         self.written_last = prev_log_index;
         self.consumer_pending = PendingCommits::default();
         self.consumers_applied_through = applied;
