@@ -283,6 +283,10 @@ impl Cluster {
         let binary = self.binary.clone();
         let network = self.network.clone();
         let serve_args = self.serve_args.clone();
+        let group_id = self
+            .dir
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
         let member = self
             .members
             .get_mut(index)
@@ -305,6 +309,8 @@ impl Cluster {
         command
             .arg("serve")
             .args(["--group", GROUP])
+            // One id per cluster, as the operator gives the resource's uid.
+            .args(["--group-id", &group_id])
             .args(["--id", &member.id])
             .args(["--peers", &peers])
             .args(["--initial-state", initial_state])

@@ -73,6 +73,9 @@ pub struct Status {
     /// directory (it goes by `id#<incarnation in hex>` among peers).
     #[serde(default)]
     pub incarnation: u64,
+    /// The group's id (`--group-id`); empty when it has none.
+    #[serde(default)]
+    pub group_id: String,
 }
 
 /// The configuration in force: `GET /admin/members`, and `configuration`
@@ -315,6 +318,7 @@ mod tests {
                 learners: vec![],
             })),
             incarnation: 0,
+            group_id: "uid-1".into(),
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({
@@ -327,7 +331,7 @@ mod tests {
                 {"id": "orders-0", "address": "orders-0.orders-peers:20911",
                  "httpAddress": "orders-0.orders-peers:8080"}
             ]},
-            "incarnation": 0
+            "incarnation": 0, "groupId": "uid-1"
         });
         assert_eq!(json, expected);
     }
@@ -350,6 +354,7 @@ mod tests {
             lag: 0,
             configuration: None,
             incarnation: 0,
+            group_id: String::new(),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert!(json["leaderId"].is_null());

@@ -880,6 +880,7 @@ mod tests {
                 lag: 0,
                 configuration: None,
                 incarnation: 0,
+                group_id: String::new(),
             }
         }
         fn members(&self) -> Members {

@@ -371,6 +371,7 @@ mod tests {
             lag: 1,
             configuration: None,
             incarnation: 0,
+            group_id: String::new(),
         }
     }
 

@@ -50,6 +50,7 @@ fn config(index: usize, addresses: &Addresses, dir: &std::path::Path) -> ServerC
         .collect();
     ServerConfig {
         group: GROUP.into(),
+        group_id: "hostile-test".into(),
         id: NAMES[index].into(),
         members,
         initial_state: dledger_replica::server::InitialState::New,

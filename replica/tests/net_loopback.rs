@@ -684,6 +684,46 @@ async fn a_peer_of_another_group_is_refused_and_keeps_retrying() {
     assert!(listener.stats().handshakes_failed >= 2);
 }
 
+/// A group recreated under the same name has another id: a member of one
+/// never delivers a message to a member of the other, while members that
+/// share the id, or where one side has none (an older build, or no id
+/// given), connect.
+#[tokio::test]
+async fn a_member_of_another_group_id_is_never_connected_to() {
+    let mut member_config = listener_config();
+    member_config.group_id = "uid-new".into();
+    let (listener, mut peers) = start_member(member_config).await;
+    let mut stale = link_config(50);
+    stale.group_id = "uid-old".into();
+    let link = PeerLink::<PeerMessage>::spawn("orders-0", listener.local_addr().to_string(), stale);
+    assert!(link.send(&message(1)).is_ok());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = link.stats();
+    assert!(
+        !stats.connected && stats.connections_established == 0 && stats.messages_sent == 0,
+        "{stats:?}"
+    );
+    let last_error = stats.last_error.unwrap_or_default();
+    assert!(
+        last_error.contains("\"uid-new\"") && last_error.contains("\"uid-old\""),
+        "{last_error}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), peers.recv())
+            .await
+            .is_err(),
+        "nothing was delivered"
+    );
+    drop(link);
+    for group_id in ["uid-new", ""] {
+        let mut config = link_config(50);
+        config.group_id = group_id.into();
+        let link =
+            PeerLink::<PeerMessage>::spawn("orders-0", listener.local_addr().to_string(), config);
+        deliver(&link, &mut peers, 2).await;
+    }
+}
+
 #[tokio::test]
 async fn a_full_queue_drops_and_counts() {
     // Nothing listens on this port: frames stay queued between attempts.

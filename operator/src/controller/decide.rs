@@ -553,6 +553,7 @@ mod tests {
             lag: 0,
             configuration: None,
             incarnation: 0,
+            group_id: String::new(),
         }
     }
 

@@ -27,6 +27,7 @@ fn status(id: &str, role: ApiRole, last_index: u64) -> Status {
         lag: 0,
         configuration: None,
         incarnation: 0,
+        group_id: String::new(),
     }
 }
 

@@ -14,6 +14,10 @@ use super::{common_labels, Group, PEER_PORT};
 pub const INITIAL_STATE_VAR: &str = "DLEDGER_INITIAL_STATE";
 /// The member list variable.
 pub const PEERS_VAR: &str = "DLEDGER_PEERS";
+/// The variable naming the group's unique id: the resource's uid, so that
+/// a group deleted and created again under the same name (its pods finding
+/// volumes of the old one) never mixes with the old one's members.
+pub const GROUP_ID_VAR: &str = "DLEDGER_GROUP_ID";
 
 /// What a member with an empty data directory does
 /// (`dledger-replica serve --initial-state`).
@@ -125,6 +129,7 @@ pub fn join_config_map(group: &Group<'_>, join: &Join) -> ConfigMap {
                 join.initial_state.as_str().to_string(),
             ),
             (PEERS_VAR.to_string(), join.peers.clone()),
+            (GROUP_ID_VAR.to_string(), group.owner.uid.clone()),
         ])),
         ..ConfigMap::default()
     }
@@ -176,6 +181,7 @@ mod tests {
             "DLedgerGroup"
         );
         assert_eq!(Join::of(&map), Some(join));
+        assert_eq!(map.data.as_ref().unwrap()[GROUP_ID_VAR], "uid-1");
         let mut garbled = map.clone();
         garbled
             .data

@@ -261,7 +261,8 @@ fn environment(group: &Group<'_>) -> Vec<EnvVar> {
                 ..EnvVarSource::default()
             }),
         },
-        // DLEDGER_PEERS and DLEDGER_INITIAL_STATE come from the join ConfigMap.
+        // DLEDGER_PEERS, DLEDGER_INITIAL_STATE and DLEDGER_GROUP_ID come
+        // from the join ConfigMap.
         value("DLEDGER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
         value("DLEDGER_DATA_DIR", DATA_DIR),
         value("DLEDGER_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),

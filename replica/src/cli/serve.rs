@@ -59,6 +59,14 @@ pub struct ServeArgs {
     #[arg(long, env = "DLEDGER_GROUP")]
     pub group: String,
 
+    /// The group's unique id (the operator passes the `DLedgerGroup`'s uid):
+    /// kept in the data directory at first start, and checked with every
+    /// member this one connects to, so that a group recreated under the same
+    /// name, or a volume left from a deleted one, never mixes with this one.
+    /// Empty: none (the data directory's is used, if it has one).
+    #[arg(long, env = "DLEDGER_GROUP_ID", default_value = "")]
+    pub group_id: String,
+
     /// This member's id: one of the ids in --peers (in Kubernetes, the pod name).
     #[arg(long, env = "DLEDGER_ID")]
     pub id: String,
@@ -247,6 +255,7 @@ impl ServeArgs {
         };
         Ok(ServerConfig {
             group: self.group.clone(),
+            group_id: self.group_id.clone(),
             id: self.id.clone(),
             members,
             initial_state: match self.initial_state {
@@ -356,6 +365,7 @@ fn log_config(config: &ServerConfig) {
     // logged here too.
     let ServerConfig {
         group,
+        group_id,
         id,
         members,
         initial_state,
@@ -383,6 +393,7 @@ fn log_config(config: &ServerConfig) {
         .collect();
     tracing::info!(
         group = %group,
+        group_id = if group_id.is_empty() { "-" } else { group_id.as_str() },
         id = %id,
         peers = %peers.join(","),
         http_peers = %http_peers.join(","),

@@ -8,7 +8,7 @@
 //! | offset | size | field        | meaning                                             |
 //! |-------:|-----:|--------------|-----------------------------------------------------|
 //! | 0      | 4    | `magic`      | the ASCII bytes `DLGR` (`0x44 0x4C 0x47 0x52`)      |
-//! | 4      | 1    | `version`    | protocol version the frame is written in (now `1`)  |
+//! | 4      | 1    | `version`    | protocol version the frame is written in (`1`; a version-2 `HelloOk` says `2`) |
 //! | 5      | 1    | `frame_type` | see [`FrameType`]                                   |
 //! | 6      | 2    | `flags`      | no flag is defined yet: must be zero                |
 //! | 8      | 8    | `request_id` | matches a client response to its request; 0 else    |
@@ -31,10 +31,13 @@ use tokio_util::codec::{Decoder, Encoder};
 pub const MAGIC: [u8; 4] = *b"DLGR";
 /// Size of the fixed header in bytes.
 pub const HEADER_BYTES: usize = 20;
-/// The protocol versions this build speaks, lowest and highest.
-pub const SUPPORTED_VERSIONS: (u8, u8) = (1, 1);
-/// The version this build writes.
-pub const PROTOCOL_VERSION: u8 = SUPPORTED_VERSIONS.1;
+/// The protocol versions this build speaks, lowest and highest. Version 2
+/// differs from 1 in the `HelloOk` body alone (it carries the group id; see
+/// [`handshake`](super::handshake)).
+pub const SUPPORTED_VERSIONS: (u8, u8) = (1, 2);
+/// The version frames are written in: every frame reads the same in both
+/// versions but a version-2 `HelloOk`, written as 2 to a peer that speaks it.
+pub const PROTOCOL_VERSION: u8 = 1;
 /// Default largest body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 
@@ -423,12 +426,12 @@ mod tests {
                 FrameError::UnsupportedVersion {
                     got: 9,
                     min: 1,
-                    max: 1
+                    max: 2
                 }
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("speaks 1..=1"));
+        assert!(err.to_string().contains("speaks 1..=2"));
     }
 
     #[test]

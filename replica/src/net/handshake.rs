@@ -12,7 +12,12 @@
 //!   speaks), `role u8` (1 = peer, 2 = client), `group str16`,
 //!   `member_id str16` (the sender's member id, or a client's name).
 //! - `HelloOk`: `version u8` (the version both will speak from now on, the
-//!   highest both speak), `member_id str16` (the accepting member's id).
+//!   highest both speak), `member_id str16` (the accepting member's id);
+//!   from version 2 on, `group_id str16` (the accepting member's group id,
+//!   empty when it has none). A connecting member that has a group id
+//!   closes a link whose `HelloOk` names another: as every member connects
+//!   to every other, each pair is checked both ways. The frame's header
+//!   says the version of its body.
 //! - `Error`: `code u16` (see [`ErrorCode`]), `message str32` (for humans).
 //!
 //! Frames carrying these bodies are written with header version 1 forever,
@@ -121,6 +126,9 @@ pub struct HelloOk {
     pub version: u8,
     /// The accepting member's id.
     pub member_id: String,
+    /// The accepting member's group id (version 2 on; empty when it has
+    /// none, and in version 1).
+    pub group_id: String,
 }
 
 impl HelloOk {
@@ -129,6 +137,9 @@ impl HelloOk {
         let mut body = BytesMut::new();
         body.put_u8(self.version);
         put_str16(&mut body, "member id", &self.member_id)?;
+        if self.version >= 2 {
+            put_str16(&mut body, "group id", &self.group_id)?;
+        }
         Ok(body.freeze())
     }
 
@@ -136,8 +147,23 @@ impl HelloOk {
     pub fn decode(mut body: &[u8]) -> Result<HelloOk, HandshakeError> {
         let version = get_u8(&mut body, "hello-ok")?;
         let member_id = get_str16(&mut body, "hello-ok")?;
+        let group_id = if version >= 2 {
+            get_str16(&mut body, "hello-ok")?
+        } else {
+            String::new()
+        };
         expect_end(body, "hello-ok")?;
-        Ok(HelloOk { version, member_id })
+        Ok(HelloOk {
+            version,
+            member_id,
+            group_id,
+        })
+    }
+
+    /// Whether its group id can be the same group as `ours`: equal, or
+    /// either unknown (a member with no id, or of a version-1 build).
+    pub fn same_group_id(&self, ours: &str) -> bool {
+        ours.is_empty() || self.group_id.is_empty() || self.group_id == ours
     }
 }
 
@@ -328,6 +354,9 @@ pub struct AcceptPolicy {
     pub group: String,
     /// This member's id, sent back in `HelloOk`.
     pub member_id: String,
+    /// This member's group id, sent back in a version-2 `HelloOk` (empty:
+    /// none).
+    pub group_id: String,
     /// Peer ids allowed to connect as peers.
     pub known_peers: KnownPeers,
 }
@@ -389,10 +418,11 @@ where
     let ok = HelloOk {
         version,
         member_id: policy.member_id.clone(),
+        group_id: policy.group_id.clone(),
     };
-    framed
-        .send(Frame::new(FrameType::HelloOk, 0, ok.encode()?))
-        .await?;
+    let mut frame = Frame::new(FrameType::HelloOk, 0, ok.encode()?);
+    frame.version = version;
+    framed.send(frame).await?;
     Ok((hello, version))
 }
 
@@ -521,8 +551,10 @@ mod tests {
         }
 
         #[test]
-        fn hello_ok_round_trips(version in any::<u8>(), id in arb_name()) {
-            let ok = HelloOk { version, member_id: id };
+        fn hello_ok_round_trips(version in any::<u8>(), id in arb_name(), group_id in arb_name()) {
+            // Version 1 carries no group id.
+            let group_id = if version >= 2 { group_id } else { String::new() };
+            let ok = HelloOk { version, member_id: id, group_id };
             prop_assert_eq!(HelloOk::decode(&ok.encode().unwrap()).unwrap(), ok);
         }
 
@@ -592,6 +624,7 @@ mod tests {
         AcceptPolicy {
             group: "orders".into(),
             member_id: "orders-0".into(),
+            group_id: "3f6c".into(),
             known_peers: KnownPeers::only(["orders-1"]),
         }
     }
@@ -600,15 +633,41 @@ mod tests {
     async fn good_hello_is_accepted() {
         let (client, server) =
             run_pair(Hello::new(Role::Peer, "orders", "orders-1"), policy()).await;
+        let ok = client.unwrap();
         assert_eq!(
-            client.unwrap(),
+            ok,
             HelloOk {
-                version: 1,
-                member_id: "orders-0".into()
+                version: 2,
+                member_id: "orders-0".into(),
+                group_id: "3f6c".into(),
             }
         );
+        assert!(ok.same_group_id("3f6c") && ok.same_group_id(""));
+        assert!(!ok.same_group_id("9a01"));
         let (hello, version) = server.unwrap();
-        assert_eq!((hello.member_id.as_str(), version), ("orders-1", 1));
+        assert_eq!((hello.member_id.as_str(), version), ("orders-1", 2));
+    }
+
+    /// A member of an older build speaks version 1 only: it gets the
+    /// version-1 `HelloOk` (header and body) it can read, without the id.
+    #[tokio::test]
+    async fn a_version_1_peer_gets_a_version_1_answer() {
+        let (a, b) = tokio::io::duplex(4096);
+        let mut client = Framed::new(a, FrameCodec::default());
+        let mut server = Framed::new(b, FrameCodec::default());
+        let mut old = Hello::new(Role::Peer, "orders", "orders-1");
+        old.max_version = 1;
+        let policy = policy();
+        let (_, accepted) = tokio::join!(
+            client.send(Frame::new(FrameType::Hello, 0, old.encode().unwrap())),
+            accept(&mut server, &policy)
+        );
+        assert_eq!(accepted.unwrap().1, 1);
+        let reply = client.next().await.unwrap().unwrap();
+        assert_eq!((reply.frame_type, reply.version), (FrameType::HelloOk, 1));
+        let ok = HelloOk::decode(&reply.body).unwrap();
+        assert_eq!((ok.version, ok.group_id.as_str()), (1, ""));
+        assert!(ok.same_group_id("9a01"), "an unknown id is not a mismatch");
     }
 
     #[tokio::test]
@@ -640,12 +699,12 @@ mod tests {
         assert!(client.is_ok());
 
         let mut future = Hello::new(Role::Client, "orders", "c");
-        future.min_version = 2;
-        future.max_version = 3;
+        future.min_version = 3;
+        future.max_version = 4;
         let (client, _) = run_pair(future, policy()).await;
         let err = client.unwrap_err();
         assert!(
-            matches!(&err, HandshakeError::Refused { code: ErrorCode::UnsupportedVersion, message } if message.contains("server speaks 1..=1")),
+            matches!(&err, HandshakeError::Refused { code: ErrorCode::UnsupportedVersion, message } if message.contains("server speaks 1..=2")),
             "{err}"
         );
     }
@@ -676,7 +735,7 @@ mod tests {
         ));
         let reply = client.next().await.unwrap().unwrap();
         let error = ErrorBody::decode(&reply.body).unwrap();
-        assert!(error.message.contains("speaks 1..=1"), "{}", error.message);
+        assert!(error.message.contains("speaks 1..=2"), "{}", error.message);
     }
 
     #[tokio::test]

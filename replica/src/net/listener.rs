@@ -67,6 +67,8 @@ pub struct ListenerConfig {
     pub group: String,
     /// This member's id.
     pub member_id: String,
+    /// This group's id, told to members that connect (empty: none).
+    pub group_id: String,
     /// Member ids allowed to connect as peers.
     pub known_peers: KnownPeers,
     /// Largest frame body accepted, in bytes.
@@ -90,6 +92,7 @@ impl ListenerConfig {
         ListenerConfig {
             group: group.into(),
             member_id: member_id.into(),
+            group_id: String::new(),
             known_peers: KnownPeers::any(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: 5_000,
@@ -387,6 +390,7 @@ async fn serve_connection<T>(
     let policy = AcceptPolicy {
         group: config.group.clone(),
         member_id: config.member_id.clone(),
+        group_id: config.group_id.clone(),
         known_peers: config.known_peers.clone(),
     };
     let timeout = Duration::from_millis(config.handshake_timeout_ms);

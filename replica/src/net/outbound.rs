@@ -59,6 +59,9 @@ pub struct PeerLinkConfig {
     pub group: String,
     /// This member's id, sent in the handshake.
     pub member_id: String,
+    /// This group's id: a peer whose `HelloOk` names another is not
+    /// connected to (empty: not checked).
+    pub group_id: String,
     /// Largest frame body sent, in bytes.
     pub max_frame_bytes: u32,
     /// Messages queued at most; further ones are dropped.
@@ -83,6 +86,7 @@ impl PeerLinkConfig {
         PeerLinkConfig {
             group: group.into(),
             member_id: member_id.into(),
+            group_id: String::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: 4096,
             max_queued_bytes: 64 * 1024 * 1024,
@@ -334,6 +338,16 @@ enum LinkError {
         expected: String,
         got: String,
     },
+    #[error(
+        "{addr} is member {peer:?} of group id {got:?}, not of this group's id {expected:?}: \
+         another group of the same name (recreated, or a stale volume); not connecting"
+    )]
+    WrongGroupId {
+        addr: SocketAddr,
+        peer: String,
+        expected: String,
+        got: String,
+    },
     #[error("connection failed: {0}")]
     Frame(#[from] FrameError),
     #[error("peer closed the connection")]
@@ -472,6 +486,16 @@ impl Driver {
                 expected: self.peer_id.clone(),
                 got: ok.member_id,
             }),
+            // A member of another group of the same name (one recreated,
+            // or a stale volume): never exchange a message with it.
+            Ok(Ok(ok)) if !ok.same_group_id(&self.config.group_id) => {
+                Err(LinkError::WrongGroupId {
+                    addr,
+                    peer: ok.member_id,
+                    expected: self.config.group_id.clone(),
+                    got: ok.group_id,
+                })
+            }
             Ok(Ok(_)) => Ok(framed),
             Ok(Err(source)) => Err(LinkError::Handshake { addr, source }),
             Err(_) => Err(LinkError::HandshakeTimeout { addr, timeout_ms }),

@@ -46,6 +46,8 @@ pub struct ReplicaHandle {
     self_name: String,
     /// This member's incarnation (see `identity`).
     incarnation: u64,
+    /// The group's id (see `identity`).
+    group_id: String,
     /// The `--peers` list: names for ids until the raft loop publishes the
     /// configuration in force.
     bootstrap_members: Vec<Member>,
@@ -68,6 +70,8 @@ pub struct HandleParts {
     pub self_name: String,
     /// This member's incarnation.
     pub incarnation: u64,
+    /// The group's id.
+    pub group_id: String,
     /// The `--peers` list.
     pub members: Vec<Member>,
     /// The raft loop's inputs.
@@ -93,6 +97,7 @@ impl ReplicaHandle {
             group: parts.group,
             self_name: parts.self_name,
             incarnation: parts.incarnation,
+            group_id: parts.group_id,
             bootstrap_members: parts.members,
             inputs: parts.inputs,
             snapshot: parts.snapshot,
@@ -360,6 +365,7 @@ impl Engine for ReplicaHandle {
             lag: snapshot_lag(&snapshot),
             configuration: Some(Box::new(snapshot.configuration.clone())),
             incarnation: self.incarnation,
+            group_id: self.group_id.clone(),
         }
     }
 

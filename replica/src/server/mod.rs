@@ -60,6 +60,10 @@ use self::raft_loop::{Input, RaftLoop, RaftLoopParts, Snapshot};
 pub struct ServerConfig {
     /// The group name; peers of another group are refused.
     pub group: String,
+    /// The group's id (empty: none given; the data directory's, if any,
+    /// is used): members of another group of the same name are not talked
+    /// to.
+    pub group_id: String,
     /// This member's name.
     pub id: String,
     /// The `--peers` list: all members of a new group, this one included.
@@ -280,6 +284,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         &config.data_dir,
         &config.group,
         &config.id,
+        &config.group_id,
         holds_state,
         join,
     )
@@ -333,7 +338,8 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let known_peers = KnownPeers::only(link_targets.iter().map(|member| member.name.clone()));
 
     let metrics = Arc::new(Metrics::default());
-    let peer_config = PeerLinkConfig::new(config.group.clone(), peer_name.clone());
+    let mut peer_config = PeerLinkConfig::new(config.group.clone(), peer_name.clone());
+    peer_config.group_id = identity.group_id.clone();
     let peers = Arc::new(peers::Peers::start(
         self_id,
         &link_targets,
@@ -370,6 +376,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         group: config.group.clone(),
         self_name: config.id.clone(),
         incarnation: identity.incarnation,
+        group_id: identity.group_id.clone(),
         members: config.members.clone(),
         inputs: inputs.clone(),
         snapshot: snapshot_rx,
@@ -382,6 +389,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
 
     let mut listener_config = ListenerConfig::new(config.group.clone(), peer_name);
     listener_config.known_peers = known_peers;
+    listener_config.group_id = identity.group_id.clone();
     let (listener, inbound) = Listener::bind::<Message>(&config.listen, listener_config)
         .await
         .map_err(|source| ServerError::Listen {
