@@ -12,11 +12,11 @@ use dledger_replica::net::client::{Client, ClientConfig, ClientError};
 use dledger_replica::net::client_proto::{
     ClientEntry, ClientRequest, ClientResponse, RequestError,
 };
-use dledger_replica::net::frame::{Frame, FrameCodec, FrameType, HEADER_BYTES};
+use dledger_replica::net::frame::{Frame, FrameCodec, FrameType, WireVersion, HEADER_BYTES};
 use dledger_replica::net::handshake::{self, ErrorBody, ErrorCode, Hello, KnownPeers, Role};
 use dledger_replica::net::listener::{ClientCall, Inbound, Listener, ListenerConfig};
 use dledger_replica::net::outbound::{PeerLink, PeerLinkConfig, Resolver};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -28,6 +28,17 @@ use tokio_util::codec::Framed;
 struct PeerMessage {
     term: u64,
     entries: Vec<Entry>,
+}
+
+/// Terms from 1000 on stand for a kind added in version 2.
+impl WireVersion for PeerMessage {
+    fn wire_version(&self) -> u8 {
+        if self.term >= 1000 {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 const GROUP: &str = "orders";
@@ -722,6 +733,65 @@ async fn a_member_of_another_group_id_is_never_connected_to() {
             PeerLink::<PeerMessage>::spawn("orders-0", listener.local_addr().to_string(), config);
         deliver(&link, &mut peers, 2).await;
     }
+}
+
+/// A member of an older build (protocol version 1) is never sent a kind of
+/// message added in version 2, which it could not decode: the link drops
+/// it and counts it, and the rest goes on. A version-2 member gets it.
+#[tokio::test]
+async fn a_version_2_message_never_reaches_a_version_1_peer() {
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = old.local_addr().unwrap();
+    let (received, mut terms) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (stream, _) = old.accept().await.unwrap();
+        let mut framed = Framed::new(stream, FrameCodec::default());
+        let hello = framed.next().await.unwrap().unwrap();
+        assert_eq!(Hello::decode(&hello.body).unwrap().max_version, 2);
+        // What a build of version 1 answers: a version-1 HelloOk.
+        let ok = handshake::HelloOk {
+            version: 1,
+            member_id: "orders-0".into(),
+            group_id: String::new(),
+        };
+        framed
+            .send(Frame::new(FrameType::HelloOk, 0, ok.encode().unwrap()))
+            .await
+            .unwrap();
+        while let Some(Ok(frame)) = framed.next().await {
+            assert_eq!(frame.version, 1, "a version-1 peer got a version-2 frame");
+            let message: PeerMessage =
+                dledger_replica::net::body::decode_peer(&frame.body).unwrap();
+            let _ = received.send(message.term);
+        }
+    });
+    let link = PeerLink::<PeerMessage>::spawn("orders-0", addr.to_string(), link_config(50));
+    // The first may be queued before the handshake: dropped when written.
+    for term in [1, 1000, 2, 1001, 3] {
+        let _ = link.send(&message(term));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = Vec::new();
+    while let Ok(Some(term)) = tokio::time::timeout(Duration::from_millis(200), terms.recv()).await
+    {
+        got.push(term);
+    }
+    assert_eq!(got, [1, 2, 3]);
+    let stats = link.stats();
+    assert_eq!(
+        (stats.dropped_old_peer, stats.peer_version),
+        (2, 1),
+        "{stats:?}"
+    );
+
+    let (listener, mut peers) = start_member(listener_config()).await;
+    let link = PeerLink::<PeerMessage>::spawn(
+        "orders-0",
+        listener.local_addr().to_string(),
+        link_config(50),
+    );
+    deliver(&link, &mut peers, 1000).await;
+    assert_eq!(link.stats().peer_version, 2);
 }
 
 #[tokio::test]

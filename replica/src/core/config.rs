@@ -38,6 +38,12 @@ pub struct Config {
     /// A learner is promoted only when at most this many entries behind
     /// the leader's last index.
     pub promote_max_lag_entries: u64,
+    /// A leader tells its followers the retention floor
+    /// ([`MessageBody::RetentionFloor`](super::MessageBody::RetentionFloor)).
+    /// The server always does; the simulation does not (its retention
+    /// ignores floors on purpose, and the messages would change every
+    /// seed's course).
+    pub retention_floor: bool,
 }
 
 /// Why a configuration is unusable.
@@ -79,6 +85,7 @@ impl Config {
             max_pending_proposals: 10_000,
             preferred_leader: None,
             promote_max_lag_entries: 1_000,
+            retention_floor: true,
         }
     }
 

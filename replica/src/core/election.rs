@@ -61,6 +61,7 @@ impl<L: LogRead> Node<L> {
             MessageBody::Append { .. }
             | MessageBody::InstallLogStart { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::RetentionFloor { .. }
             | MessageBody::TimeoutNow => {
                 self.become_follower(message.term, Some(message.from));
             }
@@ -152,6 +153,12 @@ impl<L: LogRead> Node<L> {
                     state,
                     leader_commit,
                 )
+            }
+            MessageBody::RetentionFloor { keep_from } => {
+                if self.follow(from) {
+                    self.leader_keep_from = Some(keep_from);
+                }
+                Ok(())
             }
             MessageBody::Heartbeat {
                 leader_commit,
@@ -429,6 +436,7 @@ impl<L: LogRead> Node<L> {
         self.heard_from_leader = true;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
+        self.keep_from_sent = None;
         self.preferred_cooldown_ticks = 0;
         // Won without another member's vote: nothing proves the term durable.
         self.term_unsynced = !self

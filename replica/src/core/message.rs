@@ -146,6 +146,27 @@ pub enum MessageBody {
         /// The leader's commit index.
         leader_commit: Index,
     },
+    /// The leader's retention floor: entries from `keep_from` on may still
+    /// be needed by a member it replicates to (the lowest match index, plus
+    /// one). A follower deletes only below it, so that whichever member
+    /// leads next can still send them. Sent with heartbeats when it moved,
+    /// and at least once per election timeout.
+    RetentionFloor {
+        /// The first index a follower must keep.
+        keep_from: Index,
+    },
+}
+
+impl MessageBody {
+    /// The protocol version a peer must speak to be sent this (a peer of
+    /// an older build could not decode it): 2 for the kinds added after
+    /// version 1.
+    pub fn wire_version(&self) -> u8 {
+        match self {
+            MessageBody::InstallLogStart { .. } | MessageBody::RetentionFloor { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 #[cfg(test)]

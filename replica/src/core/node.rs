@@ -109,6 +109,10 @@ pub struct Node<L: LogRead> {
     pub(super) violations: Vec<Violation>,
     /// A log start installed from the leader, for the next Ready.
     pub(super) log_start: Option<LogStart>,
+    /// Follower: the retention floor a leader last sent.
+    pub(super) leader_keep_from: Option<Index>,
+    /// Leader: the floor last sent, and when (ticks).
+    pub(super) keep_from_sent: Option<(Index, u64)>,
     /// The commit index the leader of the current term last sent, as sent
     /// (it may be past this member's log: that difference is its lag).
     pub(super) leader_commit_told: Option<Index>,
@@ -180,6 +184,8 @@ impl<L: LogRead> Node<L> {
             transfer_outcomes: Vec::new(),
             violations: Vec::new(),
             log_start: None,
+            leader_keep_from: None,
+            keep_from_sent: None,
             leader_commit_told: None,
             heard_from_leader: false,
             last_hard_state: hard_state,
@@ -422,6 +428,18 @@ impl<L: LogRead> Node<L> {
         }
     }
 
+    /// What retention on this member must keep: from the index a leader
+    /// last said any member may still need (see
+    /// [`MessageBody::RetentionFloor`]); `None` when it leads (it knows
+    /// its followers' progress) or no leader said.
+    pub fn retention_keep_from(&self) -> Option<Index> {
+        if self.role == Role::Leader {
+            None
+        } else {
+            self.leader_keep_from
+        }
+    }
+
     /// Whether this member followed a leader (or led) since it started.
     pub fn heard_from_leader(&self) -> bool {
         self.heard_from_leader
@@ -646,6 +664,7 @@ impl<L: LogRead> Node<L> {
             // so a round whose messages were lost is confirmed by the next.
             let context = self.read_only.newest_context();
             self.broadcast_heartbeat(context);
+            self.broadcast_retention_floor();
         }
         Ok(())
     }

@@ -212,6 +212,30 @@ impl<L: LogRead> Node<L> {
         Ok(())
     }
 
+    /// Tells the followers the retention floor (the lowest match index
+    /// plus one) when it moved, and once per election timeout anyway (a
+    /// follower may have missed it, or restarted).
+    pub(super) fn broadcast_retention_floor(&mut self) {
+        if !self.config.retention_floor {
+            return;
+        }
+        let Some(lowest_match) = self.progress.values().map(|p| p.match_index).min() else {
+            return;
+        };
+        let keep_from = lowest_match + 1;
+        let now = self.now_ticks;
+        let due = self.keep_from_sent.is_none_or(|(sent, at)| {
+            sent != keep_from || now.saturating_sub(at) >= self.config.election_ticks
+        });
+        if !due {
+            return;
+        }
+        self.keep_from_sent = Some((keep_from, now));
+        for peer in self.peers.clone() {
+            self.send(peer, MessageBody::RetentionFloor { keep_from });
+        }
+    }
+
     pub(super) fn broadcast_heartbeat(&mut self, read_context: Option<u64>) {
         // The commit index as it is, not clamped to what the follower
         // matches: the follower clamps it itself before committing, and

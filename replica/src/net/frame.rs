@@ -38,6 +38,16 @@ pub const SUPPORTED_VERSIONS: (u8, u8) = (1, 2);
 /// The version frames are written in: every frame reads the same in both
 /// versions but a version-2 `HelloOk`, written as 2 to a peer that speaks it.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// What a message needs the receiving peer to speak: a peer of an older
+/// build cannot decode the kinds added after version 1, so the link does
+/// not send them to it (see `outbound`).
+pub trait WireVersion {
+    /// The lowest protocol version that has this message.
+    fn wire_version(&self) -> u8 {
+        PROTOCOL_VERSION
+    }
+}
+
 /// Default largest body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 

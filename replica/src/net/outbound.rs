@@ -12,7 +12,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::{jitter_seed, Backoff};
 use super::body::{encode_peer, BodyError};
-use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
+use super::frame::{
+    Frame, FrameCodec, FrameError, FrameType, WireVersion, DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
 use super::handshake::{self, ErrorBody, HandshakeError, Hello, Role};
 
 /// Turns a `host:port` into socket addresses, at every connection attempt.
@@ -120,6 +123,17 @@ pub enum SendError {
         /// The peer.
         peer_id: String,
     },
+    /// The peer runs an older build that cannot decode this message
+    /// (counted in [`PeerLinkStats::dropped_old_peer`]).
+    #[error("peer {peer_id} speaks protocol version {speaks}; this message needs {needs}")]
+    PeerTooOld {
+        /// The peer.
+        peer_id: String,
+        /// The version the message needs.
+        needs: u8,
+        /// The version the peer speaks.
+        speaks: u8,
+    },
 }
 
 /// Counters and state of a link, for metrics and tests.
@@ -137,6 +151,11 @@ pub struct PeerLinkStats {
     pub dropped_queue_full: u64,
     /// Messages dropped because the peer could not be reached.
     pub dropped_unreachable: u64,
+    /// Messages not sent because the peer speaks an older protocol version
+    /// than they need.
+    pub dropped_old_peer: u64,
+    /// The protocol version of the last handshake (0: none yet).
+    pub peer_version: u8,
     /// The last reconnect delay, in milliseconds.
     pub last_backoff_ms: u64,
     /// Why the last attempt or connection failed.
@@ -151,6 +170,9 @@ struct Shared {
     messages_sent: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_unreachable: AtomicU64,
+    dropped_old_peer: AtomicU64,
+    /// The version the last handshake agreed on; 0 before any.
+    peer_version: AtomicU8,
     last_backoff_ms: AtomicU64,
     queued_bytes: AtomicUsize,
     last_error: Mutex<Option<String>>,
@@ -178,7 +200,7 @@ pub struct PeerLink<T> {
     _message: PhantomData<fn(&T)>,
 }
 
-impl<T: Serialize> PeerLink<T> {
+impl<T: Serialize + WireVersion> PeerLink<T> {
     /// Starts a link to `peer_id` at `addr` (`host:port`), resolved by the
     /// system resolver. Must be called inside a tokio runtime.
     pub fn spawn(
@@ -236,10 +258,22 @@ impl<T: Serialize> PeerLink<T> {
     /// Queues `message` for the peer without waiting. A full queue drops it
     /// (and counts it); delivery is never guaranteed.
     pub fn send(&self, message: &T) -> Result<(), SendError> {
+        let needs = message.wire_version().max(PROTOCOL_VERSION);
+        let speaks = self.shared.peer_version.load(Ordering::Relaxed);
+        if needs > PROTOCOL_VERSION && speaks != 0 && speaks < needs {
+            self.shared.dropped_old_peer.fetch_add(1, Ordering::Relaxed);
+            return Err(SendError::PeerTooOld {
+                peer_id: self.peer_id.clone(),
+                needs,
+                speaks,
+            });
+        }
         let body = encode_peer(message)?;
-        let frame = self
-            .codec
-            .encode_to_bytes(&Frame::new(FrameType::Peer, 0, body))?;
+        let mut frame = Frame::new(FrameType::Peer, 0, body);
+        // The header says what the body needs: the link checks it again
+        // against the peer of the connection it is written to.
+        frame.version = needs;
+        let frame = self.codec.encode_to_bytes(&frame)?;
         let len = frame.len();
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if queued + len > self.max_queued_bytes {
@@ -286,6 +320,8 @@ impl<T> PeerLink<T> {
             messages_sent: s.messages_sent.load(Ordering::Relaxed),
             dropped_queue_full: s.dropped_queue_full.load(Ordering::Relaxed),
             dropped_unreachable: s.dropped_unreachable.load(Ordering::Relaxed),
+            dropped_old_peer: s.dropped_old_peer.load(Ordering::Relaxed),
+            peer_version: s.peer_version.load(Ordering::Relaxed),
             last_backoff_ms: s.last_backoff_ms.load(Ordering::Relaxed),
             last_error: s.last_error.lock().ok().and_then(|last| last.clone()),
         }
@@ -496,7 +532,12 @@ impl Driver {
                     got: ok.group_id,
                 })
             }
-            Ok(Ok(_)) => Ok(framed),
+            Ok(Ok(ok)) => {
+                self.shared
+                    .peer_version
+                    .store(ok.version, Ordering::Relaxed);
+                Ok(framed)
+            }
             Ok(Err(source)) => Err(LinkError::Handshake { addr, source }),
             Err(_) => Err(LinkError::HandshakeTimeout { addr, timeout_ms }),
         }
@@ -529,10 +570,17 @@ impl Driver {
     ) -> Result<(), LinkError> {
         let mut next = Some(first);
         let mut count = 0u64;
+        let speaks = self.shared.peer_version.load(Ordering::Relaxed);
         while let Some(frame) = next {
             self.dequeued(&frame);
-            framed.feed(frame).await?;
-            count += 1;
+            // Queued before this connection's handshake, for a peer that
+            // turned out to be of an older build.
+            if frame.get(4).is_some_and(|version| *version > speaks) {
+                self.shared.dropped_old_peer.fetch_add(1, Ordering::Relaxed);
+            } else {
+                framed.feed(frame).await?;
+                count += 1;
+            }
             next = self.queue.try_recv().ok();
         }
         SinkExt::<Bytes>::flush(framed).await?;

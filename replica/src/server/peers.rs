@@ -85,8 +85,19 @@ impl Peers {
                 Err(SendError::QueueFull { .. }) => {
                     self.metrics.peer_messages_dropped_total.inc();
                 }
+                // A member of an older build during a rolling upgrade.
+                Err(err @ SendError::PeerTooOld { .. }) => {
+                    tracing::debug!(peer = link.peer_id(), "not sent: {err}");
+                }
                 Err(err) => tracing::warn!(peer = link.peer_id(), "send failed: {err}"),
             }
         }
+    }
+}
+
+/// A core message needs the version its kind was added in.
+impl crate::net::frame::WireVersion for Message {
+    fn wire_version(&self) -> u8 {
+        self.body.wire_version()
     }
 }

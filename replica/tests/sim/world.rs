@@ -355,6 +355,10 @@ impl World {
             max_pending_proposals: 256,
             preferred_leader: self.tuning.preferred_leader,
             promote_max_lag_entries: self.tuning.promote_max_lag_entries,
+            // Floors only bound what followers delete, which the
+            // simulation's retention ignores on purpose; sending them would
+            // change every seed's course.
+            retention_floor: false,
             ..Config::new(slot.id, members)
         }
     }

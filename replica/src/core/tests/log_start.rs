@@ -399,3 +399,55 @@ fn a_log_start_below_what_the_follower_matched_in_this_term_resets_nothing() {
         }]
     );
 }
+
+/// The leader tells its followers what some member may still need (its
+/// lowest match index plus one), when it moves and once per election
+/// timeout; a follower keeps what it last heard.
+#[test]
+fn followers_learn_the_retention_floor_from_the_leader() {
+    let mut pair = Pair::new(&[1, 2], &[]);
+    pair.elect_leader();
+    for _ in 0..10 {
+        pair.node(1).tick().unwrap();
+        pair.stabilize();
+    }
+    let floors: Vec<Index> = pair
+        .seen
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::RetentionFloor { keep_from } => Some(keep_from),
+            _ => None,
+        })
+        .collect();
+    // Node 2 matches 16 once the log start and the no-op are in.
+    assert_eq!(floors.last(), Some(&17), "{floors:?}");
+    assert_eq!(pair.node(2).retention_keep_from(), Some(17));
+    assert_eq!(pair.node(1).retention_keep_from(), None, "a leader knows");
+    // Unchanged: not sent again before an election timeout.
+    let sent = floors.len();
+    for _ in 0..40 {
+        pair.node(1).tick().unwrap();
+        pair.stabilize();
+    }
+    let again = pair
+        .seen
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::RetentionFloor { .. }))
+        .count();
+    assert_eq!(again, sent);
+    for _ in 0..20 {
+        pair.node(1).tick().unwrap();
+        pair.stabilize();
+    }
+    let later = pair
+        .seen
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::RetentionFloor { .. }))
+        .count();
+    assert_eq!(later, sent + 1, "sent again after an election timeout");
+    assert_eq!(
+        MessageBody::RetentionFloor { keep_from: 1 }.wire_version(),
+        2,
+        "an older build cannot decode it"
+    );
+}

@@ -27,16 +27,21 @@ impl RaftLoop {
             .segments()
             .map_err(|err| format!("listing log segments: {err}"))?;
         let self_id = self.node.id();
-        let slowest_follower_match = (self.node.role() == core::Role::Leader)
-            .then(|| {
-                self.node
-                    .peer_status()
-                    .iter()
-                    .filter(|peer| peer.id != self_id)
-                    .map(|peer| peer.match_index)
-                    .min()
-            })
-            .flatten();
+        // A leader knows its followers' progress; a follower keeps what
+        // the leader last said some member may still need, so that it can
+        // send it should it lead next.
+        let slowest_follower_match = if self.node.role() == core::Role::Leader {
+            self.node
+                .peer_status()
+                .iter()
+                .filter(|peer| peer.id != self_id)
+                .map(|peer| peer.match_index)
+                .min()
+        } else {
+            self.node
+                .retention_keep_from()
+                .map(|keep_from| keep_from.saturating_sub(1))
+        };
         let progress = retention::Progress {
             // Never past what the consumer state is applied up to either:
             // the core's commit index may be a Ready ahead of it.
