@@ -221,13 +221,21 @@ fn a_change_on_a_member_that_is_not_a_learner_is_refused_with_a_reason() {
     assert_eq!(members.learner_ids(), vec![spare]);
 }
 
-/// A learner added once retention deleted the start of the log: the
-/// leader cannot send the entries it needs, so it installs its log start
-/// (the entry before its first, the configuration there and its consumer
-/// checkpoint). Without it the learner was stranded for good.
-#[test]
-fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
-    let _serial = serial();
+/// Adds member `spare` as a learner, through `leader`.
+fn add_learner(cluster: &Cluster, leader: usize, spare: usize) {
+    let member = cluster.member(spare);
+    client(cluster, leader)
+        .add_member(
+            &member.id,
+            &member.peer_address.to_string(),
+            &member.http_address.to_string(),
+        )
+        .expect("add the learner");
+}
+
+/// `VOTERS` members and `spares`, with segments of 64 KiB and retention
+/// down to 256 KiB, so a few hundred writes of 4 KB make it delete.
+fn retention_cluster(spares: usize) -> Cluster {
     let flags = [
         "--segment-bytes",
         "65536",
@@ -236,8 +244,18 @@ fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
         "--retention-max-bytes",
         "262144",
     ];
-    let cluster = Cluster::loopback_with_spares_and_flags(VOTERS, 1, &flags)
-        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    Cluster::loopback_with_spares_and_flags(VOTERS, spares, &flags)
+        .unwrap_or_else(|error| panic!("starting the group: {error}"))
+}
+
+/// A learner added once retention deleted the start of the log: the
+/// leader cannot send the entries it needs, so it installs its log start
+/// (the entry before its first, the configuration there and its consumer
+/// checkpoint). Without it the learner was stranded for good.
+#[test]
+fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
+    let _serial = serial();
+    let cluster = retention_cluster(1);
     let (leader, _) = cluster
         .wait_for_leader(FIRST_LEADER_WAIT)
         .expect("first leader");
@@ -264,14 +282,7 @@ fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
     let acks = load.stop().expect("load");
     let leader_status = cluster.status(leader).expect("leader status");
     let spare = VOTERS;
-    let id = cluster.member(spare).id.clone();
-    client(&cluster, leader)
-        .add_member(
-            &id,
-            &cluster.member(spare).peer_address.to_string(),
-            &cluster.member(spare).http_address.to_string(),
-        )
-        .expect("add the learner");
+    add_learner(&cluster, leader, spare);
     let status = wait_until("the learner to catch up", PROGRESS_WAIT, || {
         let status = cluster.status(spare).ok()?;
         (status.last_index >= leader_status.commit_index).then_some(status)
@@ -309,16 +320,7 @@ fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
 #[test]
 fn followers_keep_what_a_lagging_member_needs_as_the_leader_does() {
     let _serial = serial();
-    let flags = [
-        "--segment-bytes",
-        "65536",
-        "--max-entry-bytes",
-        "16384",
-        "--retention-max-bytes",
-        "262144",
-    ];
-    let mut cluster = Cluster::loopback_with_spares_and_flags(VOTERS, 0, &flags)
-        .unwrap_or_else(|error| panic!("starting the group: {error}"));
+    let mut cluster = retention_cluster(0);
     let (leader, _) = cluster
         .wait_for_leader(FIRST_LEADER_WAIT)
         .expect("first leader");
@@ -398,15 +400,8 @@ fn catch_up_figures() {
     let acks = load.stop().expect("load");
     let commit = cluster.status(leader).expect("leader status").commit_index;
     let spare = VOTERS;
-    let id = cluster.member(spare).id.clone();
     let started = Instant::now();
-    client(&cluster, leader)
-        .add_member(
-            &id,
-            &cluster.member(spare).peer_address.to_string(),
-            &cluster.member(spare).http_address.to_string(),
-        )
-        .expect("add the learner");
+    add_learner(&cluster, leader, spare);
     wait_until("the learner to catch up", Duration::from_secs(600), || {
         let status = cluster.status(spare).ok()?;
         (status.last_index >= commit).then_some(())

@@ -266,16 +266,22 @@ fn a_lost_log_start_is_sent_again_after_an_election_timeout_only() {
     assert!(pair.node(1).peer_status()[0].needs_compacted_entries);
 }
 
-#[test]
-fn a_log_start_at_or_below_the_commit_index_resets_nothing() {
-    let follower_log = StartLog::new(0, 1, 12, b"");
-    let mut follower = Node::new(
+/// Node 2 of {1, 2}, its log `1..=last` of term 1.
+fn follower_of_1_and_2(last: Index) -> (StartLog, Node<StartLog>) {
+    let log = StartLog::new(0, 1, last, b"");
+    let node = Node::new(
         Config::new(2, vec![1, 2]),
-        follower_log.clone(),
+        log.clone(),
         HardState::default(),
         2,
     )
     .unwrap();
+    (log, node)
+}
+
+#[test]
+fn a_log_start_at_or_below_the_commit_index_resets_nothing() {
+    let (_, mut follower) = follower_of_1_and_2(12);
     // Entries up to 12 match the leader's and 12 is committed.
     let mut probe = append(1, 1, (12, 1), &[]);
     probe.to = 2;
@@ -298,6 +304,12 @@ fn a_log_start_at_or_below_the_commit_index_resets_nothing() {
     let ready = follower.ready().unwrap();
     assert!(ready.log_start.is_none());
     assert_eq!(follower.last_index(), 12);
+    assert_answers_success(&ready, 12);
+}
+
+/// `ready` answers the leader, once durable, that the log matches up to
+/// `match_index`.
+fn assert_answers_success(ready: &Ready, match_index: Index) {
     let answers: Vec<_> = ready
         .persisted_messages
         .iter()
@@ -306,7 +318,7 @@ fn a_log_start_at_or_below_the_commit_index_resets_nothing() {
     assert_eq!(
         answers,
         [MessageBody::AppendResponse {
-            result: AppendResult::Success { match_index: 12 }
+            result: AppendResult::Success { match_index }
         }]
     );
 }
@@ -349,9 +361,7 @@ fn a_malformed_log_start_is_dropped_and_reported() {
         ),
     ];
     for (bad, expected) in cases {
-        let log = StartLog::new(0, 1, 2, b"");
-        let mut follower =
-            Node::new(Config::new(2, vec![1, 2]), log, HardState::default(), 2).unwrap();
+        let (_, mut follower) = follower_of_1_and_2(2);
         follower.step(bad).unwrap();
         let ready = follower.ready().unwrap();
         let kinds: Vec<_> = ready.violations.iter().map(|v| v.kind).collect();
@@ -367,14 +377,7 @@ fn a_malformed_log_start_is_dropped_and_reported() {
 /// have let the leader count them for commit.
 #[test]
 fn a_log_start_below_what_the_follower_matched_in_this_term_resets_nothing() {
-    let follower_log = StartLog::new(0, 1, 4, b"");
-    let mut follower = Node::new(
-        Config::new(2, vec![1, 2]),
-        follower_log.clone(),
-        HardState::default(),
-        2,
-    )
-    .unwrap();
+    let (follower_log, mut follower) = follower_of_1_and_2(4);
     let mut crossing = append(1, 1, (4, 1), &[(5, 1), (6, 1), (7, 1)]);
     crossing.to = 2;
     follower.step(crossing).unwrap();
@@ -387,17 +390,7 @@ fn a_log_start_below_what_the_follower_matched_in_this_term_resets_nothing() {
     let ready = follower.ready().unwrap();
     assert!(ready.log_start.is_none(), "entries 6 and 7 stay");
     assert_eq!(follower.last_index(), 7);
-    let answers: Vec<_> = ready
-        .persisted_messages
-        .iter()
-        .map(|m| m.body.clone())
-        .collect();
-    assert_eq!(
-        answers,
-        [MessageBody::AppendResponse {
-            result: AppendResult::Success { match_index: 7 }
-        }]
-    );
+    assert_answers_success(&ready, 7);
 }
 
 /// The leader tells its followers what some member may still need (its
