@@ -209,6 +209,14 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The `--group-id` every member starts with: one per cluster, as the
+    /// operator gives each `DLedgerGroup` its uid.
+    pub fn group_id(&self) -> String {
+        self.dir
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+    }
+
     /// The number of members.
     pub fn size(&self) -> usize {
         self.members.len()
@@ -283,10 +291,7 @@ impl Cluster {
         let binary = self.binary.clone();
         let network = self.network.clone();
         let serve_args = self.serve_args.clone();
-        let group_id = self
-            .dir
-            .file_name()
-            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        let group_id = self.group_id();
         let member = self
             .members
             .get_mut(index)
@@ -309,7 +314,6 @@ impl Cluster {
         command
             .arg("serve")
             .args(["--group", GROUP])
-            // One id per cluster, as the operator gives the resource's uid.
             .args(["--group-id", &group_id])
             .args(["--id", &member.id])
             .args(["--peers", &peers])

@@ -35,8 +35,9 @@ fn members_are_started_signalled_restarted_and_wiped() {
         })
         .collect();
     let expected = format!(
-        "args: serve --group {GROUP} --id {} --peers {peers} --initial-state new --http-peers {} \
-         --data-dir {} --listen {} --http-listen {}",
+        "args: serve --group {GROUP} --group-id {} --id {} --peers {peers} --initial-state new \
+         --http-peers {} --data-dir {} --listen {} --http-listen {}",
+        cluster.group_id(),
         member.id,
         http_peers.join(","),
         cluster.data_dir(1).display(),
