@@ -433,10 +433,10 @@ impl World {
         };
         let mut consumer_pending = PendingCommits::default();
         let scan_from = consumers.applied_index() as usize;
-        let malformed = consumer_pending.on_append(
-            &self.nodes[index].storage.borrow().current
-                [scan_from.min(self.nodes[index].storage.borrow().current.len())..],
-        );
+        let storage = self.nodes[index].storage.borrow();
+        let malformed =
+            consumer_pending.on_append(storage.current.get(scan_from..).unwrap_or_default());
+        drop(storage);
         if !malformed.is_empty() {
             return Err(format!("node {id}: malformed offset commits {malformed:?}"));
         }
