@@ -33,6 +33,8 @@ struct ThreadResult {
     removed_leader_handovers: u64,
     /// Retention deletions, and log starts followers took up.
     log_starts: [u64; 2],
+    /// Members that lost their disk, voters among them.
+    wipes: [u64; 2],
     /// (seed, error)
     failures: Vec<(u64, String)>,
 }
@@ -75,6 +77,8 @@ fn simulation_seeds() {
                                     stats.removed_leader_handovers;
                                 result.log_starts[0] += stats.retention_deletions;
                                 result.log_starts[1] += stats.log_starts_installed;
+                                result.wipes[0] += stats.wipes;
+                                result.wipes[1] += stats.voter_wipes;
                             }
                             Err(error) => {
                                 eprintln!("SEED {seed} FAILED: {error}\n  rerun: SIM_SEED={seed} cargo test --release -p dledger-replica --test simulation");
@@ -117,8 +121,10 @@ fn simulation_seeds() {
     let handovers: u64 = results.iter().map(|r| r.removed_leader_handovers).sum();
     let deletions: u64 = results.iter().map(|r| r.log_starts[0]).sum();
     let installed: u64 = results.iter().map(|r| r.log_starts[1]).sum();
+    let wipes: u64 = results.iter().map(|r| r.wipes[0]).sum();
+    let voter_wipes: u64 = results.iter().map(|r| r.wipes[1]).sum();
     println!(
-        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply, configuration changes committed {changes:?}, {handovers} removed leaders handed over, {deletions} retention deletions, {installed} log starts taken up",
+        "simulation: {seeds} seeds in {elapsed:.1} s ({:.1} seeds/s on {threads} threads), {events} events, {acked} acknowledged proposals, offset commits answered {stored} stored and {refused} refused at apply, configuration changes committed {changes:?}, {handovers} removed leaders handed over, {deletions} retention deletions, {installed} log starts taken up, {wipes} lost disks ({voter_wipes} of voters)",
         seeds as f64 / elapsed
     );
     assert!(
@@ -145,6 +151,11 @@ fn simulation_seeds() {
     assert!(
         seeds < 100 || installed > 0,
         "{deletions} retention deletions, {installed} log starts taken up"
+    );
+    // Voters lost their disks and came back as new incarnations.
+    assert!(
+        seeds < 100 || voter_wipes > 0,
+        "{wipes} lost disks, {voter_wipes} of voters"
     );
 }
 

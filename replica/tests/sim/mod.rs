@@ -35,6 +35,9 @@ pub struct RunStats {
     /// Retention deletions, and log starts followers took up.
     pub retention_deletions: u64,
     pub log_starts_installed: u64,
+    /// Members that lost their disk, voters among them.
+    pub wipes: u64,
+    pub voter_wipes: u64,
 }
 
 /// How the operator changes the membership during a run (half the seeds
@@ -109,6 +112,15 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         world.faults.crash_after_truncation_probability =
             [0.0, 0.1, 0.5][members_plan.below(3) as usize];
     }
+    // Lost disks, from a stream of their own: a third of the membership
+    // seeds wipe members, voters included, which come back as new
+    // incarnations for the operator to replace.
+    let mut wipe_plan = Rng::new(seed ^ 0x7769_7065_645f_6469);
+    let wipes = operator
+        .is_some()
+        .then(|| [0.0, 0.0, 0.003, 0.01][wipe_plan.below(4) as usize])
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| (rate, wipe_plan));
     let operator = operator.map(|operator| (operator, members_plan));
     // Retention, from a stream of its own too: a quarter of the seeds
     // delete often (a member's log then starts after its commit index), so
@@ -119,7 +131,7 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
     if retention.is_some() {
         world.enable_retention()?;
     }
-    let result = drive(&mut world, &mut plan, operator, retention);
+    let result = drive(&mut world, &mut plan, operator, retention, wipes);
     match result {
         Ok(stats) => Ok(stats),
         Err(error) => {
@@ -145,6 +157,7 @@ fn drive(
     plan: &mut Rng,
     mut operator: Option<(Operator, Rng)>,
     mut retention: Option<(f64, Rng)>,
+    mut wipes: Option<(f64, Rng)>,
 ) -> Result<RunStats, String> {
     let mut stats = RunStats::default();
     let fault_rate = [0.005, 0.02, 0.05][plan.below(3) as usize];
@@ -172,6 +185,11 @@ fn drive(
             if retention_plan.chance(*rate) {
                 let node = retention_plan.below(world.size() as u64) as usize;
                 world.retain(node)?;
+            }
+        }
+        if let Some((rate, wipe_plan)) = wipes.as_mut() {
+            if wipe_plan.chance(*rate) {
+                wipe(world, wipe_plan)?;
             }
         }
     }
@@ -214,6 +232,8 @@ fn drive(
     stats.removed_leader_handovers = world.removed_leader_handovers;
     stats.retention_deletions = world.retention_deletions;
     stats.log_starts_installed = world.log_starts_installed;
+    stats.wipes = world.wipes;
+    stats.voter_wipes = world.voter_wipes;
     if stats.acked == 0 {
         return Err("no proposal was ever acknowledged".to_string());
     }
@@ -263,6 +283,42 @@ fn inject_fault(world: &mut World, plan: &mut Rng, stats: &mut RunStats) -> Resu
     Ok(())
 }
 
+/// A member loses its disk. A voter only while the group can still make
+/// progress without its old id for good: retired voters stay a minority
+/// of the leader's configuration and of its committed one until the
+/// operator removes them (more is a lost group, not a safety question).
+fn wipe(world: &mut World, plan: &mut Rng) -> Result<(), String> {
+    let index = plan.below(world.size() as u64) as usize;
+    let id = world.id_of(index);
+    let Some(leader) = world.leader().and_then(|leader| world.node(leader)) else {
+        return Ok(());
+    };
+    let committed = leader
+        .configurations()
+        .iter()
+        .rev()
+        .find(|record| record.index <= leader.commit_index())
+        .map(|record| record.membership.clone());
+    let mut configurations = vec![leader.membership().clone()];
+    configurations.extend(committed);
+    let voter = configurations.iter().any(|c| c.is_voter(id));
+    let tolerable = configurations.iter().all(|configuration| {
+        let retired = configuration
+            .voters
+            .iter()
+            .filter(|voter| world.is_retired(**voter))
+            .count();
+        !configuration.is_voter(id) || retired < (configuration.voters.len() - 1) / 2
+    });
+    if !tolerable {
+        return Ok(());
+    }
+    if voter {
+        world.voter_wipes += 1;
+    }
+    world.wipe_member(index)
+}
+
 /// One operator action on the leader: write the bootstrap configuration
 /// into the log (as the server's first leader does), else one change:
 /// add a spare as a learner, promote a learner, remove a voter (at times
@@ -309,12 +365,29 @@ fn next_membership(
     current: &Membership,
     settled: bool,
 ) -> Result<Option<Membership>, String> {
-    let leader_id = leader as NodeId + 1;
-    let spares: Vec<NodeId> = (1..=world.size() as NodeId)
+    let leader_id = world.id_of(leader);
+    let spares: Vec<NodeId> = (0..world.size())
+        .map(|index| world.id_of(index))
         .filter(|id| !current.contains(*id))
         .collect();
     let voters: Vec<NodeId> = current.voters.iter().copied().collect();
-    let learners: Vec<NodeId> = current.learners.iter().copied().collect();
+    // A retired learner never catches up: not promoted, removed.
+    let learners: Vec<NodeId> = current
+        .learners
+        .iter()
+        .copied()
+        .filter(|id| !world.is_retired(*id))
+        .collect();
+    // Retired members (voters or learners): the operator's replacement
+    // removes them first, as it removes `orders-0` once `orders-0#<hex>`
+    // came back.
+    let retired: Vec<NodeId> = current
+        .voters
+        .iter()
+        .chain(&current.learners)
+        .copied()
+        .filter(|id| world.is_retired(*id))
+        .collect();
     let pick = |plan: &mut Rng, ids: &[NodeId]| ids[plan.below(ids.len() as u64) as usize];
     // Weighted choice among the changes possible now.
     let mut choices: Vec<u8> = Vec::new();
@@ -327,6 +400,12 @@ fn next_membership(
     if voters.len() > 1 {
         choices.extend([2, 2]);
     }
+    // The operator re-aligns first: a retired member is removed before any
+    // other change (removing a live voter first could leave the retired
+    // ones a majority).
+    if !retired.is_empty() {
+        choices = vec![4];
+    }
     if choices.is_empty() {
         return Ok(None);
     }
@@ -334,7 +413,9 @@ fn next_membership(
     match choices[plan.below(choices.len() as u64) as usize] {
         0 => {
             let spare = pick(plan, &spares);
-            let index = spare as usize - 1;
+            let index = world
+                .slot_of(spare)
+                .ok_or_else(|| format!("spare {spare} has no slot"))?;
             if settled && world.replaceable(index) && plan.chance(operator.replace) {
                 world.replace_spare(index)?;
             }
@@ -353,9 +434,14 @@ fn next_membership(
             };
             next.voters.remove(&voter);
         }
-        _ => {
+        3 => {
             let learner = pick(plan, &learners);
             next.learners.remove(&learner);
+        }
+        _ => {
+            let gone = pick(plan, &retired);
+            next.voters.remove(&gone);
+            next.learners.remove(&gone);
         }
     }
     Ok(Some(next))

@@ -2,7 +2,9 @@
 //! clients, all driven from one seed through an event queue. Nodes `1..=N`:
 //! the first are the bootstrap voters, the rest spares that wait to be
 //! added (`Config::members` empty) until the operator changes the
-//! configuration (`propose_configuration`, `replace_spare`).
+//! configuration (`propose_configuration`, `replace_spare`). A member
+//! whose disk is lost (`wipe_member`) comes back under a new id, as the
+//! server's new incarnation does; its old id is retired for good.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -90,6 +92,8 @@ struct WaitingForSync {
 }
 
 struct SimNode {
+    /// This incarnation's id: a slot that lost its disk (`wipe_member`)
+    /// has a new one.
     id: NodeId,
     /// Started with the bootstrap voters as `Config::members`; false for a
     /// spare and for a replaced (wiped) spare, which wait to be added.
@@ -231,6 +235,21 @@ pub struct World {
     /// Log starts followers took up, and retention deletions.
     pub log_starts_installed: u64,
     pub retention_deletions: u64,
+    /// Incarnations whose disk was lost: their id never answers again (the
+    /// handshake refuses an older incarnation), and their durable state is
+    /// kept as it was for the checkers, as a member that crashed for good.
+    retired: Vec<Retired>,
+    /// The id the next new incarnation takes.
+    next_id: NodeId,
+    /// Members wiped with `wipe_member`, voters among them.
+    pub wipes: u64,
+    pub voter_wipes: u64,
+}
+
+struct Retired {
+    id: NodeId,
+    slot: usize,
+    storage: Rc<RefCell<SimStorage>>,
 }
 
 pub type SimResult<T> = Result<T, String>;
@@ -308,6 +327,10 @@ impl World {
             retention: false,
             log_starts_installed: 0,
             retention_deletions: 0,
+            retired: Vec::new(),
+            next_id: size as NodeId + 1,
+            wipes: 0,
+            voter_wipes: 0,
         };
         for index in 0..size {
             world.nodes.push(SimNode {
@@ -337,6 +360,44 @@ impl World {
 
     pub fn size(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The id of slot `index`'s current incarnation.
+    pub fn id_of(&self, index: usize) -> NodeId {
+        self.nodes[index].id
+    }
+
+    /// The slot whose current incarnation is `id` (none for a retired id).
+    pub fn slot_of(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|slot| slot.id == id)
+    }
+
+    /// Whether `id` is an incarnation whose disk was lost.
+    pub fn is_retired(&self, id: NodeId) -> bool {
+        self.retired.iter().any(|retired| retired.id == id)
+    }
+
+    /// The slot that sent as `id`, current or retired (its messages may
+    /// still be in flight).
+    fn sender_slot(&self, id: NodeId) -> Option<usize> {
+        self.slot_of(id).or_else(|| {
+            self.retired
+                .iter()
+                .find(|retired| retired.id == id)
+                .map(|retired| retired.slot)
+        })
+    }
+
+    /// The disk of incarnation `id`, current or retired.
+    fn storage_of(&self, id: NodeId) -> Option<&Rc<RefCell<SimStorage>>> {
+        match self.slot_of(id) {
+            Some(index) => Some(&self.nodes[index].storage),
+            None => self
+                .retired
+                .iter()
+                .find(|retired| retired.id == id)
+                .map(|retired| &retired.storage),
+        }
     }
 
     fn config(&self, index: usize) -> Config {
@@ -550,6 +611,33 @@ impl World {
         self.crash(index)?;
         self.wipe(index);
         self.nodes[index].bootstrap_member = false;
+        self.start_node(index)
+    }
+
+    /// Slot `index` loses its disk, whatever it was (voter, learner,
+    /// spare): it crashes, and its pod comes back on an empty volume as a
+    /// new incarnation with a new id, waiting to be added (the server's
+    /// `--initial-state existing`). The old id is retired: the group still
+    /// counts it in its configuration until the operator removes it, but
+    /// it never answers again, so it can never vote twice in a term nor be
+    /// counted for an entry it no longer holds.
+    pub fn wipe_member(&mut self, index: usize) -> SimResult<()> {
+        self.crash(index)?;
+        let old = self.nodes[index].id;
+        let id = self.next_id;
+        self.next_id += 1;
+        let storage = std::mem::take(&mut self.nodes[index].storage);
+        self.retired.push(Retired {
+            id: old,
+            slot: index,
+            storage,
+        });
+        let slot = &mut self.nodes[index];
+        slot.id = id;
+        slot.bootstrap_member = false;
+        slot.ever_voter = false;
+        self.wipes += 1;
+        self.note(|| format!("node {old} lost its disk: back as node {id}"));
         self.start_node(index)
     }
 
@@ -843,8 +931,15 @@ impl World {
                 self.drive(node)
             }
             Event::Deliver(message) => {
-                let to = message.to as usize - 1;
-                if self.blocked[message.from as usize - 1][to] || !self.is_up(to) {
+                // To a retired id: the new incarnation at that address
+                // refuses the connection.
+                let Some(to) = self.slot_of(message.to) else {
+                    return Ok(());
+                };
+                let from = self
+                    .sender_slot(message.from)
+                    .ok_or_else(|| format!("a message from unknown node {}", message.from))?;
+                if self.blocked[from][to] || !self.is_up(to) {
                     return Ok(());
                 }
                 self.note(|| format!("deliver {message:?}"));
@@ -888,7 +983,8 @@ impl World {
 
     fn send(&mut self, message: Message) {
         // Sent is seen, even if the network loses it.
-        if let Some(slot) = self.nodes.get_mut(message.from as usize - 1) {
+        if let Some(index) = self.slot_of(message.from) {
+            let slot = &mut self.nodes[index];
             slot.max_sent_term = slot.max_sent_term.max(message.term);
         }
         if self.rng.chance(self.faults.drop_probability) {
@@ -1027,8 +1123,8 @@ impl World {
             if entry.kind == EntryKind::Configuration {
                 writes_configuration = true;
                 for voter in entry_membership(entry)?.voters {
-                    if let Some(slot) = self.nodes.get_mut(voter as usize - 1) {
-                        slot.ever_voter = true;
+                    if let Some(index) = self.slot_of(voter) {
+                        self.nodes[index].ever_voter = true;
                     }
                 }
             }
@@ -1386,7 +1482,10 @@ impl World {
             else {
                 continue;
             };
-            let storage = self.nodes[learner as usize - 1].storage.borrow();
+            let storage = self
+                .storage_of(learner)
+                .ok_or_else(|| format!("promoted node {learner} never existed"))?
+                .borrow();
             self.checker.promotion_caught_up(
                 id,
                 entry.term,
@@ -1403,7 +1502,7 @@ impl World {
 
     /// The term of entry `index` in node `id`'s durable log.
     fn synced_term(&self, id: NodeId, index: Index) -> Option<Term> {
-        let storage = self.nodes.get(id as usize - 1)?.storage.borrow();
+        let storage = self.storage_of(id)?.borrow();
         storage
             .synced
             .get((index as usize).checked_sub(1)?)
