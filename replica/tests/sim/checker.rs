@@ -121,6 +121,12 @@ impl Checker {
     /// on its own vote and sends nothing until its term is durable). Then
     /// it never led as far as anyone can tell, and after its restart it may
     /// rightly vote for another member in that term.
+    /// The configuration of the newest committed configuration entry (the
+    /// bootstrap set before any).
+    pub fn committed_membership(&self) -> &Membership {
+        &self.committed_membership
+    }
+
     pub fn leadership_vanished(&mut self, term: Term, node: NodeId) {
         if self.leaders.get(&term) == Some(&node) {
             self.leaders.remove(&term);

@@ -285,23 +285,12 @@ fn inject_fault(world: &mut World, plan: &mut Rng, stats: &mut RunStats) -> Resu
 
 /// A member loses its disk. A voter only while the group can still make
 /// progress without its old id for good: retired voters stay a minority
-/// of the leader's configuration and of its committed one until the
-/// operator removes them (more is a lost group, not a safety question).
+/// of every configuration a member may be in (more is a lost group, not a
+/// safety question).
 fn wipe(world: &mut World, plan: &mut Rng) -> Result<(), String> {
     let index = plan.below(world.size() as u64) as usize;
     let id = world.id_of(index);
-    let Some(leader) = world.leader().and_then(|leader| world.node(leader)) else {
-        return Ok(());
-    };
-    let committed = leader
-        .configurations()
-        .iter()
-        .rev()
-        .find(|record| record.index <= leader.commit_index())
-        .map(|record| record.membership.clone());
-    let mut configurations = vec![leader.membership().clone()];
-    configurations.extend(committed);
-    let voter = configurations.iter().any(|c| c.is_voter(id));
+    let configurations = world.configurations_in_force();
     let tolerable = configurations.iter().all(|configuration| {
         let retired = configuration
             .voters
@@ -313,7 +302,7 @@ fn wipe(world: &mut World, plan: &mut Rng) -> Result<(), String> {
     if !tolerable {
         return Ok(());
     }
-    if voter {
+    if configurations.iter().any(|c| c.is_voter(id)) {
         world.voter_wipes += 1;
     }
     world.wipe_member(index)

@@ -372,6 +372,30 @@ impl World {
         self.nodes.iter().position(|slot| slot.id == id)
     }
 
+    /// Every configuration a member may be in or come back with: each up
+    /// member's configuration in force, a stopped one's newest saved
+    /// record (a bootstrap member's own set when it has none), and the
+    /// group's committed one.
+    pub fn configurations_in_force(&self) -> Vec<Membership> {
+        let bootstrap = Membership::of_voters(1..=self.bootstrap_voters as NodeId);
+        let mut configurations: Vec<Membership> = self
+            .nodes
+            .iter()
+            .filter_map(|slot| match slot.node.as_ref() {
+                Some(node) => Some(node.membership().clone()),
+                None => {
+                    let storage = slot.storage.borrow();
+                    match storage.configurations.iter().max_by_key(|r| r.index) {
+                        Some(record) => Some(record.membership.clone()),
+                        None => slot.bootstrap_member.then(|| bootstrap.clone()),
+                    }
+                }
+            })
+            .collect();
+        configurations.push(self.checker.committed_membership().clone());
+        configurations
+    }
+
     /// Whether `id` is an incarnation whose disk was lost.
     pub fn is_retired(&self, id: NodeId) -> bool {
         self.retired.iter().any(|retired| retired.id == id)
