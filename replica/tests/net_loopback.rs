@@ -373,6 +373,51 @@ async fn pipelined_requests_answered_out_of_order_are_matched_by_id() {
     }
 }
 
+/// The next client call within 300 ms, if any.
+async fn next_call(inbound: &mut mpsc::Receiver<Inbound<PeerMessage>>) -> Option<ClientCall> {
+    match tokio::time::timeout(Duration::from_millis(300), inbound.recv()).await {
+        Ok(Some(Inbound::Client(call))) => Some(call),
+        Ok(Some(_)) => panic!("expected a client call, got a peer's input"),
+        Ok(None) => panic!("the listener stopped"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn clients_are_not_read_past_the_bytes_in_flight_budget() {
+    let mut config = listener_config();
+    config.max_client_bytes_in_flight = 1_500;
+    let (listener, mut inbound) = Listener::bind::<PeerMessage>("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let client = Client::connect_with(vec![listener.local_addr().to_string()], client_config())
+        .await
+        .unwrap();
+    // Three appends of 1000 bytes at once: the budget holds one.
+    let appends: Vec<_> = (0..3u8)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.append(Bytes::from(vec![n; 1000])).await })
+        })
+        .collect();
+    for answered in 0..3u64 {
+        let call = next_call(&mut inbound).await.unwrap_or_else(|| {
+            panic!("request {} not read after {answered} answers", answered + 1)
+        });
+        assert!(
+            next_call(&mut inbound).await.is_none(),
+            "a request read past the budget with {answered} answered"
+        );
+        call.responder.respond(ClientResponse::Appended {
+            first_index: answered + 1,
+            term: 1,
+        });
+    }
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn append_many_keeps_order_with_many_in_flight() {
     let (listener, _peers) = start_member(listener_config()).await;

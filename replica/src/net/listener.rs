@@ -60,6 +60,11 @@ use super::client_proto::{ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
 use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, KnownPeers, Role};
 
+/// Default of [`ListenerConfig::max_client_bytes_in_flight`]: as much as
+/// the raft loop lets wait for commit (64 MiB), so what is read can be
+/// taken in.
+pub const DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// How the listener treats connections.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -78,6 +83,13 @@ pub struct ListenerConfig {
     /// Requests one client connection may have unanswered; past it the
     /// listener stops reading from that connection (backpressure).
     pub max_in_flight_requests: usize,
+    /// Request bytes read and not yet answered, over every client
+    /// connection of this listener; past it the listener stops reading
+    /// from clients until answers free room. Reading a flood of large
+    /// appends only to answer "busy" would take the network thread from
+    /// the peers' heartbeats; left in the clients' sockets, it slows the
+    /// clients instead.
+    pub max_client_bytes_in_flight: usize,
     /// Capacity of the channel to the server, in items.
     pub inbound_capacity: usize,
     /// Connections open at once, peers past their handshake not counted;
@@ -97,6 +109,7 @@ impl ListenerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: 5_000,
             max_in_flight_requests: 1024,
+            max_client_bytes_in_flight: DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT,
             inbound_capacity: 4096,
             max_connections: 1024,
         }
@@ -143,6 +156,9 @@ pub struct Responder {
     client: Arc<str>,
     sender: Option<mpsc::Sender<Outgoing>>,
     permit: Option<OwnedSemaphorePermit>,
+    /// The request's share of `max_client_bytes_in_flight`, given back
+    /// when it is answered.
+    bytes: Option<OwnedSemaphorePermit>,
 }
 
 impl Responder {
@@ -169,6 +185,7 @@ impl Responder {
     }
 
     fn send(&mut self, response: ClientResponse) -> bool {
+        drop(self.bytes.take());
         let (Some(sender), Some(permit)) = (self.sender.take(), self.permit.take()) else {
             return false;
         };
@@ -277,7 +294,13 @@ impl Listener {
         let cancel = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let client_bytes = Arc::new(tokio::sync::Semaphore::new(
+            config
+                .max_client_bytes_in_flight
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let context = Arc::new(Context {
+            client_bytes,
             config,
             connections,
             inbound: inbound_tx,
@@ -332,6 +355,8 @@ impl Drop for Listener {
 
 struct Context<T> {
     config: ListenerConfig,
+    /// Permits of `max_client_bytes_in_flight`, one per byte.
+    client_bytes: Arc<tokio::sync::Semaphore>,
     /// One permit per open connection (see `max_connections`).
     connections: Arc<tokio::sync::Semaphore>,
     inbound: mpsc::Sender<Inbound<T>>,
@@ -580,6 +605,21 @@ async fn serve_client<T>(
         if frame.frame_type != FrameType::Request {
             break Err(unexpected(&frame, "client"));
         }
+        // Read one request past the budget at most: the next read waits
+        // for answers to give bytes back. A request larger than the whole
+        // budget takes all of it.
+        let weight = frame
+            .body
+            .len()
+            .min(context.config.max_client_bytes_in_flight)
+            .clamp(1, u32::MAX as usize) as u32;
+        let bytes = tokio::select! {
+            _ = context.cancel.cancelled() => break Ok(()),
+            bytes = context.client_bytes.clone().acquire_many_owned(weight) => bytes,
+        };
+        let Ok(bytes) = bytes else {
+            break Ok(());
+        };
         let mut responder = Responder {
             request_id: frame.request_id,
             on_drop: Some(RequestError::Unavailable {
@@ -588,6 +628,7 @@ async fn serve_client<T>(
             client: client.clone(),
             sender: Some(out_tx.clone()),
             permit: Some(permit),
+            bytes: Some(bytes),
         };
         let request = match ClientRequest::decode(&frame.body) {
             Ok(request) => request,
