@@ -112,7 +112,7 @@ pub fn run_seed(seed: u64, trace: bool) -> Result<RunStats, String> {
         world.faults.crash_after_truncation_probability =
             [0.0, 0.1, 0.5][members_plan.below(3) as usize];
     }
-    // Lost disks, from a stream of their own: a third of the membership
+    // Lost disks, from a stream of their own: half the membership
     // seeds wipe members, voters included, which come back as new
     // incarnations for the operator to replace.
     let mut wipe_plan = Rng::new(seed ^ 0x7769_7065_645f_6469);
