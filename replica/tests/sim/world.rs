@@ -396,31 +396,28 @@ impl World {
         configurations
     }
 
+    /// The incarnation `id` if its disk was lost.
+    fn retired(&self, id: NodeId) -> Option<&Retired> {
+        self.retired.iter().find(|retired| retired.id == id)
+    }
+
     /// Whether `id` is an incarnation whose disk was lost.
     pub fn is_retired(&self, id: NodeId) -> bool {
-        self.retired.iter().any(|retired| retired.id == id)
+        self.retired(id).is_some()
     }
 
     /// The slot that sent as `id`, current or retired (its messages may
     /// still be in flight).
     fn sender_slot(&self, id: NodeId) -> Option<usize> {
-        self.slot_of(id).or_else(|| {
-            self.retired
-                .iter()
-                .find(|retired| retired.id == id)
-                .map(|retired| retired.slot)
-        })
+        self.slot_of(id)
+            .or_else(|| self.retired(id).map(|retired| retired.slot))
     }
 
     /// The disk of incarnation `id`, current or retired.
     fn storage_of(&self, id: NodeId) -> Option<&Rc<RefCell<SimStorage>>> {
         match self.slot_of(id) {
             Some(index) => Some(&self.nodes[index].storage),
-            None => self
-                .retired
-                .iter()
-                .find(|retired| retired.id == id)
-                .map(|retired| &retired.storage),
+            None => self.retired(id).map(|retired| &retired.storage),
         }
     }
 
