@@ -14,17 +14,19 @@ use std::rc::Rc;
 use bytes::Bytes;
 use dledger_replica::consumers::{Applied, Condition, ConsumerState, OffsetCommit, PendingCommits};
 use dledger_replica::core::rng::Rng;
-use dledger_replica::core::{
-    Config, LogStart, Message, MessageBody, Node, ProposeError, Ready, Role,
-};
+use dledger_replica::core::{Config, Message, MessageBody, Node, ProposeError, Ready, Role};
 use dledger_replica::entry::{Entry, EntryKind, Index, NodeId, Term};
-use dledger_replica::executor::{Outcome, Proposals};
+use dledger_replica::executor::{carry_out, Bookkeeping, Outcome};
 use dledger_replica::membership::{
     ConfigRecord, Configuration, IdChange, MemberRecord, MemberRole, Membership,
 };
 
 use super::checker::{entry_membership, newest_configuration, Checker, FORWARD_ONLY_PREFIX};
 use super::storage::{SimLog, SimStorage};
+
+mod host;
+
+use host::Member;
 
 pub const TICK_MS: u64 = 10;
 
@@ -80,11 +82,12 @@ struct PendingRead {
     max_acked_when_issued: Index,
 }
 
-/// What waits for one Ready to be durable.
+/// What waits for one write to be durable.
 struct WaitingForSync {
+    /// The executor's name for the write (`Bookkeeping::persisted`).
+    sequence: u64,
     /// Its last entry, for `on_persisted`.
     last: Option<(Index, Term)>,
-    messages: Vec<Message>,
     /// Batches its truncation failed: "not appended" is true only once the
     /// truncation is durable (the server's `truncate_suffix` syncs before
     /// it answers; here a crash before the sync brings the entries back).
@@ -114,15 +117,18 @@ struct SimNode {
     storage: Rc<RefCell<SimStorage>>,
     incarnation: u64,
     sync_scheduled: bool,
-    /// Per Ready, in order: the last entry written and the messages held
-    /// until it is durable.
+    /// Per write, in order: what waits for it to be durable.
     waiting_for_sync: Vec<WaitingForSync>,
+    /// Batches the Ready being carried out cut, until its write.
+    truncated: Vec<(ClientBatch, Outcome)>,
     observed_commit: Index,
-    proposals: Proposals<ClientBatch>,
+    /// The server's executor bookkeeping: proposals, the offset commits
+    /// written, the messages waiting for a write. In memory, so a crash
+    /// loses it and a restart rebuilds it.
+    books: Bookkeeping<ClientBatch>,
     reads: Vec<PendingRead>,
-    /// The server's consumer offsets, fed where its raft loop feeds them;
-    /// in memory, so a crash loses them and a restart rebuilds them.
-    consumer_pending: PendingCommits,
+    /// The server's consumer offsets, applied where its raft loop applies
+    /// them.
     consumers: ConsumerState,
 }
 
@@ -345,10 +351,10 @@ impl World {
                 incarnation: 0,
                 sync_scheduled: false,
                 waiting_for_sync: Vec::new(),
+                truncated: Vec::new(),
                 observed_commit: 0,
-                proposals: Proposals::default(),
+                books: Bookkeeping::new(0, PendingCommits::default()),
                 reads: Vec::new(),
-                consumer_pending: PendingCommits::default(),
                 consumers: ConsumerState::default(),
             });
         }
@@ -522,6 +528,7 @@ impl World {
         if !malformed.is_empty() {
             return Err(format!("node {id}: malformed offset commits {malformed:?}"));
         }
+        let last_index = node.last_index();
         let slot = &mut self.nodes[index];
         slot.node = Some(node);
         slot.led_term = None;
@@ -529,7 +536,7 @@ impl World {
         slot.unsynced_leadership = None;
         slot.observed_commit = 0;
         slot.consumers = consumers;
-        slot.consumer_pending = consumer_pending;
+        slot.books = Bookkeeping::new(last_index, consumer_pending);
         let incarnation = slot.incarnation;
         let phase = self.rng.below(TICK_MS) + 1;
         self.schedule(
@@ -570,8 +577,9 @@ impl World {
         slot.incarnation += 1;
         slot.sync_scheduled = false;
         slot.waiting_for_sync.clear();
+        slot.truncated.clear();
         // The clients of a crashed member never learn the outcome.
-        slot.proposals.drain();
+        slot.books.proposals.drain();
         slot.reads.clear();
         let id = slot.id;
         let kept = slot.storage.borrow_mut().crash(&mut self.rng);
@@ -803,6 +811,7 @@ impl World {
                 };
                 let requested = ids.len() as u64;
                 if slot
+                    .books
                     .proposals
                     .push(first, last, requested, term, u64::MAX, batch)
                     .is_err()
@@ -876,6 +885,7 @@ impl World {
         };
         let node_id = slot.id;
         if slot
+            .books
             .proposals
             .push(entry_index, entry_index, 1, term, u64::MAX, batch)
             .is_err()
@@ -1039,201 +1049,21 @@ impl World {
         }
     }
 
+    /// Carries out a Ready with the server's executor, this member as its
+    /// host (`host::Member`).
     fn handle_ready(&mut self, index: usize, ready: Ready) -> SimResult<()> {
-        let id = self.nodes[index].id;
-        let led_term = self.nodes[index].led_term;
-        if let Some(soft) = ready.soft_state {
-            self.note(|| format!("node {id} now {soft:?}"));
-            if soft.role == Role::Leader {
-                if self.rng.chance(self.faults.crash_new_leader_probability) {
-                    let delay = self.rng.range(0, 3 * self.faults.delay_ms_max + 1);
-                    self.crash_later(index, delay);
-                }
-                self.checker.leader_elected(soft.term, id)?;
-                let slot = &mut self.nodes[index];
-                if slot.storage.borrow().synced_hard_state.term < soft.term {
-                    slot.unsynced_leadership = Some(soft.term);
-                }
-                let node = self.nodes[index].node.as_ref().expect("up");
-                self.checker
-                    .check_leader_log(id, node.first_index(), |at| {
-                        node.entry_term(at).expect("memory log reads")
-                    })?;
-                self.checker
-                    .election_quorum(soft.term, id, node.membership())?;
-                // This Ready's entries are the new term's no-op alone: the
-                // written log is the log it won with.
-                let storage = self.nodes[index].storage.borrow();
-                self.checker.configuration_in_force(
-                    id,
-                    "as it wins",
-                    node.membership(),
-                    &storage.current,
-                    &bootstrap_in(&storage, node, self.bootstrap_voters),
-                )?;
-                self.checker
-                    .changes_in_flight(id, node.commit_index(), &storage.current)?;
-            }
-        }
-        if let Some(records) = &ready.configurations {
-            // Durable before this Ready's entries, as the server saves them.
-            self.nodes[index]
-                .storage
-                .borrow_mut()
-                .save_configurations(records);
-            self.note(|| {
-                let summary: Vec<_> = records
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.index,
-                            r.term,
-                            &r.membership.voters,
-                            &r.membership.learners,
-                        )
-                    })
-                    .collect();
-                format!(
-                    "node {id} saves configurations (index, term, voters, learners) {summary:?}"
-                )
-            });
-        }
-        if let Some(start) = &ready.log_start {
-            self.install_log_start(index, start)?;
-        }
-        for message in ready.messages {
-            self.send(message);
-        }
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
-            self.note(|| {
-                let range = ready
-                    .entries
-                    .first()
-                    .map(|first| (first.index, ready.entries.len()));
-                format!(
-                    "node {id} writes {:?} entries (first, count) {range:?}",
-                    ready.hard_state
-                )
-            });
-        }
-        let written = self.nodes[index].storage.borrow().current.len() as Index;
-        let mut truncated = Vec::new();
-        if let Some(first) = ready.entries.first().filter(|first| first.index <= written) {
-            // Another leader's entries replace our tail, as in the server.
-            truncated = self.nodes[index].proposals.on_truncate(first.index);
-            self.nodes[index]
-                .consumer_pending
-                .truncate_from(first.index);
-            // Drawn only when set, so other seeds keep their course.
-            let p = self.faults.crash_after_truncation_probability;
-            if p > 0.0 && self.rng.chance(p) {
-                let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-                self.crash_later(index, delay);
-            }
-        }
-        let malformed = self.nodes[index].consumer_pending.on_append(&ready.entries);
-        if !malformed.is_empty() {
-            return Err(format!("node {id}: malformed offset commits {malformed:?}"));
-        }
-        self.nodes[index]
-            .storage
-            .borrow_mut()
-            .write(ready.hard_state, &ready.entries);
-        let mut writes_configuration = false;
-        for entry in &ready.entries {
-            if entry.kind == EntryKind::Configuration {
-                writes_configuration = true;
-                for voter in entry_membership(entry)?.voters {
-                    if let Some(index) = self.slot_of(voter) {
-                        self.nodes[index].ever_voter = true;
-                    }
-                }
-            }
-        }
-        self.seen_configuration |= writes_configuration;
-        if let Some(node) = self.nodes[index].node.as_ref() {
-            let storage = self.nodes[index].storage.borrow();
-            if ready.configurations.is_some() {
-                self.checker.configuration_in_force(
-                    id,
-                    "after writing",
-                    node.membership(),
-                    &storage.current,
-                    &bootstrap_in(&storage, node, self.bootstrap_voters),
-                )?;
-            }
-            if writes_configuration && node.role() == Role::Leader {
-                self.checker
-                    .changes_in_flight(id, node.commit_index(), &storage.current)?;
-                self.check_promotions(id, node, &storage.current, &ready.entries)?;
-            }
-        }
-        let last = ready.entries.last().map(|entry| (entry.index, entry.term));
-        let slot = &mut self.nodes[index];
-        slot.waiting_for_sync.push(WaitingForSync {
-            last,
-            messages: ready.persisted_messages,
-            answers: truncated,
-        });
-        let incarnation = slot.incarnation;
-        if !slot.sync_scheduled {
-            slot.sync_scheduled = true;
-            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-            self.schedule(
-                delay,
-                Event::SyncDone {
-                    node: index,
-                    incarnation,
-                },
-            );
-        }
-        let leads = self.nodes[index]
-            .node
-            .as_ref()
-            .is_some_and(|node| node.role() == Role::Leader);
-        if leads
-            && !ready.entries.is_empty()
-            && self
-                .rng
-                .chance(self.faults.crash_leader_after_append_probability)
-        {
-            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-            self.crash_later(index, delay);
-        }
-        if ready.hard_state.is_some()
-            && self.rng.chance(self.faults.crash_on_hard_state_probability)
-        {
-            // Same time as a zero-delay sync or the earliest later one: the
-            // event order decides whether the write survives.
-            let delay = self.rng.range(0, self.faults.sync_ms_max + 1);
-            self.crash_later(index, delay);
-        }
-        if let Some(commit) = ready.commit_index {
-            self.committed(index, commit)?;
-            // Its own commit if it leads, or led this term until this Ready
-            // (a leader whose removal committed steps down in `ready`).
-            let node = self.nodes[index].node.as_ref().expect("up");
-            if leads || led_term == Some(node.term()) {
-                self.checker
-                    .leader_commit(id, commit, node.membership(), |node, at| {
-                        self.synced_term(node, at)
-                    })?;
-                if !leads && !node.membership().is_voter(id) {
-                    self.removed_leader_handovers += 1;
-                    self.note(|| format!("node {id} removed: hands over and steps down"));
-                }
-            }
-            if leads
-                && self
-                    .rng
-                    .chance(self.faults.crash_leader_on_commit_probability)
-            {
-                let delay = self.rng.range(0, 3);
-                self.crash_later(index, delay);
-            }
-        }
-        for read in ready.read_states {
-            self.read_answered(index, read.request_id, read.result.ok())?;
+        let saves_configurations = ready.configurations.is_some();
+        carry_out(&mut Member { world: self, index }, ready)?;
+        let slot = &self.nodes[index];
+        if let (true, Some(node)) = (saves_configurations, slot.node.as_ref()) {
+            let storage = slot.storage.borrow();
+            self.checker.configuration_in_force(
+                slot.id,
+                "after writing",
+                node.membership(),
+                &storage.current,
+                &bootstrap_in(&storage, node, self.bootstrap_voters),
+            )?;
         }
         let slot = &mut self.nodes[index];
         slot.led_term = slot
@@ -1242,44 +1072,6 @@ impl World {
             .filter(|node| node.role() == Role::Leader)
             .map(|node| node.term());
         Ok(())
-    }
-
-    /// The follower takes up the leader's log start, as the server's
-    /// `install_log_start`: the checkpoint and the new start at once
-    /// (durable), every proposal waiting answered `LogDropped`. The start must be committed: the checker's committed log
-    /// reaches it with the same term there.
-    fn install_log_start(&mut self, index: usize, start: &LogStart) -> SimResult<()> {
-        let id = self.nodes[index].id;
-        let at = start.prev_log_index;
-        let committed = self.checker.committed_prefix(at).ok_or_else(|| {
-            format!("node {id} took up a log start at {at}, past the committed log")
-        })?;
-        if committed.last().map(|entry| entry.term) != Some(start.prev_log_term) {
-            return Err(format!(
-                "node {id} took up a log start at {at} of term {}, but the committed entry there is {:?}",
-                start.prev_log_term,
-                committed.last()
-            ));
-        }
-        let consumers = ConsumerState::decode_checkpoint(&start.state)
-            .map_err(|defect| format!("node {id}: the leader's checkpoint: {}", defect.reason))?;
-        if consumers.applied_index() < at {
-            return Err(format!(
-                "node {id}: the leader's checkpoint is applied to {} only, the start is {at}",
-                consumers.applied_index()
-            ));
-        }
-        self.nodes[index]
-            .storage
-            .borrow_mut()
-            .install_start(&committed, start.state.clone());
-        let slot = &mut self.nodes[index];
-        let answers = slot.proposals.on_log_start();
-        slot.consumers = consumers;
-        slot.consumer_pending = PendingCommits::default();
-        self.log_starts_installed += 1;
-        self.note(|| format!("node {id} takes up the log start after {at}"));
-        self.answer_proposals(answers, &[])
     }
 
     /// The bootstrap voters as the server keeps them: a record at index 0
@@ -1344,61 +1136,26 @@ impl World {
         slot.sync_scheduled = false;
         let waiting = std::mem::take(&mut slot.waiting_for_sync);
         for WaitingForSync {
+            sequence,
             last,
-            messages,
             answers,
         } in waiting
         {
-            for message in messages {
-                self.send(message);
-            }
             self.answer_proposals(answers, &[])?;
+            let slot = &mut self.nodes[index];
             if let Some((last_index, last_term)) = last {
-                self.nodes[index]
-                    .node
+                slot.node
                     .as_mut()
                     .expect("up")
                     .on_persisted(last_index, last_term)
                     .map_err(|error| format!("node {id} on_persisted: {error}"))?;
             }
+            let free = slot.books.persisted(sequence)?;
+            for message in free {
+                self.send(message);
+            }
         }
         self.drive(index)
-    }
-
-    fn committed(&mut self, index: usize, commit: Index) -> SimResult<()> {
-        let id = self.nodes[index].id;
-        let from = self.nodes[index].observed_commit;
-        assert!(commit > from, "commit advances");
-        let storage = self.nodes[index].storage.clone();
-        {
-            let storage = storage.borrow();
-            if storage.current.len() < commit as usize {
-                return Err(format!(
-                    "node {id} committed {commit} past its written log {}",
-                    storage.current.len()
-                ));
-            }
-            self.checker
-                .node_committed(id, &storage.current[from as usize..commit as usize])?;
-        }
-        self.nodes[index].observed_commit = commit;
-        self.note(|| format!("node {id} commit {commit}"));
-        // Apply first, as the server does: offset commits are answered
-        // with their verdicts.
-        let slot = &mut self.nodes[index];
-        let verdicts = slot
-            .consumer_pending
-            .apply_committed(commit, &mut slot.consumers);
-        self.checker
-            .consumer_state(id, commit, &self.nodes[index].consumers)?;
-        // Resolve proposals with the server's own bookkeeping.
-        let slot = &mut self.nodes[index];
-        let node = slot.node.as_ref().expect("up");
-        let answers = slot
-            .proposals
-            .on_commit(commit, |at| node.entry_term(at))
-            .map_err(|error| format!("node {id} reading its log: {error}"))?;
-        self.answer_proposals(answers, &verdicts)
     }
 
     /// The clients learn their batches' outcomes: acknowledged entries go to

@@ -10,7 +10,7 @@ use super::proposals::COMMIT_TIMEOUT;
 use super::{MembersReply, OffsetReply, ProposeReply};
 
 /// Who waits for a proposal's outcome.
-pub(super) enum Waiter {
+pub enum Waiter {
     /// A client's append batch.
     Append(ProposeReply),
     /// An offset commit: answered once committed *and* applied.

@@ -1,36 +1,14 @@
-//! Commit: applying the offset commits a new commit index covers, then
-//! answering the proposals and the reads it settles.
+//! Commit, the server's side: applying the offset commits a new commit
+//! index covers, and serving the reads it settles (the executor answers
+//! the proposals between the two).
 
+use super::RaftLoop;
 use crate::consumers::Applied;
 use crate::entry::Index;
-use crate::executor::Outcome;
-
-use super::answers::Waiter;
-use super::RaftLoop;
 
 impl RaftLoop {
-    pub(super) fn on_commit(&mut self, commit: Index) -> Result<(), String> {
-        // Apply first: an offset commit is answered with its verdict, and
-        // a read answered below must see what committed before it.
-        let verdicts = self.apply_consumer_commits(commit);
-        let node = &self.node;
-        let answers = self
-            .proposals
-            .on_commit(commit, |index| node.entry_term(index))
-            .map_err(|err| err.to_string())?;
-        for (waiter, outcome) in answers {
-            if let (
-                Waiter::Append(_),
-                Outcome::Committed { count, .. }
-                | Outcome::PartlyCommitted {
-                    committed: count, ..
-                },
-            ) = (&waiter, outcome)
-            {
-                self.metrics.appends_total.inc_by(count);
-            }
-            waiter.answer(outcome, &verdicts);
-        }
+    /// Serves the confirmed reads the commit index now reaches.
+    pub(super) fn serve_waiting_reads(&mut self, commit: Index) {
         let ready: Vec<Index> = self
             .reads_waiting
             .range(..=commit)
@@ -41,22 +19,23 @@ impl RaftLoop {
                 let _ = reply.send(Ok(index));
             }
         }
-        Ok(())
     }
 
     /// Applies the offset commits the commit index now covers; their
     /// verdicts by index. Commits with no offset commit among them cost a
     /// look at the first pending index, no lock.
-    fn apply_consumer_commits(&mut self, commit: Index) -> Vec<(Index, Applied)> {
+    pub(super) fn apply_consumer_commits(&mut self, commit: Index) -> Vec<(Index, Applied)> {
         // Whatever happens below, every offset commit up to here applies.
         self.consumers_applied_through = self.consumers_applied_through.max(commit);
-        if !self.consumer_pending.any_committed(commit) {
+        if !self.books.consumer_pending.any_committed(commit) {
             return Vec::new();
         }
         let mut state = self
             .consumers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.consumer_pending.apply_committed(commit, &mut state)
+        self.books
+            .consumer_pending
+            .apply_committed(commit, &mut state)
     }
 }

@@ -2,14 +2,15 @@
 //! leader's retention deleted drops its log, continues after the leader's
 //! first index, and takes the leader's consumer checkpoint as its offsets.
 
-use crate::consumers::{ConsumerState, PendingCommits};
+use crate::consumers::ConsumerState;
 use crate::core::LogStart;
 
 use super::RaftLoop;
 
 impl RaftLoop {
     /// Carries out `Ready::log_start`, after the configuration records
-    /// (which then hold the new start's record) and before any entry.
+    /// (which then hold the new start's record) and before any entry; the
+    /// executor then answers the proposals waiting.
     ///
     /// The checkpoint is written before the log is reset: a crash between
     /// the two leaves the old log with a checkpoint ahead of it, which a
@@ -30,11 +31,6 @@ impl RaftLoop {
         self.storage
             .restart_after(prev_log_index, prev_log_term)
             .map_err(|err| format!("resetting the log to start after {prev_log_index}: {err}"))?;
-        for (waiter, outcome) in self.proposals.on_log_start() {
-            waiter.answer(outcome, &[]);
-        }
-        self.written_last = prev_log_index;
-        self.consumer_pending = PendingCommits::default();
         self.consumers_applied_through = applied;
         self.checkpoint_saved = Some(applied);
         self.installed_start = Some(applied);

@@ -34,7 +34,7 @@ mod reads;
 mod ready;
 mod transfer;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ use crate::consumers::{Applied, ConsumerState, OffsetCommit, PendingCommits};
 use crate::core::{self, Message, Node, SoftState};
 use crate::engine::{AppendError, MemberChange, MembershipError, TransferError};
 use crate::entry::{Index, NodeId, Term};
-use crate::executor::Proposals;
+use crate::executor::Bookkeeping;
 use crate::metrics::Metrics;
 use crate::net::handshake::KnownPeers;
 use crate::store::{GroupCommit, MetaStore};
@@ -211,10 +211,9 @@ pub struct RaftLoop {
     /// The peer names the listener admits, kept in line with `directory`.
     known_peers: KnownPeers,
 
-    /// Proposals waiting for commit, in index order.
-    proposals: Proposals<Waiter>,
-    /// Offset commits appended and not yet committed.
-    consumer_pending: PendingCommits,
+    /// Proposals waiting for their outcome, offset commits written and not
+    /// committed, writes in flight and the messages that wait for them.
+    books: Bookkeeping<Waiter>,
     /// The consumer groups' offsets, applied up to the commit index; the
     /// front ends read it. Written only here, and only when an offset
     /// commit applies (the write lock is not taken on other commits).
@@ -244,13 +243,6 @@ pub struct RaftLoop {
     next_read_id: u64,
     transfer: Option<PendingTransfer>,
 
-    /// Submissions to storage so far, and those known durable.
-    submitted: u64,
-    persisted: u64,
-    /// Messages to send once submission `.0` is durable.
-    parked: VecDeque<(u64, Vec<Message>)>,
-    /// Last entry written, to tell a suffix truncation.
-    written_last: Index,
     last_soft: Option<SoftState>,
     retention: RetentionPolicy,
     next_retention: Instant,
@@ -328,8 +320,7 @@ impl RaftLoop {
             directory: parts.directory,
             configuration_path: parts.configuration_path,
             known_peers: parts.known_peers,
-            proposals: Proposals::default(),
-            consumer_pending: parts.consumer_pending,
+            books: Bookkeeping::new(written_last, parts.consumer_pending),
             consumers: parts.consumers,
             consumers_applied_through,
             checkpoint_path: parts.checkpoint_path,
@@ -341,10 +332,6 @@ impl RaftLoop {
             reads_waiting: BTreeMap::new(),
             next_read_id: 1,
             transfer: None,
-            submitted: 0,
-            persisted: 0,
-            parked: VecDeque::new(),
-            written_last,
             last_soft: None,
             retention: parts.retention,
             next_retention: Instant::now() + RETENTION_PERIOD,
@@ -456,25 +443,13 @@ impl RaftLoop {
             Input::Transfer { target, reply } => self.start_transfer(target, reply),
             Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Persisted { sequence, last } => {
-                assert!(
-                    sequence > self.persisted,
-                    "storage completions out of order"
-                );
-                self.persisted = sequence;
                 if let Some((index, term)) = last {
                     self.node
                         .on_persisted(index, term)
                         .map_err(|err| err.to_string())?;
                 }
-                while self
-                    .parked
-                    .front()
-                    .is_some_and(|(sequence, _)| *sequence <= self.persisted)
-                {
-                    if let Some((_, messages)) = self.parked.pop_front() {
-                        self.peers.send_all(messages);
-                    }
-                }
+                let free = self.books.persisted(sequence)?;
+                self.peers.send_all(free);
             }
             Input::StorageFailed(reason) => return Err(format!("storage failed: {reason}")),
             Input::CheckpointSaved {
@@ -497,7 +472,7 @@ impl RaftLoop {
     }
 
     fn fail_everything(&mut self, reason: &str) {
-        for waiter in self.proposals.drain() {
+        for waiter in self.books.proposals.drain() {
             waiter.fail(AppendError::Unknown {
                 reason: reason.to_string(),
             });

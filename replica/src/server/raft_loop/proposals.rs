@@ -65,7 +65,7 @@ impl RaftLoop {
         waiter: Waiter,
     ) {
         let deadline_ms = self.now_ms() + COMMIT_TIMEOUT.as_millis() as u64;
-        if let Err(waiter) = self.proposals.push(
+        if let Err(waiter) = self.books.proposals.push(
             first_index,
             last_index,
             requested,
@@ -134,17 +134,9 @@ impl RaftLoop {
         }
     }
 
-    /// Entries from `from` on were just overwritten by another leader's:
-    /// they were not committed (committed entries are never overwritten).
-    pub(super) fn fail_truncated_proposals(&mut self, from: Index) {
-        for (waiter, outcome) in self.proposals.on_truncate(from) {
-            waiter.answer(outcome, &[]);
-        }
-    }
-
     pub(super) fn expire_proposals(&mut self, _now: Instant) {
         let now_ms = self.now_ms();
-        for (waiter, outcome) in self.proposals.expire(now_ms) {
+        for (waiter, outcome) in self.books.proposals.expire(now_ms) {
             waiter.answer(outcome, &[]);
         }
     }

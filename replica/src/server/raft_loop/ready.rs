@@ -1,90 +1,41 @@
-//! Carrying out a core `Ready`: writing the hard state and the entries
-//! (cutting a conflicting tail first), sending messages once what they
-//! wait for is durable, and taking in role changes.
+//! The server's host for the shared Ready executor (`executor::ready`):
+//! the hard state and the entries written through group commit, messages
+//! sent on the peers' links, clients answered, role changes taken in.
 
 use std::time::Instant;
 
-use crate::core::{self, Ready, SoftState, Violation};
+use crate::consumers::{Applied, MalformedCommit};
+use crate::core::{self, LogStart, Message, ReadState, SoftState, TransferOutcome, Violation};
 use crate::engine::AppendError;
-use crate::entry::{Entry, HardState};
+use crate::entry::{Entry, HardState, Index};
+use crate::executor::{self, Answers, Bookkeeping, EntryTerms, Host, Outcome, Written};
+use crate::membership::ConfigRecord;
 use crate::server::role_log;
 
+use super::answers::Waiter;
 use super::{Input, RaftLoop};
 
 impl RaftLoop {
     pub(super) fn process_ready(&mut self) -> Result<(), String> {
         while self.node.has_ready() {
             let ready = self.node.ready().map_err(|err| err.to_string())?;
-            self.carry_out(ready)?;
+            executor::carry_out(self, ready)?;
         }
         Ok(())
     }
+}
 
-    /// Carries out one Ready in the order `core::Ready` documents.
-    fn carry_out(&mut self, ready: Ready) -> Result<(), String> {
-        let Ready {
-            hard_state,
-            entries,
-            messages,
-            persisted_messages,
-            commit_index,
-            read_states,
-            soft_state,
-            transfer_outcomes,
-            violations,
-            configurations,
-            log_start,
-        } = ready;
-        for violation in violations {
-            self.on_violation(violation);
-        }
-        // Before anything is sent or written: the file must never miss a
-        // configuration entry the log has, and answers go to the members
-        // now in force.
-        if let Some(records) = configurations {
-            self.on_configurations(&records)?;
-        }
-        if let Some(start) = log_start {
-            self.install_log_start(start)?;
-        }
-        if let Some(soft) = soft_state {
-            self.on_soft_state(soft);
-        }
-        // 1. Messages that do not wait for the disk.
-        self.peers.send_all(messages);
-        // 2. Persist: the hard state synchronously (rare: elections only),
-        //    entries through group commit.
-        if let Some(state) = hard_state {
-            self.save_hard_state(state)?;
-        }
-        if !entries.is_empty() {
-            self.submit(entries)?;
-        }
-        // 3. Messages that wait for this Ready (and every earlier one) to be
-        //    durable: sent at once when nothing is in flight.
-        if !persisted_messages.is_empty() {
-            if self.persisted == self.submitted {
-                self.peers.send_all(persisted_messages);
-            } else {
-                self.parked.push_back((self.submitted, persisted_messages));
-            }
-        }
-        // 5. Commit.
-        if let Some(commit) = commit_index {
-            self.on_commit(commit)?;
-        }
-        // 6. Answers.
-        for read in read_states {
-            self.on_read_state(read);
-        }
-        for outcome in transfer_outcomes {
-            self.on_transfer_outcome(outcome);
-        }
-        Ok(())
+/// The server's side of a Ready: the disk through group commit, the peers'
+/// links, the clients' waiters. The order and the bookkeeping are the
+/// executor's (`executor::carry_out`), as in the simulation.
+impl Host for RaftLoop {
+    type Waiter = Waiter;
+
+    fn parts(&mut self) -> (&mut Bookkeeping<Waiter>, &dyn EntryTerms) {
+        (&mut self.books, &self.node)
     }
 
-    /// A peer broke the protocol; the core dropped its message.
-    fn on_violation(&self, violation: Violation) {
+    fn violation(&mut self, violation: Violation) {
         self.metrics.count_violation(violation.kind);
         tracing::warn!(
             peer = %self.member_name(violation.from),
@@ -94,6 +45,106 @@ impl RaftLoop {
         );
     }
 
+    fn save_configurations(&mut self, records: Vec<ConfigRecord>) -> Result<(), String> {
+        self.on_configurations(&records)
+    }
+
+    fn install_log_start(&mut self, start: LogStart) -> Result<(), String> {
+        RaftLoop::install_log_start(self, start)
+    }
+
+    fn soft_state(&mut self, soft: SoftState) -> Result<(), String> {
+        self.on_soft_state(soft);
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.peers.send_all(messages);
+    }
+
+    fn truncate_log(&mut self, from: Index) -> Result<(), String> {
+        // Synced before it returns, so the batches it cuts may be told
+        // "not appended" at once.
+        self.storage
+            .truncate_suffix(from)
+            .map_err(|err| format!("truncating the log from {from}: {err}"))
+    }
+
+    fn answer_truncated(&mut self, answers: Answers<Waiter>) -> Result<(), String> {
+        for (waiter, outcome) in answers {
+            waiter.answer(outcome, &[]);
+        }
+        Ok(())
+    }
+
+    fn malformed_offset_commit(
+        &mut self,
+        index: Index,
+        defect: MalformedCommit,
+    ) -> Result<(), String> {
+        tracing::warn!(index, err = %defect, "an offset commit entry does not decode; it is skipped");
+        Ok(())
+    }
+
+    /// The hard state synchronously (rare: elections only), entries
+    /// through group commit.
+    fn write(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+        sequence: u64,
+    ) -> Result<Written, String> {
+        if let Some(state) = hard_state {
+            self.save_hard_state(state)?;
+        }
+        if entries.is_empty() {
+            return Ok(Written::Durable);
+        }
+        self.submit(entries, sequence)?;
+        Ok(Written::Later)
+    }
+
+    fn apply_offsets(&mut self, commit: Index) -> Result<Vec<(Index, Applied)>, String> {
+        Ok(self.apply_consumer_commits(commit))
+    }
+
+    fn answer(
+        &mut self,
+        answers: Answers<Waiter>,
+        verdicts: &[(Index, Applied)],
+    ) -> Result<(), String> {
+        for (waiter, outcome) in answers {
+            if let (
+                Waiter::Append(_),
+                Outcome::Committed { count, .. }
+                | Outcome::PartlyCommitted {
+                    committed: count, ..
+                },
+            ) = (&waiter, outcome)
+            {
+                self.metrics.appends_total.inc_by(count);
+            }
+            waiter.answer(outcome, verdicts);
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self, commit: Index) -> Result<(), String> {
+        self.serve_waiting_reads(commit);
+        Ok(())
+    }
+
+    fn read_state(&mut self, read: ReadState) -> Result<(), String> {
+        self.on_read_state(read);
+        Ok(())
+    }
+
+    fn transfer_outcome(&mut self, outcome: TransferOutcome) {
+        self.on_transfer_outcome(outcome);
+    }
+}
+
+impl RaftLoop {
     /// Saves term and vote. On a full disk it waits for space (the messages
     /// that depend on the vote must not go out before it is durable); any
     /// other failure stops the loop.
@@ -116,24 +167,10 @@ impl RaftLoop {
         }
     }
 
-    fn submit(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        let first = entries[0].index;
+    /// Hands entries to group commit as write `sequence`; its completion
+    /// comes back as `Input::Persisted`.
+    fn submit(&mut self, entries: Vec<Entry>, sequence: u64) -> Result<(), String> {
         let last = entries.last().map(|entry| (entry.index, entry.term));
-        if first <= self.written_last {
-            // A follower's conflicting tail: cut it before writing ours.
-            self.storage
-                .truncate_suffix(first)
-                .map_err(|err| format!("truncating the log from {first}: {err}"))?;
-            self.consumer_pending.truncate_from(first);
-            self.fail_truncated_proposals(first);
-        }
-        for (index, err) in self.consumer_pending.on_append(&entries) {
-            // Every member skips it alike when it commits.
-            tracing::warn!(index, %err, "an offset commit entry does not decode; it is skipped");
-        }
-        self.written_last = last.map_or(self.written_last, |(index, _)| index);
-        self.submitted += 1;
-        let sequence = self.submitted;
         let loopback = self.loopback.clone();
         let metrics = self.metrics.clone();
         let started = Instant::now();
