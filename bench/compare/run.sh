@@ -4,7 +4,7 @@
 #
 #   bash bench/compare/run.sh [--quick] [--systems a,b,...] [--out DIR]
 #                             [--warmup-s S] [--duration-s S] [--kills N]
-#                             [--failover-only] [--append]
+#                             [--failover-only] [--append] [--disk-probe-s S]
 #
 # Systems (default: all): dledger-java etcd nats kafka ours. `nats` runs both
 # nats (default sync) and nats-always; `kafka` both kafka (default flush) and
@@ -19,6 +19,10 @@
 # starting them afresh (the report then lists every command that contributed).
 # Quick mode (CI): every system starts, takes writes (1 KiB, 16 in flight, 2+3 s)
 # and reports; exits non-zero if any peer fails. Writes its report under --out only.
+# Every run measures the raw disk under the work dir first and last (O_DSYNC writes of
+# 4 KiB, 64 KiB and 1 MiB, --disk-probe-s each: 2.5 s full, 0.6 s quick) into disk.jsonl, and
+# records per cell the machine's load, CPU busy fraction and the members' memory
+# (VmRSS) into machine.jsonl; report.py derives the disk's bound from them.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -28,7 +32,7 @@ export BENCH_CACHE="$CACHE"
 source "$HERE/versions.env"
 
 QUICK=0; SYSTEMS="dledger-java,etcd,nats,kafka,ours"; OUT=""; WARMUP_S=""; DURATION_S=""; KILLS=""
-FAILOVER_ONLY=0; APPEND=0
+FAILOVER_ONLY=0; APPEND=0; DISK_S=""
 ORIG_ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,21 +44,23 @@ while [ $# -gt 0 ]; do
     --kills) KILLS="$2"; shift ;;
     --failover-only) FAILOVER_ONLY=1 ;;
     --append) APPEND=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --disk-probe-s) DISK_S="$2"; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 if [ "$QUICK" = 1 ]; then
-  PAYLOADS=(1024); INFLIGHTS=(16); : "${WARMUP_S:=2}"; : "${DURATION_S:=3}"; : "${KILLS:=0}"
+  PAYLOADS=(1024); INFLIGHTS=(16); : "${WARMUP_S:=2}"; : "${DURATION_S:=3}"; : "${KILLS:=0}"; : "${DISK_S:=0.6}"
   : "${OUT:=$(mktemp -d /tmp/bench-compare-quick.XXXXXX)}"
 else
-  PAYLOADS=(128 1024 16384); INFLIGHTS=(1 16 64 256); : "${WARMUP_S:=5}"; : "${DURATION_S:=10}"; : "${KILLS:=10}"
+  PAYLOADS=(128 1024 16384); INFLIGHTS=(1 16 64 256); : "${WARMUP_S:=5}"; : "${DURATION_S:=10}"; : "${KILLS:=10}"; : "${DISK_S:=2.5}"
   : "${OUT:=$HERE/results}"
 fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"; FAILOVER="$OUT/failover.jsonl"; META="$OUT/run.json"
-if [ "$APPEND" = 0 ]; then : >"$RESULTS"; : >"$FAILOVER"; fi
+MACHINE="$OUT/machine.jsonl"; DISK="$OUT/disk.jsonl"
+if [ "$APPEND" = 0 ]; then : >"$RESULTS"; : >"$FAILOVER"; : >"$MACHINE"; : >"$DISK"; fi
 
 WORK="$(mktemp -d /tmp/bench-compare.XXXXXX)"
 export BENCH_WORK="$WORK"
@@ -110,16 +116,39 @@ variant_info() {
 # Rewrites the driver's "system" field to the variant name (nats-always, kafka-flush).
 tag() { sed -e "s/\"system\":\"[^\"]*\"/\"system\":\"$1\"/"; }
 
+# The machine beside each cell (probe.py, stdlib Python): load average, CPU busy
+# fraction and the members' CPU over the measured window (from the driver's launch +
+# warm-up, for the measured duration), and their resident memory, sampled every 0.5 s.
+# Members are found through the pid files cluster.sh / ours.sh write under PIDDIR.
+# A probe that fails leaves its line out ("not measured"); it never fails the run.
+window_start() { # piddir variant payload inflight
+  python3 "$HERE/probe.py" window --pid-dir "$1" --delay "$WARMUP_S" --duration "$DURATION_S" \
+    --tag system="$2" --tag payload_bytes="$3" --tag in_flight="$4" --tag phase=load \
+    >>"$MACHINE" 2>>"$OUT/driver.log" &
+  PROBE_PID=$!
+}
+window_end() { # driver-ok (0 = it finished normally; otherwise stop the probe now)
+  [ "$1" = 0 ] || kill "$PROBE_PID" 2>/dev/null || true
+  wait "$PROBE_PID" 2>/dev/null || true
+}
+idle_rss() { # piddir variant payload: one sample after the group started, before load
+  python3 "$HERE/probe.py" rss --pid-dir "$1" --tag system="$2" --tag payload_bytes="$3" --tag phase=idle \
+    >>"$MACHINE" 2>>"$OUT/driver.log" || true
+}
+
 # One cell of the matrix. Both drivers take --flag (Go's flag package accepts it too).
 bench_cell() { # variant payload inflight [extra driver args...]
   local v="$1" p="$2" n="$3"; shift 3
   local line
+  window_start "$WORK/$CL" "$v" "$p" "$n"
   if line="$("${DRV[@]}" "$@" --version "$VERSION" --durability "$DUR" --payload "$p" --inflight "$n" \
       --warmup-s "$WARMUP_S" --duration-s "$DURATION_S" 2>>"$OUT/driver.log" | tail -1)" && [ -n "$line" ]; then
+    window_end 0
     echo "$line" | tag "$v" >>"$RESULTS"
     log "$v ${p}B x$n: $line"
     case "$line" in *'"ops":0,'*) fail "$v ${p}B x$n: no write acknowledged in the measured period" ;; esac
   else
+    window_end 1
     echo "{\"system\":\"$v\",\"version\":\"$VERSION\",\"durability\":\"$DUR\",\"payload_bytes\":$p,\"in_flight\":$n,\"error\":\"driver failed\"}" >>"$RESULTS"
     fail "$v ${p}B x$n: driver failed (see $OUT/driver.log)"
   fi
@@ -145,6 +174,7 @@ run_variant() { # variant
       echo "{\"system\":\"$v\",\"version\":\"$VERSION\",\"durability\":\"$DUR\",\"payload_bytes\":$p,\"in_flight\":0,\"error\":\"took no write\"}" >>"$RESULTS"
       bash "$HERE/cluster.sh" "$CL" down; CURRENT=""; return 1
     fi
+    idle_rss "$WORK/$CL" "$v" "$p"
     for n in "${INFLIGHTS[@]}"; do
       bench_cell "$v" "$p" "$n" "${extra[@]}"
     done
@@ -183,11 +213,15 @@ run_ours() {
     local v=dledger; [ "$mode" = pagecache ] && v=dledger-pagecache
     for p in "${PAYLOADS[@]}"; do
       bash "$HERE/ours.sh" up "$mode" || { fail "$v: did not start"; continue; }
+      idle_rss "$WORK/ours" "$v" "$p"
       for n in "${INFLIGHTS[@]}"; do
         local line
+        window_start "$WORK/ours" "$v" "$p" "$n"
         if line="$(bash "$HERE/ours.sh" bench "$mode" "$p" "$n" "$WARMUP_S" "$DURATION_S" 2>>"$OUT/driver.log" | tail -1)" && [ -n "$line" ]; then
+          window_end 0
           echo "$line" >>"$RESULTS"; log "$v ${p}B x$n: $line"
         else
+          window_end 1
           fail "$v ${p}B x$n: driver failed"
         fi
       done
@@ -227,6 +261,24 @@ json.dump({"command": cmd, "quick": quick == "1", "warmup_s": float(warm), "dura
            "kernel": platform.release(), "load1_start": float(load)}, open(meta, "w"))
 PY
 
+# The physical bound, in this run: the raw disk's O_DSYNC figures where the members
+# write (WORK, the same filesystem as their data dirs), before any system starts and
+# again after the last one stopped (the disk is shared; the report credits it with the
+# better of the two). Skipped with --failover-only, which measures no throughput.
+disk_probe() { # start|end
+  [ "$FAILOVER_ONLY" = 1 ] && return 0
+  local line
+  if line="$(python3 "$HERE/probe.py" disk --dir "$WORK/disk-probe" --seconds "$DISK_S" --tag phase="$1" \
+      --tag command="bash bench/compare/run.sh${ORIG_ARGS[*]:+ ${ORIG_ARGS[*]}}" --tag load1="$(load1)")"; then
+    echo "$line" >>"$DISK"
+    log "raw disk at the $1 (O_DSYNC, 1 in flight): $(python3 -c 'import json,sys; print(", ".join("%d KiB %.3f ms p50 %.0f/s %.0f MB/s" % (s["bytes"]//1024, s["p50_ms"], s["writes_per_s"], s["mb_per_s"]) for s in json.loads(sys.argv[1])["sizes"]))' "$line")"
+  else
+    log "the disk probe ($1) failed; the report shows what it lacks as not measured"
+  fi
+  rm -rf "$WORK/disk-probe"
+}
+disk_probe start
+
 IFS=, read -r -a WANT <<<"$SYSTEMS"
 for s in "${WANT[@]}"; do
   case "$s" in
@@ -241,6 +293,8 @@ for s in "${WANT[@]}"; do
     *) fail "unknown system $s" ;;
   esac
 done
+
+disk_probe end
 
 ELAPSED=$((SECONDS - START_S))
 python3 - "$META" "$ELAPSED" "$(load1)" <<'PY'
