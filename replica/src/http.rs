@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use crate::consumers::{validate_group_name, Refusal};
 use crate::engine::{
     AppendError, Engine, MemberChange, MembershipError, OffsetError, ReadError, TransferError,
 };
+use crate::net::budget::ClientBytes;
 
 /// Upper bound on `wait_ms` of the long-polling read: a client that wants
 /// to wait longer polls again.
@@ -47,24 +48,57 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 512;
 /// append's commit timeout, with room to spare.
 pub const MAX_REQUEST_MS: u64 = MAX_WAIT_MS + 20_000;
 
-/// The router serving the whole API for `engine`.
-pub fn router<E: Engine>(engine: Arc<E>) -> Router {
-    router_with_limits(engine, MAX_REQUESTS_IN_FLIGHT, MAX_REQUEST_MS)
+/// What the client and admin requests are held within.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests served at once; more are answered "busy, retry".
+    pub max_requests_in_flight: usize,
+    /// Longest a request may take before it is answered with a timeout.
+    pub max_request_ms: u64,
+    /// Append bytes read and not yet answered, shared with the binary
+    /// listener (`Listener::client_bytes`): past it, append bodies wait
+    /// unread in the clients' sockets.
+    pub client_bytes: ClientBytes,
 }
 
-/// [`router`] with other request limits (for tests).
-pub fn router_with_limits<E: Engine>(
-    engine: Arc<E>,
-    max_requests_in_flight: usize,
-    max_request_ms: u64,
-) -> Router {
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
+            max_request_ms: MAX_REQUEST_MS,
+            client_bytes: ClientBytes::default(),
+        }
+    }
+}
+
+/// The router serving the whole API for `engine`, with the default
+/// [`Limits`] and a client bytes budget of its own.
+pub fn router<E: Engine>(engine: Arc<E>) -> Router {
+    router_with_limits(engine, Limits::default())
+}
+
+/// [`router`] within `limits`.
+pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
+    let Limits {
+        max_requests_in_flight,
+        max_request_ms,
+        client_bytes,
+    } = limits;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
     let limited = Router::new()
         .route("/admin/transfer-leadership", post(transfer::<E>))
         .route("/admin/members", get(members::<E>).post(add_member::<E>))
         .route("/admin/members/{id}", delete(remove_member::<E>))
         .route("/admin/members/{id}/promote", post(promote_member::<E>))
-        .route("/v1/entries", post(append::<E>).get(range::<E>))
+        .route(
+            "/v1/entries",
+            post(
+                move |State(engine): State<Arc<E>>, headers: HeaderMap, body: Body| {
+                    append(engine, client_bytes.clone(), headers, body)
+                },
+            )
+            .get(range::<E>),
+        )
         .route("/v1/entries/{index}", get(entry::<E>))
         .route("/v1/consumers", get(consumer_groups::<E>))
         .route("/v1/consumers/{group}", get(consumer_group::<E>))
@@ -167,8 +201,33 @@ async fn metrics<E: Engine>(State(engine): State<Arc<E>>) -> Response {
         .into_response()
 }
 
-async fn append<E: Engine>(State(engine): State<Arc<E>>, body: Body) -> Response {
+async fn append<E: Engine>(
+    engine: Arc<E>,
+    client_bytes: ClientBytes,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let max_bytes = engine.max_entry_bytes();
+    let declared_bytes = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if let Some(size_bytes) = declared_bytes.filter(|declared| *declared > max_bytes) {
+        return append_error(AppendError::TooLarge {
+            size_bytes,
+            max_bytes,
+        });
+    }
+    // Held until the append is answered; a body of unknown length counts
+    // as the largest allowed. Waiting here leaves the body in the socket.
+    let Some(_held) = client_bytes
+        .acquire(declared_bytes.unwrap_or(max_bytes))
+        .await
+    else {
+        return append_error(AppendError::Unavailable {
+            reason: "the server is stopping".into(),
+        });
+    };
     // Read one byte past the limit so an oversized body is told apart from
     // a body of exactly the limit.
     let payload: Bytes = match axum::body::to_bytes(body, max_bytes + 1).await {
@@ -1285,9 +1344,57 @@ mod tests {
         (response.status(), response.headers().clone())
     }
 
+    fn limits(max_requests_in_flight: usize, max_request_ms: u64) -> Limits {
+        Limits {
+            max_requests_in_flight,
+            max_request_ms,
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_are_not_read_past_the_client_bytes_budget() {
+        let engine = FakeEngine::leader();
+        let budget = ClientBytes::new(8);
+        let router = router_with_limits(
+            engine.clone(),
+            Limits {
+                client_bytes: budget.clone(),
+                ..Limits::default()
+            },
+        );
+        let post = |body: &'static [u8]| {
+            let router = router.clone();
+            async move {
+                let request = Request::builder()
+                    .method("POST")
+                    .uri("/v1/entries")
+                    .header(header::CONTENT_LENGTH, body.len())
+                    .body(Body::from(body))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status()
+            }
+        };
+        // Other requests hold the whole budget: this one waits, unread.
+        let held = budget.acquire(8).await.unwrap();
+        let waiting = tokio::spawn(post(b"hello"));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "read past the budget");
+        assert!(engine.log.lock().unwrap().is_empty());
+        // An oversized body is refused from its length, without waiting.
+        assert_eq!(
+            post(b"seventeen bytes!!").await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), StatusCode::OK);
+        assert_eq!(engine.log.lock().unwrap().len(), 1);
+        assert_eq!(budget.available(), 8, "given back once answered");
+    }
+
     #[tokio::test]
     async fn requests_past_the_limits_are_busy_or_time_out_and_probes_never_are() {
-        let full = router_with_limits(FakeEngine::leader(), 0, 1_000);
+        let full = router_with_limits(FakeEngine::leader(), limits(0, 1_000));
         let (status, headers) = send_limited(full.clone(), "GET", "/v1/entries/1").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(headers.get(header::RETRY_AFTER).is_some());
@@ -1295,7 +1402,7 @@ mod tests {
             let (status, _) = send_limited(full.clone(), "GET", probe).await;
             assert_eq!(status, StatusCode::OK, "{probe} was limited");
         }
-        let slow = router_with_limits(FakeEngine::leader(), 4, 50);
+        let slow = router_with_limits(FakeEngine::leader(), limits(4, 50));
         let started = std::time::Instant::now();
         let (status, _) = send_limited(slow, "GET", "/v1/entries?from=5&wait_ms=5000").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
@@ -1821,7 +1928,7 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("/admin/members"));
-        let full = router_with_limits(engine, 0, 1_000);
+        let full = router_with_limits(engine, limits(0, 1_000));
         for (method, uri) in [
             ("GET", "/admin/members"),
             ("POST", "/admin/members/d/promote"),

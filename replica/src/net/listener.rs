@@ -56,14 +56,12 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::body::decode_peer;
+use super::budget::ClientBytes;
 use super::client_proto::{ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
 use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, KnownPeers, Role};
 
-/// Default of [`ListenerConfig::max_client_bytes_in_flight`]: as much as
-/// the raft loop lets wait for commit (64 MiB), so what is read can be
-/// taken in.
-pub const DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT: usize = 64 << 20;
+pub use super::budget::DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT;
 
 /// How the listener treats connections.
 #[derive(Clone, Debug)]
@@ -253,6 +251,7 @@ pub struct Listener {
     cancel: CancellationToken,
     accept_task: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    client_bytes: ClientBytes,
 }
 
 impl Listener {
@@ -294,13 +293,9 @@ impl Listener {
         let cancel = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-        let client_bytes = Arc::new(tokio::sync::Semaphore::new(
-            config
-                .max_client_bytes_in_flight
-                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let client_bytes = ClientBytes::new(config.max_client_bytes_in_flight);
         let context = Arc::new(Context {
-            client_bytes,
+            client_bytes: client_bytes.clone(),
             config,
             connections,
             inbound: inbound_tx,
@@ -313,6 +308,7 @@ impl Listener {
             cancel,
             accept_task: Some(accept_task),
             counters,
+            client_bytes,
         };
         Ok((listener, inbound_rx))
     }
@@ -320,6 +316,12 @@ impl Listener {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The client bytes budget its client connections read within, for
+    /// the other front end (HTTP) to share.
+    pub fn client_bytes(&self) -> ClientBytes {
+        self.client_bytes.clone()
     }
 
     /// Its counters so far.
@@ -355,8 +357,8 @@ impl Drop for Listener {
 
 struct Context<T> {
     config: ListenerConfig,
-    /// Permits of `max_client_bytes_in_flight`, one per byte.
-    client_bytes: Arc<tokio::sync::Semaphore>,
+    /// `max_client_bytes_in_flight`, shared with the HTTP front end.
+    client_bytes: ClientBytes,
     /// One permit per open connection (see `max_connections`).
     connections: Arc<tokio::sync::Semaphore>,
     inbound: mpsc::Sender<Inbound<T>>,
@@ -608,16 +610,11 @@ async fn serve_client<T>(
         // Read one request past the budget at most: the next read waits
         // for answers to give bytes back. A request larger than the whole
         // budget takes all of it.
-        let weight = frame
-            .body
-            .len()
-            .min(context.config.max_client_bytes_in_flight)
-            .clamp(1, u32::MAX as usize) as u32;
         let bytes = tokio::select! {
             _ = context.cancel.cancelled() => break Ok(()),
-            bytes = context.client_bytes.clone().acquire_many_owned(weight) => bytes,
+            bytes = context.client_bytes.acquire(frame.body.len()) => bytes,
         };
-        let Ok(bytes) = bytes else {
+        let Some(bytes) = bytes else {
             break Ok(());
         };
         let mut responder = Responder {

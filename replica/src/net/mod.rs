@@ -4,6 +4,8 @@
 //! - [`handshake`]: the first frame each way (version, group, member id, role).
 //! - [`body`]: how serde values (peer messages, client messages) become bodies.
 //! - [`client_proto`]: client requests, responses and errors.
+//! - [`budget`]: the client request bytes read and not yet answered, over
+//!   the binary listener and the HTTP front end.
 //! - [`listener`]: accepts connections and hands the server typed inbound items.
 //! - [`outbound`]: one self-reconnecting, bounded-queue link per peer.
 //! - [`client`]: the async client library (redirects, retries, pipelining).
@@ -14,6 +16,7 @@
 
 pub mod backoff;
 pub mod body;
+pub mod budget;
 pub mod client;
 pub mod client_proto;
 pub mod frame;

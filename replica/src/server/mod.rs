@@ -189,7 +189,14 @@ pub async fn serve(
         "replica started"
     );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = crate::http::router(running.handle.clone());
+    // One client bytes budget over both front ends.
+    let router = crate::http::router_with_limits(
+        running.handle.clone(),
+        crate::http::Limits {
+            client_bytes: running.listener.client_bytes(),
+            ..crate::http::Limits::default()
+        },
+    );
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(http_listener, router)
             .with_graceful_shutdown(async {
