@@ -1,7 +1,7 @@
 //! Deterministic simulation of the consensus core (see `sim/`).
 //!
 //! `SIM_SEEDS=N cargo test --release -p dledger-replica --test simulation`
-//! runs seeds `0..N` (4000 when unset); `SIM_SEED=s` reruns one seed with a
+//! runs seeds `0..N` (8000 when unset); `SIM_SEED=s` reruns one seed with a
 //! trace of its last events printed on failure.
 
 mod sim;
@@ -48,7 +48,7 @@ fn simulation_seeds() {
         }
         return;
     }
-    let seeds = env_u64("SIM_SEEDS").unwrap_or(4000);
+    let seeds = env_u64("SIM_SEEDS").unwrap_or(8000);
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4) as u64;
