@@ -212,16 +212,13 @@ async fn append<E: Engine>(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    if let Some(size_bytes) = declared_bytes.filter(|declared| *declared > max_bytes) {
-        return append_error(AppendError::TooLarge {
-            size_bytes,
-            max_bytes,
-        });
-    }
     // Held until the append is answered; a body of unknown length counts
-    // as the largest allowed. Waiting here leaves the body in the socket.
+    // as the largest allowed, an oversized one as what is read of it
+    // before the 413 (answering before reading would leave most clients
+    // with a broken pipe instead). Waiting here leaves the body in the
+    // socket.
     let Some(_held) = client_bytes
-        .acquire(declared_bytes.unwrap_or(max_bytes))
+        .acquire(declared_bytes.unwrap_or(max_bytes).min(max_bytes + 1))
         .await
     else {
         return append_error(AppendError::Unavailable {
@@ -1381,11 +1378,6 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(!waiting.is_finished(), "read past the budget");
         assert!(engine.log.lock().unwrap().is_empty());
-        // An oversized body is refused from its length, without waiting.
-        assert_eq!(
-            post(b"seventeen bytes!!").await,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
         drop(held);
         assert_eq!(waiting.await.unwrap(), StatusCode::OK);
         assert_eq!(engine.log.lock().unwrap().len(), 1);
