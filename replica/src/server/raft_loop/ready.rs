@@ -71,10 +71,7 @@ impl Host for RaftLoop {
     }
 
     fn answer_truncated(&mut self, answers: Answers<Waiter>) -> Result<(), String> {
-        for (waiter, outcome) in answers {
-            waiter.answer(outcome, &[]);
-        }
-        Ok(())
+        self.answer(answers, &[])
     }
 
     fn malformed_offset_commit(
