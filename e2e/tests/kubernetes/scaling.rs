@@ -588,8 +588,8 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
     assert!(
         configuration
             .voters
-            .contains(&format!("{victim}#{incarnation:x}")),
-        "{victim}'s incarnation is not written in lowercase hex: {configuration:?}"
+            .contains(&format!("{victim}#{incarnation:016x}")),
+        "{victim}'s incarnation is not written as 16 lowercase hex digits: {configuration:?}"
     );
     assert!(
         configuration.index > index_before,
@@ -614,12 +614,12 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
         .unwrap_or_else(|e| panic!("status of {victim}: {e}"));
     assert_eq!(
         replaced.incarnation, incarnation,
-        "{victim} says it is incarnation {:x}, the group's status {incarnation:x}: {replaced:?}",
+        "{victim} says it is incarnation {:016x}, the group's status {incarnation:016x}: {replaced:?}",
         replaced.incarnation
     );
     let note = wait_group_event(kubectl, namespace, "MemberReplaced", &victim);
     eprintln!(
-        "scaling: {victim} replaced by incarnation {incarnation:x} in {} ms; configuration \
+        "scaling: {victim} replaced by incarnation {incarnation:016x} in {} ms; configuration \
          {configuration:?}; MemberReplaced: {note}",
         step.took.as_millis()
     );

@@ -166,7 +166,7 @@ pub fn notice(call: &Change) -> Notice {
             incarnation,
         } => (
             "MemberAdded",
-            format!("added {member} (incarnation {incarnation:x}) as a learner; it is promoted once caught up"),
+            format!("added {member} (incarnation {incarnation:016x}) as a learner; it is promoted once caught up"),
         ),
         Change::Promote { member } => (
             "MemberPromoted",
@@ -179,7 +179,7 @@ pub fn notice(call: &Change) -> Notice {
         } => (
             "MemberReplaced",
             format!(
-                "{member} came back with an empty volume as incarnation {by:x}: removed incarnation {incarnation:x}, which cannot vote again; the new one is added as a learner and promoted once caught up"
+                "{member} came back with an empty volume as incarnation {by:016x}: removed incarnation {incarnation:016x}, which cannot vote again; the new one is added as a learner and promoted once caught up"
             ),
         ),
         Change::Remove {

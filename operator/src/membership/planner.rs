@@ -239,7 +239,7 @@ impl fmt::Display for Change {
             Change::Add {
                 member,
                 incarnation,
-            } => write!(f, "adding {member} (incarnation {incarnation:x}) as a learner"),
+            } => write!(f, "adding {member} (incarnation {incarnation:016x}) as a learner"),
             Change::Promote { member } => write!(f, "promoting learner {member} to voter"),
             Change::Remove {
                 member,
@@ -249,7 +249,7 @@ impl fmt::Display for Change {
                 Removal::ScaledDown => write!(f, "removing {member}: spec.replicas shrank"),
                 Removal::Replaced { by } => write!(
                     f,
-                    "removing incarnation {incarnation:x} of {member}: its pod came back with an empty volume as incarnation {by:x}"
+                    "removing incarnation {incarnation:016x} of {member}: its pod came back with an empty volume as incarnation {by:016x}"
                 ),
                 Removal::Foreign => {
                     write!(f, "removing {member}: not one of this group's pods")
