@@ -307,7 +307,7 @@ impl RaftLoop {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .applied_index();
-        RaftLoop {
+        let mut raft_loop = RaftLoop {
             node: parts.node,
             meta: parts.meta,
             storage: parts.storage,
@@ -341,7 +341,12 @@ impl RaftLoop {
             disk_full_since: None,
             next_disk_check: Instant::now(),
             uncommitted_bytes: Arc::default(),
-        }
+        };
+        // The restored log's figures from the start: the front ends serve
+        // before the loop's first round, and a default snapshot would say
+        // the log starts at 0.
+        raft_loop.publish();
+        raft_loop
     }
 
     /// Runs until shutdown or a fatal error; returns why it stopped.
