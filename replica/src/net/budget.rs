@@ -29,11 +29,6 @@ impl ClientBytes {
         }
     }
 
-    /// The budget's size.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-
     /// Waits until `bytes` fit, and holds them until the returned permit
     /// is dropped (when the request is answered). A request larger than the
     /// whole budget takes all of it. `None` if the budget was closed.
