@@ -225,21 +225,19 @@ async fn append<E: Engine>(
             reason: "the server is stopping".into(),
         });
     };
-    // Read one byte past the limit so an oversized body is told apart from
-    // a body of exactly the limit.
-    let payload: Bytes = match axum::body::to_bytes(body, max_bytes + 1).await {
-        Ok(payload) if payload.len() <= max_bytes => payload,
-        Ok(payload) => {
+    let payload = match read_entry_body(body, max_bytes).await {
+        Ok(payload) => payload,
+        Err(EntryBody::TooLarge { read_bytes }) => {
             return append_error(AppendError::TooLarge {
-                size_bytes: payload.len(),
+                size_bytes: read_bytes,
                 max_bytes,
             })
         }
-        Err(err) => {
+        Err(EntryBody::Unreadable(reason)) => {
             return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body over {max_bytes} bytes or unreadable: {err}"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("request body unreadable: {reason}"),
             )
         }
     };
@@ -247,6 +245,55 @@ async fn append<E: Engine>(
         Ok(appended) => Json(appended).into_response(),
         Err(err) => append_error(err),
     }
+}
+
+/// Bytes of an oversized body read on and dropped before its 413. A client
+/// that sends its whole body before reading the answer (most do) gets a
+/// broken pipe instead of the 413 when the server closes with the body
+/// still coming; past this much, it gets the broken pipe.
+pub const OVERSIZED_DRAIN_BYTES: usize = 64 << 20;
+
+enum EntryBody {
+    TooLarge { read_bytes: usize },
+    Unreadable(String),
+}
+
+/// The body of an append, at most `max_bytes`. An oversized body is read
+/// to its end (or `OVERSIZED_DRAIN_BYTES` past the limit) without being
+/// kept, so the client is there to read the 413.
+async fn read_entry_body(body: Body, max_bytes: usize) -> Result<Bytes, EntryBody> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    // A body that comes in one chunk (most small ones) is kept as it came.
+    let mut first: Option<Bytes> = None;
+    let mut rest = Vec::new();
+    let mut read_bytes = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(_) if read_bytes > max_bytes => break,
+            Err(err) => return Err(EntryBody::Unreadable(err.to_string())),
+        };
+        read_bytes = read_bytes.saturating_add(chunk.len());
+        if read_bytes > max_bytes {
+            first = None;
+            rest = Vec::new();
+            if read_bytes - max_bytes > OVERSIZED_DRAIN_BYTES {
+                break;
+            }
+        } else if first.is_none() && rest.is_empty() {
+            first = Some(chunk);
+        } else {
+            if let Some(first) = first.take() {
+                rest.extend_from_slice(&first);
+            }
+            rest.extend_from_slice(&chunk);
+        }
+    }
+    if read_bytes > max_bytes {
+        return Err(EntryBody::TooLarge { read_bytes });
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(rest)))
 }
 
 /// Seconds a busy client is told to wait before retrying.
@@ -1154,6 +1201,39 @@ mod tests {
         // Exactly the limit is fine.
         let (status, _, _) = call(engine, "POST", "/v1/entries", &[7u8; 16]).await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    /// Over a real socket: a client that writes its whole oversized body
+    /// before reading reads the 413, not a broken pipe.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_body_sent_in_full_is_answered_413() {
+        use std::io::{Read, Write};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let engine = FakeEngine::leader();
+        let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            listener,
+            router(engine.clone()),
+        )));
+        let answer = tokio::task::spawn_blocking(move || {
+            let body = vec![7u8; 8 << 20];
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            write!(
+                stream,
+                "POST /v1/entries HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(&body).expect("the whole body sent");
+            let mut answer = vec![0u8; 4096];
+            let read = stream.read(&mut answer).unwrap();
+            String::from_utf8_lossy(&answer[..read]).into_owned()
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(engine.log.lock().unwrap().is_empty());
+        server.abort();
     }
 
     #[tokio::test]
