@@ -32,36 +32,122 @@ pub enum AdminError {
     },
 }
 
+/// What an admin client proves itself with, when the replicas require it.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// HTTPS, trusting this CA and presenting this certificate.
+    pub tls: Option<ClientTls>,
+    /// A bearer token (`Authorization: Bearer`).
+    pub token: Option<String>,
+}
+
+/// The PEM files' contents an HTTPS admin client uses.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// The CA the replicas' certificates chain to.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and key (a certificate naming one
+    /// of the replicas' `--admin-names` for admin calls).
+    pub cert_and_key_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// A client for one replica's HTTP address (`host:port`).
 #[derive(Clone)]
 pub struct AdminClient {
     agent: ureq::Agent,
     base: String,
+    authorization: Option<String>,
 }
 
 impl AdminClient {
-    /// A client for `address` whose calls give up after `timeout`.
+    /// A client for `address` whose calls give up after `timeout`, over
+    /// plain HTTP without credentials.
     pub fn new(address: &str, timeout: Duration) -> AdminClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        AdminClient::build(address, timeout, None, None)
+    }
+
+    /// As [`AdminClient::new`], with `credentials` (HTTPS when they hold
+    /// TLS); an error when the PEM contents are unusable.
+    pub fn with_credentials(
+        address: &str,
+        timeout: Duration,
+        credentials: &Credentials,
+    ) -> Result<AdminClient, AdminError> {
+        let tls = match &credentials.tls {
+            None => None,
+            Some(tls) => Some(tls_config(tls).map_err(|reason| AdminError::Unreachable {
+                url: address.to_string(),
+                reason,
+            })?),
+        };
+        Ok(AdminClient::build(
+            address,
+            timeout,
+            tls,
+            credentials.token.as_deref(),
+        ))
+    }
+
+    fn build(
+        address: &str,
+        timeout: Duration,
+        tls: Option<ureq::tls::TlsConfig>,
+        token: Option<&str>,
+    ) -> AdminClient {
+        let https = tls.is_some();
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             // ureq refuses to follow a 307 for POST or DELETE (an error,
             // not the answer); the membership calls follow it themselves.
-            .max_redirects(0)
-            .build()
-            .into();
-        let base = if address.starts_with("http://") {
-            address.trim_end_matches('/').to_string()
+            .max_redirects(0);
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
+        }
+        let agent: ureq::Agent = config.build().into();
+        let address = address.trim_end_matches('/');
+        let base = if address.starts_with("http://") || address.starts_with("https://") {
+            address.to_string()
+        } else if https {
+            format!("https://{address}")
         } else {
-            format!("http://{}", address.trim_end_matches('/'))
+            format!("http://{address}")
         };
-        AdminClient { agent, base }
+        AdminClient {
+            agent,
+            base,
+            authorization: token.map(|token| format!("Bearer {token}")),
+        }
+    }
+
+    fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let request = self.agent.get(url);
+        match &self.authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
+    }
+
+    fn post(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        let request = self.agent.post(url);
+        match &self.authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
+    }
+
+    fn delete(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let request = self.agent.delete(url);
+        match &self.authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
     }
 
     /// `GET /status`.
     pub fn status(&self) -> Result<Status, AdminError> {
         let url = format!("{}/status", self.base);
-        let response = self.agent.get(&url).call();
+        let response = self.get(&url).call();
         Self::json(url, response)
     }
 
@@ -71,14 +157,14 @@ impl AdminClient {
             Some(to) => format!("{}/admin/transfer-leadership?to={to}", self.base),
             None => format!("{}/admin/transfer-leadership", self.base),
         };
-        let response = self.agent.post(&url).send_empty();
+        let response = self.post(&url).send_empty();
         Self::json(url, response)
     }
 
     /// `GET /admin/members`: the configuration in force on this member.
     pub fn members(&self) -> Result<Members, AdminError> {
         let url = format!("{}/admin/members", self.base);
-        let response = self.agent.get(&url).call();
+        let response = self.get(&url).call();
         Self::json(url, response)
     }
 
@@ -113,11 +199,10 @@ impl AdminClient {
         for _ in 0..=REDIRECTS_MAX {
             let response = match verb {
                 Verb::Post => self
-                    .agent
                     .post(&url)
                     .header("content-type", "application/json")
                     .send(body),
-                Verb::Delete => self.agent.delete(&url).call(),
+                Verb::Delete => self.delete(&url).call(),
             };
             let redirect = match &response {
                 Ok(answer) if answer.status().as_u16() == 307 => Some(
@@ -181,6 +266,37 @@ impl AdminClient {
             reason: format!("unreadable answer: {err}"),
         })
     }
+}
+
+fn tls_config(tls: &ClientTls) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{parse_pem, ClientCert, PemItem, RootCerts, TlsConfig};
+    let mut roots = Vec::new();
+    for item in parse_pem(&tls.ca_pem) {
+        if let PemItem::Certificate(cert) = item.map_err(|err| format!("the CA: {err}"))? {
+            roots.push(cert);
+        }
+    }
+    if roots.is_empty() {
+        return Err("the CA holds no certificate".into());
+    }
+    let mut builder = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&roots));
+    if let Some((cert_pem, key_pem)) = &tls.cert_and_key_pem {
+        let mut chain = Vec::new();
+        for item in parse_pem(cert_pem) {
+            if let PemItem::Certificate(cert) =
+                item.map_err(|err| format!("the certificate: {err}"))?
+            {
+                chain.push(cert);
+            }
+        }
+        if chain.is_empty() {
+            return Err("the client certificate file holds no certificate".into());
+        }
+        let key = ureq::tls::PrivateKey::from_pem(key_pem)
+            .map_err(|err| format!("the client key: {err}"))?;
+        builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(builder.build())
 }
 
 /// The methods a membership change is sent with.

@@ -59,6 +59,8 @@ pub struct Limits {
     /// listener (`Listener::client_bytes`): past it, append bodies wait
     /// unread in the clients' sockets.
     pub client_bytes: ClientBytes,
+    /// Who may do what (`Auth::open()`: everyone everything).
+    pub auth: crate::auth::Auth,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
             max_request_ms: MAX_REQUEST_MS,
             client_bytes: ClientBytes::default(),
+            auth: crate::auth::Auth::open(),
         }
     }
 }
@@ -83,6 +86,7 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         max_requests_in_flight,
         max_request_ms,
         client_bytes,
+        auth,
     } = limits;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
     let limited = Router::new()
@@ -106,7 +110,7 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         .route_layer(axum::middleware::from_fn(move |request, next| {
             bounded(in_flight.clone(), max_request_ms, request, next)
         }));
-    Router::new()
+    let router = Router::new()
         .route("/status", get(status::<E>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<E>))
@@ -114,7 +118,15 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(engine)
+        .with_state(engine);
+    if auth.is_open() {
+        return router;
+    }
+    // Outermost, around every route and the fallback: a request without
+    // the right is answered before its body is read or a slot is taken.
+    router.layer(axum::middleware::from_fn(move |request, next| {
+        crate::http_auth::require(auth.clone(), request, next)
+    }))
 }
 
 /// Runs a request within the limits: a free slot or "busy, retry", and an
@@ -141,7 +153,9 @@ async fn bounded(
     }
 }
 
-fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+/// An error answer: `status` with the JSON [`ErrorBody`] `{error: code,
+/// reason}`.
+pub(crate) fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: code.to_string(),
         reason: reason.into(),
@@ -811,7 +825,7 @@ fn membership_error(err: MembershipError, path_and_query: &str) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use axum::http::Request;
@@ -828,7 +842,7 @@ mod tests {
 
     /// An engine over an in-memory log that commits at once, or a follower
     /// that knows its leader.
-    struct FakeEngine {
+    pub(crate) struct FakeEngine {
         leader_http: Option<String>,
         log: Mutex<Vec<Entry>>,
         first_index: u64,
@@ -943,7 +957,7 @@ mod tests {
             Ok(next)
         }
 
-        fn leader() -> Arc<FakeEngine> {
+        pub(crate) fn leader() -> Arc<FakeEngine> {
             Arc::new(FakeEngine {
                 leader_http: None,
                 log: Mutex::new(Vec::new()),
@@ -953,7 +967,7 @@ mod tests {
             })
         }
 
-        fn follower() -> Arc<FakeEngine> {
+        pub(crate) fn follower() -> Arc<FakeEngine> {
             Arc::new(FakeEngine {
                 leader_http: Some("10.0.0.2:8080".into()),
                 log: Mutex::new(Vec::new()),

@@ -11,6 +11,10 @@
 pub mod admin_client;
 pub mod api;
 #[cfg(feature = "engine")]
+pub mod auth;
+#[cfg(feature = "certs")]
+pub mod certs;
+#[cfg(feature = "engine")]
 pub mod cli;
 #[cfg(feature = "engine")]
 pub mod consumers;
@@ -26,6 +30,10 @@ pub mod entry;
 pub mod executor;
 #[cfg(feature = "engine")]
 pub mod http;
+#[cfg(feature = "engine")]
+pub mod http_auth;
+#[cfg(feature = "engine")]
+pub mod http_serve;
 #[cfg(feature = "engine")]
 pub mod membership;
 #[cfg(feature = "engine")]

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub inbound_peer_messages_dropped_total: IntCounter,
     /// Peer messages the core dropped for breaking the protocol, by reason.
     peer_violations_total: IntCounterVec,
+    /// Connections to the binary port refused for their credentials.
+    pub connections_unauthenticated_total: IntCounter,
     /// The status gauges, refreshed from a snapshot at each scrape.
     gauges: StatusGauges,
     /// The latest status snapshot; the lock also keeps one scrape's
@@ -217,6 +219,12 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            connections_unauthenticated_total: IntCounter::new(
+                "dledger_connections_unauthenticated_total",
+                "Connections to the binary port refused for their credentials: a failed TLS \
+                 handshake, a peer certificate that does not name the member, a client without \
+                 a certificate.",
+            )?,
             gauges: StatusGauges::new()?,
             status: Mutex::new(None),
             consumer_lag: IntGaugeVec::new(
@@ -259,6 +267,7 @@ impl Metrics {
         registry.register(Box::new(self.peer_appends_refused_total.clone()))?;
         registry.register(Box::new(self.inbound_peer_messages_dropped_total.clone()))?;
         registry.register(Box::new(self.peer_violations_total.clone()))?;
+        registry.register(Box::new(self.connections_unauthenticated_total.clone()))?;
         registry.register(Box::new(self.consumer_lag.clone()))?;
         registry.register(Box::new(self.consumer_groups.clone()))?;
         let gauges = &self.gauges;

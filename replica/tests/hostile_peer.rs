@@ -67,6 +67,7 @@ fn config(index: usize, addresses: &Addresses, dir: &std::path::Path) -> ServerC
         ready_max_lag: 1000,
         shutdown_transfer_timeout_ms: 0,
         retention: RetentionPolicy::default(),
+        security: Default::default(),
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one replica (the process a pod runs).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a replica group on loopback as child processes and watch it.
     LocalCluster(local_cluster::LocalClusterArgs),
     /// Append entries (arguments, or lines of standard input).
@@ -57,7 +57,7 @@ pub enum Command {
 /// Runs the parsed command line and says how the process should exit.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::LocalCluster(args) => local_cluster::run(args),
         Command::Append(args) => client_cmds::append(args),
         Command::Get(args) => client_cmds::get(args),

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::datadir;
 use crate::net::frame::DEFAULT_MAX_FRAME_BYTES;
+use crate::net::tls::TlsFiles;
 use crate::server::retention::RetentionPolicy;
-use crate::server::{self, members, ServerConfig};
+use crate::server::{self, members, Security, ServerConfig};
 use crate::store::{FlushMode, DEFAULT_SEGMENT_BYTES, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Room kept in a peer frame for what surrounds one entry's payload (the
@@ -165,6 +166,52 @@ pub struct ServeArgs {
         default_value_t = 3000
     )]
     pub shutdown_transfer_timeout_ms: u64,
+
+    /// This member's certificate chain (PEM). With --tls-key and --tls-ca
+    /// it turns on mutual TLS between members, TLS for clients on the
+    /// binary port and HTTPS; then every caller needs a credential. The
+    /// certificate must name this member's id (a DNS name) and the host
+    /// names it is reached at. Without the three: PLAINTEXT, nothing
+    /// authenticated (the local quick start only; the operator always
+    /// sets them).
+    #[arg(long, env = "DLEDGER_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DLEDGER_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// The group's CA certificates (PEM): peers' and clients' certificates
+    /// must chain to one of them.
+    #[arg(long, env = "DLEDGER_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// How often the TLS files and the token file are read again (a
+    /// rotated certificate is used for new connections, without a restart).
+    #[arg(long, env = "DLEDGER_TLS_RELOAD_MS", default_value_t = crate::net::tls::DEFAULT_RELOAD_PERIOD_MS)]
+    pub tls_reload_ms: u64,
+
+    /// Bearer tokens clients may authenticate with (HTTP `Authorization:
+    /// Bearer`), one per line: `<right> <token>` with right `read`,
+    /// `write` or `admin`; `#` starts a comment. Turns on authentication
+    /// even without TLS (then tokens travel in the clear).
+    #[arg(long, env = "DLEDGER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Names (DNS names in a client certificate) that get the admin right;
+    /// any other certificate from the CA gets the write right.
+    #[arg(
+        long,
+        env = "DLEDGER_ADMIN_NAMES",
+        value_delimiter = ',',
+        default_value = "dledger-operator"
+    )]
+    pub admin_names: Vec<String>,
+
+    /// Whether `/metrics` answers without a credential (scrapers).
+    /// `/healthz` and `/readyz` always do (probes).
+    #[arg(long, env = "DLEDGER_METRICS_OPEN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_open: bool,
 }
 
 /// Why the arguments are unusable.
@@ -279,11 +326,45 @@ impl ServeArgs {
                     .then(|| Duration::from_secs(self.retention_max_age_s)),
                 max_bytes: (self.retention_max_bytes > 0).then_some(self.retention_max_bytes),
             },
+            security: self.security()?,
         })
     }
 }
 
 impl ServeArgs {
+    fn security(&self) -> Result<Security, ServeArgsError> {
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ServeArgsError::Invalid(
+                    "--tls-cert, --tls-key and --tls-ca go together: give all three or none".into(),
+                ))
+            }
+        };
+        if self.tls_reload_ms == 0 {
+            return Err(ServeArgsError::Invalid(
+                "--tls-reload-ms must be positive".into(),
+            ));
+        }
+        Ok(Security {
+            tls,
+            tls_reload_ms: self.tls_reload_ms,
+            token_file: self.token_file.clone(),
+            admin_names: self
+                .admin_names
+                .iter()
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            metrics_open: self.metrics_open,
+        })
+    }
+
     /// Refuses sizes that contradict each other: an entry accepted from a
     /// client must fit one log segment and one peer frame, or every member
     /// would fail on it (a segment) or the group would stall on it (a frame).
@@ -382,6 +463,7 @@ fn log_config(config: &ServerConfig) {
         ready_max_lag,
         shutdown_transfer_timeout_ms,
         retention,
+        security,
     } = config;
     let peers: Vec<String> = members
         .iter()
@@ -412,6 +494,13 @@ fn log_config(config: &ServerConfig) {
         retention_max_age_s = retention.max_age.map_or(0, |age| age.as_secs()),
         retention_max_bytes = retention.max_bytes.unwrap_or(0),
         shutdown_transfer_timeout_ms,
+        tls_cert = security.tls.as_ref().map_or("-".into(), |tls| tls.cert.display().to_string()),
+        tls_key = security.tls.as_ref().map_or("-".into(), |tls| tls.key.display().to_string()),
+        tls_ca = security.tls.as_ref().map_or("-".into(), |tls| tls.ca.display().to_string()),
+        tls_reload_ms = security.tls_reload_ms,
+        token_file = security.token_file.as_ref().map_or("-".into(), |file| file.display().to_string()),
+        admin_names = %security.admin_names.join(","),
+        metrics_open = security.metrics_open,
         version = crate::version(),
         pid = std::process::id(),
         "effective configuration"

@@ -32,6 +32,7 @@ use super::backoff::{jitter_seed, Backoff};
 use super::client_proto::{ClientEntry, ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameType, DEFAULT_MAX_FRAME_BYTES};
 use super::handshake::{self, ErrorCode, HandshakeError, Hello, Role};
+use super::stream::Stream;
 use crate::entry::{Index, Term};
 
 /// How a client connects and retries.
@@ -55,6 +56,9 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// Requests queued for writing at most (callers wait past it).
     pub max_in_flight_requests: usize,
+    /// TLS with this certificate (a client certificate from the group's
+    /// CA) and trusting its CA; `None`: plaintext.
+    pub tls: Option<super::tls::Tls>,
 }
 
 impl ClientConfig {
@@ -70,6 +74,7 @@ impl ClientConfig {
             backoff_initial_ms: 20,
             backoff_max_ms: 1_000,
             max_in_flight_requests: 4096,
+            tls: None,
         }
     }
 }
@@ -531,6 +536,13 @@ impl Connection {
                 .await
                 .map_err(HandshakeError::from_io)?;
             stream.set_nodelay(true).map_err(HandshakeError::from_io)?;
+            let stream = match &config.tls {
+                None => Stream::Plain(stream),
+                Some(tls) => tls
+                    .connect(stream, super::tls::host_of(&addr))
+                    .await
+                    .map_err(HandshakeError::from_io)?,
+            };
             let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
             handshake::connect(&mut framed, &hello).await?;
             Ok::<_, HandshakeError>(framed)
@@ -544,7 +556,10 @@ impl Connection {
             }
             Ok(Err(
                 source @ HandshakeError::Refused {
-                    code: ErrorCode::WrongGroup | ErrorCode::UnsupportedVersion,
+                    code:
+                        ErrorCode::WrongGroup
+                        | ErrorCode::UnsupportedVersion
+                        | ErrorCode::Unauthenticated,
                     ..
                 },
             )) => return Err(Failure::Fatal(ClientError::Refused { addr, source })),
@@ -651,7 +666,7 @@ impl HandshakeError {
 }
 
 async fn write_requests(
-    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, FrameCodec>, Frame>,
+    mut sink: futures_util::stream::SplitSink<Framed<Stream, FrameCodec>, Frame>,
     mut requests: mpsc::Receiver<Frame>,
     cancel: CancellationToken,
 ) {
@@ -679,7 +694,7 @@ async fn write_requests(
 }
 
 async fn read_responses(
-    mut stream: futures_util::stream::SplitStream<Framed<TcpStream, FrameCodec>>,
+    mut stream: futures_util::stream::SplitStream<Framed<Stream, FrameCodec>>,
     pending: Pending,
     cancel: CancellationToken,
     closed_reason: Arc<Mutex<Option<String>>>,

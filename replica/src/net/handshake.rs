@@ -182,6 +182,9 @@ pub enum ErrorCode {
     TooLarge,
     /// The server is shutting down.
     ShuttingDown,
+    /// The connecting side proved nothing, or not who it says it is (no
+    /// client certificate, or one that does not name the member).
+    Unauthenticated,
     /// A code this build does not know (sent by a newer peer).
     Other(u16),
 }
@@ -196,6 +199,7 @@ impl ErrorCode {
             ErrorCode::Protocol => 4,
             ErrorCode::TooLarge => 5,
             ErrorCode::ShuttingDown => 6,
+            ErrorCode::Unauthenticated => 7,
             ErrorCode::Other(code) => code,
         }
     }
@@ -209,6 +213,7 @@ impl ErrorCode {
             4 => ErrorCode::Protocol,
             5 => ErrorCode::TooLarge,
             6 => ErrorCode::ShuttingDown,
+            7 => ErrorCode::Unauthenticated,
             other => ErrorCode::Other(other),
         }
     }
@@ -359,6 +364,23 @@ pub struct AcceptPolicy {
     pub group_id: String,
     /// Peer ids allowed to connect as peers.
     pub known_peers: KnownPeers,
+    /// What the connection proved, and whether proof is required.
+    pub credentials: Credentials,
+}
+
+/// What the transport proved about the connecting side.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    /// Nothing is required (plaintext, no authentication configured).
+    #[default]
+    NotRequired,
+    /// Required, over TLS: the client certificate the TLS handshake
+    /// verified against the group's CA, if one was presented. A peer's
+    /// must name the member it says it is; a client needs one.
+    Tls(Option<rustls::pki_types::CertificateDer<'static>>),
+    /// Required, on a plaintext port: a client cannot prove anything and
+    /// is refused; peers are taken on trust (there is no way to check).
+    Plaintext,
 }
 
 /// The accepting side of the handshake: reads the `Hello`, checks it, and
@@ -415,6 +437,9 @@ where
         );
         return Err(reject(framed, ErrorCode::UnknownMember, message).await);
     }
+    if let Err(message) = check_credentials(&hello, &policy.credentials) {
+        return Err(reject(framed, ErrorCode::Unauthenticated, message).await);
+    }
     let ok = HelloOk {
         version,
         member_id: policy.member_id.clone(),
@@ -424,6 +449,35 @@ where
     frame.version = version;
     framed.send(frame).await?;
     Ok((hello, version))
+}
+
+fn check_credentials(hello: &Hello, credentials: &Credentials) -> Result<(), String> {
+    match (credentials, hello.role) {
+        (Credentials::NotRequired, _) | (Credentials::Plaintext, Role::Peer) => Ok(()),
+        (Credentials::Plaintext, Role::Client) => Err(
+            "this port needs TLS with a client certificate; it is plaintext here, so clients are refused"
+                .into(),
+        ),
+        (Credentials::Tls(None), Role::Peer) => Err(format!(
+            "peer {:?} presented no certificate",
+            hello.member_id
+        )),
+        (Credentials::Tls(Some(certificate)), Role::Peer) => {
+            let name = super::tls::member_name(&hello.member_id);
+            if super::tls::certificate_names(certificate, name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "peer {:?} presented a certificate that does not name {name:?}",
+                    hello.member_id
+                ))
+            }
+        }
+        (Credentials::Tls(None), Role::Client) => {
+            Err("a client certificate from the group's CA is needed".into())
+        }
+        (Credentials::Tls(Some(_)), Role::Client) => Ok(()),
+    }
 }
 
 /// The connecting side: sends `hello` and waits for `HelloOk` or a refusal.
@@ -626,6 +680,7 @@ mod tests {
             member_id: "orders-0".into(),
             group_id: "3f6c".into(),
             known_peers: KnownPeers::only(["orders-1"]),
+            credentials: Credentials::NotRequired,
         }
     }
 

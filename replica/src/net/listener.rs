@@ -59,7 +59,8 @@ use super::body::decode_peer;
 use super::budget::ClientBytes;
 use super::client_proto::{ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
-use super::handshake::{self, AcceptPolicy, ErrorBody, ErrorCode, KnownPeers, Role};
+use super::handshake::{self, AcceptPolicy, Credentials, ErrorBody, ErrorCode, KnownPeers, Role};
+use super::stream::Stream;
 
 pub use super::budget::DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT;
 
@@ -94,6 +95,13 @@ pub struct ListenerConfig {
     /// past it new connections are closed at once (peers stay reachable:
     /// a handshake that names a peer frees its slot).
     pub max_connections: usize,
+    /// TLS for every connection; `None`: plaintext.
+    pub tls: Option<super::tls::Tls>,
+    /// Who may do what; with TLS, a peer's certificate must name it.
+    pub auth: crate::auth::Auth,
+    /// Also counts the connections refused for their credentials
+    /// (`ListenerStats::unauthenticated`), for the member's metrics.
+    pub unauthenticated_counter: Option<prometheus::IntCounter>,
 }
 
 impl ListenerConfig {
@@ -110,6 +118,9 @@ impl ListenerConfig {
             max_client_bytes_in_flight: DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT,
             inbound_capacity: 4096,
             max_connections: 1024,
+            tls: None,
+            auth: crate::auth::Auth::open(),
+            unauthenticated_counter: None,
         }
     }
 }
@@ -231,6 +242,11 @@ pub struct ListenerStats {
     pub peer_messages: u64,
     /// Client requests handed to the server.
     pub client_requests: u64,
+    /// Connections refused for their credentials: a failed TLS handshake
+    /// (no certificate from the CA), or a peer certificate that does not
+    /// name the member, or a client without one (counted in
+    /// `handshakes_failed` too).
+    pub unauthenticated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +257,7 @@ struct Counters {
     connections_refused: AtomicU64,
     peer_messages: AtomicU64,
     client_requests: AtomicU64,
+    unauthenticated: AtomicU64,
 }
 
 /// A running listener. Dropping it (or [`Listener::shutdown`]) stops
@@ -334,6 +351,7 @@ impl Listener {
             connections_refused: c.connections_refused.load(Ordering::Relaxed),
             peer_messages: c.peer_messages.load(Ordering::Relaxed),
             client_requests: c.client_requests.load(Ordering::Relaxed),
+            unauthenticated: c.unauthenticated.load(Ordering::Relaxed),
         }
     }
 
@@ -364,6 +382,17 @@ struct Context<T> {
     inbound: mpsc::Sender<Inbound<T>>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
+}
+
+impl<T> Context<T> {
+    fn count_unauthenticated(&self) {
+        self.counters
+            .unauthenticated
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.config.unauthenticated_counter {
+            counter.inc();
+        }
+    }
 }
 
 async fn accept_loop<T>(socket: TcpListener, context: Arc<Context<T>>)
@@ -413,14 +442,39 @@ async fn serve_connection<T>(
         tracing::debug!(%remote, %error, "could not set TCP_NODELAY");
     }
     let config = &context.config;
+    let timeout = Duration::from_millis(config.handshake_timeout_ms);
+    let stream = match &config.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no TLS handshake within {} ms", config.handshake_timeout_ms),
+                };
+                context
+                    .counters
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                context.count_unauthenticated();
+                tracing::info!(%remote, %error, "TLS handshake failed; connection closed");
+                return;
+            }
+        },
+    };
+    let credentials = match (&config.tls, config.auth.is_open()) {
+        (Some(_), _) => Credentials::Tls(stream.peer_certificate().cloned()),
+        (None, true) => Credentials::NotRequired,
+        (None, false) => Credentials::Plaintext,
+    };
     let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
     let policy = AcceptPolicy {
         group: config.group.clone(),
         member_id: config.member_id.clone(),
         group_id: config.group_id.clone(),
         known_peers: config.known_peers.clone(),
+        credentials,
     };
-    let timeout = Duration::from_millis(config.handshake_timeout_ms);
     let hello = match tokio::time::timeout(timeout, handshake::accept(&mut framed, &policy)).await {
         Ok(Ok((hello, _version))) => hello,
         Ok(Err(error)) => {
@@ -428,6 +482,15 @@ async fn serve_connection<T>(
                 .counters
                 .handshakes_failed
                 .fetch_add(1, Ordering::Relaxed);
+            if matches!(
+                error,
+                handshake::HandshakeError::Rejected {
+                    code: ErrorCode::Unauthenticated,
+                    ..
+                }
+            ) {
+                context.count_unauthenticated();
+            }
             tracing::info!(%remote, %error, "handshake failed; connection closed");
             return;
         }
@@ -504,7 +567,7 @@ fn unexpected(frame: &Frame, role: &str) -> ConnectionError {
 }
 
 async fn serve_peer<T>(
-    mut framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<Stream, FrameCodec>,
     from: String,
     context: &Context<T>,
 ) -> Result<(), ConnectionError>
@@ -575,7 +638,7 @@ where
 }
 
 async fn serve_client<T>(
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     client: Arc<str>,
     context: &Context<T>,
 ) -> Result<(), ConnectionError> {
@@ -677,7 +740,7 @@ async fn serve_client<T>(
 }
 
 async fn write_responses(
-    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, FrameCodec>, Frame>,
+    mut sink: futures_util::stream::SplitSink<Framed<Stream, FrameCodec>, Frame>,
     mut out_rx: mpsc::Receiver<Outgoing>,
     codec: FrameCodec,
     cancel: CancellationToken,

@@ -10,6 +10,8 @@
 //! - [`outbound`]: one self-reconnecting, bounded-queue link per peer.
 //! - [`client`]: the async client library (redirects, retries, pipelining).
 //! - [`backoff`]: capped exponential back-off with jitter.
+//! - [`tls`]: mutual TLS from PEM files reloaded when they change;
+//!   [`stream`]: a plain or TLS connection.
 //!
 //! Nothing here knows the consensus message type: peers carry any
 //! `T: Serialize + DeserializeOwned`.
@@ -23,3 +25,5 @@ pub mod frame;
 pub mod handshake;
 pub mod listener;
 pub mod outbound;
+pub mod stream;
+pub mod tls;

@@ -32,6 +32,7 @@ use super::frame::{
     PROTOCOL_VERSION,
 };
 use super::handshake::{self, ErrorBody, HandshakeError, Hello, Role};
+use super::stream::Stream;
 
 /// Turns a `host:port` into socket addresses, at every connection attempt.
 pub trait Resolver: Send + Sync + 'static {
@@ -81,6 +82,8 @@ pub struct PeerLinkConfig {
     pub backoff_max_ms: u64,
     /// Bytes buffered before a write is forced, while coalescing.
     pub write_buffer_bytes: usize,
+    /// TLS to the peer (whose certificate must name it); `None`: plaintext.
+    pub tls: Option<super::tls::Tls>,
 }
 
 impl PeerLinkConfig {
@@ -98,6 +101,7 @@ impl PeerLinkConfig {
             backoff_initial_ms: 50,
             backoff_max_ms: 2_000,
             write_buffer_bytes: 256 * 1024,
+            tls: None,
         }
     }
 }
@@ -366,6 +370,13 @@ enum LinkError {
         addr: SocketAddr,
         source: HandshakeError,
     },
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr}'s certificate does not name member {expected:?}")]
+    WrongCertificate { addr: SocketAddr, expected: String },
     #[error("handshake with {addr} timed out after {timeout_ms} ms")]
     HandshakeTimeout { addr: SocketAddr, timeout_ms: u64 },
     #[error("{addr} is member {got:?}, not {expected:?}")]
@@ -464,7 +475,7 @@ impl Driver {
             .fetch_sub(frame.len(), Ordering::AcqRel);
     }
 
-    async fn connect(&self) -> Result<Framed<TcpStream, FrameCodec>, LinkError> {
+    async fn connect(&self) -> Result<Framed<Stream, FrameCodec>, LinkError> {
         let addrs =
             self.resolver
                 .resolve(&self.addr)
@@ -485,10 +496,7 @@ impl Driver {
         Err(last_error)
     }
 
-    async fn connect_to(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<Framed<TcpStream, FrameCodec>, LinkError> {
+    async fn connect_to(&self, addr: SocketAddr) -> Result<Framed<Stream, FrameCodec>, LinkError> {
         let timeout_ms = self.config.connect_timeout_ms;
         let stream =
             match tokio::time::timeout(Duration::from_millis(timeout_ms), TcpStream::connect(addr))
@@ -501,6 +509,10 @@ impl Driver {
         stream
             .set_nodelay(true)
             .map_err(|source| LinkError::Connect { addr, source })?;
+        let stream = match &self.config.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => self.tls_connect(tls, stream, addr).await?,
+        };
         let mut framed = Framed::new(stream, FrameCodec::new(self.config.max_frame_bytes));
         framed.set_backpressure_boundary(self.config.write_buffer_bytes);
         let hello = Hello::new(
@@ -543,8 +555,36 @@ impl Driver {
         }
     }
 
+    /// TLS on `tcp`: the peer's certificate must chain to the CA, carry
+    /// the host name it is reached at, and name the member meant.
+    async fn tls_connect(
+        &self,
+        tls: &super::tls::Tls,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<Stream, LinkError> {
+        let timeout_ms = self.config.handshake_timeout_ms;
+        let host = super::tls::host_of(&self.addr);
+        let stream =
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), tls.connect(tcp, host))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => return Err(LinkError::Tls { addr, source }),
+                Err(_) => return Err(LinkError::HandshakeTimeout { addr, timeout_ms }),
+            };
+        let expected = super::tls::member_name(&self.peer_id);
+        match stream.peer_certificate() {
+            Some(cert) if super::tls::certificate_names(cert, expected) => Ok(stream),
+            _ => Err(LinkError::WrongCertificate {
+                addr,
+                expected: expected.to_string(),
+            }),
+        }
+    }
+
     /// Writes queued frames until the connection fails; Ok when cancelled.
-    async fn pump(&mut self, mut framed: Framed<TcpStream, FrameCodec>) -> Result<(), LinkError> {
+    async fn pump(&mut self, mut framed: Framed<Stream, FrameCodec>) -> Result<(), LinkError> {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
@@ -565,7 +605,7 @@ impl Driver {
     /// Feeds `first` and whatever else is queued, then flushes once.
     async fn write_batch(
         &mut self,
-        framed: &mut Framed<TcpStream, FrameCodec>,
+        framed: &mut Framed<Stream, FrameCodec>,
         first: Bytes,
     ) -> Result<(), LinkError> {
         let mut next = Some(first);

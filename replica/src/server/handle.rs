@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+use crate::admin_client::AdminError;
 use crate::api::{
     AddMember, Appended, ConsumerGroup, ConsumerGroups, Members, OffsetCommitted, PeerStatus, Role,
     Status, Transferred,
@@ -20,6 +21,7 @@ use crate::engine::{
 };
 use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
+use crate::net::tls::TlsFiles;
 use crate::store::{Log, StoreError};
 
 use super::input_queue::{InputSender, Refused};
@@ -60,6 +62,8 @@ pub struct ReplicaHandle {
     metrics: Arc<Metrics>,
     max_entry_bytes: usize,
     ready_max_lag: u64,
+    /// This member's TLS files, to ask another member for its status.
+    tls: Option<TlsFiles>,
 }
 
 /// What a [`ReplicaHandle`] is made of.
@@ -88,6 +92,8 @@ pub struct HandleParts {
     pub max_entry_bytes: usize,
     /// Readiness: how far behind the commit index a member may be.
     pub ready_max_lag: u64,
+    /// This member's TLS files (HTTPS to other members); `None`: plaintext.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ReplicaHandle {
@@ -106,6 +112,7 @@ impl ReplicaHandle {
             metrics: parts.metrics,
             max_entry_bytes: parts.max_entry_bytes,
             ready_max_lag: parts.ready_max_lag,
+            tls: parts.tls,
             read_permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
         }
     }
@@ -589,7 +596,7 @@ impl ReplicaHandle {
     async fn change_members_inner(&self, change: MemberChange) -> Result<Members, MembershipError> {
         let change = match change {
             MemberChange::Add(add) if add.incarnation.is_none() => {
-                MemberChange::Add(with_incarnation(add).await?)
+                MemberChange::Add(with_incarnation(add, self.tls.clone()).await?)
             }
             other => other,
         };
@@ -625,6 +632,20 @@ impl ReplicaHandle {
     }
 }
 
+/// The contents of `files`, for an HTTPS client.
+fn client_tls(files: &TlsFiles) -> Result<crate::admin_client::ClientTls, AdminError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| AdminError::Unreachable {
+            url: path.display().to_string(),
+            reason: format!("reading this member's TLS file: {err}"),
+        })
+    };
+    Ok(crate::admin_client::ClientTls {
+        ca_pem: read(&files.ca)?,
+        cert_and_key_pem: Some((read(&files.cert)?, read(&files.key)?)),
+    })
+}
+
 /// How long the leader waits for a member to be added to say its
 /// incarnation.
 const INCARNATION_ASK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -632,7 +653,10 @@ const INCARNATION_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// `add` with the incarnation the member reports at its HTTP address: the
 /// configuration must name the incarnation that runs there, not assume the
 /// bootstrap one.
-async fn with_incarnation(mut add: AddMember) -> Result<AddMember, MembershipError> {
+async fn with_incarnation(
+    mut add: AddMember,
+    tls: Option<TlsFiles>,
+) -> Result<AddMember, MembershipError> {
     // A malformed request is told so before anyone is asked anything.
     super::reconfigure::check_add(&add)?;
     let http = match &add.http_address {
@@ -648,7 +672,18 @@ async fn with_incarnation(mut add: AddMember) -> Result<AddMember, MembershipErr
     };
     let asked = http.clone();
     let status = tokio::task::spawn_blocking(move || {
-        crate::admin_client::AdminClient::new(&asked, INCARNATION_ASK_TIMEOUT).status()
+        // This member's own certificate (read now: it may have rotated)
+        // gives the read right `/status` needs.
+        let credentials = crate::admin_client::Credentials {
+            tls: tls.as_ref().map(client_tls).transpose()?,
+            token: None,
+        };
+        crate::admin_client::AdminClient::with_credentials(
+            &asked,
+            INCARNATION_ASK_TIMEOUT,
+            &credentials,
+        )?
+        .status()
     })
     .await
     .map_err(|err| MembershipError::Refused {

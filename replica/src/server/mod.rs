@@ -36,7 +36,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::consumers::{ConsumerState, PendingCommits};
 use crate::core::{self, Message, Node};
 use crate::entry::{Index, NodeId};
@@ -44,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::net::handshake::KnownPeers;
 use crate::net::listener::{Inbound, Listener, ListenerConfig};
 use crate::net::outbound::PeerLinkConfig;
+use crate::net::tls::Tls;
 use crate::store::{
     FlushMode, GroupCommit, GroupCommitOptions, Log, LogOptions, MetaStore, StoreError,
     LOG_DIR_NAME, META_FILE_NAME,
@@ -98,6 +101,30 @@ pub struct ServerConfig {
     pub shutdown_transfer_timeout_ms: u64,
     /// What to delete from the log.
     pub retention: retention::RetentionPolicy,
+    /// TLS and credentials.
+    pub security: Security,
+}
+
+/// TLS and who may do what (see `crate::auth`).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// The certificate, key and CA; `None`: plaintext.
+    pub tls: Option<crate::net::tls::TlsFiles>,
+    /// How often the TLS files and the token file are read again.
+    pub tls_reload_ms: u64,
+    /// Bearer tokens and their rights.
+    pub token_file: Option<PathBuf>,
+    /// Certificate names that get the admin right.
+    pub admin_names: Vec<String>,
+    /// `/metrics` answers without a credential.
+    pub metrics_open: bool,
+}
+
+impl Security {
+    /// Whether callers need a credential (TLS or a token file is set).
+    pub fn requires_credentials(&self) -> bool {
+        self.tls.is_some() || self.token_file.is_some()
+    }
 }
 
 /// What a member with no configuration of its own does at start
@@ -135,6 +162,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS files or the token file are unusable.
+    #[error("{0}")]
+    Security(String),
     /// The consensus loop stopped on a fatal error (storage failure, ...).
     #[error("the replica stopped: {0}")]
     Fatal(String),
@@ -174,7 +204,9 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let running = start(&config).await?;
+    let transport = Transport::new(&config.security)?;
+    let running = start(&config, &transport).await?;
+    let reloader = transport.spawn_reloader(config.security.tls_reload_ms);
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -194,15 +226,19 @@ pub async fn serve(
         running.handle.clone(),
         crate::http::Limits {
             client_bytes: running.listener.client_bytes(),
+            auth: transport.auth.clone(),
             ..crate::http::Limits::default()
         },
     );
+    let http_tls = transport.tls.clone();
     let http_task = tokio::spawn(async move {
-        let _ = axum::serve(http_listener, router)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .await;
+        let stopped = async {
+            let _ = http_stopped.await;
+        };
+        if let Err(error) = crate::http_serve::serve(http_listener, router, http_tls, stopped).await
+        {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
     });
 
     // Stop on the signal, or when the raft loop dies on its own.
@@ -222,7 +258,80 @@ pub async fn serve(
     running.listener.shutdown().await;
     let _ = stop_http.send(());
     let _ = http_task.await;
+    reloader.cancel();
     raft_result.map_err(ServerError::Fatal)
+}
+
+/// TLS and credentials as in force: read at start, read again every
+/// `--tls-reload-ms` while the member runs.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// The TLS configuration; `None`: plaintext.
+    pub tls: Option<Tls>,
+    /// Who may do what.
+    pub auth: Auth,
+}
+
+impl Transport {
+    /// Reads the files `security` names.
+    pub fn new(security: &Security) -> Result<Transport, ServerError> {
+        let tls = security
+            .tls
+            .clone()
+            .map(Tls::load)
+            .transpose()
+            .map_err(|error| ServerError::Security(error.to_string()))?;
+        let auth = if security.requires_credentials() {
+            Auth::required(
+                security.admin_names.clone(),
+                security.token_file.clone(),
+                security.metrics_open,
+            )
+            .map_err(|error| ServerError::Security(error.to_string()))?
+        } else {
+            Auth::open()
+        };
+        Ok(Transport { tls, auth })
+    }
+
+    /// Plaintext, everything open.
+    pub fn plaintext() -> Transport {
+        Transport {
+            tls: None,
+            auth: Auth::open(),
+        }
+    }
+
+    /// Reads the TLS files and the token file every `period_ms` until the
+    /// returned token is cancelled; a file that cannot be used is logged
+    /// and the previous one stays.
+    fn spawn_reloader(&self, period_ms: u64) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        if let Some(tls) = &self.tls {
+            tls.spawn_reloader(period_ms, cancel.clone());
+        }
+        let auth = self.auth.clone();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(period_ms.max(1)));
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match auth.reload_tokens() {
+                    Ok(true) => tracing::info!("the token file changed; its tokens are in use"),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "the token file cannot be used; the tokens read before stay"
+                    ),
+                }
+            }
+        });
+        cancel
+    }
 }
 
 /// Hands leadership to the most caught-up follower before stopping, so the
@@ -243,7 +352,7 @@ async fn hand_over(handle: &ReplicaHandle, timeout_ms: u64) {
     }
 }
 
-async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
+async fn start(config: &ServerConfig, transport: &Transport) -> Result<Running, ServerError> {
     let store_error = |source| ServerError::Store {
         dir: config.data_dir.clone(),
         source,
@@ -347,6 +456,7 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::default());
     let mut peer_config = PeerLinkConfig::new(config.group.clone(), peer_name.clone());
     peer_config.group_id = identity.group_id.clone();
+    peer_config.tls = transport.tls.clone();
     let peers = Arc::new(peers::Peers::start(
         self_id,
         &link_targets,
@@ -392,11 +502,16 @@ async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         metrics: metrics.clone(),
         max_entry_bytes: config.max_entry_bytes,
         ready_max_lag: config.ready_max_lag,
+        tls: config.security.tls.clone(),
     }));
 
     let mut listener_config = ListenerConfig::new(config.group.clone(), peer_name);
     listener_config.known_peers = known_peers;
     listener_config.group_id = identity.group_id.clone();
+    listener_config.tls = transport.tls.clone();
+    listener_config.auth = transport.auth.clone();
+    listener_config.unauthenticated_counter =
+        Some(metrics.connections_unauthenticated_total.clone());
     let (listener, inbound) = Listener::bind::<Message>(&config.listen, listener_config)
         .await
         .map_err(|source| ServerError::Listen {

@@ -1,0 +1,136 @@
+//! Issuing a group's CA and the certificates it signs: one per member
+//! (naming its member id and the addresses it is reached at, for both
+//! ends of a connection) and client certificates for applications.
+//!
+//! The operator keeps a CA per group in a Secret and signs with it again
+//! after a restart, so a CA is rebuilt from its PEM certificate and key
+//! and the group name its subject is derived from. Tests use the same
+//! code to make the files a replica reads.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Why a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("issuing a certificate: {0}")]
+pub struct CertError(String);
+
+impl From<rcgen::Error> for CertError {
+    fn from(error: rcgen::Error) -> CertError {
+        CertError(error.to_string())
+    }
+}
+
+/// A certificate and its private key, PEM encoded.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+    /// When it stops being valid.
+    pub not_after: OffsetDateTime,
+}
+
+/// A group's certificate authority.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+/// Clocks of machines differ: a certificate is valid from a little before
+/// it is made.
+const BACKDATE: Duration = Duration::hours(1);
+
+fn ca_params(group: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, format!("{group} dledger CA"));
+    name.push(DnType::OrganizationName, "dledger");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+impl Ca {
+    /// A new CA for `group`, valid for `valid_days`.
+    pub fn new(group: &str, valid_days: i64) -> Result<(Ca, Issued), CertError> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params(group);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + Duration::days(valid_days);
+        let cert = params.self_signed(&key)?;
+        let issued = Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            not_after: params.not_after,
+        };
+        let ca = Ca {
+            issuer: Issuer::new(params, key),
+            cert_pem: issued.cert_pem.clone(),
+        };
+        Ok((ca, issued))
+    }
+
+    /// The CA of `group` made earlier by [`Ca::new`], from its PEM
+    /// certificate and key.
+    pub fn from_pem(group: &str, cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Ca {
+            issuer: Issuer::new(ca_params(group), key),
+            cert_pem: cert_pem.to_string(),
+        })
+    }
+
+    /// Its certificate, PEM encoded (what members and clients trust).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses; the first is
+    /// its common name), usable by both ends of a connection, valid for
+    /// `valid_days`.
+    pub fn issue(&self, names: &[String], valid_days: i64) -> Result<Issued, CertError> {
+        let first = names
+            .first()
+            .ok_or_else(|| CertError("a certificate needs at least one name".into()))?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, first.as_str());
+        params.distinguished_name = name;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + Duration::days(valid_days);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            not_after: params.not_after,
+        })
+    }
+}
