@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use super::client_cmds::Target;
 use super::local_cluster::{LocalCluster, LocalClusterArgs};
 use super::serve::FlushModeArg;
-use crate::admin_client::AdminClient;
+use crate::admin_client::{AdminClient, AdminError, Credentials};
 use crate::api::Role;
 use crate::net::client::Client;
 use crate::net::client::ClientConfig;
+use crate::net::tls::Tls;
 
 /// Measure append throughput and latency.
 #[derive(Clone, Debug, Args)]
@@ -43,6 +44,11 @@ pub struct BenchArgs {
     /// this minus 2000).
     #[arg(long, default_value_t = 21911)]
     pub local_base_port: u16,
+
+    /// Run the --local group with mutual TLS and HTTPS (a throwaway CA),
+    /// the client with a certificate from it: what TLS costs.
+    #[arg(long, requires = "local")]
+    pub tls: bool,
 
     /// Bytes of each entry.
     #[arg(long, default_value_t = 1024)]
@@ -201,9 +207,12 @@ async fn worker(
 async fn measure(
     addresses: Vec<String>,
     group: String,
+    tls: Option<Tls>,
     args: Arc<BenchArgs>,
 ) -> Result<BenchResult, String> {
-    let client = Client::connect(addresses, group)
+    let mut config = ClientConfig::new(group);
+    config.tls = tls;
+    let client = Client::connect_with(addresses, config)
         .await
         .map_err(|err| format!("connecting: {err}"))?;
     let start = Instant::now() + Duration::from_secs(args.warmup_s);
@@ -289,6 +298,16 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
     } else {
         (args.target.servers.clone(), args.target.group.clone())
     };
+    let tls = cluster
+        .as_ref()
+        .and_then(LocalCluster::client_tls)
+        .map(Tls::load)
+        .transpose()
+        .map_err(|err| format!("the client's TLS files: {err}"))?;
+    let admin = cluster
+        .as_ref()
+        .map(LocalCluster::admin_credentials)
+        .unwrap_or_default();
     if args.failover_kills > 0 {
         let http = match &cluster {
             Some(local) => local
@@ -306,7 +325,16 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
                     .ok_or("--failover-kills needs --local or --hook")?,
             ),
         };
-        let result = failover(&runtime, &args, &mut killer, &http, addresses, group);
+        let access = Access { tls, admin };
+        let result = failover(
+            &runtime,
+            &args,
+            &mut killer,
+            &http,
+            addresses,
+            group,
+            &access,
+        );
         if let Some(mut cluster) = cluster {
             cluster.stop(Duration::from_secs(5));
             remove_local_data(&cluster);
@@ -314,7 +342,7 @@ fn run_inner(args: BenchArgs) -> Result<(), String> {
         return result;
     }
     let args = Arc::new(args);
-    let result = runtime.block_on(measure(addresses, group, args.clone()));
+    let result = runtime.block_on(measure(addresses, group, tls, args.clone()));
     if let Some(mut cluster) = cluster {
         cluster.stop(Duration::from_secs(5));
         remove_local_data(&cluster);
@@ -385,13 +413,30 @@ impl Killer<'_> {
     }
 }
 
+/// `/status` of `address`, within 300 ms.
+fn status_of(address: &str, admin: &Credentials) -> Result<crate::api::Status, AdminError> {
+    AdminClient::with_credentials(address, Duration::from_millis(300), admin)?.status()
+}
+
+/// How the failover measurement reaches the group.
+struct Access {
+    /// The client's TLS (with `--tls`).
+    tls: Option<Tls>,
+    /// The status calls' credentials.
+    admin: Credentials,
+}
+
 /// The position in `http` of the member that reports itself leader with a
 /// commit in its term, and its commit index; waits up to `timeout`.
-fn find_leader(http: &[String], timeout: Duration) -> Result<(usize, u64), String> {
+fn find_leader(
+    http: &[String],
+    admin: &Credentials,
+    timeout: Duration,
+) -> Result<(usize, u64), String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         for (index, address) in http.iter().enumerate() {
-            if let Ok(status) = AdminClient::new(address, Duration::from_millis(300)).status() {
+            if let Ok(status) = status_of(address, admin) {
                 if status.role == Role::Leader && status.commit_index > 0 {
                     return Ok((index, status.commit_index));
                 }
@@ -405,10 +450,15 @@ fn find_leader(http: &[String], timeout: Duration) -> Result<(usize, u64), Strin
 }
 
 /// Waits until member `index` follows a leader with `at_least` entries.
-fn wait_caught_up(address: &str, at_least: u64, timeout: Duration) -> Result<(), String> {
+fn wait_caught_up(
+    address: &str,
+    admin: &Credentials,
+    at_least: u64,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        if let Ok(status) = AdminClient::new(address, Duration::from_millis(300)).status() {
+        if let Ok(status) = status_of(address, admin) {
             if status.leader_id.is_some() && status.last_index >= at_least {
                 return Ok(());
             }
@@ -454,15 +504,17 @@ fn failover(
     http: &[String],
     addresses: Vec<String>,
     group: String,
+    access: &Access,
 ) -> Result<(), String> {
     let mut config = ClientConfig::new(group);
+    config.tls = access.tls.clone();
     config.backoff_initial_ms = 5;
     config.backoff_max_ms = 50;
     config.request_timeout_ms = 2_000;
     config.retry_deadline_ms = 30_000;
     let mut gaps_ms = Vec::new();
     for kill in 1..=args.failover_kills {
-        let (leader, _) = find_leader(http, Duration::from_secs(30))?;
+        let (leader, _) = find_leader(http, &access.admin, Duration::from_secs(30))?;
         let client = runtime
             .block_on(Client::connect_with(addresses.clone(), config.clone()))
             .map_err(|err| format!("connecting: {err}"))?;
@@ -492,8 +544,13 @@ fn failover(
             );
         }
         killer.act("start", leader)?;
-        let (_, commit) = find_leader(http, Duration::from_secs(30))?;
-        wait_caught_up(&http[leader], commit, Duration::from_secs(30))?;
+        let (_, commit) = find_leader(http, &access.admin, Duration::from_secs(30))?;
+        wait_caught_up(
+            &http[leader],
+            &access.admin,
+            commit,
+            Duration::from_secs(30),
+        )?;
     }
     gaps_ms.sort_by(f64::total_cmp);
     if !args.json {
@@ -523,6 +580,7 @@ fn start_local(args: &BenchArgs) -> Result<LocalCluster, String> {
         http_base_port: args.local_base_port.saturating_sub(2000),
         flush_mode: args.flush_mode,
         writes_per_s: 0,
+        tls: args.tls,
     };
     let cluster = LocalCluster::start(&binary, &local_args)
         .map_err(|err| format!("starting the local group: {err}"))?;

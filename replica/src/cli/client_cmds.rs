@@ -9,11 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
-use crate::admin_client::AdminClient;
+use std::path::PathBuf;
+
+use crate::admin_client::{AdminClient, ClientTls, Credentials};
 use crate::api::{Role, Status};
 use crate::consumers::{validate_group_name, OffsetCommit};
+use crate::net::client::ClientConfig;
 use crate::net::client::{Client, ClientError};
 use crate::net::client_proto::{ClientEntry, RequestError};
+use crate::net::tls::{Tls, TlsFiles};
 
 /// Where the group's members are (binary protocol).
 #[derive(Clone, Debug, Args)]
@@ -32,6 +36,77 @@ pub struct Target {
     /// consumer group.
     #[arg(long, env = "DLEDGER_GROUP", default_value = "local")]
     pub group: String,
+
+    /// What to prove to a group that requires it.
+    #[command(flatten)]
+    pub credentials: ClientCredentials,
+}
+
+/// A client's credentials for a group with TLS or tokens (`serve
+/// --tls-*`, `--token-file`). The binary port takes a client certificate
+/// only; HTTP takes a certificate or a token.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ClientCredentials {
+    /// The group's CA certificate (PEM): turns on TLS (HTTPS for the HTTP
+    /// commands).
+    #[arg(long = "ca", env = "DLEDGER_CLIENT_CA")]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM), from the group's CA.
+    #[arg(long = "cert", env = "DLEDGER_CLIENT_CERT", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long = "key", env = "DLEDGER_CLIENT_KEY", requires_all = ["ca", "cert"])]
+    pub key: Option<PathBuf>,
+    /// A bearer token for the HTTP commands (`Authorization: Bearer`).
+    #[arg(long = "token", env = "DLEDGER_TOKEN")]
+    pub token: Option<String>,
+}
+
+impl ClientCredentials {
+    /// TLS for the binary port: needs the CA, the certificate and the key.
+    pub fn binary_tls(&self) -> Result<Option<Tls>, String> {
+        match (&self.ca, &self.cert, &self.key) {
+            (None, _, _) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })
+            .map(Some)
+            .map_err(|err| err.to_string()),
+            (Some(_), _, _) => Err(
+                "the binary port needs a client certificate: give --cert and --key with --ca"
+                    .into(),
+            ),
+        }
+    }
+
+    /// What an HTTP (admin) client sends.
+    pub fn http(&self) -> Result<Credentials, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|err| format!("reading {}: {err}", path.display()))
+        };
+        let tls = match &self.ca {
+            None => None,
+            Some(ca) => Some(ClientTls {
+                ca_pem: read(ca)?,
+                cert_and_key_pem: match (&self.cert, &self.key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            }),
+        };
+        Ok(Credentials {
+            tls,
+            token: self.token.clone(),
+        })
+    }
+
+    /// An admin client of `address` with these credentials.
+    pub fn admin_client(&self, address: &str, timeout: Duration) -> Result<AdminClient, String> {
+        AdminClient::with_credentials(address, timeout, &self.http()?)
+            .map_err(|err| err.to_string())
+    }
 }
 
 /// Where the group's members serve HTTP.
@@ -48,6 +123,10 @@ pub struct HttpTarget {
         default_value = "127.0.0.1:18080,127.0.0.1:18081,127.0.0.1:18082"
     )]
     pub addresses: Vec<String>,
+
+    /// What to prove to a group that requires it.
+    #[command(flatten)]
+    pub credentials: ClientCredentials,
 }
 
 /// Append entries: each argument is one entry; without arguments, each
@@ -224,7 +303,9 @@ const PROBE_AFTER: Duration = Duration::from_millis(300);
 /// client's retries run, with a progress line past one second.
 async fn connect(target: &Target) -> Result<Client, String> {
     let listing = target.servers.join(", ");
-    let connecting = Client::connect(target.servers.clone(), target.group.clone());
+    let mut config = ClientConfig::new(target.group.clone());
+    config.tls = target.credentials.binary_tls()?;
+    let connecting = Client::connect_with(target.servers.clone(), config);
     tokio::pin!(connecting);
     tokio::select! {
         connected = &mut connecting => {
@@ -642,9 +723,10 @@ pub(super) fn statuses(target: &HttpTarget) -> Vec<(String, Result<Status, Strin
         .addresses
         .iter()
         .map(|address| {
-            let status = AdminClient::new(address, Duration::from_secs(2))
-                .status()
-                .map_err(|err| err.to_string());
+            let status = target
+                .credentials
+                .admin_client(address, Duration::from_secs(2))
+                .and_then(|client| client.status().map_err(|err| err.to_string()));
             (address.clone(), status)
         })
         .collect()
@@ -686,15 +768,21 @@ pub fn transfer(args: TransferArgs) -> ExitCode {
             "no member of {} reports itself leader",
             args.target.addresses.join(",")
         )),
-        Some(address) => AdminClient::new(&address, Duration::from_secs(10))
-            .transfer_leadership(args.to.as_deref())
+        Some(address) => args
+            .target
+            .credentials
+            .admin_client(&address, Duration::from_secs(10))
+            .and_then(|client| {
+                client
+                    .transfer_leadership(args.to.as_deref())
+                    .map_err(|err| err.to_string())
+            })
             .map(|transferred| {
                 println!(
                     "{} leads now (term {})",
                     transferred.leader_id, transferred.term
                 );
-            })
-            .map_err(|err| err.to_string()),
+            }),
     };
     finish("transfer-leader", result)
 }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::serve::FlushModeArg;
-use crate::admin_client::AdminClient;
+use crate::admin_client::{AdminClient, ClientTls, Credentials};
 use crate::api::{Role, Status};
+use crate::certs::Ca;
+use crate::net::tls::{Tls, TlsFiles};
 
 /// Start a replica group on loopback and watch it.
 #[derive(Clone, Debug, Args)]
@@ -44,6 +46,65 @@ pub struct LocalClusterArgs {
     /// watch the indexes move.
     #[arg(long, default_value_t = 0)]
     pub writes_per_s: u32,
+
+    /// Mutual TLS between the members, TLS for clients and HTTPS, with a
+    /// throwaway CA made at start and written under `<data-dir>/tls/`
+    /// (`client.crt` and `client.key` for applications, `admin.crt` and
+    /// `admin.key` naming `dledger-operator`, `ca.crt`). Without it the
+    /// group is plaintext and unauthenticated.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// The credentials of a local group with `--tls`.
+struct LocalTls {
+    /// Each member's files, in member order.
+    members: Vec<TlsFiles>,
+    /// An application's certificate (write right).
+    client: TlsFiles,
+    /// The admin client's contents (a certificate naming `dledger-operator`).
+    admin: Credentials,
+}
+
+impl LocalTls {
+    /// A CA and certificates for `members` under `dir`.
+    fn make(dir: &Path, group: &str, members: &[LocalMember]) -> std::io::Result<LocalTls> {
+        std::fs::create_dir_all(dir)?;
+        let invalid = |err: crate::certs::CertError| std::io::Error::other(err.to_string());
+        let (ca, _) = Ca::new(group, 30).map_err(invalid)?;
+        let ca_path = dir.join("ca.crt");
+        std::fs::write(&ca_path, ca.cert_pem())?;
+        let write = |file: &str, names: &[&str]| -> std::io::Result<TlsFiles> {
+            let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+            let issued = ca.issue(&names, 30).map_err(invalid)?;
+            let files = TlsFiles {
+                cert: dir.join(format!("{file}.crt")),
+                key: dir.join(format!("{file}.key")),
+                ca: ca_path.clone(),
+            };
+            std::fs::write(&files.cert, issued.cert_pem)?;
+            std::fs::write(&files.key, issued.key_pem)?;
+            Ok(files)
+        };
+        let member_files = members
+            .iter()
+            .map(|member| write(&member.id, &[&member.id, "127.0.0.1", "localhost"]))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let client = write("client", &["local-client"])?;
+        let admin = write("admin", &["dledger-operator"])?;
+        let admin = Credentials {
+            tls: Some(ClientTls {
+                ca_pem: std::fs::read(&ca_path)?,
+                cert_and_key_pem: Some((std::fs::read(&admin.cert)?, std::fs::read(&admin.key)?)),
+            }),
+            token: None,
+        };
+        Ok(LocalTls {
+            members: member_files,
+            client,
+            admin,
+        })
+    }
 }
 
 /// One member of a local group.
@@ -72,6 +133,7 @@ pub struct LocalCluster {
     peers: String,
     http_peers: String,
     flush_mode: &'static str,
+    tls: Option<LocalTls>,
 }
 
 impl LocalCluster {
@@ -92,7 +154,17 @@ impl LocalCluster {
             FlushModeArg::Durable => "durable",
             FlushModeArg::PageCache => "page-cache",
         };
+        let tls = if args.tls {
+            Some(LocalTls::make(
+                &args.data_dir.join("tls"),
+                &args.group,
+                &members,
+            )?)
+        } else {
+            None
+        };
         let mut cluster = LocalCluster {
+            tls,
             peers: join(&members, |m| &m.tcp_address),
             http_peers: join(&members, |m| &m.http_address),
             members,
@@ -129,7 +201,7 @@ impl LocalCluster {
     /// The arguments member `index` runs `serve` with.
     fn serve_args(&self, index: usize) -> Vec<String> {
         let member = &self.members[index];
-        [
+        let mut args: Vec<String> = [
             "serve",
             "--group",
             &self.group,
@@ -150,7 +222,40 @@ impl LocalCluster {
         ]
         .iter()
         .map(|arg| arg.to_string())
-        .collect()
+        .collect();
+        if let Some(tls) = &self.tls {
+            let files = &tls.members[index];
+            for (flag, path) in [
+                ("--tls-cert", &files.cert),
+                ("--tls-key", &files.key),
+                ("--tls-ca", &files.ca),
+            ] {
+                args.push(flag.to_string());
+                args.push(path.to_string_lossy().into_owned());
+            }
+        }
+        args
+    }
+
+    /// An application's TLS files when the group runs with `--tls`.
+    pub fn client_tls(&self) -> Option<TlsFiles> {
+        self.tls.as_ref().map(|tls| tls.client.clone())
+    }
+
+    /// A client of member `address`'s HTTP API with admin rights (HTTPS
+    /// and the admin certificate with `--tls`).
+    pub fn admin_client(&self, address: &str, timeout: Duration) -> AdminClient {
+        let credentials = self.admin_credentials();
+        AdminClient::with_credentials(address, timeout, &credentials)
+            .unwrap_or_else(|_| AdminClient::new(address, timeout))
+    }
+
+    /// What [`LocalCluster::admin_client`] proves itself with.
+    pub fn admin_credentials(&self) -> Credentials {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.admin.clone())
+            .unwrap_or_default()
     }
 
     /// The shell command that starts member `index` by hand.
@@ -198,7 +303,7 @@ impl LocalCluster {
         self.members
             .iter()
             .map(|member| {
-                AdminClient::new(&member.http_address, Duration::from_millis(500))
+                self.admin_client(&member.http_address, Duration::from_millis(500))
                     .status()
                     .map_err(|err| err.to_string())
             })
@@ -374,8 +479,11 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
     );
     for member in &cluster.members {
         println!(
-            "  {}: binary protocol {}, HTTP http://{}",
-            member.id, member.tcp_address, member.http_address
+            "  {}: binary protocol {}, HTTP {}://{}",
+            member.id,
+            member.tcp_address,
+            if args.tls { "https" } else { "http" },
+            member.http_address
         );
     }
     println!("Ctrl-C stops them all.");
@@ -383,6 +491,7 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
         runtime.spawn(write_load(
             cluster.tcp_addresses(),
             cluster.group.clone(),
+            cluster.client_tls(),
             args.writes_per_s,
         ))
     });
@@ -428,8 +537,16 @@ fn timestamp() -> String {
 }
 
 /// Appends small entries at `per_s` to the group until aborted.
-async fn write_load(addresses: Vec<String>, group: String, per_s: u32) {
-    let client = match crate::net::client::Client::connect(addresses, group).await {
+async fn write_load(addresses: Vec<String>, group: String, tls: Option<TlsFiles>, per_s: u32) {
+    let mut config = crate::net::client::ClientConfig::new(group);
+    config.tls = match tls.map(Tls::load).transpose() {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("local-cluster: writer cannot read its TLS files: {err}");
+            return;
+        }
+    };
+    let client = match crate::net::client::Client::connect_with(addresses, config).await {
         Ok(client) => client,
         Err(err) => {
             eprintln!("local-cluster: writer cannot connect: {err}");

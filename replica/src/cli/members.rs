@@ -155,7 +155,10 @@ fn list(args: &ListArgs) -> Result<(), String> {
              configuration, possibly behind the leader's"
         );
     }
-    let members = AdminClient::new(&address, LIST_TIMEOUT)
+    let members = args
+        .target
+        .credentials
+        .admin_client(&address, LIST_TIMEOUT)?
         .members()
         .map_err(|err| err.to_string())?;
     let text = if args.json {
@@ -176,7 +179,8 @@ fn change(
     call: impl FnOnce(&AdminClient) -> Result<Members, AdminError>,
 ) -> Result<(), String> {
     let (address, _) = member_to_ask(target)?;
-    let members = call(&AdminClient::new(&address, CHANGE_TIMEOUT)).map_err(change_error)?;
+    let client = target.credentials.admin_client(&address, CHANGE_TIMEOUT)?;
+    let members = call(&client).map_err(change_error)?;
     let line = if json {
         serde_json::to_string(&members).unwrap_or_default()
     } else {
