@@ -445,6 +445,21 @@ async fn serve_connection<T>(
     let timeout = Duration::from_millis(config.handshake_timeout_ms);
     let stream = match &config.tls {
         None => Stream::Plain(stream),
+        Some(_) if speaks_plaintext(&stream, timeout).await => {
+            // One of our own clients without TLS: tell it in its own
+            // protocol, so it stops at once with the reason instead of
+            // retrying a connection that closes.
+            context.count_unauthenticated();
+            tracing::info!(%remote, "a plaintext connection to a TLS port; refused");
+            let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
+            handshake::send_error(
+                &mut framed,
+                ErrorCode::Unauthenticated,
+                "this member requires TLS: give the group's CA and a client certificate".into(),
+            )
+            .await;
+            return;
+        }
         Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             outcome => {
@@ -523,6 +538,23 @@ async fn serve_connection<T>(
             .connections_failed
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%remote, %error, "connection closed");
+    }
+}
+
+/// Whether the connection's first bytes are a plaintext frame (our magic)
+/// rather than a TLS record; waits at most `timeout` for them.
+async fn speaks_plaintext(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 4];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(read)) if read >= first.len() => return first == super::frame::MAGIC,
+            // Closed, or no more than a few bytes yet: a TLS client hello
+            // would have begun otherwise; let the TLS handshake decide.
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(read)) if first[..read] != super::frame::MAGIC[..read] => return false,
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
     }
 }
 
