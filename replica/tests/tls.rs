@@ -209,11 +209,10 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
 
     // A client without TLS, or with a certificate from another CA.
     // Our own client without TLS is told why, and does not retry.
-    let error = Client::connect_with(group.peer.clone(), client_config(None))
-        .await
-        .err()
-        .expect("a plaintext client connected to a TLS group")
-        .to_string();
+    let Err(error) = Client::connect_with(group.peer.clone(), client_config(None)).await else {
+        panic!("a plaintext client connected to a TLS group");
+    };
+    let error = error.to_string();
     assert!(error.contains("requires TLS"), "{error}");
     let (other_ca, _) = Ca::new("other", 30).unwrap();
     let stranger = load(write_credential(
