@@ -514,3 +514,109 @@ fn bad_group_names_are_refused_with_the_rule() {
     let output = solo.cli(&["offset", "get", "fresh"]);
     assert_eq!(text(&output.stdout).trim(), "1");
 }
+
+/// `--tls-*` and `--token-file` on `serve`; the client commands' `--ca`,
+/// `--cert`, `--key` and `--token`.
+#[test]
+fn a_tls_group_takes_a_certificate_or_a_token_with_its_right() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, _) = dledger_replica::certs::Ca::new("g", 1).expect("a CA");
+    let write = |file: &str, names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let issued = ca.issue(&names, 1).expect("a certificate");
+        let cert = dir.path().join(format!("{file}.crt"));
+        let key = dir.path().join(format!("{file}.key"));
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        std::fs::write(&key, issued.key_pem).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    };
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let (member_cert, member_key) = write("solo", &["solo", "127.0.0.1"]);
+    let (app_cert, app_key) = write("app", &["billing"]);
+    let (admin_cert, admin_key) = write("admin", &["dledger-operator"]);
+    let tokens = dir.path().join("tokens");
+    let read_token = "read-token-0123456789";
+    let write_token = "write-token-0123456789";
+    std::fs::write(
+        &tokens,
+        format!("# who may do what\nread {read_token}\nwrite {write_token}\n"),
+    )
+    .unwrap();
+
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let child = binary()
+        .arg("serve")
+        .args(["--group", "g", "--id", "solo"])
+        .args(["--peers", &format!("solo={tcp}")])
+        .args(["--listen", &tcp, "--http-listen", &http])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--tls-cert", &member_cert, "--tls-key", &member_key])
+        .args(["--tls-ca", &ca_file])
+        .arg("--token-file")
+        .arg(&tokens)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _solo = Solo {
+        child,
+        tcp: tcp.clone(),
+        http: http.clone(),
+    };
+    let run = |args: &[&str]| {
+        let output = binary().args(args).output().expect("run the CLI");
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let with_app = ["--ca", &ca_file, "--cert", &app_cert, "--key", &app_key];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut args = vec!["status", "--json", "--servers", &http];
+        args.extend(with_app);
+        let (_, stdout, _) = run(&args);
+        if stdout.contains("\"role\":\"leader\"") && !stdout.contains("\"commitIndex\":0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader over TLS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut append = vec!["append", "--servers", &tcp, "--group", "g"];
+    append.extend(with_app);
+    append.push("over tls");
+    let (ok, stdout, stderr) = run(&append);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("2\t"), "{stdout}");
+    let (ok, _, stderr) = run(&["append", "--servers", &tcp, "--group", "g", "plain"]);
+    assert!(!ok && stderr.contains("requires TLS"), "{stderr}");
+
+    // HTTP: the CA alone proves nothing; a read token reads; a write token
+    // may not transfer leadership; the admin certificate may.
+    let (ok, _, stderr) = run(&["status", "--servers", &http, "--ca", &ca_file]);
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+    let reader = ["--servers", &http, "--ca", &ca_file, "--token", read_token];
+    let (ok, stdout, stderr) = run(&[&["status"][..], &reader[..]].concat());
+    assert!(ok && stdout.contains("leader"), "{stderr}");
+    let writer = ["--servers", &http, "--ca", &ca_file, "--token", write_token];
+    let (ok, _, stderr) = run(&[&["transfer-leader"][..], &writer[..]].concat());
+    assert!(!ok && stderr.contains("403"), "{stderr}");
+    let admin = [
+        "--servers",
+        &http,
+        "--ca",
+        &ca_file,
+        "--cert",
+        &admin_cert,
+        "--key",
+        &admin_key,
+    ];
+    let (ok, stdout, stderr) = run(&[&["members", "list"][..], &admin[..]].concat());
+    assert!(ok && stdout.contains("solo"), "{stderr}");
+}
