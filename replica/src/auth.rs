@@ -200,6 +200,12 @@ impl Auth {
         self.open
     }
 
+    /// Whether callers may prove themselves with tokens (a token file is
+    /// configured).
+    pub fn has_token_file(&self) -> bool {
+        self.token_file.is_some()
+    }
+
     /// Reads the token file again (no effect without one); on an error
     /// the tokens read before stay.
     pub fn reload_tokens(&self) -> Result<bool, TokenFileError> {

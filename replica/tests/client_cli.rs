@@ -620,3 +620,67 @@ fn a_tls_group_takes_a_certificate_or_a_token_with_its_right() {
     let (ok, stdout, stderr) = run(&[&["members", "list"][..], &admin[..]].concat());
     assert!(ok && stdout.contains("solo"), "{stderr}");
 }
+
+/// `--token-file` without TLS: on the binary port a client proves its
+/// right with `Authenticate` (the CLI's `--token`) before anything else.
+#[test]
+fn tokens_on_the_binary_port_give_their_rights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    let read_token = "read-token-0123456789";
+    let write_token = "write-token-0123456789";
+    std::fs::write(&tokens, format!("read {read_token}\nwrite {write_token}\n")).unwrap();
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let child = binary()
+        .arg("serve")
+        .args(["--group", "g", "--id", "solo"])
+        .args(["--peers", &format!("solo={tcp}")])
+        .args(["--listen", &tcp, "--http-listen", &http])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--token-file")
+        .arg(&tokens)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _solo = Solo {
+        child,
+        tcp: tcp.clone(),
+        http: http.clone(),
+    };
+    let run = |extra: &[&str]| {
+        let output = binary()
+            .args(extra)
+            .args(["--servers", &tcp, "--group", "g"])
+            .output()
+            .expect("run the CLI");
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, stdout, _) = run(&["append", "--token", write_token, "first"]);
+        if ok {
+            assert!(stdout.starts_with("2\t"), "{stdout}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no append with a write token");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, _, stderr) = run(&["append", "anonymous"]);
+    assert!(!ok && stderr.contains("unauthenticated"), "{stderr}");
+    let (ok, _, stderr) = run(&["append", "--token", "not-a-known-token-at-all", "x"]);
+    assert!(!ok && stderr.contains("token is not known"), "{stderr}");
+    let (ok, _, stderr) = run(&["append", "--token", read_token, "reader"]);
+    assert!(!ok && stderr.contains("forbidden"), "{stderr}");
+    let (ok, stdout, stderr) = run(&["get", "--token", read_token, "2"]);
+    assert!(ok && stdout.contains("first"), "{stderr}");
+    // Nothing the refused ones sent was appended.
+    let (ok, _, _) = run(&["get", "--token", read_token, "3"]);
+    assert!(!ok, "a refused append was committed");
+}

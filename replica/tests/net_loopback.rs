@@ -122,6 +122,10 @@ impl MemoryLog {
                     None => ClientResponse::Error(RequestError::UnknownGroup { group }),
                 });
             }
+            // The listener answers it; it never reaches the server.
+            ClientRequest::Authenticate { .. } => {
+                panic!("the listener passed an Authenticate on")
+            }
         }
     }
 

@@ -43,8 +43,7 @@ pub struct Target {
 }
 
 /// A client's credentials for a group with TLS or tokens (`serve
-/// --tls-*`, `--token-file`). The binary port takes a client certificate
-/// only; HTTP takes a certificate or a token.
+/// --tls-*`, `--token-file`): a client certificate, or a token.
 #[derive(Clone, Debug, Default, Args)]
 pub struct ClientCredentials {
     /// The group's CA certificate (PEM): turns on TLS (HTTPS for the HTTP
@@ -57,7 +56,8 @@ pub struct ClientCredentials {
     /// The certificate's private key (PEM).
     #[arg(long = "key", env = "DLEDGER_CLIENT_KEY", requires_all = ["ca", "cert"])]
     pub key: Option<PathBuf>,
-    /// A bearer token for the HTTP commands (`Authorization: Bearer`).
+    /// A bearer token from the members' token file (HTTP `Authorization:
+    /// Bearer`; on the binary port an `Authenticate` request).
     #[arg(long = "token", env = "DLEDGER_TOKEN")]
     pub token: Option<String>,
 }
@@ -75,7 +75,8 @@ impl ClientCredentials {
             .map(Some)
             .map_err(|err| err.to_string()),
             (Some(_), _, _) => Err(
-                "the binary port needs a client certificate: give --cert and --key with --ca"
+                "TLS on the binary port needs a client certificate (a token alone is for a \
+                 plaintext port, or HTTP): give --cert and --key with --ca"
                     .into(),
             ),
         }
@@ -305,6 +306,7 @@ async fn connect(target: &Target) -> Result<Client, String> {
     let listing = target.servers.join(", ");
     let mut config = ClientConfig::new(target.group.clone());
     config.tls = target.credentials.binary_tls()?;
+    config.token = target.credentials.token.clone();
     let connecting = Client::connect_with(target.servers.clone(), config);
     tokio::pin!(connecting);
     tokio::select! {

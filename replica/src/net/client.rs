@@ -59,6 +59,9 @@ pub struct ClientConfig {
     /// TLS with this certificate (a client certificate from the group's
     /// CA) and trusting its CA; `None`: plaintext.
     pub tls: Option<super::tls::Tls>,
+    /// A bearer token from the members' token file, sent as `Authenticate`
+    /// first on every connection.
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -75,8 +78,43 @@ impl ClientConfig {
             backoff_max_ms: 1_000,
             max_in_flight_requests: 4096,
             tls: None,
+            token: None,
         }
     }
+}
+
+/// Sends `Authenticate` with `token` as the connection's first request and
+/// reads its answer: `Err` inside when the member refused the token.
+async fn authenticate(
+    framed: &mut Framed<Stream, FrameCodec>,
+    token: &str,
+) -> Result<Result<(), RequestError>, HandshakeError> {
+    let request = ClientRequest::Authenticate {
+        token: token.to_string(),
+    };
+    let body = request
+        .encode()
+        .map_err(|err| HandshakeError::from_io(std::io::Error::other(err.to_string())))?;
+    // Id 0: the connection's own requests start at 1.
+    framed
+        .send(Frame::new(FrameType::Request, 0, body))
+        .await
+        .map_err(|err| HandshakeError::from_io(std::io::Error::other(err.to_string())))?;
+    let frame = match framed.next().await {
+        None => return Err(HandshakeError::Closed),
+        Some(frame) => {
+            frame.map_err(|err| HandshakeError::from_io(std::io::Error::other(err.to_string())))?
+        }
+    };
+    let response = ClientResponse::decode(&frame.body)
+        .map_err(|err| HandshakeError::from_io(std::io::Error::other(err.to_string())))?;
+    Ok(match response {
+        ClientResponse::Authenticated { .. } => Ok(()),
+        ClientResponse::Error(error) => Err(error),
+        other => Err(RequestError::BadRequest {
+            reason: format!("unexpected answer to Authenticate: {other:?}"),
+        }),
+    })
 }
 
 /// Why a client call failed.
@@ -545,7 +583,11 @@ impl Connection {
             };
             let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
             handshake::connect(&mut framed, &hello).await?;
-            Ok::<_, HandshakeError>(framed)
+            let authenticated = match &config.token {
+                Some(token) => Some(authenticate(&mut framed, token).await?),
+                None => None,
+            };
+            Ok::<_, HandshakeError>((framed, authenticated))
         };
         let framed = match tokio::time::timeout(timeout, opening).await {
             Err(_) => {
@@ -564,7 +606,10 @@ impl Connection {
                 },
             )) => return Err(Failure::Fatal(ClientError::Refused { addr, source })),
             Ok(Err(error)) => return Err(Failure::Retry(format!("{addr}: {error}"))),
-            Ok(Ok(framed)) => framed,
+            Ok(Ok((_, Some(Err(error))))) => {
+                return Err(Failure::Fatal(ClientError::Request(error)))
+            }
+            Ok(Ok((framed, _))) => framed,
         };
         let (sink, stream) = framed.split();
         let (requests, requests_rx) = mpsc::channel(config.max_in_flight_requests.max(1));

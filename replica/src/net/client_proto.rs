@@ -13,13 +13,14 @@
 //! end*, never reordered or removed:
 //!
 //! - `ClientRequest`: 0 `Append`, 1 `Get`, 2 `Read`, 3 `CommitOffset`,
-//!   4 `ConsumerOffset`.
+//!   4 `ConsumerOffset`, 5 `Authenticate`.
 //! - `ClientResponse`: 0 `Appended`, 1 `Entry`, 2 `Entries`, 3 `Error`,
-//!   4 `OffsetCommitted`, 5 `ConsumerOffset`.
+//!   4 `OffsetCommitted`, 5 `ConsumerOffset`, 6 `Authenticated`.
 //! - `RequestError`: 0 `NotLeader`, 1 `Transferring`, 2 `Unavailable`,
 //!   3 `TooLarge`, 4 `BadRequest`, 5 `NotFound`, 6 `Compacted`,
 //!   7 `Indeterminate`, 8 `Busy`, 9 `DiskFull`, 10 `Conflict`,
-//!   11 `OutOfRange`, 12 `UnknownGroup`, 13 `BadGroup`.
+//!   11 `OutOfRange`, 12 `UnknownGroup`, 13 `BadGroup`,
+//!   14 `Unauthenticated`, 15 `Forbidden`.
 //!
 //! Adding variants needs no new protocol version: a server that predates
 //! a request answers it with `BadRequest` (an undecodable body), and a
@@ -85,6 +86,15 @@ pub enum ClientRequest {
         /// the request (a follower answers `NotLeader`).
         linearizable: bool,
     },
+    /// Proves the connection's right with a bearer token from the member's
+    /// token file: [`ClientResponse::Authenticated`] with the right, or
+    /// [`RequestError::Unauthenticated`]. Needed before other requests when
+    /// the member requires credentials and the connection has no client
+    /// certificate.
+    Authenticate {
+        /// The token.
+        token: String,
+    },
 }
 
 /// One committed entry as a client sees it.
@@ -136,6 +146,12 @@ pub enum ClientResponse {
         /// Committed entries it has not read yet (commit index + 1 -
         /// offset, 0 when not behind), as the member answering sees them.
         lag: u64,
+    },
+    /// The answer to an `Authenticate`: the connection now has `right`
+    /// (`read`, `write` or `admin`).
+    Authenticated {
+        /// The right the token gives.
+        right: String,
     },
 }
 
@@ -252,6 +268,19 @@ pub enum RequestError {
         /// What is wrong.
         reason: String,
     },
+    /// The member requires credentials and the connection proved none (no
+    /// client certificate, no `Authenticate`, or an unknown token).
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// What is missing.
+        reason: String,
+    },
+    /// The connection's credential lacks the right this request needs.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// The right held and the one needed.
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -287,7 +316,20 @@ impl ClientRequest {
             ClientRequest::Get { .. }
             | ClientRequest::Read { .. }
             | ClientRequest::CommitOffset { .. }
-            | ClientRequest::ConsumerOffset { .. } => 0,
+            | ClientRequest::ConsumerOffset { .. }
+            | ClientRequest::Authenticate { .. } => 0,
+        }
+    }
+
+    /// The right the request needs (`None`: `Authenticate`, always allowed).
+    pub fn needed_right(&self) -> Option<crate::auth::Right> {
+        use crate::auth::Right;
+        match self {
+            ClientRequest::Append { .. } | ClientRequest::CommitOffset { .. } => Some(Right::Write),
+            ClientRequest::Get { .. }
+            | ClientRequest::Read { .. }
+            | ClientRequest::ConsumerOffset { .. } => Some(Right::Read),
+            ClientRequest::Authenticate { .. } => None,
         }
     }
 }

@@ -366,6 +366,10 @@ pub struct AcceptPolicy {
     pub known_peers: KnownPeers,
     /// What the connection proved, and whether proof is required.
     pub credentials: Credentials,
+    /// Clients without a certificate are let past the handshake, to send
+    /// `Authenticate` with a token before anything else (the member has a
+    /// token file).
+    pub clients_may_use_tokens: bool,
 }
 
 /// What the transport proved about the connecting side.
@@ -437,7 +441,7 @@ where
         );
         return Err(reject(framed, ErrorCode::UnknownMember, message).await);
     }
-    if let Err(message) = check_credentials(&hello, &policy.credentials) {
+    if let Err(message) = check_credentials(&hello, policy) {
         return Err(reject(framed, ErrorCode::Unauthenticated, message).await);
     }
     let ok = HelloOk {
@@ -451,9 +455,14 @@ where
     Ok((hello, version))
 }
 
-fn check_credentials(hello: &Hello, credentials: &Credentials) -> Result<(), String> {
-    match (credentials, hello.role) {
+fn check_credentials(hello: &Hello, policy: &AcceptPolicy) -> Result<(), String> {
+    match (&policy.credentials, hello.role) {
         (Credentials::NotRequired, _) | (Credentials::Plaintext, Role::Peer) => Ok(()),
+        (Credentials::Plaintext | Credentials::Tls(None), Role::Client)
+            if policy.clients_may_use_tokens =>
+        {
+            Ok(())
+        }
         (Credentials::Plaintext, Role::Client) => Err(
             "this port needs TLS with a client certificate; it is plaintext here, so clients are refused"
                 .into(),
@@ -681,6 +690,7 @@ mod tests {
             group_id: "3f6c".into(),
             known_peers: KnownPeers::only(["orders-1"]),
             credentials: Credentials::NotRequired,
+            clients_may_use_tokens: false,
         }
     }
 

@@ -61,6 +61,7 @@ use super::client_proto::{ClientRequest, ClientResponse, RequestError};
 use super::frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME_BYTES};
 use super::handshake::{self, AcceptPolicy, Credentials, ErrorBody, ErrorCode, KnownPeers, Role};
 use super::stream::Stream;
+use crate::auth::Right;
 
 pub use super::budget::DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT;
 
@@ -482,6 +483,12 @@ async fn serve_connection<T>(
         (None, true) => Credentials::NotRequired,
         (None, false) => Credentials::Plaintext,
     };
+    // What a client connection may do before any `Authenticate`.
+    let client_right = match &credentials {
+        Credentials::NotRequired => Some(Right::Admin),
+        Credentials::Tls(Some(certificate)) => Some(config.auth.right_of_certificate(certificate)),
+        Credentials::Tls(None) | Credentials::Plaintext => None,
+    };
     let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
     let policy = AcceptPolicy {
         group: config.group.clone(),
@@ -489,6 +496,7 @@ async fn serve_connection<T>(
         group_id: config.group_id.clone(),
         known_peers: config.known_peers.clone(),
         credentials,
+        clients_may_use_tokens: config.auth.has_token_file(),
     };
     let hello = match tokio::time::timeout(timeout, handshake::accept(&mut framed, &policy)).await {
         Ok(Ok((hello, _version))) => hello,
@@ -527,7 +535,8 @@ async fn serve_connection<T>(
             serve_peer(framed, hello.member_id, &context).await
         }
         Role::Client => {
-            let outcome = serve_client(framed, hello.member_id.into(), &context).await;
+            let outcome =
+                serve_client(framed, hello.member_id.into(), client_right, &context).await;
             drop(permit);
             outcome
         }
@@ -672,6 +681,7 @@ where
 async fn serve_client<T>(
     framed: Framed<Stream, FrameCodec>,
     client: Arc<str>,
+    mut right: Option<Right>,
     context: &Context<T>,
 ) -> Result<(), ConnectionError> {
     let max_in_flight = context.config.max_in_flight_requests;
@@ -733,6 +743,45 @@ async fn serve_client<T>(
                 continue;
             }
         };
+        match (&request, request.needed_right(), right) {
+            (ClientRequest::Authenticate { token }, _, _) => {
+                let answer = match context.config.auth.right_of_token(token.as_bytes()) {
+                    Some(given) => {
+                        right = Some(given);
+                        ClientResponse::Authenticated {
+                            right: given.name().to_string(),
+                        }
+                    }
+                    None => {
+                        context.count_unauthenticated();
+                        ClientResponse::Error(RequestError::Unauthenticated {
+                            reason: "the token is not known".into(),
+                        })
+                    }
+                };
+                responder.send(answer);
+                continue;
+            }
+            (_, Some(_), None) => {
+                responder.send(ClientResponse::Error(RequestError::Unauthenticated {
+                    reason: "send Authenticate with a token first, or connect with a client \
+                             certificate from the group's CA"
+                        .into(),
+                }));
+                continue;
+            }
+            (_, Some(needed), Some(held)) if held < needed => {
+                responder.send(ClientResponse::Error(RequestError::Forbidden {
+                    reason: format!(
+                        "this credential has the {} right; this needs {}",
+                        held.name(),
+                        needed.name()
+                    ),
+                }));
+                continue;
+            }
+            _ => {}
+        }
         if let ClientRequest::Append { .. } = request {
             responder.on_drop = Some(RequestError::Indeterminate {
                 reason: "the server dropped the append without answering".to_string(),

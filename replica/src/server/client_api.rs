@@ -88,6 +88,13 @@ pub fn answer(handle: &Arc<ReplicaHandle>, call: ClientCall) {
                 responder.respond(response);
             });
         }
+        // The listener answers these itself; one that got here proves
+        // nothing more than a request it did not check.
+        ClientRequest::Authenticate { .. } => {
+            responder.respond(ClientResponse::Error(RequestError::BadRequest {
+                reason: "Authenticate is answered by the listener".into(),
+            }));
+        }
     }
 }
 
