@@ -35,6 +35,26 @@ pub struct Issued {
     pub not_after: OffsetDateTime,
 }
 
+impl Issued {
+    /// Writes the certificate and key as `<dir>/<stem>.crt` and
+    /// `<dir>/<stem>.key`, the key readable by its owner only; their paths.
+    pub fn write(
+        &self,
+        dir: &std::path::Path,
+        stem: &str,
+    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&key)?, self.key_pem.as_bytes())?;
+        Ok((cert, key))
+    }
+}
+
 /// A group's certificate authority.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,

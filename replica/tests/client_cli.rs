@@ -50,7 +50,8 @@ impl Drop for Solo {
 }
 
 impl Solo {
-    fn start(data_dir: &Path) -> Solo {
+    /// `serve` with `extra` flags, not waited for.
+    fn spawn(data_dir: &Path, extra: &[&str]) -> Solo {
         let tcp = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
         let child = binary()
@@ -60,11 +61,16 @@ impl Solo {
             .args(["--listen", &tcp, "--http-listen", &http])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start serve");
-        let solo = Solo { child, tcp, http };
+        Solo { child, tcp, http }
+    }
+
+    fn start(data_dir: &Path) -> Solo {
+        let solo = Solo::spawn(data_dir, &[]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             // Led, and the leader's no-op committed.
@@ -524,10 +530,7 @@ fn a_tls_group_takes_a_certificate_or_a_token_with_its_right() {
     let write = |file: &str, names: &[&str]| {
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let issued = ca.issue(&names, 1).expect("a certificate");
-        let cert = dir.path().join(format!("{file}.crt"));
-        let key = dir.path().join(format!("{file}.key"));
-        std::fs::write(&cert, issued.cert_pem).unwrap();
-        std::fs::write(&key, issued.key_pem).unwrap();
+        let (cert, key) = issued.write(dir.path(), file).expect("written");
         (cert.display().to_string(), key.display().to_string())
     };
     let ca_file = dir.path().join("ca.crt");
@@ -545,28 +548,21 @@ fn a_tls_group_takes_a_certificate_or_a_token_with_its_right() {
     )
     .unwrap();
 
-    let tcp = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let child = binary()
-        .arg("serve")
-        .args(["--group", "g", "--id", "solo"])
-        .args(["--peers", &format!("solo={tcp}")])
-        .args(["--listen", &tcp, "--http-listen", &http])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--tls-cert", &member_cert, "--tls-key", &member_key])
-        .args(["--tls-ca", &ca_file])
-        .arg("--token-file")
-        .arg(&tokens)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let _solo = Solo {
-        child,
-        tcp: tcp.clone(),
-        http: http.clone(),
-    };
+    let tokens = tokens.display().to_string();
+    let solo = Solo::spawn(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &member_cert,
+            "--tls-key",
+            &member_key,
+            "--tls-ca",
+            &ca_file,
+            "--token-file",
+            &tokens,
+        ],
+    );
+    let (tcp, http) = (solo.tcp.clone(), solo.http.clone());
     let run = |args: &[&str]| {
         let output = binary().args(args).output().expect("run the CLI");
         (
@@ -630,26 +626,9 @@ fn tokens_on_the_binary_port_give_their_rights() {
     let read_token = "read-token-0123456789";
     let write_token = "write-token-0123456789";
     std::fs::write(&tokens, format!("read {read_token}\nwrite {write_token}\n")).unwrap();
-    let tcp = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let child = binary()
-        .arg("serve")
-        .args(["--group", "g", "--id", "solo"])
-        .args(["--peers", &format!("solo={tcp}")])
-        .args(["--listen", &tcp, "--http-listen", &http])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--token-file")
-        .arg(&tokens)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let _solo = Solo {
-        child,
-        tcp: tcp.clone(),
-        http: http.clone(),
-    };
+    let tokens = tokens.display().to_string();
+    let solo = Solo::spawn(&dir.path().join("data"), &["--token-file", &tokens]);
+    let tcp = solo.tcp.clone();
     let run = |extra: &[&str]| {
         let output = binary()
             .args(extra)

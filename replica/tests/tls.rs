@@ -35,14 +35,12 @@ fn free_port() -> u16 {
 /// Writes a certificate for `names` signed by `ca` into `dir/<file>.*`.
 fn write_credential(dir: &Path, file: &str, ca: &Ca, names: &[&str]) -> TlsFiles {
     let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-    let issued = ca.issue(&names, 30).unwrap();
+    let (cert, key) = ca.issue(&names, 30).unwrap().write(dir, file).unwrap();
     let files = TlsFiles {
-        cert: dir.join(format!("{file}.crt")),
-        key: dir.join(format!("{file}.key")),
+        cert,
+        key,
         ca: dir.join(format!("{file}.ca")),
     };
-    std::fs::write(&files.cert, issued.cert_pem).unwrap();
-    std::fs::write(&files.key, issued.key_pem).unwrap();
     std::fs::write(&files.ca, ca.cert_pem()).unwrap();
     files
 }

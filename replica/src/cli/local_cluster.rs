@@ -76,15 +76,12 @@ impl LocalTls {
         std::fs::write(&ca_path, ca.cert_pem())?;
         let write = |file: &str, names: &[&str]| -> std::io::Result<TlsFiles> {
             let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-            let issued = ca.issue(&names, 30).map_err(invalid)?;
-            let files = TlsFiles {
-                cert: dir.join(format!("{file}.crt")),
-                key: dir.join(format!("{file}.key")),
+            let (cert, key) = ca.issue(&names, 30).map_err(invalid)?.write(dir, file)?;
+            Ok(TlsFiles {
+                cert,
+                key,
                 ca: ca_path.clone(),
-            };
-            std::fs::write(&files.cert, issued.cert_pem)?;
-            std::fs::write(&files.key, issued.key_pem)?;
-            Ok(files)
+            })
         };
         let member_files = members
             .iter()
