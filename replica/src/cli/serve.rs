@@ -172,8 +172,7 @@ pub struct ServeArgs {
     /// binary port and HTTPS; then every caller needs a credential. The
     /// certificate must name this member's id (a DNS name) and the host
     /// names it is reached at. Without the three: PLAINTEXT, nothing
-    /// authenticated (the local quick start only; the operator always
-    /// sets them).
+    /// authenticated: for the local quick start on loopback only.
     #[arg(long, env = "DLEDGER_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
 
@@ -192,9 +191,10 @@ pub struct ServeArgs {
     pub tls_reload_ms: u64,
 
     /// Bearer tokens clients may authenticate with (HTTP `Authorization:
-    /// Bearer`), one per line: `<right> <token>` with right `read`,
-    /// `write` or `admin`; `#` starts a comment. Turns on authentication
-    /// even without TLS (then tokens travel in the clear).
+    /// Bearer`; on the binary port an `Authenticate` request first), one
+    /// per line: `<right> <token>` with right `read`, `write` or `admin`;
+    /// `#` starts a comment. Turns on authentication even without TLS
+    /// (then tokens travel in the clear).
     #[arg(long, env = "DLEDGER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
