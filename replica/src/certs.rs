@@ -3,9 +3,9 @@
 //! ends of a connection) and client certificates for applications.
 //!
 //! The operator keeps a CA per group in a Secret and signs with it again
-//! after a restart, so a CA is rebuilt from its PEM certificate and key
-//! and the group name its subject is derived from. Tests use the same
-//! code to make the files a replica reads.
+//! after a restart, so a CA is rebuilt from its PEM certificate and key.
+//! `dledger-replica certs` and the tests use the same code to make the
+//! files a replica reads.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -107,12 +107,12 @@ impl Ca {
         Ok((ca, issued))
     }
 
-    /// The CA of `group` made earlier by [`Ca::new`], from its PEM
-    /// certificate and key.
-    pub fn from_pem(group: &str, cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
+    /// A CA made earlier, from its PEM certificate and key (what it signs
+    /// names the certificate's subject as issuer).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
         let key = KeyPair::from_pem(key_pem)?;
         Ok(Ca {
-            issuer: Issuer::new(ca_params(group), key),
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
             cert_pem: cert_pem.to_string(),
         })
     }

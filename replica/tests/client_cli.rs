@@ -526,16 +526,39 @@ fn bad_group_names_are_refused_with_the_rule() {
 #[test]
 fn a_tls_group_takes_a_certificate_or_a_token_with_its_right() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ca, _) = dledger_replica::certs::Ca::new("g", 1).expect("a CA");
+    // The files come from `certs` (a CA read back from its files signs).
+    let certs = dir.path().join("certs");
+    let certs_dir = certs.display().to_string();
+    let output = binary()
+        .args(["certs", "ca", "--group", "g", "--dir", &certs_dir])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let again = binary()
+        .args(["certs", "ca", "--group", "g", "--dir", &certs_dir])
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success() && text(&again.stderr).contains("exists"),
+        "a second CA overwrote the first"
+    );
     let write = |file: &str, names: &[&str]| {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let issued = ca.issue(&names, 1).expect("a certificate");
-        let (cert, key) = issued.write(dir.path(), file).expect("written");
-        (cert.display().to_string(), key.display().to_string())
+        let mut command = binary();
+        command.args(["certs", "issue", "--dir", &certs_dir, "--out", file]);
+        for name in names {
+            command.args(["--name", name]);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let path = |extension: &str| {
+            certs
+                .join(format!("{file}.{extension}"))
+                .display()
+                .to_string()
+        };
+        (path("crt"), path("key"))
     };
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let ca_file = ca_file.display().to_string();
+    let ca_file = certs.join("ca.crt").display().to_string();
     let (member_cert, member_key) = write("solo", &["solo", "127.0.0.1"]);
     let (app_cert, app_key) = write("app", &["billing"]);
     let (admin_cert, admin_key) = write("admin", &["dledger-operator"]);

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod certs;
 pub mod client_cmds;
 pub mod local_cluster;
 pub mod log;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Inspect a replica's on-disk log (offline tools).
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Make a group's CA and certificates for `serve --tls-*` and clients.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Runs the parsed command line and says how the process should exit.
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Members(command) => members::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Log(command) => log::run(command),
+        Command::Certs(command) => certs::run(command),
     }
 }
 
