@@ -51,6 +51,26 @@ pub struct ClientTls {
     pub cert_and_key_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl ClientTls {
+    /// The contents of the CA file and, if given, a certificate and key
+    /// file; an error names the file that could not be read.
+    pub fn read(
+        ca: &std::path::Path,
+        cert_and_key: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<ClientTls, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| format!("reading {}: {err}", path.display()))
+        };
+        Ok(ClientTls {
+            ca_pem: read(ca)?,
+            cert_and_key_pem: match cert_and_key {
+                Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+        })
+    }
+}
+
 /// A client for one replica's HTTP address (`host:port`).
 #[derive(Clone)]
 pub struct AdminClient {

@@ -84,18 +84,15 @@ impl ClientCredentials {
 
     /// What an HTTP (admin) client sends.
     pub fn http(&self) -> Result<Credentials, String> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|err| format!("reading {}: {err}", path.display()))
-        };
         let tls = match &self.ca {
             None => None,
-            Some(ca) => Some(ClientTls {
-                ca_pem: read(ca)?,
-                cert_and_key_pem: match (&self.cert, &self.key) {
-                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            Some(ca) => {
+                let cert_and_key = match (&self.cert, &self.key) {
+                    (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
                     _ => None,
-                },
-            }),
+                };
+                Some(ClientTls::read(ca, cert_and_key)?)
+            }
         };
         Ok(Credentials {
             tls,

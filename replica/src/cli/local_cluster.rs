@@ -90,10 +90,10 @@ impl LocalTls {
         let client = write("client", &["local-client"])?;
         let admin = write("admin", &["dledger-operator"])?;
         let admin = Credentials {
-            tls: Some(ClientTls {
-                ca_pem: std::fs::read(&ca_path)?,
-                cert_and_key_pem: Some((std::fs::read(&admin.cert)?, std::fs::read(&admin.key)?)),
-            }),
+            tls: Some(
+                ClientTls::read(&ca_path, Some((&admin.cert, &admin.key)))
+                    .map_err(std::io::Error::other)?,
+            ),
             token: None,
         };
         Ok(LocalTls {

@@ -634,16 +634,12 @@ impl ReplicaHandle {
 
 /// The contents of `files`, for an HTTPS client.
 fn client_tls(files: &TlsFiles) -> Result<crate::admin_client::ClientTls, AdminError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|err| AdminError::Unreachable {
-            url: path.display().to_string(),
-            reason: format!("reading this member's TLS file: {err}"),
-        })
-    };
-    Ok(crate::admin_client::ClientTls {
-        ca_pem: read(&files.ca)?,
-        cert_and_key_pem: Some((read(&files.cert)?, read(&files.key)?)),
-    })
+    crate::admin_client::ClientTls::read(&files.ca, Some((&files.cert, &files.key))).map_err(
+        |reason| AdminError::Unreachable {
+            url: files.cert.display().to_string(),
+            reason: format!("this member's TLS files: {reason}"),
+        },
+    )
 }
 
 /// How long the leader waits for a member to be added to say its
