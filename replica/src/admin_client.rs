@@ -1,6 +1,7 @@
 //! A small blocking HTTP client for a replica's status and admin endpoints,
 //! used by the CLI and the local cluster (and, later, by the operator).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::api::{AddMember, ErrorBody, Members, Status, Transferred};
@@ -83,7 +84,7 @@ impl AdminClient {
     /// A client for `address` whose calls give up after `timeout`, over
     /// plain HTTP without credentials.
     pub fn new(address: &str, timeout: Duration) -> AdminClient {
-        AdminClient::build(address, timeout, None, None)
+        AdminClient::build(address, timeout, None, None, None)
     }
 
     /// As [`AdminClient::new`], with `credentials` (HTTPS when they hold
@@ -93,18 +94,35 @@ impl AdminClient {
         timeout: Duration,
         credentials: &Credentials,
     ) -> Result<AdminClient, AdminError> {
-        let tls = match &credentials.tls {
-            None => None,
-            Some(tls) => Some(tls_config(tls).map_err(|reason| AdminError::Unreachable {
-                url: address.to_string(),
-                reason,
-            })?),
-        };
+        let tls = tls_of(address, credentials)?;
         Ok(AdminClient::build(
             address,
             timeout,
             tls,
             credentials.token.as_deref(),
+            None,
+        ))
+    }
+
+    /// As [`AdminClient::with_credentials`] for a member known by its
+    /// name and its address: requests name `address` (`host:port`, the
+    /// name its certificate carries) and connect to `connect_to`. The
+    /// operator knows a pod's IP from the API, while its certificate
+    /// names the pod's DNS names, which may not resolve where the
+    /// operator runs.
+    pub fn for_member(
+        address: &str,
+        connect_to: SocketAddr,
+        timeout: Duration,
+        credentials: &Credentials,
+    ) -> Result<AdminClient, AdminError> {
+        let tls = tls_of(address, credentials)?;
+        Ok(AdminClient::build(
+            address,
+            timeout,
+            tls,
+            credentials.token.as_deref(),
+            Some(connect_to),
         ))
     }
 
@@ -113,6 +131,7 @@ impl AdminClient {
         timeout: Duration,
         tls: Option<ureq::tls::TlsConfig>,
         token: Option<&str>,
+        connect_to: Option<SocketAddr>,
     ) -> AdminClient {
         let https = tls.is_some();
         let mut config = ureq::Agent::config_builder()
@@ -124,7 +143,14 @@ impl AdminClient {
         if let Some(tls) = tls {
             config = config.tls_config(tls);
         }
-        let agent: ureq::Agent = config.build().into();
+        let agent: ureq::Agent = match connect_to {
+            None => config.build().into(),
+            Some(at) => ureq::Agent::with_parts(
+                config.build(),
+                ureq::unversioned::transport::DefaultConnector::new(),
+                FixedAddress(at),
+            ),
+        };
         let address = address.trim_end_matches('/');
         let base = if address.starts_with("http://") || address.starts_with("https://") {
             address.to_string()
@@ -285,6 +311,40 @@ impl AdminClient {
             url,
             reason: format!("unreadable answer: {err}"),
         })
+    }
+}
+
+fn tls_of(
+    address: &str,
+    credentials: &Credentials,
+) -> Result<Option<ureq::tls::TlsConfig>, AdminError> {
+    credentials
+        .tls
+        .as_ref()
+        .map(|tls| {
+            tls_config(tls).map_err(|reason| AdminError::Unreachable {
+                url: address.to_string(),
+                reason,
+            })
+        })
+        .transpose()
+}
+
+/// Resolves every host to one address (see [`AdminClient::for_member`]).
+// ureq's resolver API is outside its semver promise; Cargo.lock pins it.
+#[derive(Debug)]
+struct FixedAddress(SocketAddr);
+
+impl ureq::unversioned::resolver::Resolver for FixedAddress {
+    fn resolve(
+        &self,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let mut addresses = self.empty();
+        addresses.push(self.0);
+        Ok(addresses)
     }
 }
 

@@ -55,6 +55,46 @@ impl Issued {
     }
 }
 
+/// What a certificate says that its holder checks before it expires: the
+/// names it carries and its end of validity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// Its subject alternative names (DNS names, IP addresses as text).
+    pub names: Vec<String>,
+    /// When it stops being valid.
+    pub not_after: OffsetDateTime,
+}
+
+/// The names and end of validity of the first certificate in `cert_pem`;
+/// an error for anything that is not a readable certificate.
+pub fn read_certificate(cert_pem: &str) -> Result<CertificateFacts, CertError> {
+    use x509_parser::extensions::GeneralName;
+    let unreadable = |what: String| CertError(format!("reading a certificate: {what}"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| unreadable(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| unreadable(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(alternative)) = cert.subject_alternative_name() {
+        for name in &alternative.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_string()),
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        names.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        names.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertificateFacts {
+        names,
+        not_after: cert.validity().not_after.to_datetime(),
+    })
+}
+
 /// A group's certificate authority.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -152,5 +192,26 @@ impl Ca {
             key_pem: key.serialize_pem(),
             not_after: params.not_after,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_read_back_gives_its_names_and_end() {
+        let (ca, _) = Ca::new("orders", 30).unwrap();
+        let names = vec!["orders-0".to_string(), "127.0.0.1".to_string()];
+        let issued = ca.issue(&names, 7).unwrap();
+        let facts = read_certificate(&issued.cert_pem).unwrap();
+        assert_eq!(facts.names, names);
+        // X.509 keeps whole seconds.
+        assert_eq!(
+            facts.not_after.unix_timestamp(),
+            issued.not_after.unix_timestamp()
+        );
+        assert!(read_certificate("not a certificate").is_err());
+        assert!(read_certificate(&issued.key_pem).is_err());
     }
 }
