@@ -88,11 +88,63 @@ pub struct DLedgerGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<SwitchoverSpec>,
 
+    /// Transport security: mutual TLS between members and for clients, with
+    /// certificates the operator issues (on unless turned off).
+    #[serde(default)]
+    pub tls: TlsSpec,
+
     /// What happens to the volumes when the group is deleted or scaled down
     /// (default: `Retain` for both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim_retention_policy:
         Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
+}
+
+/// Transport security of the members' ports (DESIGN.md, "Security").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.enabled == oldSelf.enabled").message("tls.enabled is immutable: members with and without TLS cannot talk to each other, so it is chosen when the group is created"),
+    validation = Rule::new("self.renewBeforeDays < self.certificateDays").message("tls.renewBeforeDays must be less than tls.certificateDays")
+)]
+pub struct TlsSpec {
+    /// Mutual TLS on the peer port and HTTPS on the HTTP port, with a CA
+    /// per group in the Secret `<name>-ca`. `false` is PLAINTEXT: anyone
+    /// who reaches the pods can write to and administer the group.
+    #[serde(default = "default_tls_enabled")]
+    pub enabled: bool,
+
+    /// Validity of the member and client certificates the operator issues, days.
+    #[serde(default = "default_certificate_days")]
+    #[schemars(range(min = 2, max = 3650))]
+    pub certificate_days: u32,
+
+    /// A certificate is issued again this many days before it expires; the
+    /// members reload theirs from the mounted Secret without a restart.
+    #[serde(default = "default_renew_before_days")]
+    #[schemars(range(min = 1, max = 3649))]
+    pub renew_before_days: u32,
+}
+
+fn default_tls_enabled() -> bool {
+    true
+}
+fn default_certificate_days() -> u32 {
+    90
+}
+fn default_renew_before_days() -> u32 {
+    30
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec {
+            enabled: default_tls_enabled(),
+            certificate_days: default_certificate_days(),
+            renew_before_days: default_renew_before_days(),
+        }
+    }
 }
 
 /// The kubelet's image pull policy.
@@ -580,6 +632,31 @@ mod tests {
         bad["heartbeatMs"] = 100.into();
         let err = ReplicaConfig::validate_cel(&bad, None).unwrap_err();
         assert!(format!("{err:?}").contains("electionTimeoutMs"), "{err:?}");
+    }
+
+    #[test]
+    fn tls_is_on_by_default_and_cannot_be_switched() {
+        let spec: DLedgerGroupSpec = serde_json::from_value(spec_value()).unwrap();
+        assert!(spec.tls.enabled);
+        let json = serde_json::to_value(DLedgerGroup::crd()).unwrap();
+        let tls = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["tls"];
+        // The API server fills the default in, so a group created without
+        // `tls` is stored with it on.
+        assert_eq!(tls["default"]["enabled"], serde_json::json!(true));
+        let on = serde_json::to_value(TlsSpec::default()).unwrap();
+        assert!(TlsSpec::validate_cel(&on, Some(&on)).is_ok());
+        let mut off = on.clone();
+        off["enabled"] = false.into();
+        let err = TlsSpec::validate_cel(&off, Some(&on)).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("tls.enabled is immutable"),
+            "{err:?}"
+        );
+        let mut renew_late = on.clone();
+        renew_late["renewBeforeDays"] = 90.into();
+        let err = TlsSpec::validate_cel(&renew_late, None).unwrap_err();
+        assert!(format!("{err:?}").contains("renewBeforeDays"), "{err:?}");
     }
 
     #[test]

@@ -56,6 +56,13 @@ pub const CLUSTER_RIGHTS: &[Right] = &[
         resources: &["configmaps"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
+    // The group's CA, member and client certificates (created and applied;
+    // never deleted: garbage collection removes them with the group).
+    Right {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+    },
     Right {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
@@ -255,7 +262,16 @@ mod tests {
                 );
             }
             assert!(!right.resources.contains(&"*"));
-            assert!(!right.resources.contains(&"secrets"));
+            // Secrets only for the certificates, and never with update or
+            // delete: a CA is created once and only ever applied over by
+            // the certificates' own code.
+            if right.resources.contains(&"secrets") {
+                assert_eq!(right.resources, &["secrets"][..]);
+                assert_eq!(
+                    right.verbs,
+                    &["get", "list", "watch", "create", "patch"][..]
+                );
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod poll;
 pub mod scale;
 pub mod switchover;
+pub mod tls;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -32,9 +33,10 @@ use kube::{Client, Resource, ResourceExt};
 
 use self::apply::{Applied, Inputs};
 use self::decide::{decide, Decision, Facts, Notice, Observed, PodFacts};
-use self::poll::{poll_members, Target};
+use self::poll::{poll_members, Address, Target};
 use self::scale::ScaleExecution;
 use self::switchover::{SwitchoverExecution, SwitchoverInput};
+use self::tls::Access;
 use self::upgrade::{Disruption, ExecInput, Execution, Verdict, PAUSE_ANNOTATION};
 use crate::crd::{Condition, DLedgerGroup, DLedgerGroupStatus};
 use crate::membership::planner as membership;
@@ -58,6 +60,14 @@ pub enum Error {
         /// The client's error.
         #[source]
         source: kube::Error,
+    },
+    /// The group's certificates cannot be read or made.
+    #[error("TLS of {group}: {reason}")]
+    Tls {
+        /// `namespace/name`.
+        group: String,
+        /// What is wrong, and what to do.
+        reason: String,
     },
     /// The API server did not answer in time.
     #[error("{action}: no answer from the API server within {timeout_ms} ms")]
@@ -84,6 +94,7 @@ impl Error {
             } if status.code >= 500 => "server_error",
             Error::Api { .. } => "api_error",
             Error::Timeout { .. } => "timeout",
+            Error::Tls { .. } => "tls",
         }
     }
 }
@@ -139,6 +150,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// The join ConfigMaps.
     pub configmaps: Store<ConfigMap>,
+    /// The CA, member and client Secrets.
+    pub secrets: Store<Secret>,
 }
 
 impl Stores {
@@ -150,6 +163,7 @@ impl Stores {
                 && self.pdbs.wait_until_ready().await.is_ok()
                 && self.pods.wait_until_ready().await.is_ok()
                 && self.configmaps.wait_until_ready().await.is_ok()
+                && self.secrets.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(wait, all).await.unwrap_or(false)
     }
@@ -176,6 +190,8 @@ pub struct Context {
     /// watched copy can lag behind, and must never turn `existing` back
     /// into `new`).
     joins: Mutex<HashMap<String, Join>>,
+    /// Per group, the operator's own admin certificate (never in a Secret).
+    own_certificates: Mutex<HashMap<String, tls::OwnCertificate>>,
 }
 
 impl Context {
@@ -197,6 +213,7 @@ impl Context {
             previous: Mutex::new(HashMap::new()),
             restart_counts: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
+            own_certificates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -215,6 +232,16 @@ impl Context {
     fn remember_join(&self, key: String, join: Join) {
         if let Ok(mut joins) = self.joins.lock() {
             joins.insert(key, join);
+        }
+    }
+
+    fn own_certificate(&self, key: &str) -> Option<tls::OwnCertificate> {
+        self.own_certificates.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember_own_certificate(&self, key: String, own: tls::OwnCertificate) {
+        if let Ok(mut all) = self.own_certificates.lock() {
+            all.insert(key, own);
         }
     }
 
@@ -331,15 +358,18 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
                 .get(&ObjectRef::new(name).within(&group.namespace))
         })
         .collect();
+    // Before anything reaches a member: the certificates the pods mount,
+    // and the operator's own.
+    let access = tls::ensure(ctx, resource, &group).await?;
     let targets: Vec<Target> = members
         .iter()
         .zip(&pods)
         .map(|(name, pod)| Target {
             name: name.clone(),
-            address: member_address(pod.as_deref(), ctx.settings.member_http_port),
+            address: member_address(&group, pod.as_deref(), ctx.settings.member_http_port),
         })
         .collect();
-    let polled = poll_members(&targets, ctx.settings.poll_timeout_ms).await;
+    let polled = poll_members(&targets, &access, ctx.settings.poll_timeout_ms).await;
     let mut observed: Vec<Observed> = polled
         .into_iter()
         .zip(&pods)
@@ -495,13 +525,13 @@ async fn reconcile_inner(resource: &DLedgerGroup, ctx: &Context) -> Result<Actio
     // The status (with status.upgrade) is written before the step, so an
     // operator that stops here resumes from it.
     if let Some(action) = &action {
-        if let Some(failure) = carry_out(ctx, &group, &pods, action).await? {
+        if let Some(failure) = carry_out(ctx, &group, &access, &pods, action).await? {
             let failed = ("TransferFailed", failure);
             status = write_step_failure(ctx, &group, status, failed, &now, generation).await?;
         }
     }
     if let Some(call) = &member_call {
-        match change_members(ctx, &group, &pods, &scaling, call).await {
+        match change_members(ctx, &group, &access, &pods, &scaling, call).await {
             Ok(()) => {
                 let notice = scale::notice(call);
                 publish(ctx, resource, notice.warning, &notice.reason, notice.note).await;
@@ -634,6 +664,7 @@ async fn remove_annotation(
 async fn carry_out(
     ctx: &Context,
     group: &Group<'_>,
+    access: &Access,
     pods: &[Option<Arc<Pod>>],
     action: &Disruption,
 ) -> Result<Option<String>, Error> {
@@ -666,12 +697,14 @@ async fn carry_out(
         }
         Disruption::Transfer { from, to } => {
             let pod = pods.iter().flatten().find(|pod| pod.name_any() == *from);
-            let Some(address) =
-                member_address(pod.map(|p| p.as_ref()), ctx.settings.member_http_port)
-            else {
+            let Some(address) = member_address(
+                group,
+                pod.map(|p| p.as_ref()),
+                ctx.settings.member_http_port,
+            ) else {
                 return Ok(Some(format!("the leader {from} has no pod address")));
             };
-            match poll::transfer(&address, to, ctx.settings.transfer_timeout_ms).await {
+            match poll::transfer(access, &address, to, ctx.settings.transfer_timeout_ms).await {
                 Ok(transferred) => {
                     tracing::info!(group = %group.name, from = %from, to = %transferred.leader_id, term = transferred.term, "leadership transferred");
                     Ok(None)
@@ -689,6 +722,7 @@ async fn carry_out(
 async fn change_members(
     ctx: &Context,
     group: &Group<'_>,
+    access: &Access,
     pods: &[Option<Arc<Pod>>],
     scaling: &ScaleExecution,
     call: &membership::Change,
@@ -697,11 +731,21 @@ async fn change_members(
         return Err("no leader to ask".to_string());
     };
     let pod = pods.iter().flatten().find(|pod| pod.name_any() == *leader);
-    let Some(address) = member_address(pod.map(|p| p.as_ref()), ctx.settings.member_http_port)
-    else {
+    let Some(address) = member_address(
+        group,
+        pod.map(|p| p.as_ref()),
+        ctx.settings.member_http_port,
+    ) else {
         return Err(format!("the leader {leader} has no pod address"));
     };
-    scale::call(group, &address, call, ctx.settings.transfer_timeout_ms).await?;
+    scale::call(
+        group,
+        access,
+        &address,
+        call,
+        ctx.settings.transfer_timeout_ms,
+    )
+    .await?;
     tracing::info!(group = %group.name, ?call, "membership step committed");
     Ok(())
 }
@@ -755,14 +799,17 @@ async fn write_status(
     Ok(())
 }
 
-/// `podIP:port` once the pod has an address.
-fn member_address(pod: Option<&Pod>, port: u16) -> Option<String> {
-    let ip = pod?.status.as_ref()?.pod_ip.as_ref()?;
-    if ip.contains(':') {
-        Some(format!("[{ip}]:{port}"))
+/// The member's address once its pod has an IP.
+fn member_address(group: &Group<'_>, pod: Option<&Pod>, port: u16) -> Option<Address> {
+    let pod = pod?;
+    let ip = pod.status.as_ref()?.pod_ip.as_ref()?;
+    let at = if ip.contains(':') {
+        format!("[{ip}]:{port}")
     } else {
-        Some(format!("{ip}:{port}"))
-    }
+        format!("{ip}:{port}")
+    };
+    let host = format!("{}:{port}", specs::tls::member_host(group, &pod.name_any()));
+    Some(Address { at, host })
 }
 
 /// What the decisions need from a pod.
@@ -869,6 +916,7 @@ pub async fn run(
     let (pdb_store, pdb_writer) = reflector::store();
     let (pod_store, pod_writer) = reflector::store();
     let (configmap_store, configmap_writer) = reflector::store();
+    let (secret_store, secret_writer) = reflector::store();
 
     // Status writes must not trigger reconciles: only spec and annotation
     // changes do (the pause, approval and restart annotations), and the timer.
@@ -910,6 +958,12 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(Api::<Secret>::all(client.clone()), managed()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let stores = Stores {
         statefulsets: sts_store,
@@ -917,6 +971,7 @@ pub async fn run(
         pdbs: pdb_store,
         pods: pod_store,
         configmaps: configmap_store,
+        secrets: secret_store,
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
@@ -931,6 +986,7 @@ pub async fn run(
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
         .owns_stream(configmap_stream)
+        .owns_stream(secret_stream)
         .watches_stream(pod_stream, |pod: Pod| {
             let namespace = pod.namespace()?;
             let instance = pod.labels().get(INSTANCE_LABEL)?.clone();

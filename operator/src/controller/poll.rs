@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use dledger_replica::admin_client::AdminClient;
 use dledger_replica::api::{Status, Transferred};
+
+use super::tls::Access;
 
 /// What asking one member gave.
 // One per member per reconcile, most of them answers: boxing the status
@@ -19,30 +20,48 @@ pub enum Polled {
     Silent(String),
 }
 
-/// One member to ask: its name and HTTP address (`host:port`), if it has one.
+/// Where a member's HTTP server is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// `podIP:port`, where the operator connects.
+    pub at: String,
+    /// `<pod>.<name>-peers.<namespace>.svc:port`, the name its certificate
+    /// carries (the operator may run where cluster DNS does not).
+    pub host: String,
+}
+
+/// One member to ask: its name and HTTP address, if it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The member id (pod name).
     pub name: String,
     /// Where its HTTP server listens; `None` while the pod has no IP.
-    pub address: Option<String>,
+    pub address: Option<Address>,
 }
 
 /// Asks every target at once; each answer is in by `timeout_ms` or counted silent.
-pub async fn poll_members(targets: &[Target], timeout_ms: u64) -> Vec<(String, Polled)> {
+pub async fn poll_members(
+    targets: &[Target],
+    access: &Access,
+    timeout_ms: u64,
+) -> Vec<(String, Polled)> {
     let timeout = Duration::from_millis(timeout_ms);
     let asks = targets.iter().map(|target| async move {
         let polled = match &target.address {
             None => Polled::Silent("the pod has no IP address yet".to_string()),
-            Some(address) => ask(address.clone(), timeout).await,
+            Some(address) => ask(access, address, timeout).await,
         };
         (target.name.clone(), polled)
     });
     futures::future::join_all(asks).await
 }
 
-async fn ask(address: String, timeout: Duration) -> Polled {
-    let call = tokio::task::spawn_blocking(move || AdminClient::new(&address, timeout).status());
+async fn ask(access: &Access, address: &Address, timeout: Duration) -> Polled {
+    let client = match access.client(address, timeout) {
+        Ok(client) => client,
+        Err(reason) => return Polled::Silent(reason),
+    };
+    let call = tokio::task::spawn_blocking(move || client.status());
     // The client has its own deadline; this one also covers a blocked thread pool.
     match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
         Ok(Ok(Ok(status))) => Polled::Answered(status),
@@ -53,21 +72,19 @@ async fn ask(address: String, timeout: Duration) -> Polled {
 }
 
 /// `POST /admin/transfer-leadership?to=<to_member_id>` on the leader at
-/// `leader_http_base` (`host:port`). The replica answers once a new leader
-/// is elected (or with its reason), so `timeout_ms` must exceed the
-/// replica's own bound on a transfer (5 s). The error is a sentence for the
-/// `Progressing` condition.
+/// `leader`. The replica answers once a new leader is elected (or with its
+/// reason), so `timeout_ms` must exceed the replica's own bound on a
+/// transfer (5 s). The error is a sentence for the `Progressing` condition.
 pub async fn transfer(
-    leader_http_base: &str,
+    access: &Access,
+    leader: &Address,
     to_member_id: &str,
     timeout_ms: u64,
 ) -> Result<Transferred, String> {
     let timeout = Duration::from_millis(timeout_ms);
-    let address = leader_http_base.to_string();
+    let client = access.client(leader, timeout)?;
     let to = to_member_id.to_string();
-    let call = tokio::task::spawn_blocking(move || {
-        AdminClient::new(&address, timeout).transfer_leadership(Some(&to))
-    });
+    let call = tokio::task::spawn_blocking(move || client.transfer_leadership(Some(&to)));
     match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
         Ok(Ok(Ok(transferred))) => Ok(transferred),
         Ok(Ok(Err(err))) => Err(err.to_string()),
@@ -126,6 +143,14 @@ mod tests {
     }
 
     /// A fake member that accepts connections and never answers.
+    /// A plaintext member's address (the name matters only with TLS).
+    fn at(address: String) -> Address {
+        Address {
+            host: address.clone(),
+            at: address,
+        }
+    }
+
     fn hanging_member() -> (String, TcpListener) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         (listener.local_addr().unwrap().to_string(), listener)
@@ -142,15 +167,15 @@ mod tests {
             },
             Target {
                 name: "orders-1".into(),
-                address: Some(good),
+                address: Some(at(good)),
             },
             Target {
                 name: "orders-2".into(),
-                address: Some(hanging),
+                address: Some(at(hanging)),
             },
         ];
         let started = Instant::now();
-        let polled = poll_members(&targets, 300).await;
+        let polled = poll_members(&targets, &Access::default(), 300).await;
         let elapsed_ms = started.elapsed().as_millis();
         assert!(
             elapsed_ms < 2000,
@@ -176,8 +201,9 @@ mod tests {
         let polled = poll_members(
             &[Target {
                 name: "a".into(),
-                address: Some(address),
+                address: Some(at(address)),
             }],
+            &Access::default(),
             300,
         )
         .await;
@@ -190,8 +216,9 @@ mod tests {
         let polled = poll_members(
             &[Target {
                 name: "a".into(),
-                address: Some(address),
+                address: Some(at(address)),
             }],
+            &Access::default(),
             500,
         )
         .await;
@@ -230,7 +257,9 @@ mod tests {
     #[tokio::test]
     async fn transfer_posts_to_the_admin_route_with_the_member_id() {
         let (address, got) = one_answer("200 OK", r#"{"leaderId":"orders-1","term":8}"#);
-        let transferred = transfer(&address, "orders-1", 2000).await.unwrap();
+        let transferred = transfer(&Access::default(), &at(address), "orders-1", 2000)
+            .await
+            .unwrap();
         assert_eq!(transferred.leader_id, "orders-1");
         assert_eq!(transferred.term, 8);
         assert_eq!(
@@ -245,7 +274,9 @@ mod tests {
             "409 Conflict",
             r#"{"error":"not_leader","reason":"orders-0 is not the leader"}"#,
         );
-        let err = transfer(&address, "orders-1", 2000).await.unwrap_err();
+        let err = transfer(&Access::default(), &at(address), "orders-1", 2000)
+            .await
+            .unwrap_err();
         assert!(
             err.contains("409") && err.contains("not the leader"),
             "{err}"

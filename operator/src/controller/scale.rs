@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use dledger_replica::admin_client::{AdminClient, AdminError};
+use dledger_replica::admin_client::AdminError;
 use dledger_replica::api::{AddMember, Members, Role, Status};
 
 use super::decide::{Notice, Observed};
-use super::poll::Polled;
+use super::poll::{Address, Polled};
+use super::tls::Access;
 use super::upgrade::Verdict;
 use crate::membership::planner::{
     self, Change, ConfigMember, Configuration, LeaderView, PeerProgress, Plan, PodView, Removal,
@@ -210,17 +211,18 @@ pub fn notice(call: &Change) -> Notice {
     }
 }
 
-/// Makes `call` on the leader at `leader_http` (`host:port`). The replica
-/// answers once the change is committed; the error is a sentence for the
-/// `Progressing` condition.
+/// Makes `call` on the leader at `leader`. The replica answers once the
+/// change is committed; the error is a sentence for the `Progressing`
+/// condition.
 pub async fn call(
     group: &Group<'_>,
-    leader_http: &str,
+    access: &Access,
+    leader: &Address,
     call: &Change,
     timeout_ms: u64,
 ) -> Result<(), String> {
     let timeout = Duration::from_millis(timeout_ms);
-    let client = AdminClient::new(leader_http, timeout);
+    let client = access.client(leader, timeout)?;
     let domain = format!("{}.{}.svc", group.peers_service_name(), group.namespace);
     let call = call.clone();
     let what = format!("{call:?}");

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -17,6 +17,20 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::specs::fixtures;
+
+/// The fixture group without TLS: the fake members below answer plain
+/// HTTP. The certificates have their own scenario.
+fn plaintext() -> DLedgerGroup {
+    let mut group = fixtures::minimal();
+    group.spec.tls.enabled = false;
+    group
+}
+
+fn plaintext_group(spec: Value) -> DLedgerGroup {
+    let mut group = fixtures::group(spec);
+    group.spec.tls.enabled = false;
+    group
+}
 
 /// One request the operator made.
 #[derive(Clone, Debug)]
@@ -109,6 +123,7 @@ struct Writers {
     _services: Writer<Service>,
     _pdbs: Writer<PodDisruptionBudget>,
     _configmaps: Writer<ConfigMap>,
+    secrets: Writer<Secret>,
 }
 
 /// A context whose watches have listed once (empty unless a test adds objects).
@@ -118,7 +133,9 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
     let (pdbs, mut pdb_writer) = reflector::store();
     let (pods, mut pod_writer) = reflector::store();
     let (configmaps, mut configmap_writer) = reflector::store();
+    let (secrets, mut secret_writer) = reflector::store();
     configmap_writer.apply_watcher_event(&watcher::Event::InitDone);
+    secret_writer.apply_watcher_event(&watcher::Event::InitDone);
     sts_writer.apply_watcher_event(&watcher::Event::InitDone);
     svc_writer.apply_watcher_event(&watcher::Event::InitDone);
     pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -129,6 +146,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
         pdbs,
         pods,
         configmaps,
+        secrets,
     };
     let ctx = Context::new(client, None, Metrics::new().unwrap(), settings, stores);
     (
@@ -139,6 +157,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
             _services: svc_writer,
             _pdbs: pdb_writer,
             _configmaps: configmap_writer,
+            secrets: secret_writer,
         },
     )
 }
@@ -151,6 +170,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
     let (pdbs, _pdb) = reflector::store::<PodDisruptionBudget>();
     let (pods, _pods) = reflector::store::<Pod>();
     let (configmaps, _configmaps) = reflector::store::<ConfigMap>();
+    let (secrets, _secrets) = reflector::store::<Secret>();
     let settings = Settings {
         api_timeout_ms: 100,
         ..Settings::default()
@@ -161,6 +181,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
         pdbs,
         pods,
         configmaps,
+        secrets,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -169,7 +190,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
         settings,
         stores,
     ));
-    let action = reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    let action = reconcile(Arc::new(plaintext()), ctx).await.unwrap();
     assert_eq!(
         action,
         Action::requeue(Duration::from_millis(
@@ -189,9 +210,7 @@ fn kinds(seen: &[Seen]) -> Vec<String> {
 async fn a_new_group_gets_its_children_then_its_status() {
     let (client, api) = FakeApi::start(Box::new(echo));
     let (ctx, _writers) = context(client, Settings::default());
-    let action = reconcile(Arc::new(fixtures::minimal()), ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile(Arc::new(plaintext()), ctx.clone()).await.unwrap();
     assert_eq!(
         action,
         Action::requeue(Duration::from_millis(
@@ -240,7 +259,7 @@ async fn a_new_group_gets_its_children_then_its_status() {
 async fn a_second_reconcile_applies_nothing_unchanged() {
     let (client, api) = FakeApi::start(Box::new(echo));
     let (ctx, mut writers) = context(client, Settings::default());
-    let group = Arc::new(fixtures::minimal());
+    let group = Arc::new(plaintext());
     reconcile(group.clone(), ctx.clone()).await.unwrap();
     // The watch delivers what the apply returned.
     let applied: StatefulSet = serde_json::from_value(api.seen()[1].body.clone()).unwrap();
@@ -274,7 +293,7 @@ async fn a_conflict_fails_the_reconcile_and_stops_there() {
         }
     }));
     let (ctx, _writers) = context(client, Settings::default());
-    let group = Arc::new(fixtures::minimal());
+    let group = Arc::new(plaintext());
     let err = reconcile(group.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(err.metric_label(), "conflict");
     assert!(
@@ -304,9 +323,7 @@ async fn a_server_error_on_the_status_write_is_reported() {
         }
     }));
     let (ctx, _writers) = context(client, Settings::default());
-    let err = reconcile(Arc::new(fixtures::minimal()), ctx)
-        .await
-        .unwrap_err();
+    let err = reconcile(Arc::new(plaintext()), ctx).await.unwrap_err();
     assert_eq!(err.metric_label(), "server_error");
     assert!(err.to_string().contains("write status of orders"), "{err}");
     assert_eq!(api.seen().len(), 7);
@@ -327,9 +344,7 @@ async fn an_api_server_that_does_not_answer_times_out() {
     };
     let (ctx, _writers) = context(client, settings);
     let started = Instant::now();
-    let err = reconcile(Arc::new(fixtures::minimal()), ctx)
-        .await
-        .unwrap_err();
+    let err = reconcile(Arc::new(plaintext()), ctx).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(err.metric_label(), "timeout");
     assert!(
@@ -412,9 +427,7 @@ async fn a_member_that_hangs_is_reported_silent_and_the_others_labelled() {
             .apply_watcher_event(&watcher::Event::Apply(member_pod(name, ip, role)));
     }
     let started = Instant::now();
-    reconcile(Arc::new(fixtures::minimal()), ctx.clone())
-        .await
-        .unwrap();
+    reconcile(Arc::new(plaintext()), ctx.clone()).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the hanging member held the reconcile"
@@ -484,7 +497,7 @@ async fn a_child_edited_or_deleted_by_hand_is_put_back_and_counted() {
         Some(answer)
     }));
     let (ctx, mut writers) = context(client, Settings::default());
-    let group = fixtures::minimal();
+    let group = plaintext();
     let identity = Group::of(&group).unwrap();
     apply::ensure_children(
         &ctx,
@@ -543,7 +556,7 @@ async fn a_deleted_child_comes_back_as_a_repair_but_a_lagging_watch_is_not_one()
         Some(answer)
     }));
     let (ctx, _writers) = context(client, Settings::default());
-    let group = fixtures::minimal();
+    let group = plaintext();
     let identity = Group::of(&group).unwrap();
     apply::ensure_children(
         &ctx,
@@ -580,7 +593,7 @@ async fn a_deleted_child_comes_back_as_a_repair_but_a_lagging_watch_is_not_one()
 async fn a_group_without_uid_is_an_error_before_any_request() {
     let (client, api) = FakeApi::start(Box::new(echo));
     let (ctx, _writers) = context(client, Settings::default());
-    let mut group = fixtures::minimal();
+    let mut group = plaintext();
     group.metadata.uid = None;
     let err = reconcile(Arc::new(group), ctx).await.unwrap_err();
     assert_eq!(err.metric_label(), "incomplete_resource");
@@ -640,9 +653,7 @@ fn upgrading(request: &Seen) -> Option<(u16, Value)> {
 #[tokio::test]
 async fn an_upgrade_records_its_step_then_deletes_exactly_one_outdated_follower() {
     let (ctx, api, _writers) = outdated_group(Box::new(upgrading)).await;
-    let action = reconcile(Arc::new(fixtures::minimal()), ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile(Arc::new(plaintext()), ctx.clone()).await.unwrap();
     // The sooner of the settled poll and the in-progress bound.
     let settings = Settings::default();
     let expected_ms = settings
@@ -691,7 +702,7 @@ async fn a_pod_already_replaced_is_not_an_error() {
         }
     }))
     .await;
-    reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    reconcile(Arc::new(plaintext()), ctx).await.unwrap();
     let deletes = api
         .seen()
         .iter()
@@ -703,7 +714,7 @@ async fn a_pod_already_replaced_is_not_an_error() {
 #[tokio::test]
 async fn the_pause_annotation_holds_the_upgrade_without_a_delete() {
     let (ctx, api, _writers) = outdated_group(Box::new(upgrading)).await;
-    let mut group = fixtures::minimal();
+    let mut group = plaintext();
     group.metadata.annotations = Some(
         [(upgrade::PAUSE_ANNOTATION.to_string(), "true".to_string())]
             .into_iter()
@@ -742,7 +753,7 @@ async fn an_update_revision_the_statefulset_controller_has_not_caught_up_with_de
         Some(answer)
     }))
     .await;
-    reconcile(Arc::new(fixtures::minimal()), ctx).await.unwrap();
+    reconcile(Arc::new(plaintext()), ctx).await.unwrap();
     let seen = api.seen();
     assert!(
         !seen.iter().any(|s| s.method == Method::DELETE),
@@ -914,7 +925,7 @@ async fn growing_group(with_new_pod: bool) -> (Arc<Context>, FakeApi, Requests) 
         ..Settings::default()
     };
     let (ctx, mut writers) = context(client, settings);
-    let mut sts = specs::statefulset(&Group::of(&fixtures::minimal()).unwrap(), 3);
+    let mut sts = specs::statefulset(&Group::of(&plaintext()).unwrap(), 3);
     sts.metadata.uid = Some("uid-orders".into());
     writers
         .statefulsets
@@ -932,7 +943,7 @@ async fn growing_group(with_new_pod: bool) -> (Arc<Context>, FakeApi, Requests) 
 }
 
 fn five_replicas() -> DLedgerGroup {
-    fixtures::group(
+    plaintext_group(
         json!({"replicas": 5, "image": "localhost/dledger-replica:dev", "storage": {"size": "1Gi"}}),
     )
 }
@@ -1003,4 +1014,191 @@ async fn a_new_pod_is_added_on_the_leader_as_a_learner_of_its_incarnation() {
     assert_eq!(body["address"], "orders-3.orders-peers.shop.svc:20911");
     assert_eq!(body["httpAddress"], "orders-3.orders-peers.shop.svc:8080");
     assert_eq!(body["incarnation"], 0x77);
+}
+
+/// A fake API server that keeps the Secrets it is sent (create and apply)
+/// and answers reads of them, 404 for one it does not have; everything
+/// else is echoed.
+fn keeping_secrets() -> (Responder, Arc<Mutex<BTreeMap<String, Value>>>) {
+    let kept: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let store = kept.clone();
+    let respond: Responder = Box::new(move |request: &Seen| {
+        if !request.path.starts_with("/api/v1/namespaces/shop/secrets") {
+            return echo(request);
+        }
+        let mut kept = store.lock().unwrap();
+        let name = if request.method == Method::POST {
+            request.body["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        } else {
+            request.path.rsplit('/').next().unwrap().to_string()
+        };
+        if request.method == Method::GET {
+            return Some(match kept.get(&name) {
+                Some(secret) => (200, secret.clone()),
+                None => (404, refusal(404, "NotFound")),
+            });
+        }
+        if request.method == Method::POST && kept.contains_key(&name) {
+            return Some((409, refusal(409, "AlreadyExists")));
+        }
+        let mut secret = request.body.clone();
+        secret["apiVersion"] = "v1".into();
+        secret["kind"] = "Secret".into();
+        secret["metadata"]["namespace"] = "shop".into();
+        secret["metadata"]["uid"] = format!("uid-{name}").into();
+        secret["metadata"]["resourceVersion"] = "1".into();
+        kept.insert(name, secret.clone());
+        Some((200, secret))
+    });
+    (respond, kept)
+}
+
+fn text_of(secret: &Secret, key: &str) -> String {
+    crate::specs::tls::secret_text(secret, key).unwrap_or_else(|| panic!("no {key}"))
+}
+
+#[tokio::test]
+async fn a_tls_group_gets_a_ca_once_and_certificates_renewed_only_when_due() {
+    use dledger_replica::certs::{read_certificate, Ca};
+    let (respond, kept) = keeping_secrets();
+    let (client, api) = FakeApi::start(respond);
+    let (ctx, mut writers) = context(client, Settings::default());
+    let group = Arc::new(fixtures::minimal());
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    let seen = kinds(&api.seen());
+    assert_eq!(
+        seen[..6],
+        [
+            "GET /api/v1/namespaces/shop/secrets/orders-ca",
+            "POST /api/v1/namespaces/shop/secrets",
+            "GET /api/v1/namespaces/shop/secrets/orders-tls",
+            "PATCH /api/v1/namespaces/shop/secrets/orders-tls",
+            "GET /api/v1/namespaces/shop/secrets/orders-client-tls",
+            "PATCH /api/v1/namespaces/shop/secrets/orders-client-tls",
+        ],
+        "the certificates come before any child that mounts them: {seen:?}"
+    );
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(kept.lock().unwrap()[name].clone()).unwrap()
+    };
+    let ca = secret("orders-ca");
+    let ca_pem = text_of(&ca, "ca.crt");
+    let members = secret("orders-tls");
+    assert_eq!(text_of(&members, "ca.crt"), ca_pem);
+    for ordinal in 0..7 {
+        let pod = format!("orders-{ordinal}");
+        let facts = read_certificate(&text_of(&members, &format!("{pod}.crt"))).unwrap();
+        assert_eq!(facts.names[0], pod);
+        assert!(facts
+            .names
+            .contains(&format!("{pod}.orders-peers.shop.svc")));
+        assert!(!text_of(&members, &format!("{pod}.key")).is_empty());
+    }
+    let client = secret("orders-client-tls");
+    assert_eq!(client.type_.as_deref(), Some("kubernetes.io/tls"));
+    let facts = read_certificate(&text_of(&client, "tls.crt")).unwrap();
+    assert_eq!(facts.names, ["orders-client"]);
+    assert_eq!(
+        ctx.own_certificate("shop/orders").map(|own| own.ca_pem),
+        Some(ca_pem.clone()),
+        "the operator's own certificate is issued by the group's CA"
+    );
+
+    // Watched now: nothing to issue, not even a read.
+    for name in ["orders-ca", "orders-tls", "orders-client-tls"] {
+        writers
+            .secrets
+            .apply_watcher_event(&watcher::Event::Apply(secret(name)));
+    }
+    let before = api.seen().len();
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    let again = kinds(&api.seen()[before..]);
+    assert!(
+        again.iter().all(|request| !request.contains("/secrets")),
+        "{again:?}"
+    );
+
+    // One member's certificate within the renewal window: it alone is
+    // issued again, by the same CA.
+    let authority = Ca::from_pem(&ca_pem, &text_of(&ca, "ca.key")).unwrap();
+    let group_ref = Group::of(&group).unwrap();
+    let names = crate::specs::tls::member_certificate_names(&group_ref, "orders-2");
+    let short = authority.issue(&names, 10).unwrap();
+    let mut expiring = members.clone();
+    let data = expiring.data.as_mut().unwrap();
+    data.insert(
+        "orders-2.crt".into(),
+        k8s_openapi::ByteString(short.cert_pem.clone().into_bytes()),
+    );
+    data.insert(
+        "orders-2.key".into(),
+        k8s_openapi::ByteString(short.key_pem.clone().into_bytes()),
+    );
+    kept.lock().unwrap().insert(
+        "orders-tls".into(),
+        serde_json::to_value(&expiring).unwrap(),
+    );
+    writers
+        .secrets
+        .apply_watcher_event(&watcher::Event::Apply(expiring));
+    let before = api.seen().len();
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    let renewed_requests: Vec<String> = kinds(&api.seen()[before..])
+        .into_iter()
+        .filter(|request| request.contains("/secrets"))
+        .collect();
+    assert_eq!(
+        renewed_requests,
+        [
+            "GET /api/v1/namespaces/shop/secrets/orders-tls",
+            "PATCH /api/v1/namespaces/shop/secrets/orders-tls",
+        ]
+    );
+    let renewed = secret("orders-tls");
+    let new_cert = text_of(&renewed, "orders-2.crt");
+    assert_ne!(new_cert, short.cert_pem);
+    let days_left = (read_certificate(&new_cert)
+        .unwrap()
+        .not_after
+        .unix_timestamp()
+        - Timestamp::now().as_second())
+        / 86_400;
+    assert!(days_left >= 89, "{days_left} days");
+    assert_eq!(
+        text_of(&renewed, "orders-1.crt"),
+        text_of(&members, "orders-1.crt"),
+        "a certificate not due is kept"
+    );
+    assert_eq!(text_of(&renewed, "ca.crt"), ca_pem);
+}
+
+#[tokio::test]
+async fn an_unreadable_ca_secret_is_an_error_and_is_not_replaced() {
+    let (respond, kept) = keeping_secrets();
+    kept.lock().unwrap().insert(
+        "orders-ca".into(),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "orders-ca", "namespace": "shop"},
+               "data": {"ca.crt": "bm90IGEgY2VydA=="}}),
+    );
+    let (client, api) = FakeApi::start(respond);
+    let (ctx, _writers) = context(client, Settings::default());
+    let err = reconcile(Arc::new(fixtures::minimal()), ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("orders-ca lacks ca.crt or ca.key"),
+        "{err}"
+    );
+    assert_eq!(err.metric_label(), "tls");
+    assert!(
+        api.seen()
+            .iter()
+            .all(|request| request.method == Method::GET),
+        "{:?}",
+        kinds(&api.seen())
+    );
 }

@@ -7,6 +7,7 @@ mod labels;
 mod pdb;
 mod services;
 mod statefulset;
+pub mod tls;
 
 pub use join::{
     join_config_map, join_config_map_name, peer_list, InitialState, Join, INITIAL_STATE_VAR,

@@ -11,15 +11,15 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::join::join_config_map_name;
-use super::{common_labels, selector_labels, Group, RESTARTED_AT_ANNOTATION};
+use super::{common_labels, selector_labels, tls, Group, RESTARTED_AT_ANNOTATION};
 
 /// The binary protocol port (peers and clients).
 pub const PEER_PORT: i32 = 20911;
@@ -127,14 +127,32 @@ fn pod_template(group: &Group<'_>) -> PodTemplateSpec {
             // Members talk to each other by name, not through the API.
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            volumes: Some(vec![Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes(group)),
             ..PodSpec::default()
         }),
     }
+}
+
+fn volumes(group: &Group<'_>) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if group.spec.tls.enabled {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls::members_secret_name(group)),
+                // Owner and the pod's fsGroup: the replica runs as neither root nor the owner.
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
 }
 
 /// Members preferably on different hosts, so one node failure costs one member.
@@ -191,10 +209,10 @@ fn replica_container(group: &Group<'_>) -> Container {
         ]),
         // Readiness tolerates an election (a few seconds without a leader)
         // before the member leaves the client Service.
-        readiness_probe: Some(http_probe("/readyz", 1, 3)),
-        liveness_probe: Some(http_probe("/healthz", 5, 3)),
+        readiness_probe: Some(http_probe(group, "/readyz", 1, 3)),
+        liveness_probe: Some(http_probe(group, "/healthz", 5, 3)),
         // Opening a long log can take a while; liveness waits for it.
-        startup_probe: Some(http_probe("/healthz", 1, 120)),
+        startup_probe: Some(http_probe(group, "/healthz", 1, 120)),
         resources: spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -206,27 +224,50 @@ fn replica_container(group: &Group<'_>) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts(group)),
         ..Container::default()
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+fn volume_mounts(group: &Group<'_>) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if group.spec.tls.enabled {
+        // Not a subPath: the kubelet updates a whole-Secret mount in
+        // place, and the replica reloads what changed.
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: tls::TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+/// The kubelet does not verify the certificate of an HTTPS probe; the
+/// probe paths are open (`--metrics-open` and the health endpoints).
+fn http_probe(group: &Group<'_>, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    let scheme = if group.spec.tls.enabled {
+        "HTTPS"
+    } else {
+        "HTTP"
+    };
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
+            scheme: Some(scheme.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -284,6 +325,20 @@ fn environment(group: &Group<'_>) -> Vec<EnvVar> {
     ];
     if let Some(preferred) = &group.spec.preferred_leader {
         env.push(value("DLEDGER_PREFERRED_LEADER", preferred));
+    }
+    if group.spec.tls.enabled {
+        // $(DLEDGER_ID) is expanded by the kubelet: each member reads its
+        // own pair from the one Secret.
+        let dir = tls::TLS_DIR;
+        env.push(value(
+            "DLEDGER_TLS_CERT",
+            format!("{dir}/$(DLEDGER_ID).crt"),
+        ));
+        env.push(value("DLEDGER_TLS_KEY", format!("{dir}/$(DLEDGER_ID).key")));
+        env.push(value(
+            "DLEDGER_TLS_CA",
+            format!("{dir}/{}", tls::CA_CERT_KEY),
+        ));
     }
     env
 }
@@ -480,6 +535,84 @@ mod tests {
             preferred[0].pod_affinity_term.topology_key,
             "kubernetes.io/hostname"
         );
+    }
+
+    #[test]
+    fn tls_mounts_the_members_secret_names_each_members_pair_and_probes_https() {
+        let group = fixtures::minimal();
+        let sts = statefulset(&Group::of(&group).unwrap(), 3);
+        let env = env_of(&sts);
+        let text = |name: &str| env[name].value.clone().unwrap();
+        // The kubelet expands $(DLEDGER_ID) only when it is defined earlier.
+        let order: Vec<&str> = sts.spec.template.spec.as_ref().unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|var| var.name.as_str())
+            .collect();
+        let position = |name: &str| order.iter().position(|n| *n == name).unwrap();
+        assert!(position("DLEDGER_ID") < position("DLEDGER_TLS_CERT"));
+        assert_eq!(
+            text("DLEDGER_TLS_CERT"),
+            "/etc/dledger/tls/$(DLEDGER_ID).crt"
+        );
+        assert_eq!(
+            text("DLEDGER_TLS_KEY"),
+            "/etc/dledger/tls/$(DLEDGER_ID).key"
+        );
+        assert_eq!(text("DLEDGER_TLS_CA"), "/etc/dledger/tls/ca.crt");
+        let pod = sts.spec.template.spec.as_ref().unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("orders-tls")
+        );
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/dledger/tls");
+        assert!(mount.sub_path.is_none(), "a subPath mount is never updated");
+        for probe in [
+            &container.readiness_probe,
+            &container.liveness_probe,
+            &container.startup_probe,
+        ] {
+            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        }
+
+        let plaintext = fixtures::group(serde_json::json!({
+            "replicas": 3, "image": "i", "storage": {"size": "1Gi"}, "tls": {"enabled": false}
+        }));
+        let sts = statefulset(&Group::of(&plaintext).unwrap(), 3);
+        assert!(!env_of(&sts).contains_key("DLEDGER_TLS_CERT"));
+        let pod = sts.spec.template.spec.as_ref().unwrap();
+        assert!(pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "tls"));
+        let get = pod.containers[0]
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTP"));
     }
 
     #[test]
