@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -23,7 +22,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::stream::Stream;
 
@@ -136,44 +134,6 @@ impl Tls {
                 Err(error)
             }
         }
-    }
-
-    /// Polls the files every `period_ms` until `cancel`, logging what
-    /// changed and what could not be used.
-    pub fn spawn_reloader(
-        &self,
-        period_ms: u64,
-        cancel: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let tls = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_millis(period_ms.max(1)));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                // Reading files blocks; they are small.
-                let reloaded = {
-                    let tls = tls.clone();
-                    tokio::task::spawn_blocking(move || tls.reload()).await
-                };
-                match reloaded {
-                    Ok(Ok(true)) => tracing::info!(
-                        cert = %tls.files.cert.display(),
-                        "TLS certificate, key or CA changed; new connections use them"
-                    ),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(error)) => tracing::warn!(
-                        %error,
-                        "TLS files changed but cannot be used; the previous ones stay"
-                    ),
-                    Err(error) => tracing::warn!(%error, "TLS reload task failed"),
-                }
-            }
-        })
     }
 
     /// Reload counters so far.

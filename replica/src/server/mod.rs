@@ -307,30 +307,52 @@ impl Transport {
     /// and the previous one stays.
     fn spawn_reloader(&self, period_ms: u64) -> CancellationToken {
         let cancel = CancellationToken::new();
-        if let Some(tls) = &self.tls {
-            tls.spawn_reloader(period_ms, cancel.clone());
-        }
-        let auth = self.auth.clone();
+        let transport = self.clone();
         let stop = cancel.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(period_ms.max(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                match auth.reload_tokens() {
-                    Ok(true) => tracing::info!("the token file changed; its tokens are in use"),
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(
-                        %error,
-                        "the token file cannot be used; the tokens read before stay"
-                    ),
+                // Reading files blocks; off the runtime's threads, which
+                // carry the heartbeats.
+                let reloading = transport.clone();
+                if let Err(error) = tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    tracing::warn!(%error, "the TLS and token file reload task failed");
                 }
             }
         });
         cancel
+    }
+
+    /// Reads the TLS files and the token file again (blocking) and logs
+    /// what changed and what cannot be used.
+    fn reload(&self) {
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(true) => tracing::info!(
+                    cert = %tls.files().cert.display(),
+                    "TLS certificate, key or CA changed; new connections use them"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    %error,
+                    "TLS files changed but cannot be used; the previous ones stay"
+                ),
+            }
+        }
+        match self.auth.reload_tokens() {
+            Ok(true) => tracing::info!("the token file changed; its tokens are in use"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
+                %error,
+                "the token file cannot be used; the tokens read before stay"
+            ),
+        }
     }
 }
 
@@ -682,5 +704,82 @@ async fn dispatch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Right;
+    use crate::certs::Ca;
+    use crate::net::tls::TlsFiles;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Polls `done` every few milliseconds until it holds, or fails after
+    /// [`WAIT`] naming `what`.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_loop_reloads_the_tls_files_and_the_token_file_until_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::new("orders", 30).unwrap();
+        let names = ["orders-0".to_string()];
+        let (cert, key) = ca
+            .issue(&names, 30)
+            .unwrap()
+            .write(dir.path(), "tls")
+            .unwrap();
+        let files = TlsFiles {
+            cert,
+            key,
+            ca: dir.path().join("ca.crt"),
+        };
+        std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+        let token_file = dir.path().join("tokens");
+        std::fs::write(&token_file, "write aaaaaaaaaaaaaaaa\n").unwrap();
+        let transport = Transport::new(&Security {
+            tls: Some(files.clone()),
+            tls_reload_ms: 10,
+            token_file: Some(token_file.clone()),
+            admin_names: Vec::new(),
+            metrics_open: true,
+        })
+        .unwrap();
+        let tls = transport.tls.clone().unwrap();
+        let auth = transport.auth.clone();
+        let reloader = transport.spawn_reloader(10);
+
+        // A key that is not the certificate's is kept out, and the token
+        // file beside it is still read.
+        let other = ca.issue(&names, 30).unwrap();
+        std::fs::write(&files.key, &other.key_pem).unwrap();
+        std::fs::write(&token_file, "write bbbbbbbbbbbbbbbb\n").unwrap();
+        wait_until("the new token and the refused key", || {
+            auth.right_of_token(b"bbbbbbbbbbbbbbbb") == Some(Right::Write)
+                && tls.stats().reload_failures > 0
+        })
+        .await;
+        assert_eq!(auth.right_of_token(b"aaaaaaaaaaaaaaaa"), None);
+        assert_eq!(tls.stats().reloads, 0);
+
+        // Its certificate completes the set, which is taken.
+        std::fs::write(&files.cert, &other.cert_pem).unwrap();
+        wait_until("the new certificate", || tls.stats().reloads == 1).await;
+
+        // Cancelled, it reads nothing more (a reload under way has long
+        // finished when the file changes).
+        reloader.cancel();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&token_file, "write cccccccccccccccc\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(auth.right_of_token(b"cccccccccccccccc"), None);
+        assert_eq!(auth.right_of_token(b"bbbbbbbbbbbbbbbb"), Some(Right::Write));
     }
 }
