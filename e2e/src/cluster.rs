@@ -782,6 +782,7 @@ mod tests {
             last_term: 0,
             commit_index: 0,
             incarnation: 0,
+            certificate_not_after_s: None,
         })
     }
 

@@ -53,6 +53,9 @@ pub struct Status {
     /// 0 for a bootstrap member; drawn by a member that joined empty.
     #[serde(default)]
     pub incarnation: u64,
+    /// When its TLS certificate expires, Unix seconds; absent without TLS.
+    #[serde(default)]
+    pub certificate_not_after_s: Option<i64>,
 }
 
 /// `GET /admin/members`: the configuration in force.

@@ -199,19 +199,27 @@ impl Kubectl {
     }
 
     /// A replica pod's `/status`, read from inside the pod by the image's own
-    /// `dledger-replica status --json` (no port needs to be reachable from here).
+    /// `dledger-replica status --json` (no port needs to be reachable from
+    /// here), with `credentials` (client flags; empty for plain HTTP).
     ///
     /// # Errors
     /// When the pod cannot be exec'ed into or does not answer with a status.
-    pub fn replica_status(&self, namespace: &str, pod: &str, container: &str) -> Result<Status> {
+    pub fn replica_status(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        credentials: &[String],
+    ) -> Result<Status> {
         let http = format!("127.0.0.1:{REPLICA_HTTP_PORT}");
-        let command = [
+        let mut command = vec![
             "/usr/local/bin/dledger-replica",
             "status",
             "--json",
             "--http",
             &http,
         ];
+        command.extend(credentials.iter().map(String::as_str));
         let out = self.exec(namespace, pod, container, &command)?;
         let line = out
             .lines()

@@ -477,6 +477,10 @@ pub struct MemberStatus {
     /// The replica's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// When the TLS certificate it serves expires (RFC 3339); it moves on
+    /// once the member has taken up a renewed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<String>,
     /// Whether its pod is Ready.
     pub ready: bool,
     /// Whether its pod runs the StatefulSet's update revision.

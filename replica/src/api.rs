@@ -76,6 +76,11 @@ pub struct Status {
     /// The group's id (`--group-id`); empty when it has none.
     #[serde(default)]
     pub group_id: String,
+    /// When the TLS certificate this member serves expires, Unix seconds;
+    /// absent without TLS. It changes when a renewed certificate is
+    /// taken up (files are reloaded without a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after_s: Option<i64>,
 }
 
 /// The configuration in force: `GET /admin/members`, and `configuration`
@@ -319,6 +324,7 @@ mod tests {
             })),
             incarnation: 0,
             group_id: "uid-1".into(),
+            certificate_not_after_s: None,
         };
         let json: serde_json::Value = serde_json::to_value(&status).unwrap();
         let expected = serde_json::json!({
@@ -355,6 +361,7 @@ mod tests {
             configuration: None,
             incarnation: 0,
             group_id: String::new(),
+            certificate_not_after_s: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert!(json["leaderId"].is_null());

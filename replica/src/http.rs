@@ -998,6 +998,7 @@ pub(crate) mod tests {
                 configuration: None,
                 incarnation: 0,
                 group_id: String::new(),
+                certificate_not_after_s: None,
             }
         }
         fn members(&self) -> Members {

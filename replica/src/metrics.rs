@@ -381,6 +381,7 @@ mod tests {
             configuration: None,
             incarnation: 0,
             group_id: String::new(),
+            certificate_not_after_s: None,
         }
     }
 

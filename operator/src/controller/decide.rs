@@ -224,6 +224,10 @@ fn member_statuses(
                     commit_index: status.commit_index,
                     lag: commit_index.saturating_sub(status.last_index),
                     version: Some(status.version.clone()),
+                    certificate_not_after: status
+                        .certificate_not_after_s
+                        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+                        .map(|at| at.to_string()),
                     ..base
                 },
                 Polled::Silent(reason) => MemberStatus {
@@ -554,6 +558,7 @@ mod tests {
             configuration: None,
             incarnation: 0,
             group_id: String::new(),
+            certificate_not_after_s: None,
         }
     }
 
@@ -634,6 +639,21 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["LeaderElected"]
         );
+    }
+
+    #[test]
+    fn the_certificate_a_member_serves_is_reported_with_its_end() {
+        let previous = DLedgerGroupStatus::default();
+        let mut observed = healthy();
+        if let Polled::Answered(status) = &mut observed[1].polled {
+            status.certificate_not_after_s = Some(1_798_761_600);
+        }
+        let status = decide(&facts(&previous), &observed).status;
+        assert_eq!(
+            status.members[1].certificate_not_after.as_deref(),
+            Some("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(status.members[0].certificate_not_after, None);
     }
 
     #[test]

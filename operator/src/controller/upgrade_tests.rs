@@ -28,6 +28,7 @@ fn status(id: &str, role: ApiRole, last_index: u64) -> Status {
         configuration: None,
         incarnation: 0,
         group_id: String::new(),
+        certificate_not_after_s: None,
     }
 }
 

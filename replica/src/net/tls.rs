@@ -94,6 +94,9 @@ struct Loaded {
     contents: [Vec<u8>; 3],
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// When this member's certificate expires, Unix seconds (`None` when
+    /// its validity cannot be read, which rustls does not need).
+    not_after_s: Option<i64>,
 }
 
 impl Tls {
@@ -134,6 +137,13 @@ impl Tls {
                 Err(error)
             }
         }
+    }
+
+    /// When the certificate in use expires, Unix seconds: what `/status`
+    /// reports, so whoever rotates certificates sees each member take up
+    /// its new one.
+    pub fn certificate_not_after_s(&self) -> Option<i64> {
+        self.loaded().not_after_s
     }
 
     /// Reload counters so far.
@@ -280,10 +290,15 @@ impl Loaded {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(config_error)?;
+        let not_after_s = std::str::from_utf8(&contents[0])
+            .ok()
+            .and_then(|pem| crate::certs::read_certificate(pem).ok())
+            .map(|facts| facts.not_after.unix_timestamp());
         Ok(Loaded {
             contents,
             server: Arc::new(server),
             client: Arc::new(client),
+            not_after_s,
         })
     }
 }
@@ -338,6 +353,25 @@ mod tests {
         write(dir.path(), &ca, &["orders-0"]);
         assert!(tls.reload().unwrap());
         assert_eq!(tls.stats().reloads, 1);
+    }
+
+    #[test]
+    fn the_certificate_in_use_is_reported_by_its_end_and_follows_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::new("orders", 30).unwrap();
+        let files = write(dir.path(), &ca, &["orders-0"]);
+        let tls = Tls::load(files.clone()).unwrap();
+        let first = tls.certificate_not_after_s().unwrap();
+        let in_a_day = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+        assert!((first - in_a_day).abs() < 60, "{first} vs {in_a_day}");
+        let longer = ca.issue(&["orders-0".into()], 20).unwrap();
+        std::fs::write(&files.cert, &longer.cert_pem).unwrap();
+        std::fs::write(&files.key, &longer.key_pem).unwrap();
+        assert!(tls.reload().unwrap());
+        assert_eq!(
+            tls.certificate_not_after_s(),
+            Some(longer.not_after.unix_timestamp())
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::engine::{
 };
 use crate::entry::{Entry, NodeId};
 use crate::metrics::Metrics;
-use crate::net::tls::TlsFiles;
+use crate::net::tls::{Tls, TlsFiles};
 use crate::store::{Log, StoreError};
 
 use super::input_queue::{InputSender, Refused};
@@ -62,8 +62,9 @@ pub struct ReplicaHandle {
     metrics: Arc<Metrics>,
     max_entry_bytes: usize,
     ready_max_lag: u64,
-    /// This member's TLS files, to ask another member for its status.
-    tls: Option<TlsFiles>,
+    /// This member's TLS, to ask another member for its status and to
+    /// report its certificate.
+    tls: Option<Tls>,
 }
 
 /// What a [`ReplicaHandle`] is made of.
@@ -92,8 +93,8 @@ pub struct HandleParts {
     pub max_entry_bytes: usize,
     /// Readiness: how far behind the commit index a member may be.
     pub ready_max_lag: u64,
-    /// This member's TLS files (HTTPS to other members); `None`: plaintext.
-    pub tls: Option<TlsFiles>,
+    /// This member's TLS (HTTPS to other members); `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl ReplicaHandle {
@@ -373,6 +374,7 @@ impl Engine for ReplicaHandle {
             configuration: Some(Box::new(snapshot.configuration.clone())),
             incarnation: self.incarnation,
             group_id: self.group_id.clone(),
+            certificate_not_after_s: self.tls.as_ref().and_then(Tls::certificate_not_after_s),
         }
     }
 
@@ -595,9 +597,9 @@ impl ReplicaHandle {
     /// Sends a membership change to the raft loop and waits for its end.
     async fn change_members_inner(&self, change: MemberChange) -> Result<Members, MembershipError> {
         let change = match change {
-            MemberChange::Add(add) if add.incarnation.is_none() => {
-                MemberChange::Add(with_incarnation(add, self.tls.clone()).await?)
-            }
+            MemberChange::Add(add) if add.incarnation.is_none() => MemberChange::Add(
+                with_incarnation(add, self.tls.as_ref().map(|tls| tls.files().clone())).await?,
+            ),
             other => other,
         };
         {

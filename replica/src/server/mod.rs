@@ -524,7 +524,7 @@ async fn start(config: &ServerConfig, transport: &Transport) -> Result<Running, 
         metrics: metrics.clone(),
         max_entry_bytes: config.max_entry_bytes,
         ready_max_lag: config.ready_max_lag,
-        tls: config.security.tls.clone(),
+        tls: transport.tls.clone(),
     }));
 
     let mut listener_config = ListenerConfig::new(config.group.clone(), peer_name);
