@@ -15,6 +15,8 @@ mod operator;
 mod scaling;
 #[path = "kubernetes/smoke.rs"]
 mod smoke;
+#[path = "kubernetes/tls.rs"]
+mod tls;
 #[path = "kubernetes/upgrade.rs"]
 mod upgrade;
 #[path = "kubernetes/writes.rs"]

@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use dledger_e2e::kube::{required_env, wait_for, Kubectl};
 
+use super::operator::member_credentials;
+
 const CHART_TIMEOUT: &str = "240s";
 const GROUP_READY_TIMEOUT_MS: u64 = 240_000;
 const CHILDREN_TIMEOUT_MS: u64 = 60_000;
@@ -128,22 +130,21 @@ fn member_uids(kubectl: &Kubectl, namespace: &str, name: &str) -> BTreeMap<Strin
 /// Appends one entry through the group's client Service, from a member pod.
 fn append(kubectl: &Kubectl, namespace: &str, group: &str, payload: &str) -> String {
     let servers = format!("{group}:20911");
+    let pod = format!("{group}-0");
+    let credentials = member_credentials(&pod);
+    let mut args = vec![
+        "/usr/local/bin/dledger-replica",
+        "append",
+        "--group",
+        group,
+        "--servers",
+        &servers,
+    ];
+    args.extend(credentials.iter().map(String::as_str));
+    args.push(payload);
     wait_for(&format!("an append of {payload:?}"), 60_000, || {
         kubectl
-            .exec(
-                namespace,
-                &format!("{group}-0"),
-                "replica",
-                &[
-                    "/usr/local/bin/dledger-replica",
-                    "append",
-                    "--group",
-                    group,
-                    "--servers",
-                    &servers,
-                    payload,
-                ],
-            )
+            .exec(namespace, &pod, "replica", &args)
             .map_err(|e| e.to_string())
     })
     .unwrap_or_else(|e| panic!("{e}"))

@@ -371,6 +371,7 @@ fn write_wave(
     let args: Vec<String> = ["append", "--servers", &servers, "--group", GROUP]
         .iter()
         .map(|a| (*a).to_owned())
+        .chain(client_credentials())
         .chain(payloads.iter().cloned())
         .map(|a| format!("\"{a}\""))
         .collect();
@@ -382,11 +383,15 @@ metadata: {{name: {pod}}}
 spec:
   restartPolicy: Never
   securityContext: {{runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}}
+  volumes:
+  - name: client-tls
+    secret: {{secretName: {GROUP}-client-tls}}
   containers:
   - name: client
     image: {image}
     imagePullPolicy: IfNotPresent
     args: [{}]
+    volumeMounts: [{{name: client-tls, mountPath: {CLIENT_TLS_DIR}, readOnly: true}}]
 "#,
         args.join(", ")
     );
@@ -462,6 +467,37 @@ pub(super) fn read_back(
     }
 }
 
+/// Where a member pod has its certificate (the operator's `<group>-tls`
+/// Secret), as client flags: a member's certificate has the write right.
+pub(super) fn member_credentials(pod: &str) -> Vec<String> {
+    let dir = "/etc/dledger/tls";
+    [
+        "--ca".to_string(),
+        format!("{dir}/ca.crt"),
+        "--cert".to_string(),
+        format!("{dir}/{pod}.crt"),
+        "--key".to_string(),
+        format!("{dir}/{pod}.key"),
+    ]
+    .to_vec()
+}
+
+/// Where a client pod mounts the group's `<group>-client-tls` Secret.
+pub(super) const CLIENT_TLS_DIR: &str = "/etc/dledger/client";
+
+/// The client flags for the files under [`CLIENT_TLS_DIR`].
+pub(super) fn client_credentials() -> Vec<String> {
+    [
+        "--ca".to_string(),
+        format!("{CLIENT_TLS_DIR}/ca.crt"),
+        "--cert".to_string(),
+        format!("{CLIENT_TLS_DIR}/tls.crt"),
+        "--key".to_string(),
+        format!("{CLIENT_TLS_DIR}/tls.key"),
+    ]
+    .to_vec()
+}
+
 /// A member's committed log from index 1, read inside its pod: index ->
 /// (term, payload).
 pub(super) fn read_log(
@@ -469,22 +505,21 @@ pub(super) fn read_log(
     namespace: &str,
     pod: &str,
 ) -> BTreeMap<u64, (u64, String)> {
+    let servers = format!("127.0.0.1:{REPLICA_PEER_PORT}");
+    let mut args: Vec<&str> = vec![
+        "/usr/local/bin/dledger-replica",
+        "read",
+        "--servers",
+        &servers,
+        "--group",
+        GROUP,
+        "--from",
+        "1",
+    ];
+    let credentials = member_credentials(pod);
+    args.extend(credentials.iter().map(String::as_str));
     let out = kubectl
-        .exec(
-            namespace,
-            pod,
-            CONTAINER,
-            &[
-                "/usr/local/bin/dledger-replica",
-                "read",
-                "--servers",
-                &format!("127.0.0.1:{REPLICA_PEER_PORT}"),
-                "--group",
-                GROUP,
-                "--from",
-                "1",
-            ],
-        )
+        .exec(namespace, pod, CONTAINER, &args)
         .unwrap_or_else(|e| panic!("reading the log from {pod}: {e}"));
     out.lines()
         .filter_map(|line| {
@@ -531,7 +566,7 @@ fn kill_leader_and_follow(kubectl: &Kubectl, namespace: &str) -> u128 {
     let follow_ms = killed.elapsed().as_millis();
     // The endpoint is the leader the members agree on.
     let status = kubectl
-        .replica_status(namespace, &new, CONTAINER)
+        .replica_status(namespace, &new, CONTAINER, &member_credentials(&new))
         .unwrap_or_else(|e| panic!("status of {new}: {e}"));
     assert_eq!(
         status.role.as_str(),

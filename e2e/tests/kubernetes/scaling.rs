@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use dledger_e2e::kube::{required_env, wait_for, Kubectl, Namespace};
 
 use super::operator::{
-    condition, group_yaml, install_operator, patch_group, pods_seen, unique, wait_running,
-    CONTAINER, GROUP,
+    condition, group_yaml, install_operator, member_credentials, patch_group, pods_seen, unique,
+    wait_running, CONTAINER, GROUP,
 };
 use super::writes::{check_ack_order, check_acks_kept, longest_gap_ms, Ack, Writer};
 
@@ -301,7 +301,12 @@ fn group_events(kubectl: &Kubectl, namespace: &str, reason: &str) -> Result<Vec<
 
 /// Waits for an Event `reason` about the group whose note contains `naming`
 /// (any, when empty); its note.
-fn wait_group_event(kubectl: &Kubectl, namespace: &str, reason: &str, naming: &str) -> String {
+pub(super) fn wait_group_event(
+    kubectl: &Kubectl,
+    namespace: &str,
+    reason: &str,
+    naming: &str,
+) -> String {
     wait_for(
         &format!("an Event {reason} on dlg/{GROUP} naming {naming:?}"),
         EVENT_TIMEOUT_MS,
@@ -341,17 +346,17 @@ fn check_writes(kubectl: &Kubectl, namespace: &str, members: &[String], acks: &[
 /// What both scenarios start from: the environment, the operator installed
 /// in a namespace of its own, and the namespace of the group (both deleted
 /// when the scene is dropped).
-struct Scene {
-    kubectl: Kubectl,
-    kubectl_program: String,
-    kubeconfig: String,
-    image: String,
+pub(super) struct Scene {
+    pub(super) kubectl: Kubectl,
+    pub(super) kubectl_program: String,
+    pub(super) kubeconfig: String,
+    pub(super) image: String,
     _operator_ns: Namespace,
-    ns: Namespace,
+    pub(super) ns: Namespace,
 }
 
 impl Scene {
-    fn start(prefix: &str) -> Scene {
+    pub(super) fn start(prefix: &str) -> Scene {
         let kubectl = Kubectl::from_env().unwrap_or_else(|e| panic!("{e}"));
         let kubectl_program = std::env::var("DLEDGER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
         let kubeconfig = required_env("KUBECONFIG").unwrap_or_else(|e| panic!("{e}"));
@@ -610,7 +615,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
         "{victim} came back on its old claim {claim}"
     );
     let replaced = kubectl
-        .replica_status(namespace, &victim, CONTAINER)
+        .replica_status(namespace, &victim, CONTAINER, &member_credentials(&victim))
         .unwrap_or_else(|e| panic!("status of {victim}: {e}"));
     assert_eq!(
         replaced.incarnation, incarnation,
@@ -630,7 +635,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
     let status = wait_running(kubectl, namespace, GROUP, members.len());
     let leader = status["leader"].as_str().unwrap_or_default().to_owned();
     let leader_status = kubectl
-        .replica_status(namespace, &leader, CONTAINER)
+        .replica_status(namespace, &leader, CONTAINER, &member_credentials(&leader))
         .unwrap_or_else(|e| panic!("status of {leader}: {e}"));
     assert_eq!(
         leader_status.role, "leader",
@@ -642,7 +647,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
         CAUGHT_UP_TIMEOUT_MS,
         || {
             let status = kubectl
-                .replica_status(namespace, &victim, CONTAINER)
+                .replica_status(namespace, &victim, CONTAINER, &member_credentials(&victim))
                 .map_err(|e| e.to_string())?;
             if status.last_index >= commit && status.commit_index >= commit {
                 Ok(())

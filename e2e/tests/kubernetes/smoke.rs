@@ -153,7 +153,7 @@ fn statuses(
         .map(|ordinal| {
             let pod = pod_name(*ordinal);
             let status = kubectl
-                .replica_status(namespace, &pod, CONTAINER)
+                .replica_status(namespace, &pod, CONTAINER, &[])
                 .map_err(|error| error.to_string());
             (pod, status)
         })
@@ -463,7 +463,7 @@ fn a_statefulset_of_three_replicas_elects_fails_over_and_keeps_its_data() {
                 return Err(describe_pod(&pod));
             }
             let status = kubectl
-                .replica_status(ns, &leader_pod, CONTAINER)
+                .replica_status(ns, &leader_pod, CONTAINER, &[])
                 .map_err(|error| error.to_string())?;
             if status.commit_index >= during_index && status.last_index >= during_index {
                 Ok(status)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use dledger_e2e::kube::{wait_for, Kubectl, REPLICA_PEER_PORT};
 
-use super::operator::{read_log, GROUP};
+use super::operator::{client_credentials, read_log, CLIENT_TLS_DIR, GROUP};
 
 /// The writer offers one append per this many milliseconds.
 pub(super) const WRITE_INTERVAL_MS: u64 = 10;
@@ -47,6 +47,26 @@ impl Writer {
         image: &str,
     ) -> Self {
         let servers = format!("{GROUP}.{namespace}.svc.cluster.local:{REPLICA_PEER_PORT}");
+        let mut args = vec![
+            "append".to_string(),
+            "--servers".to_string(),
+            servers,
+            "--group".to_string(),
+            GROUP.to_string(),
+        ];
+        args.extend(client_credentials());
+        // `kubectl run` has no volume flags: the group's client Secret is
+        // mounted through a strategic-merge override of the pod.
+        let overrides = serde_json::json!({
+            "spec": {
+                "volumes": [{"name": "client-tls", "secret": {"secretName": format!("{GROUP}-client-tls")}}],
+                "containers": [{
+                    "name": "writer",
+                    "volumeMounts": [{"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": true}],
+                }],
+            }
+        })
+        .to_string();
         let mut child = Command::new(kubectl_program)
             .args([
                 "--kubeconfig",
@@ -60,13 +80,11 @@ impl Writer {
                 "--restart=Never",
                 "--image-pull-policy=IfNotPresent",
                 &format!("--image={image}"),
+                "--override-type=strategic",
+                &format!("--overrides={overrides}"),
                 "--",
-                "append",
-                "--servers",
-                &servers,
-                "--group",
-                GROUP,
             ])
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
