@@ -106,7 +106,8 @@ pub struct DLedgerGroupSpec {
 #[x_kube(
     cel,
     validation = Rule::new("self.enabled == oldSelf.enabled").message("tls.enabled is immutable: members with and without TLS cannot talk to each other, so it is chosen when the group is created"),
-    validation = Rule::new("self.renewBeforeDays < self.certificateDays").message("tls.renewBeforeDays must be less than tls.certificateDays")
+    validation = Rule::new("self.renewBeforeDays < self.certificateDays").message("tls.renewBeforeDays must be less than tls.certificateDays"),
+    validation = Rule::new("has(self.issuerRef) == has(oldSelf.issuerRef) && (!has(self.issuerRef) || self.issuerRef == oldSelf.issuerRef)").message("tls.issuerRef is immutable: another issuer is another CA, which the members cannot all take up at once")
 )]
 pub struct TlsSpec {
     /// Mutual TLS on the peer port and HTTPS on the HTTP port, with a CA
@@ -125,6 +126,52 @@ pub struct TlsSpec {
     #[serde(default = "default_renew_before_days")]
     #[schemars(range(min = 1, max = 3649))]
     pub renew_before_days: u32,
+
+    /// A cert-manager issuer to request the certificates from (one
+    /// `Certificate` per member, one for applications, one for the
+    /// operator) instead of the operator's own CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager `Issuer` or `ClusterIssuer`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Its name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the group's namespace) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// Its API group.
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+/// The kinds of cert-manager issuer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IssuerKind {
+    /// In the group's namespace.
+    #[default]
+    Issuer,
+    /// Cluster-wide.
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
 }
 
 fn default_tls_enabled() -> bool {
@@ -143,6 +190,7 @@ impl Default for TlsSpec {
             enabled: default_tls_enabled(),
             certificate_days: default_certificate_days(),
             renew_before_days: default_renew_before_days(),
+            issuer_ref: None,
         }
     }
 }
@@ -657,6 +705,15 @@ mod tests {
             format!("{err:?}").contains("tls.enabled is immutable"),
             "{err:?}"
         );
+        let mut issued = on.clone();
+        issued["issuerRef"] =
+            serde_json::json!({"name": "ca", "kind": "ClusterIssuer", "group": "cert-manager.io"});
+        let err = TlsSpec::validate_cel(&issued, Some(&on)).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("tls.issuerRef is immutable"),
+            "{err:?}"
+        );
+        assert!(TlsSpec::validate_cel(&issued, Some(&issued)).is_ok());
         let mut renew_late = on.clone();
         renew_late["renewBeforeDays"] = 90.into();
         let err = TlsSpec::validate_cel(&renew_late, None).unwrap_err();

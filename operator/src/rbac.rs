@@ -63,6 +63,12 @@ pub const CLUSTER_RIGHTS: &[Right] = &[
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
+    // With spec.tls.issuerRef: the certificates asked of cert-manager.
+    Right {
+        api_group: "cert-manager.io",
+        resources: &["certificates"],
+        verbs: &["get", "create", "patch"],
+    },
     Right {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],

@@ -192,6 +192,8 @@ pub struct Context {
     joins: Mutex<HashMap<String, Join>>,
     /// Per group, the operator's own admin certificate (never in a Secret).
     own_certificates: Mutex<HashMap<String, tls::OwnCertificate>>,
+    /// cert-manager Certificates as last applied (they are not watched).
+    certificates_applied: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -214,6 +216,7 @@ impl Context {
             restart_counts: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             own_certificates: Mutex::new(HashMap::new()),
+            certificates_applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -242,6 +245,16 @@ impl Context {
     fn remember_own_certificate(&self, key: String, own: tls::OwnCertificate) {
         if let Ok(mut all) = self.own_certificates.lock() {
             all.insert(key, own);
+        }
+    }
+
+    fn certificate_applied(&self, key: &str) -> Option<String> {
+        self.certificates_applied.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember_certificate_applied(&self, key: String, spec: String) {
+        if let Ok(mut all) = self.certificates_applied.lock() {
+            all.insert(key, spec);
         }
     }
 

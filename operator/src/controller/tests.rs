@@ -1202,3 +1202,136 @@ async fn an_unreadable_ca_secret_is_an_error_and_is_not_replaced() {
         kinds(&api.seen())
     );
 }
+
+fn cert_manager_group() -> DLedgerGroup {
+    fixtures::group(json!({
+        "replicas": 3, "image": "i", "storage": {"size": "1Gi"},
+        "tls": {"issuerRef": {"name": "group-ca", "kind": "ClusterIssuer"}}
+    }))
+}
+
+/// A Secret as cert-manager writes it for a Certificate, with the labels
+/// its `secretTemplate` asks for.
+fn issued_secret(name: &str, cert: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "shop", "resourceVersion": "5"},
+        "data": {
+            "tls.crt": base64(cert), "tls.key": base64(&format!("{cert}-key")), "ca.crt": base64("CA")
+        }
+    }))
+    .unwrap()
+}
+
+fn base64(text: &str) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn with_an_issuer_the_operator_asks_cert_manager_and_assembles_what_it_issued() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (ctx, mut writers) = context(client, Settings::default());
+    let group = Arc::new(cert_manager_group());
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    let seen = api.seen();
+    let certificates: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            s.path
+                .contains("/apis/cert-manager.io/v1/namespaces/shop/certificates/")
+        })
+        .collect();
+    let names: Vec<&str> = certificates
+        .iter()
+        .map(|s| s.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "orders-0-cert",
+            "orders-1-cert",
+            "orders-2-cert",
+            "orders-3-cert",
+            "orders-4-cert",
+            "orders-5-cert",
+            "orders-6-cert",
+            "orders-client-tls",
+            "orders-operator-cert"
+        ]
+    );
+    assert_eq!(
+        certificates[8].body["spec"]["commonName"],
+        "dledger-operator"
+    );
+    assert_eq!(
+        certificates[8].body["spec"]["issuerRef"]["name"],
+        "group-ca"
+    );
+    assert!(
+        seen.iter().all(|s| !s.path.contains("/secrets")),
+        "no CA of its own: {:?}",
+        kinds(&seen)
+    );
+
+    // cert-manager wrote two members' and the operator's Secrets: the
+    // members' are copied into the one the pods mount, once.
+    for (name, cert) in [
+        ("orders-0-cert", "C0"),
+        ("orders-1-cert", "C1"),
+        ("orders-operator-cert", "OP"),
+    ] {
+        writers
+            .secrets
+            .apply_watcher_event(&watcher::Event::Apply(issued_secret(name, cert)));
+    }
+    let before = api.seen().len();
+    reconcile(group.clone(), ctx.clone()).await.unwrap();
+    let later = api.seen()[before..].to_vec();
+    assert!(
+        later.iter().all(|s| !s.path.contains("cert-manager.io")),
+        "Certificates applied again unchanged: {:?}",
+        kinds(&later)
+    );
+    let assembled: Vec<&Seen> = later
+        .iter()
+        .filter(|s| s.path == "/api/v1/namespaces/shop/secrets/orders-tls")
+        .collect();
+    assert_eq!(assembled.len(), 1, "{:?}", kinds(&later));
+    let secret: Secret = serde_json::from_value(assembled[0].body.clone()).unwrap();
+    assert_eq!(text_of(&secret, "orders-1.crt"), "C1");
+    assert_eq!(text_of(&secret, "orders-1.key"), "C1-key");
+    assert_eq!(text_of(&secret, "ca.crt"), "CA");
+
+    writers
+        .secrets
+        .apply_watcher_event(&watcher::Event::Apply(secret));
+    let before = api.seen().len();
+    reconcile(group, ctx).await.unwrap();
+    assert!(
+        api.seen()[before..]
+            .iter()
+            .all(|s| !s.path.contains("/secrets")),
+        "{:?}",
+        kinds(&api.seen()[before..])
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_without_cert_manager_installed_is_said_plainly() {
+    let (client, _api) = FakeApi::start(Box::new(|request: &Seen| {
+        if request.path.contains("cert-manager.io") {
+            Some((404, refusal(404, "NotFound")))
+        } else {
+            echo(request)
+        }
+    }));
+    let (ctx, _writers) = context(client, Settings::default());
+    let err = reconcile(Arc::new(cert_manager_group()), ctx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("install cert-manager"), "{err}");
+}

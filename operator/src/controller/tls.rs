@@ -16,12 +16,14 @@ use dledger_replica::admin_client::{AdminClient, ClientTls, Credentials};
 use dledger_replica::certs::{read_certificate, Ca, Issued};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::reflector::ObjectRef;
 
 use super::poll::Address;
 use super::{api_call, publish, Context, Error};
-use crate::crd::DLedgerGroup;
+use crate::crd::{DLedgerGroup, IssuerRef};
 use crate::specs::tls::{self as spec, Held, Pair, Renewal};
 use crate::specs::{Group, MANAGED_BY};
 
@@ -33,12 +35,17 @@ pub struct Access {
     /// Its certificate and the group's CA; `None` when the group runs
     /// plaintext.
     pub credentials: Option<Credentials>,
+    /// Why it cannot reach them yet (its certificate is not issued).
+    pub pending: Option<String>,
 }
 
 impl Access {
     /// A client for the member at `address`: HTTPS verified against its
     /// DNS name while connecting to its pod IP, or plain HTTP.
     pub fn client(&self, address: &Address, timeout: Duration) -> Result<AdminClient, String> {
+        if let Some(pending) = &self.pending {
+            return Err(pending.clone());
+        }
         let Some(credentials) = &self.credentials else {
             return Ok(AdminClient::new(&address.at, timeout));
         };
@@ -68,6 +75,9 @@ pub async fn ensure(
     let tls = &group.spec.tls;
     if !tls.enabled {
         return Ok(Access::default());
+    }
+    if let Some(issuer) = &tls.issuer_ref {
+        return with_cert_manager(ctx, group, issuer).await;
     }
     let now_s = Timestamp::now().as_second();
     let days = i64::from(tls.certificate_days);
@@ -148,18 +158,108 @@ pub async fn ensure(
     }
 
     let own = own_certificate(ctx, group, &ca, now_s, renew_before_s, days)?;
-    Ok(Access {
+    Ok(access(own.ca_pem, own.issued.cert_pem, own.issued.key_pem))
+}
+
+fn access(ca_pem: String, cert_pem: String, key_pem: String) -> Access {
+    Access {
         credentials: Some(Credentials {
             tls: Some(ClientTls {
-                ca_pem: own.ca_pem.into_bytes(),
-                cert_and_key_pem: Some((
-                    own.issued.cert_pem.into_bytes(),
-                    own.issued.key_pem.into_bytes(),
-                )),
+                ca_pem: ca_pem.into_bytes(),
+                cert_and_key_pem: Some((cert_pem.into_bytes(), key_pem.into_bytes())),
             }),
             token: None,
         }),
-    })
+        pending: None,
+    }
+}
+
+/// With `spec.tls.issuerRef`: cert-manager issues and renews; the operator
+/// asks for the certificates, copies the members' into `<name>-tls` (the
+/// Secret the pods mount, whoever issues) whenever cert-manager has
+/// written new ones, and reads its own from `<name>-operator-cert`.
+async fn with_cert_manager(
+    ctx: &Context,
+    group: &Group<'_>,
+    issuer: &IssuerRef,
+) -> Result<Access, Error> {
+    let mut wanted: Vec<(String, Vec<String>)> = (0..spec::MAX_MEMBERS)
+        .map(|ordinal| {
+            let pod = format!("{}-{ordinal}", group.name);
+            let names = spec::member_certificate_names(group, &pod);
+            (spec::member_certificate_secret_name(&pod), names)
+        })
+        .collect();
+    wanted.push((
+        spec::client_secret_name(group),
+        vec![spec::client_name(group)],
+    ));
+    let own_name = spec::operator_certificate_secret_name(group);
+    wanted.push((own_name.clone(), vec![spec::OPERATOR_NAME.to_string()]));
+    let kind = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+    ));
+    let certificates: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &group.namespace, &kind);
+    for (name, names) in &wanted {
+        let desired = spec::certificate(group, issuer, name, names);
+        let key = format!("Certificate/{}/{name}", group.namespace);
+        let text = desired.to_string();
+        if ctx.certificate_applied(&key).as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        let params = PatchParams::apply(MANAGED_BY).force();
+        let applied = api_call(
+            ctx,
+            format!("apply Certificate {name}"),
+            certificates.patch(name, &params, &Patch::Apply(&desired)),
+        )
+        .await;
+        match applied {
+            Ok(_) => ctx.remember_certificate_applied(key, text),
+            Err(Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 404 => {
+                return Err(tls_error(
+                    group,
+                    "spec.tls.issuerRef needs cert-manager, and the API server does not know its Certificate kind: install cert-manager, or create the group without issuerRef",
+                ))
+            }
+            Err(err) => return Err(err),
+        }
+    }
+
+    let issued: BTreeMap<String, Secret> = (0..spec::MAX_MEMBERS)
+        .filter_map(|ordinal| {
+            let pod = format!("{}-{ordinal}", group.name);
+            let secret = watched(ctx, group, &spec::member_certificate_secret_name(&pod))?;
+            Some((pod, (*secret).clone()))
+        })
+        .collect();
+    if let Some(assembled) = spec::assembled_members_secret(group, &issued) {
+        let current = watched(ctx, group, &spec::members_secret_name(group));
+        if current.as_ref().and_then(|secret| secret.data.as_ref()) != assembled.data.as_ref() {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &group.namespace);
+            apply(ctx, &secrets, assembled).await?;
+        }
+    }
+
+    let own = watched(ctx, group, &own_name).and_then(|secret| {
+        Some(access(
+            spec::secret_text(&secret, spec::CA_CERT_KEY)?,
+            spec::secret_text(&secret, spec::CLIENT_CERT_KEY)?,
+            spec::secret_text(&secret, spec::CLIENT_KEY_KEY)?,
+        ))
+    });
+    Ok(own.unwrap_or_else(|| Access {
+        credentials: None,
+        pending: Some(format!(
+            "waiting for cert-manager to issue the operator's certificate (Secret {own_name})"
+        )),
+    }))
 }
 
 /// The group's CA: from `<name>-ca`, or made and created there.

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
 use super::{common_labels, Group};
+use crate::crd::IssuerRef;
 
 /// The most members a group can have (`spec.replicas` is at most 7), so
 /// the most member certificates: all are issued up front, so that a pod
@@ -157,6 +158,76 @@ pub fn client_secret(group: &Group<'_>, ca_pem: &str, client: &Pair) -> Secret {
             (CLIENT_KEY_KEY.to_string(), client.key_pem.clone()),
         ]),
     )
+}
+
+/// With `spec.tls.issuerRef`: the Secret cert-manager writes member
+/// `pod`'s certificate into (`<pod>-cert`), which the operator copies into
+/// `<name>-tls` so the pods mount the same Secret whoever issues.
+pub fn member_certificate_secret_name(pod: &str) -> String {
+    format!("{pod}-cert")
+}
+
+/// With `spec.tls.issuerRef`: the Secret of the operator's own certificate.
+pub fn operator_certificate_secret_name(group: &Group<'_>) -> String {
+    format!("{}-operator-cert", group.name)
+}
+
+/// A cert-manager `Certificate` (`cert-manager.io/v1`) from `issuer` for
+/// `names` (the first is the common name), into Secret `secret_name`
+/// labelled as the group's (so the operator's watch sees it).
+pub fn certificate(
+    group: &Group<'_>,
+    issuer: &IssuerRef,
+    secret_name: &str,
+    names: &[String],
+) -> serde_json::Value {
+    let (ips, dns): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|name| name.parse::<std::net::IpAddr>().is_ok());
+    let tls = &group.spec.tls;
+    serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {
+            "name": secret_name,
+            "namespace": group.namespace,
+            "labels": common_labels(&group.name),
+            "ownerReferences": [group.owner],
+        },
+        "spec": {
+            "secretName": secret_name,
+            "secretTemplate": {"labels": common_labels(&group.name)},
+            "commonName": names.first(),
+            "dnsNames": dns,
+            "ipAddresses": ips,
+            "duration": format!("{}h", u64::from(tls.certificate_days) * 24),
+            "renewBefore": format!("{}h", u64::from(tls.renew_before_days) * 24),
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "issuerRef": {"name": issuer.name, "kind": issuer.kind.as_str(), "group": issuer.group},
+        }
+    })
+}
+
+/// `<name>-tls` assembled from what cert-manager wrote for each member
+/// (`tls.crt`, `tls.key`, `ca.crt` in `<pod>-cert`); `None` until one is there.
+pub fn assembled_members_secret(
+    group: &Group<'_>,
+    issued: &BTreeMap<String, Secret>,
+) -> Option<Secret> {
+    let mut ca_pem = None;
+    let mut pairs = BTreeMap::new();
+    for (pod, secret) in issued {
+        let (Some(cert_pem), Some(key_pem)) = (
+            secret_text(secret, CLIENT_CERT_KEY),
+            secret_text(secret, CLIENT_KEY_KEY),
+        ) else {
+            continue;
+        };
+        ca_pem = ca_pem.or_else(|| secret_text(secret, CA_CERT_KEY));
+        pairs.insert(pod.clone(), Pair { cert_pem, key_pem });
+    }
+    Some(members_secret(group, &ca_pem?, &pairs))
 }
 
 /// The text of `key` in `secret`, if it is there and UTF-8.
@@ -299,6 +370,69 @@ mod tests {
         let ca = ca_secret(&group, &pair);
         assert_eq!(ca.metadata.name.as_deref(), Some("orders-ca"));
         assert_eq!(secret_text(&ca, "ca.key").as_deref(), Some("K"));
+    }
+
+    #[test]
+    fn cert_manager_certificates_name_the_issuer_and_members_are_assembled_into_one_secret() {
+        let group = fixtures::group(serde_json::json!({
+            "replicas": 3, "image": "i", "storage": {"size": "1Gi"},
+            "tls": {"issuerRef": {"name": "group-ca", "kind": "ClusterIssuer"}}
+        }));
+        let group = Group::of(&group).unwrap();
+        let issuer = group.spec.tls.issuer_ref.clone().unwrap();
+        let names = member_certificate_names(&group, "orders-1");
+        let certificate = certificate(&group, &issuer, "orders-1-cert", &names);
+        let spec = &certificate["spec"];
+        assert_eq!(spec["secretName"], "orders-1-cert");
+        assert_eq!(spec["commonName"], "orders-1");
+        assert_eq!(spec["ipAddresses"], serde_json::json!(["127.0.0.1"]));
+        assert!(spec["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&"orders-1.orders-peers.shop.svc".into()));
+        assert_eq!(spec["duration"], "2160h");
+        assert_eq!(spec["renewBefore"], "720h");
+        assert_eq!(
+            spec["issuerRef"],
+            serde_json::json!({"name": "group-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+        );
+        assert_eq!(
+            spec["secretTemplate"]["labels"]["app.kubernetes.io/managed-by"],
+            "dledger-operator"
+        );
+        assert_eq!(
+            certificate["metadata"]["ownerReferences"][0]["uid"],
+            "uid-1"
+        );
+
+        let written = |cert: &str| {
+            secret(
+                &group,
+                "x".into(),
+                "kubernetes.io/tls",
+                BTreeMap::from([
+                    ("tls.crt".to_string(), cert.to_string()),
+                    ("tls.key".to_string(), format!("{cert}-key")),
+                    ("ca.crt".to_string(), "CA".to_string()),
+                ]),
+            )
+        };
+        assert!(assembled_members_secret(&group, &BTreeMap::new()).is_none());
+        let assembled = assembled_members_secret(
+            &group,
+            &BTreeMap::from([
+                ("orders-0".to_string(), written("C0")),
+                ("orders-2".to_string(), written("C2")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(assembled.metadata.name.as_deref(), Some("orders-tls"));
+        assert_eq!(secret_text(&assembled, "ca.crt").as_deref(), Some("CA"));
+        assert_eq!(
+            secret_text(&assembled, "orders-2.key").as_deref(),
+            Some("C2-key")
+        );
+        assert!(secret_text(&assembled, "orders-1.crt").is_none());
     }
 
     #[test]
