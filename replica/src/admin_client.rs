@@ -607,4 +607,71 @@ mod tests {
         assert_eq!(escape_segment("orders-0.a_b~"), "orders-0.a_b~");
         assert_eq!(escape_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
+
+    /// The operator's way in: HTTPS to a pod's IP, the certificate checked
+    /// against the pod's DNS name (which need not resolve here).
+    #[cfg(feature = "engine")]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_member_is_verified_by_its_name_while_reached_at_its_address() {
+        use crate::certs::Ca;
+        use crate::net::tls::{Tls, TlsFiles};
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::new("orders", 1).unwrap();
+        let member_name = "orders-0.orders-peers.shop.svc";
+        let (cert, key) = ca
+            .issue(&["orders-0".into(), member_name.into()], 1)
+            .unwrap()
+            .write(dir.path(), "orders-0")
+            .unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let tls = Tls::load(TlsFiles {
+            cert,
+            key,
+            ca: ca_file,
+        })
+        .unwrap();
+        let body = r#"{"group":"orders","id":"orders-0","version":"0.1.0","role":"leader","term":2,"leaderId":"orders-0","firstIndex":1,"lastIndex":5,"lastTerm":2,"commitIndex":5,"peers":[]}"#;
+        let router = axum::Router::new().route(
+            "/status",
+            axum::routing::get(
+                move || async move { ([("content-type", "application/json")], body) },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(crate::http_serve::serve(
+            listener,
+            router,
+            Some(tls),
+            std::future::pending(),
+        ));
+        let operator = ca.issue(&["dledger-operator".into()], 1).unwrap();
+        let credentials = Credentials {
+            tls: Some(ClientTls {
+                ca_pem: ca.cert_pem().as_bytes().to_vec(),
+                cert_and_key_pem: Some((
+                    operator.cert_pem.into_bytes(),
+                    operator.key_pem.into_bytes(),
+                )),
+            }),
+            token: None,
+        };
+        let ask = move |host: &str| {
+            let host = format!("{host}:{}", at.port());
+            let credentials = credentials.clone();
+            std::thread::spawn(move || {
+                AdminClient::for_member(&host, at, Duration::from_secs(5), &credentials)
+                    .and_then(|client| client.status())
+            })
+            .join()
+            .unwrap()
+        };
+        let status = ask(member_name).unwrap();
+        assert_eq!(status.id, "orders-0");
+        let wrong = ask("orders-1.orders-peers.shop.svc")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("orders-1.orders-peers.shop.svc"), "{wrong}");
+    }
 }

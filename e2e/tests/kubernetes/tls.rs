@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use dledger_e2e::kube::{wait_for, Kubectl};
 
-use super::operator::{group_yaml, member_credentials, wait_running, CONTAINER, GROUP};
+use super::operator::{group, group_yaml, member_credentials, wait_running, CONTAINER, GROUP};
 use super::scaling::{wait_group_event, Scene};
 use super::writes::{check_ack_order, check_acks_kept, longest_gap_ms, Writer};
 
@@ -150,9 +150,15 @@ fn a_tls_group_refuses_strangers_and_rotates_its_certificates_under_writes() {
         plain_status.is_err(),
         "plain HTTP answered: {plain_status:?}"
     );
+    // Asked of the leader itself (the command finds it by `/status`, which
+    // the write right may read).
+    let leader = group(kubectl, namespace)["status"]["leader"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no leader in the status"))
+        .to_owned();
     let mut transfer = strings(&["transfer-leader", "--servers", &http]);
-    transfer.extend(member_credentials(&pod));
-    let forbidden = in_pod(kubectl, namespace, &pod, &transfer)
+    transfer.extend(member_credentials(&leader));
+    let forbidden = in_pod(kubectl, namespace, &leader, &transfer)
         .expect_err("a member's certificate transferred leadership");
     assert!(forbidden.contains("403"), "{forbidden}");
     eprintln!("tls: strangers refused; a write-right certificate's admin call: {forbidden}");
