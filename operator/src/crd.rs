@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -93,6 +94,11 @@ pub struct DLedgerGroupSpec {
     #[serde(default)]
     pub tls: TlsSpec,
 
+    /// A NetworkPolicy in front of the members (off by default; it does
+    /// nothing where the cluster's network does not enforce policies).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
     /// What happens to the volumes when the group is deleted or scaled down
     /// (default: `Retain` for both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +138,22 @@ pub struct TlsSpec {
     /// operator) instead of the operator's own CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_ref: Option<IssuerRef>,
+}
+
+/// Who may reach the members' ports when the NetworkPolicy is on: the
+/// members each other (both ports), the operator (the HTTP port), and
+/// `clientsFrom` (both ports). Credentials still decide what each may do
+/// (only the operator's certificate has the admin right).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy `<name>` (removed again when turned off).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The applications (and scrapers) allowed in, as NetworkPolicy peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub clients_from: Vec<NetworkPolicyPeer>,
 }
 
 /// A cert-manager `Issuer` or `ClusterIssuer`.

@@ -182,6 +182,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     }
 
     let settings = Settings {
+        operator_namespace: Some(args.lease_namespace.clone()),
         poll_timeout_ms: args.poll_timeout_ms,
         requeue_settled_ms: args.poll_every_ms,
         requeue_unsettled_ms: args.poll_unsettled_every_ms,

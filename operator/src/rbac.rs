@@ -63,6 +63,12 @@ pub const CLUSTER_RIGHTS: &[Right] = &[
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
+    // With spec.networkPolicy.enabled; `delete` when it is turned off again.
+    Right {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+    },
     // With spec.tls.issuerRef: the certificates asked of cert-manager.
     Right {
         api_group: "cert-manager.io",
@@ -253,9 +259,14 @@ mod tests {
         for right in CLUSTER_RIGHTS.iter().chain(NAMESPACE_RIGHTS) {
             for verb in right.verbs {
                 if *verb == "delete" {
-                    assert_eq!(
-                        (right.api_group, right.resources),
-                        ("", &["pods"][..]),
+                    // Pods (an upgrade's restarts) and a NetworkPolicy
+                    // turned off: nothing that holds data.
+                    assert!(
+                        [
+                            ("", &["pods"][..]),
+                            ("networking.k8s.io", &["networkpolicies"][..])
+                        ]
+                        .contains(&(right.api_group, right.resources)),
                         "delete on {:?}",
                         right.resources
                     );

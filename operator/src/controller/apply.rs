@@ -7,10 +7,11 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -134,7 +135,55 @@ pub async fn ensure_children(
         &mut outcome,
     )
     .await?;
+    if group.spec.network_policy.enabled {
+        let policy = specs::network_policy(group, ctx.settings.operator_namespace.as_deref());
+        ensure(
+            ctx,
+            group,
+            child(true),
+            policy,
+            &ctx.stores.network_policies,
+            &mut outcome,
+        )
+        .await?;
+    } else {
+        remove_network_policy(ctx, group).await?;
+    }
     Ok(outcome)
+}
+
+/// Deletes the group's NetworkPolicy once `spec.networkPolicy.enabled` is
+/// turned off (only one this operator made: it carries the group's
+/// controller reference).
+async fn remove_network_policy(ctx: &Context, group: &Group<'_>) -> Result<(), Error> {
+    let owned = ctx
+        .stores
+        .network_policies
+        .get(&ObjectRef::new(&group.name).within(&group.namespace))
+        .is_some_and(|policy| {
+            policy
+                .owner_references()
+                .iter()
+                .any(|owner| owner.uid == group.owner.uid)
+        });
+    if !owned {
+        return Ok(());
+    }
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &group.namespace);
+    let deleted = api_call(
+        ctx,
+        format!("delete NetworkPolicy {}", group.name),
+        api.delete(&group.name, &DeleteParams::default()),
+    )
+    .await;
+    match deleted {
+        Ok(_) => Ok(()),
+        Err(Error::Api {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// How one child is recognised as applied already.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -120,6 +121,9 @@ pub struct Settings {
     /// How long a leadership transfer call may take (the replica answers
     /// once a new leader is elected, within 5 s).
     pub transfer_timeout_ms: u64,
+    /// The operator's own namespace, which a group's NetworkPolicy lets in
+    /// (any namespace when unknown).
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -133,6 +137,7 @@ impl Default for Settings {
             error_requeue_ms: 2_000,
             requeue_in_progress_ms: 1_000,
             transfer_timeout_ms: 7_000,
+            operator_namespace: None,
         }
     }
 }
@@ -152,6 +157,8 @@ pub struct Stores {
     pub configmaps: Store<ConfigMap>,
     /// The CA, member and client Secrets.
     pub secrets: Store<Secret>,
+    /// The groups' NetworkPolicies.
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 impl Stores {
@@ -164,6 +171,7 @@ impl Stores {
                 && self.pods.wait_until_ready().await.is_ok()
                 && self.configmaps.wait_until_ready().await.is_ok()
                 && self.secrets.wait_until_ready().await.is_ok()
+                && self.network_policies.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(wait, all).await.unwrap_or(false)
     }
@@ -930,6 +938,7 @@ pub async fn run(
     let (pod_store, pod_writer) = reflector::store();
     let (configmap_store, configmap_writer) = reflector::store();
     let (secret_store, secret_writer) = reflector::store();
+    let (policy_store, policy_writer) = reflector::store();
 
     // Status writes must not trigger reconciles: only spec and annotation
     // changes do (the pause, approval and restart annotations), and the timer.
@@ -977,6 +986,12 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let policy_stream = reflector::reflector(
+        policy_writer,
+        watcher(Api::<NetworkPolicy>::all(client.clone()), managed()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let stores = Stores {
         statefulsets: sts_store,
@@ -985,6 +1000,7 @@ pub async fn run(
         pods: pod_store,
         configmaps: configmap_store,
         secrets: secret_store,
+        network_policies: policy_store,
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
@@ -1000,6 +1016,7 @@ pub async fn run(
         .owns_stream(pdb_stream)
         .owns_stream(configmap_stream)
         .owns_stream(secret_stream)
+        .owns_stream(policy_stream)
         .watches_stream(pod_stream, |pod: Pod| {
             let namespace = pod.namespace()?;
             let instance = pod.labels().get(INSTANCE_LABEL)?.clone();

@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -124,6 +125,7 @@ struct Writers {
     _pdbs: Writer<PodDisruptionBudget>,
     _configmaps: Writer<ConfigMap>,
     secrets: Writer<Secret>,
+    network_policies: Writer<NetworkPolicy>,
 }
 
 /// A context whose watches have listed once (empty unless a test adds objects).
@@ -134,6 +136,8 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
     let (pods, mut pod_writer) = reflector::store();
     let (configmaps, mut configmap_writer) = reflector::store();
     let (secrets, mut secret_writer) = reflector::store();
+    let (network_policies, mut policy_writer) = reflector::store();
+    policy_writer.apply_watcher_event(&watcher::Event::InitDone);
     configmap_writer.apply_watcher_event(&watcher::Event::InitDone);
     secret_writer.apply_watcher_event(&watcher::Event::InitDone);
     sts_writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -147,6 +151,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
         pods,
         configmaps,
         secrets,
+        network_policies,
     };
     let ctx = Context::new(client, None, Metrics::new().unwrap(), settings, stores);
     (
@@ -158,6 +163,7 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
             _pdbs: pdb_writer,
             _configmaps: configmap_writer,
             secrets: secret_writer,
+            network_policies: policy_writer,
         },
     )
 }
@@ -171,6 +177,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
     let (pods, _pods) = reflector::store::<Pod>();
     let (configmaps, _configmaps) = reflector::store::<ConfigMap>();
     let (secrets, _secrets) = reflector::store::<Secret>();
+    let (network_policies, _policies) = reflector::store::<NetworkPolicy>();
     let settings = Settings {
         api_timeout_ms: 100,
         ..Settings::default()
@@ -182,6 +189,7 @@ async fn nothing_is_decided_before_the_watches_have_listed() {
         pods,
         configmaps,
         secrets,
+        network_policies,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -1334,4 +1342,54 @@ async fn an_issuer_without_cert_manager_installed_is_said_plainly() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("install cert-manager"), "{err}");
+}
+
+#[tokio::test]
+async fn a_network_policy_is_applied_when_asked_and_deleted_when_turned_off() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (ctx, mut writers) = context(client, Settings::default());
+    let with_policy = plaintext_group(json!({
+        "replicas": 3, "image": "i", "storage": {"size": "1Gi"},
+        "networkPolicy": {"enabled": true}
+    }));
+    reconcile(Arc::new(with_policy), ctx.clone()).await.unwrap();
+    let applied: Vec<Seen> = api
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("networkpolicies"))
+        .collect();
+    assert_eq!(
+        kinds(&applied),
+        ["PATCH /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/orders"]
+    );
+    let policy: NetworkPolicy = serde_json::from_value(applied[0].body.clone()).unwrap();
+
+    // Turned off: the policy this group owns goes; one it does not own stays.
+    let mut foreign = policy.clone();
+    foreign.metadata.owner_references = None;
+    writers
+        .network_policies
+        .apply_watcher_event(&watcher::Event::Apply(foreign));
+    let before = api.seen().len();
+    reconcile(Arc::new(plaintext()), ctx.clone()).await.unwrap();
+    assert!(
+        api.seen()[before..]
+            .iter()
+            .all(|s| !s.path.contains("networkpolicies")),
+        "{:?}",
+        kinds(&api.seen()[before..])
+    );
+    writers
+        .network_policies
+        .apply_watcher_event(&watcher::Event::Apply(policy));
+    let before = api.seen().len();
+    reconcile(Arc::new(plaintext()), ctx).await.unwrap();
+    let deleted: Vec<String> = kinds(&api.seen()[before..])
+        .into_iter()
+        .filter(|k| k.contains("networkpolicies"))
+        .collect();
+    assert_eq!(
+        deleted,
+        ["DELETE /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/orders"]
+    );
 }

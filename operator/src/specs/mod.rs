@@ -4,6 +4,7 @@
 
 mod join;
 mod labels;
+mod network_policy;
 mod pdb;
 mod services;
 mod statefulset;
@@ -17,6 +18,7 @@ pub use labels::{
     common_labels, selector_labels, selector_string, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
     NAME_LABEL, ROLE_LABEL,
 };
+pub use network_policy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, leader_service, peers_service};
 pub use statefulset::{member_names, statefulset, DATA_DIR, HTTP_PORT, PEER_PORT};
