@@ -134,16 +134,22 @@ fn load(files: TlsFiles) -> Tls {
     Tls::load(files).unwrap()
 }
 
-/// The `/metrics` text of member `index` over HTTPS, as the operator
-/// would read it (its certificate names `dledger-operator`).
-async fn metrics(group: &Group, index: usize, operator: &Tls) -> String {
+/// The answer of member `index` to `GET path` over HTTPS with the
+/// credential `tls`, head and body.
+async fn https_get(group: &Group, index: usize, tls: &Tls, path: &str) -> String {
     let tcp = TcpStream::connect(&group.http[index]).await.unwrap();
-    let mut stream = operator.connect(tcp, "127.0.0.1").await.unwrap();
-    let request = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    let mut stream = tls.connect(tcp, "127.0.0.1").await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
     response
+}
+
+/// The `/metrics` text of member `index` over HTTPS, as the operator
+/// would read it (its certificate names `dledger-operator`).
+async fn metrics(group: &Group, index: usize, operator: &Tls) -> String {
+    https_get(group, index, operator, "/metrics").await
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {
@@ -280,6 +286,20 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
     let again = client.append(&b"still here"[..]).await.unwrap();
     assert_eq!(again.0, appended.0 + 1);
     assert_eq!(again.1, appended.1);
+
+    // A follower sends a client on to the leader over HTTPS.
+    let path = "/v1/entries?from=1&linearizable=true";
+    let mut redirects = 0;
+    for index in 0..3 {
+        let answer = https_get(&group, index, &app, path)
+            .await
+            .to_ascii_lowercase();
+        if answer.starts_with("http/1.0 307") || answer.starts_with("http/1.1 307") {
+            redirects += 1;
+            assert!(answer.contains("\r\nlocation: https://"), "{answer}");
+        }
+    }
+    assert!(redirects > 0, "no follower redirected {path}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
