@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -61,6 +61,9 @@ pub struct Limits {
     pub client_bytes: ClientBytes,
     /// Who may do what (`Auth::open()`: everyone everything).
     pub auth: crate::auth::Auth,
+    /// This member serves the API over HTTPS (`http_serve::serve` with
+    /// TLS), and so does the leader a redirect names.
+    pub serves_https: bool,
 }
 
 impl Default for Limits {
@@ -70,7 +73,54 @@ impl Default for Limits {
             max_request_ms: MAX_REQUEST_MS,
             client_bytes: ClientBytes::default(),
             auth: crate::auth::Auth::open(),
+            serves_https: false,
         }
+    }
+}
+
+/// The scheme of a redirect to the leader. Members serve HTTP or HTTPS all
+/// alike, so the leader serves what this member does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The router's state: the engine, and the scheme its redirects name
+/// (handlers take the part they need, `State<Arc<E>>` or `State<Scheme>`).
+struct Api<E> {
+    engine: Arc<E>,
+    scheme: Scheme,
+}
+
+// Not derived: that would ask for `E: Clone`.
+impl<E> Clone for Api<E> {
+    fn clone(&self) -> Self {
+        Api {
+            engine: self.engine.clone(),
+            scheme: self.scheme,
+        }
+    }
+}
+
+impl<E> FromRef<Api<E>> for Arc<E> {
+    fn from_ref(api: &Api<E>) -> Arc<E> {
+        api.engine.clone()
+    }
+}
+
+impl<E> FromRef<Api<E>> for Scheme {
+    fn from_ref(api: &Api<E>) -> Scheme {
+        api.scheme
     }
 }
 
@@ -87,7 +137,13 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         max_request_ms,
         client_bytes,
         auth,
+        serves_https,
     } = limits;
+    let scheme = if serves_https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let in_flight = Arc::new(tokio::sync::Semaphore::new(max_requests_in_flight));
     let limited = Router::new()
         .route("/admin/transfer-leadership", post(transfer::<E>))
@@ -97,8 +153,11 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         .route(
             "/v1/entries",
             post(
-                move |State(engine): State<Arc<E>>, headers: HeaderMap, body: Body| {
-                    append(engine, client_bytes.clone(), headers, body)
+                move |State(engine): State<Arc<E>>,
+                      State(scheme): State<Scheme>,
+                      headers: HeaderMap,
+                      body: Body| {
+                    append(engine, scheme, client_bytes.clone(), headers, body)
                 },
             )
             .get(range::<E>),
@@ -118,7 +177,7 @@ pub fn router_with_limits<E: Engine>(engine: Arc<E>, limits: Limits) -> Router {
         .merge(limited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(engine);
+        .with_state(Api { engine, scheme });
     if auth.is_open() {
         return router;
     }
@@ -138,7 +197,7 @@ async fn bounded(
     next: axum::middleware::Next,
 ) -> Response {
     let Ok(_slot) = in_flight.try_acquire() else {
-        return append_error(AppendError::Overloaded {
+        return busy(AppendError::Overloaded {
             reason: "too many requests in flight".into(),
         });
     };
@@ -217,6 +276,7 @@ async fn metrics<E: Engine>(State(engine): State<Arc<E>>) -> Response {
 
 async fn append<E: Engine>(
     engine: Arc<E>,
+    scheme: Scheme,
     client_bytes: ClientBytes,
     headers: HeaderMap,
     body: Body,
@@ -235,17 +295,23 @@ async fn append<E: Engine>(
         .acquire(declared_bytes.unwrap_or(max_bytes).min(max_bytes + 1))
         .await
     else {
-        return append_error(AppendError::Unavailable {
-            reason: "the server is stopping".into(),
-        });
+        return append_error(
+            AppendError::Unavailable {
+                reason: "the server is stopping".into(),
+            },
+            scheme,
+        );
     };
     let payload = match read_entry_body(body, max_bytes).await {
         Ok(payload) => payload,
         Err(EntryBody::TooLarge { read_bytes }) => {
-            return append_error(AppendError::TooLarge {
-                size_bytes: read_bytes,
-                max_bytes,
-            })
+            return append_error(
+                AppendError::TooLarge {
+                    size_bytes: read_bytes,
+                    max_bytes,
+                },
+                scheme,
+            )
         }
         Err(EntryBody::Unreadable(reason)) => {
             return error(
@@ -257,7 +323,7 @@ async fn append<E: Engine>(
     };
     match engine.append(payload).await {
         Ok(appended) => Json(appended).into_response(),
-        Err(err) => append_error(err),
+        Err(err) => append_error(err, scheme),
     }
 }
 
@@ -313,28 +379,21 @@ async fn read_entry_body(body: Body, max_bytes: usize) -> Result<Bytes, EntryBod
 /// Seconds a busy client is told to wait before retrying.
 const RETRY_AFTER_S: &str = "1";
 
-fn append_error(err: AppendError) -> Response {
-    write_error(err, "/v1/entries")
+fn append_error(err: AppendError, scheme: Scheme) -> Response {
+    write_error(err, scheme, "/v1/entries")
 }
 
 /// The answer to a write (or a linearizable read) that failed with `err`;
 /// a follower redirects to the same `path_and_query` on the leader.
-fn write_error(err: AppendError, path_and_query: &str) -> Response {
+fn write_error(err: AppendError, scheme: Scheme, path_and_query: &str) -> Response {
     let code = err.code();
     let reason = err.to_string();
     match &err {
         AppendError::NotLeader {
             leader_http: Some(address),
             ..
-        } => redirect_to_leader(address, path_and_query, code, reason),
-        // Busy: nothing was appended; the client backs off and retries.
-        AppendError::Overloaded { .. } => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, reason);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
-            response
-        }
+        } => redirect_to_leader(scheme, address, path_and_query, code, reason),
+        AppendError::Overloaded { .. } => busy(err),
         AppendError::DiskFull { .. } => error(StatusCode::INSUFFICIENT_STORAGE, code, reason),
         AppendError::NotLeader { .. }
         | AppendError::NoLeader { .. }
@@ -347,10 +406,26 @@ fn write_error(err: AppendError, path_and_query: &str) -> Response {
     }
 }
 
+/// A `503` with `Retry-After` for `err`: nothing was done; the client
+/// backs off and retries.
+fn busy(err: AppendError) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string());
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+    response
+}
+
 /// A `307` to the same `path_and_query` on the leader's HTTP `address`,
 /// with the usual JSON error body for clients that do not follow it.
-fn redirect_to_leader(address: &str, path_and_query: &str, code: &str, reason: String) -> Response {
-    let location = format!("http://{address}{path_and_query}");
+fn redirect_to_leader(
+    scheme: Scheme,
+    address: &str,
+    path_and_query: &str,
+    code: &str,
+    reason: String,
+) -> Response {
+    let location = format!("{}://{address}{path_and_query}", scheme.as_str());
     let mut response = error(StatusCode::TEMPORARY_REDIRECT, code, reason);
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -471,6 +546,7 @@ fn range_query(query: &HashMap<String, String>) -> Result<RangeQuery, String> {
 
 async fn range<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let query = match query_or_reason(query) {
@@ -490,7 +566,7 @@ async fn range<E: Engine>(
     // so the answer holds every append acknowledged before the request.
     if linearizable {
         if let Err(err) = engine.read_index().await {
-            let mut response = append_error(err);
+            let mut response = append_error(err, scheme);
             if let Some(location) = response.headers_mut().get_mut(header::LOCATION) {
                 let redirected = format!(
                     "{}?{}",
@@ -544,6 +620,7 @@ fn query_string(query: &HashMap<String, String>) -> String {
 /// `path` on the leader with the same query.
 async fn consumer_read_point<E: Engine>(
     engine: &E,
+    scheme: Scheme,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     path: &str,
 ) -> Result<(), Response> {
@@ -555,6 +632,7 @@ async fn consumer_read_point<E: Engine>(
         if let Err(err) = engine.read_index().await {
             return Err(write_error(
                 err,
+                scheme,
                 &format!("{path}?{}", query_string(&query)),
             ));
         }
@@ -584,9 +662,12 @@ fn group_from_path(
 
 async fn consumer_groups<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    if let Err(response) = consumer_read_point(engine.as_ref(), query, "/v1/consumers").await {
+    if let Err(response) =
+        consumer_read_point(engine.as_ref(), scheme, query, "/v1/consumers").await
+    {
         return response;
     }
     Json(engine.consumer_groups()).into_response()
@@ -594,6 +675,7 @@ async fn consumer_groups<E: Engine>(
 
 async fn consumer_group<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     group: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
@@ -602,7 +684,7 @@ async fn consumer_group<E: Engine>(
         Err((code, reason)) => return error(StatusCode::BAD_REQUEST, code, reason),
     };
     let path = format!("/v1/consumers/{group}");
-    if let Err(response) = consumer_read_point(engine.as_ref(), query, &path).await {
+    if let Err(response) = consumer_read_point(engine.as_ref(), scheme, query, &path).await {
         return response;
     }
     match engine.consumer_group(&group) {
@@ -617,6 +699,7 @@ async fn consumer_group<E: Engine>(
 
 async fn commit_offset<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     group: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
@@ -652,14 +735,14 @@ async fn commit_offset<E: Engine>(
         .await
     {
         Ok(committed) => Json(committed).into_response(),
-        Err(err) => offset_error(err, &path),
+        Err(err) => offset_error(err, scheme, &path),
     }
 }
 
 /// `409` for a condition that did not hold (the body names the current
 /// offset), `422` for an offset out of range, `400` for a bad request, and
 /// what an append answers for the rest (redirect, busy, unknown, ...).
-fn offset_error(err: OffsetError, path: &str) -> Response {
+fn offset_error(err: OffsetError, scheme: Scheme, path: &str) -> Response {
     match err {
         OffsetError::BadRequest { reason } => error(StatusCode::BAD_REQUEST, "bad_group", reason),
         OffsetError::Refused(refusal) => {
@@ -679,7 +762,7 @@ fn offset_error(err: OffsetError, path: &str) -> Response {
                 }
             }
         }
-        OffsetError::Write(err) => write_error(err, path),
+        OffsetError::Write(err) => write_error(err, scheme, path),
     }
 }
 
@@ -725,7 +808,12 @@ async fn members<E: Engine>(State(engine): State<Arc<E>>) -> Response {
     Json(engine.members()).into_response()
 }
 
-async fn add_member<E: Engine>(State(engine): State<Arc<E>>, uri: Uri, body: Body) -> Response {
+async fn add_member<E: Engine>(
+    State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
+    uri: Uri,
+    body: Body,
+) -> Response {
     let add: AddMember = match axum::body::to_bytes(body, MAX_MEMBER_BODY_BYTES).await {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(add) => add,
@@ -748,35 +836,38 @@ async fn add_member<E: Engine>(State(engine): State<Arc<E>>, uri: Uri, body: Bod
             )
         }
     };
-    change_members(engine.as_ref(), MemberChange::Add(add), &uri).await
+    change_members(engine.as_ref(), scheme, MemberChange::Add(add), &uri).await
 }
 
 async fn promote_member<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     uri: Uri,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
-    change_named(engine.as_ref(), id, MemberChange::Promote, &uri).await
+    change_named(engine.as_ref(), scheme, id, MemberChange::Promote, &uri).await
 }
 
 async fn remove_member<E: Engine>(
     State(engine): State<Arc<E>>,
+    State(scheme): State<Scheme>,
     uri: Uri,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
-    change_named(engine.as_ref(), id, MemberChange::Remove, &uri).await
+    change_named(engine.as_ref(), scheme, id, MemberChange::Remove, &uri).await
 }
 
 /// Makes the change `make` builds for the member named in the path (a
 /// 400 when the name is unreadable).
 async fn change_named<E: Engine>(
     engine: &E,
+    scheme: Scheme,
     id: Result<Path<String>, PathRejection>,
     make: fn(String) -> MemberChange,
     uri: &Uri,
 ) -> Response {
     match id {
-        Ok(Path(id)) => change_members(engine, make(id), uri).await,
+        Ok(Path(id)) => change_members(engine, scheme, make(id), uri).await,
         Err(rejection) => error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -786,10 +877,15 @@ async fn change_named<E: Engine>(
 }
 
 /// Makes `change` and answers the new configuration once it is committed.
-async fn change_members<E: Engine>(engine: &E, change: MemberChange, uri: &Uri) -> Response {
+async fn change_members<E: Engine>(
+    engine: &E,
+    scheme: Scheme,
+    change: MemberChange,
+    uri: &Uri,
+) -> Response {
     match engine.change_members(change).await {
         Ok(members) => Json(members).into_response(),
-        Err(err) => membership_error(err, request_target(uri)),
+        Err(err) => membership_error(err, scheme, request_target(uri)),
     }
 }
 
@@ -797,7 +893,7 @@ async fn change_members<E: Engine>(engine: &E, change: MemberChange, uri: &Uri) 
 /// an unknown member, `400` for a malformed request, `409` for a change
 /// refused as it stands, and what an append answers for the rest (busy,
 /// no leader, outcome unknown, ...).
-fn membership_error(err: MembershipError, path_and_query: &str) -> Response {
+fn membership_error(err: MembershipError, scheme: Scheme, path_and_query: &str) -> Response {
     match err {
         MembershipError::NotLeader {
             leader_id,
@@ -809,7 +905,9 @@ fn membership_error(err: MembershipError, path_and_query: &str) -> Response {
                 None => "not the leader, and no leader is known; retry shortly".to_string(),
             };
             match leader_http {
-                Some(address) => redirect_to_leader(&address, path_and_query, "not_leader", reason),
+                Some(address) => {
+                    redirect_to_leader(scheme, &address, path_and_query, "not_leader", reason)
+                }
                 None => error(StatusCode::SERVICE_UNAVAILABLE, "not_leader", reason),
             }
         }
@@ -820,7 +918,7 @@ fn membership_error(err: MembershipError, path_and_query: &str) -> Response {
             error(StatusCode::BAD_REQUEST, "bad_request", reason)
         }
         MembershipError::Refused { reason } => error(StatusCode::CONFLICT, "refused", reason),
-        MembershipError::Append(err) => write_error(err, path_and_query),
+        MembershipError::Append(err) => write_error(err, scheme, path_and_query),
     }
 }
 
@@ -1285,6 +1383,49 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_redirect_names_the_scheme_this_member_serves() {
+        let add = br#"{"id":"d","address":"d:20911"}"#;
+        // Every kind of request a follower sends on to the leader.
+        let requests: [(&str, &str, &[u8]); 8] = [
+            ("POST", "/v1/entries", b"x"),
+            ("GET", "/v1/entries?from=3&linearizable=true", b""),
+            ("PUT", "/v1/consumers/g/offset", br#"{"offset":1}"#),
+            ("GET", "/v1/consumers?linearizable=true", b""),
+            ("GET", "/v1/consumers/g?linearizable=true", b""),
+            ("POST", "/admin/members", add),
+            ("POST", "/admin/members/d/promote", b""),
+            ("DELETE", "/admin/members/d", b""),
+        ];
+        for (serves_https, scheme) in [(false, "http"), (true, "https")] {
+            let router = router_with_limits(
+                FakeEngine::follower(),
+                Limits {
+                    serves_https,
+                    ..Limits::default()
+                },
+            );
+            for (method, uri, body) in requests {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::from(body))
+                    .unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::TEMPORARY_REDIRECT,
+                    "{method} {uri}"
+                );
+                assert_eq!(
+                    response.headers()[header::LOCATION],
+                    format!("{scheme}://10.0.0.2:8080{uri}"),
+                    "{method} {uri}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn reads_past_commit_and_below_retention_are_told_apart() {
         let engine = Arc::new(FakeEngine {
             leader_http: None,
@@ -1407,17 +1548,23 @@ pub(crate) mod tests {
 
     #[test]
     fn busy_is_503_with_retry_after_and_disk_full_is_507() {
-        let busy = append_error(AppendError::Overloaded {
-            reason: "queue full".into(),
-        });
+        let busy = append_error(
+            AppendError::Overloaded {
+                reason: "queue full".into(),
+            },
+            Scheme::Http,
+        );
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             busy.headers().get(header::RETRY_AFTER),
             Some(&HeaderValue::from_static(RETRY_AFTER_S))
         );
-        let full = append_error(AppendError::DiskFull {
-            reason: "no space".into(),
-        });
+        let full = append_error(
+            AppendError::DiskFull {
+                reason: "no space".into(),
+            },
+            Scheme::Http,
+        );
         assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
         assert!(full.headers().get(header::RETRY_AFTER).is_none());
     }
@@ -1713,6 +1860,7 @@ pub(crate) mod tests {
             OffsetError::Write(AppendError::Overloaded {
                 reason: "queue full".into(),
             }),
+            Scheme::Http,
             "/v1/consumers/g/offset",
         );
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -1721,6 +1869,7 @@ pub(crate) mod tests {
             OffsetError::Write(AppendError::Unknown {
                 reason: "leadership lost".into(),
             }),
+            Scheme::Http,
             "/v1/consumers/g/offset",
         );
         assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
@@ -1728,6 +1877,7 @@ pub(crate) mod tests {
             OffsetError::Write(AppendError::NoLeader {
                 reason: "election".into(),
             }),
+            Scheme::Http,
             "/v1/consumers/g/offset",
         );
         assert_eq!(no_leader.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -1905,7 +2055,8 @@ pub(crate) mod tests {
             ),
         ];
         for (err, status, code) in cases {
-            let response = membership_error(MembershipError::Append(err), "/admin/members");
+            let response =
+                membership_error(MembershipError::Append(err), Scheme::Http, "/admin/members");
             assert_eq!(response.status(), status, "{code}");
             assert!(response.headers().get(header::LOCATION).is_none());
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -1968,6 +2119,7 @@ pub(crate) mod tests {
                     leader_id,
                     leader_http: None,
                 },
+                Scheme::Http,
                 "/admin/members",
             );
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

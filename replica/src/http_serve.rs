@@ -7,13 +7,12 @@
 //! authentication layer (`crate::http_auth`). HTTP/1.1 only: no ALPN is
 //! offered.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, Request, Response};
+use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -171,12 +170,7 @@ async fn connection(
     let router = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(certificate.clone());
-        let answer = hyper::service::Service::call(&router, request);
-        async move {
-            let mut response = answer.await?;
-            redirect_over_https(&mut response);
-            Ok::<_, Infallible>(response)
-        }
+        hyper::service::Service::call(&router, request)
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -191,26 +185,6 @@ async fn connection(
     };
     if let Err(error) = served {
         tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
-    }
-}
-
-/// Members serve HTTPS all alike: a redirect to another member (a
-/// follower's to the leader) names `https`, not the `http` the router
-/// writes.
-fn redirect_over_https<B>(response: &mut Response<B>) {
-    if !response.status().is_redirection() {
-        return;
-    }
-    let Some(location) = response.headers().get(header::LOCATION) else {
-        return;
-    };
-    let Some(rest) = location.as_bytes().strip_prefix(b"http://") else {
-        return;
-    };
-    let mut https = b"https://".to_vec();
-    https.extend_from_slice(rest);
-    if let Ok(value) = HeaderValue::from_bytes(&https) {
-        response.headers_mut().insert(header::LOCATION, value);
     }
 }
 
@@ -268,6 +242,7 @@ mod tests {
                 engine.clone(),
                 Limits {
                     auth,
+                    serves_https: true,
                     ..Limits::default()
                 },
             );

@@ -4,7 +4,8 @@
 //! one and go on serving; on a core that asserted on peer input, the first
 //! one stopped a member.
 
-use std::net::TcpListener as StdListener;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use dledger_replica::core::{AppendResult, Message, MessageBody};
@@ -13,62 +14,21 @@ use dledger_replica::net::body::encode_peer;
 use dledger_replica::net::client::{Client, ClientConfig};
 use dledger_replica::net::frame::{Frame, FrameCodec, FrameType};
 use dledger_replica::net::handshake::{self, Hello, Role};
-use dledger_replica::server::members::{node_id_of, Member};
-use dledger_replica::server::retention::RetentionPolicy;
+use dledger_replica::server::members::node_id_of;
 use dledger_replica::server::{serve, ServerConfig};
-use dledger_replica::store::FlushMode;
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use common::group::Addresses;
+
 const GROUP: &str = "hostile";
 const NAMES: [&str; 3] = ["m0", "m1", "intruder"];
 
-fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-struct Addresses {
-    peer: Vec<String>,
-    http: Vec<String>,
-}
-
 fn config(index: usize, addresses: &Addresses, dir: &std::path::Path) -> ServerConfig {
-    let members = NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Member {
-            name: name.to_string(),
-            peer_name: name.to_string(),
-            id: node_id_of(name),
-            tcp_address: addresses.peer[i].clone(),
-            http_address: addresses.http[i].clone(),
-        })
-        .collect();
-    ServerConfig {
-        group: GROUP.into(),
-        group_id: "hostile-test".into(),
-        id: NAMES[index].into(),
-        members,
-        initial_state: dledger_replica::server::InitialState::New,
-        data_dir: dir.join(NAMES[index]),
-        listen: addresses.peer[index].clone(),
-        http_listen: addresses.http[index].clone(),
-        tick_ms: 10,
-        heartbeat_ms: 50,
-        election_timeout_ms: 300,
-        flush_mode: FlushMode::PageCache,
-        segment_bytes: 1 << 20,
-        max_entry_bytes: 1 << 16,
-        preferred_leader: None,
-        ready_max_lag: 1000,
-        shutdown_transfer_timeout_ms: 0,
-        retention: RetentionPolicy::default(),
-        security: Default::default(),
-    }
+    common::group::config(GROUP, "hostile-test", &NAMES, addresses, dir, index)
 }
 
 /// `GET path` over plain HTTP/1.0; the body, or `None` when the member
@@ -181,14 +141,7 @@ async fn append_one(addresses: &Addresses, payload: &'static [u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peer_does_not_stop_a_running_member() {
     let dir = tempfile::tempdir().unwrap();
-    let addresses = Addresses {
-        peer: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-        http: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-    };
+    let addresses = Addresses::loopback(NAMES.len());
     // Each member on its own runtime, as the binary runs it.
     let servers: Vec<_> = (0..2)
         .map(|index| {

@@ -2,7 +2,8 @@
 //! chains to the group's CA and names them, clients need a certificate
 //! from the CA, and a rotated certificate is used without a restart.
 
-use std::net::TcpListener as StdListener;
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,22 +16,17 @@ use dledger_replica::net::frame::{Frame, FrameCodec, FrameType};
 use dledger_replica::net::handshake::{self, ErrorCode, HandshakeError, Hello, Role};
 use dledger_replica::net::stream::Stream;
 use dledger_replica::net::tls::{Tls, TlsFiles};
-use dledger_replica::server::members::{node_id_of, Member};
-use dledger_replica::server::retention::RetentionPolicy;
+use dledger_replica::server::members::node_id_of;
 use dledger_replica::server::{serve, Security, ServerConfig};
-use dledger_replica::store::FlushMode;
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use common::group::Addresses;
+
 const GROUP: &str = "secure";
 const NAMES: [&str; 3] = ["s0", "s1", "s2"];
-
-fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// Writes a certificate for `names` signed by `ca` into `dir/<file>.*`.
 fn write_credential(dir: &Path, file: &str, ca: &Ca, names: &[&str]) -> TlsFiles {
@@ -46,44 +42,22 @@ fn write_credential(dir: &Path, file: &str, ca: &Ca, names: &[&str]) -> TlsFiles
 }
 
 struct Group {
-    peer: Vec<String>,
-    http: Vec<String>,
+    addresses: Addresses,
     files: Vec<TlsFiles>,
     ca: Ca,
     dir: tempfile::TempDir,
 }
 
 fn config(group: &Group, index: usize) -> ServerConfig {
-    let members = NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Member {
-            name: name.to_string(),
-            peer_name: name.to_string(),
-            id: node_id_of(name),
-            tcp_address: group.peer[i].clone(),
-            http_address: group.http[i].clone(),
-        })
-        .collect();
+    let plaintext = common::group::config(
+        GROUP,
+        "tls-test",
+        &NAMES,
+        &group.addresses,
+        group.dir.path(),
+        index,
+    );
     ServerConfig {
-        group: GROUP.into(),
-        group_id: "tls-test".into(),
-        id: NAMES[index].into(),
-        members,
-        initial_state: dledger_replica::server::InitialState::New,
-        data_dir: group.dir.path().join(NAMES[index]),
-        listen: group.peer[index].clone(),
-        http_listen: group.http[index].clone(),
-        tick_ms: 10,
-        heartbeat_ms: 50,
-        election_timeout_ms: 300,
-        flush_mode: FlushMode::PageCache,
-        segment_bytes: 1 << 20,
-        max_entry_bytes: 1 << 16,
-        preferred_leader: None,
-        ready_max_lag: 1000,
-        shutdown_transfer_timeout_ms: 0,
-        retention: RetentionPolicy::default(),
         security: Security {
             tls: Some(group.files[index].clone()),
             tls_reload_ms: 100,
@@ -91,6 +65,7 @@ fn config(group: &Group, index: usize) -> ServerConfig {
             admin_names: vec!["dledger-operator".into()],
             metrics_open: true,
         },
+        ..plaintext
     }
 }
 
@@ -103,12 +78,7 @@ fn start_group() -> Group {
         .map(|name| write_credential(dir.path(), name, &ca, &[name, "127.0.0.1", "localhost"]))
         .collect();
     let group = Group {
-        peer: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-        http: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
+        addresses: Addresses::loopback(NAMES.len()),
         files,
         ca,
         dir,
@@ -134,16 +104,42 @@ fn load(files: TlsFiles) -> Tls {
     Tls::load(files).unwrap()
 }
 
-/// The `/metrics` text of member `index` over HTTPS, as the operator
-/// would read it (its certificate names `dledger-operator`).
-async fn metrics(group: &Group, index: usize, operator: &Tls) -> String {
-    let tcp = TcpStream::connect(&group.http[index]).await.unwrap();
-    let mut stream = operator.connect(tcp, "127.0.0.1").await.unwrap();
-    let request = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+/// An application's credential (a certificate from the group's CA that
+/// names `billing`) and a client of the group that presents it.
+async fn application(group: &Group) -> (Tls, Client) {
+    let app = load(write_credential(
+        group.dir.path(),
+        "billing",
+        &group.ca,
+        &["billing"],
+    ));
+    let client = Client::connect_with(
+        group.addresses.peer.clone(),
+        client_config(Some(app.clone())),
+    )
+    .await
+    .expect("a client with a certificate from the CA connects");
+    (app, client)
+}
+
+/// The answer of member `index` to `GET path` over HTTPS with the
+/// credential `tls`, head and body.
+async fn https_get(group: &Group, index: usize, tls: &Tls, path: &str) -> String {
+    let tcp = TcpStream::connect(&group.addresses.http[index])
+        .await
+        .unwrap();
+    let mut stream = tls.connect(tcp, "127.0.0.1").await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
     response
+}
+
+/// The `/metrics` text of member `index` over HTTPS, as the operator
+/// would read it (its certificate names `dledger-operator`).
+async fn metrics(group: &Group, index: usize, operator: &Tls) -> String {
+    https_get(group, index, operator, "/metrics").await
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {
@@ -174,12 +170,7 @@ async fn claim_to_be_s2(stream: Stream) -> Result<Framed<Stream, FrameCodec>, Ha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
     let group = start_group();
-    let app = load(write_credential(
-        group.dir.path(),
-        "billing",
-        &group.ca,
-        &["billing"],
-    ));
+    let (app, client) = application(&group).await;
     let operator = load(write_credential(
         group.dir.path(),
         "operator",
@@ -188,9 +179,6 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
     ));
 
     // The group elects a leader and commits over TLS links.
-    let client = Client::connect_with(group.peer.clone(), client_config(Some(app.clone())))
-        .await
-        .expect("a client with a certificate from the CA connects");
     let deadline = Instant::now() + Duration::from_secs(20);
     let appended = loop {
         match client.append(&b"over tls"[..]).await {
@@ -207,7 +195,8 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
 
     // A client without TLS, or with a certificate from another CA.
     // Our own client without TLS is told why, and does not retry.
-    let Err(error) = Client::connect_with(group.peer.clone(), client_config(None)).await else {
+    let Err(error) = Client::connect_with(group.addresses.peer.clone(), client_config(None)).await
+    else {
         panic!("a plaintext client connected to a TLS group");
     };
     let error = error.to_string();
@@ -219,17 +208,18 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
         &other_ca,
         &["s2", "127.0.0.1"],
     ));
-    assert!(
-        Client::connect_with(group.peer.clone(), client_config(Some(stranger.clone())))
-            .await
-            .is_err()
-    );
+    assert!(Client::connect_with(
+        group.addresses.peer.clone(),
+        client_config(Some(stranger.clone()))
+    )
+    .await
+    .is_err());
 
     // A peer without a certificate: a plaintext hello is no TLS handshake.
-    let plain = TcpStream::connect(&group.peer[0]).await.unwrap();
+    let plain = TcpStream::connect(&group.addresses.peer[0]).await.unwrap();
     assert!(claim_to_be_s2(Stream::Plain(plain)).await.is_err());
     // A peer with a certificate from another CA that names s2.
-    let tcp = TcpStream::connect(&group.peer[0]).await.unwrap();
+    let tcp = TcpStream::connect(&group.addresses.peer[0]).await.unwrap();
     let refused = match stranger.connect(tcp, "127.0.0.1").await {
         Err(_) => true,
         Ok(stream) => claim_to_be_s2(stream).await.is_err(),
@@ -237,7 +227,7 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
     assert!(refused, "a certificate from another CA was accepted");
     // A certificate from the group's CA for an application, claiming to be
     // member s2: refused at the handshake, so no Append can follow.
-    let tcp = TcpStream::connect(&group.peer[0]).await.unwrap();
+    let tcp = TcpStream::connect(&group.addresses.peer[0]).await.unwrap();
     let stream = app.connect(tcp, "127.0.0.1").await.unwrap();
     match claim_to_be_s2(stream).await {
         Err(HandshakeError::Refused {
@@ -280,23 +270,29 @@ async fn members_talk_over_mutual_tls_and_refuse_whoever_the_ca_did_not_name() {
     let again = client.append(&b"still here"[..]).await.unwrap();
     assert_eq!(again.0, appended.0 + 1);
     assert_eq!(again.1, appended.1);
+
+    // A follower sends a client on to the leader over HTTPS.
+    let path = "/v1/entries?from=1&linearizable=true";
+    let mut redirects = 0;
+    for index in 0..3 {
+        let answer = https_get(&group, index, &app, path)
+            .await
+            .to_ascii_lowercase();
+        if answer.starts_with("http/1.0 307") || answer.starts_with("http/1.1 307") {
+            redirects += 1;
+            assert!(answer.contains("\r\nlocation: https://"), "{answer}");
+        }
+    }
+    assert!(redirects > 0, "no follower redirected {path}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_member_certificate_is_used_without_a_restart_and_loses_no_write() {
     let group = start_group();
-    let app = load(write_credential(
-        group.dir.path(),
-        "billing",
-        &group.ca,
-        &["billing"],
-    ));
-    let client = Client::connect_with(group.peer.clone(), client_config(Some(app.clone())))
-        .await
-        .unwrap();
+    let (app, client) = application(&group).await;
     let certificate_of = |index: usize| {
         let app = app.clone();
-        let address = group.peer[index].clone();
+        let address = group.addresses.peer[index].clone();
         async move {
             let tcp = TcpStream::connect(address).await.unwrap();
             let stream = app.connect(tcp, "127.0.0.1").await.unwrap();

@@ -221,16 +221,17 @@ pub async fn serve(
         "replica started"
     );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_tls = transport.tls.clone();
     // One client bytes budget over both front ends.
     let router = crate::http::router_with_limits(
         running.handle.clone(),
         crate::http::Limits {
             client_bytes: running.listener.client_bytes(),
             auth: transport.auth.clone(),
+            serves_https: http_tls.is_some(),
             ..crate::http::Limits::default()
         },
     );
-    let http_tls = transport.tls.clone();
     let http_task = tokio::spawn(async move {
         let stopped = async {
             let _ = http_stopped.await;

@@ -1,0 +1,3 @@
+//! Helpers shared by the integration tests that run members in process.
+
+pub mod group;
