@@ -44,6 +44,21 @@ pub fn required_env(name: &str) -> Result<String> {
     }
 }
 
+/// A bound in milliseconds from variable `name`, or `default_ms` when it
+/// is not set.
+///
+/// # Panics
+/// When it is set to something that is not a number (a scenario's knob
+/// mistyped should stop the run, not be ignored).
+pub fn env_ms(name: &str, default_ms: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={value:?}: {e}")),
+        Err(_) => default_ms,
+    }
+}
+
 /// A `kubectl` bound to one kubeconfig.
 #[derive(Clone, Debug)]
 pub struct Kubectl {

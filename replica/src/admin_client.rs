@@ -94,14 +94,7 @@ impl AdminClient {
         timeout: Duration,
         credentials: &Credentials,
     ) -> Result<AdminClient, AdminError> {
-        let tls = tls_of(address, credentials)?;
-        Ok(AdminClient::build(
-            address,
-            timeout,
-            tls,
-            credentials.token.as_deref(),
-            None,
-        ))
+        AdminClient::with_parts(address, None, timeout, credentials)
     }
 
     /// As [`AdminClient::with_credentials`] for a member known by its
@@ -116,13 +109,31 @@ impl AdminClient {
         timeout: Duration,
         credentials: &Credentials,
     ) -> Result<AdminClient, AdminError> {
-        let tls = tls_of(address, credentials)?;
+        AdminClient::with_parts(address, Some(connect_to), timeout, credentials)
+    }
+
+    fn with_parts(
+        address: &str,
+        connect_to: Option<SocketAddr>,
+        timeout: Duration,
+        credentials: &Credentials,
+    ) -> Result<AdminClient, AdminError> {
+        let tls = credentials
+            .tls
+            .as_ref()
+            .map(|tls| {
+                tls_config(tls).map_err(|reason| AdminError::Unreachable {
+                    url: address.to_string(),
+                    reason,
+                })
+            })
+            .transpose()?;
         Ok(AdminClient::build(
             address,
             timeout,
             tls,
             credentials.token.as_deref(),
-            Some(connect_to),
+            connect_to,
         ))
     }
 
@@ -312,22 +323,6 @@ impl AdminClient {
             reason: format!("unreadable answer: {err}"),
         })
     }
-}
-
-fn tls_of(
-    address: &str,
-    credentials: &Credentials,
-) -> Result<Option<ureq::tls::TlsConfig>, AdminError> {
-    credentials
-        .tls
-        .as_ref()
-        .map(|tls| {
-            tls_config(tls).map_err(|reason| AdminError::Unreachable {
-                url: address.to_string(),
-                reason,
-            })
-        })
-        .transpose()
 }
 
 /// Resolves every host to one address (see [`AdminClient::for_member`]).

@@ -44,13 +44,7 @@ const EVENT_TIMEOUT_MS: u64 = 30_000;
 const EVENTS_SHOWN: usize = 25;
 
 fn step_timeout_ms() -> u64 {
-    std::env::var("DLEDGER_SCALING_STEP_TIMEOUT_MS")
-        .ok()
-        .map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|e| panic!("DLEDGER_SCALING_STEP_TIMEOUT_MS={v:?}: {e}"))
-        })
-        .unwrap_or(STEP_TIMEOUT_MS)
+    dledger_e2e::kube::env_ms("DLEDGER_SCALING_STEP_TIMEOUT_MS", STEP_TIMEOUT_MS)
 }
 
 fn pod(ordinal: usize) -> String {

@@ -27,13 +27,7 @@ const WRITES_AROUND: usize = 100;
 const WRITE_GAP_BOUND_MS: u128 = 5_000;
 
 fn rotation_timeout_ms() -> u64 {
-    std::env::var("DLEDGER_TLS_ROTATION_TIMEOUT_MS")
-        .ok()
-        .map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|e| panic!("DLEDGER_TLS_ROTATION_TIMEOUT_MS={v:?}: {e}"))
-        })
-        .unwrap_or(ROTATION_TIMEOUT_MS)
+    dledger_e2e::kube::env_ms("DLEDGER_TLS_ROTATION_TIMEOUT_MS", ROTATION_TIMEOUT_MS)
 }
 
 fn pods() -> Vec<String> {

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{common_labels, Group, PEER_PORT};
+use super::{Group, PEER_PORT};
 
 /// The variable that says whether an empty member bootstraps or joins.
 pub const INITIAL_STATE_VAR: &str = "DLEDGER_INITIAL_STATE";
@@ -116,13 +115,7 @@ pub fn peer_list(group: &Group<'_>, members: u32) -> String {
 /// The ConfigMap `<name>-join` saying `join`.
 pub fn join_config_map(group: &Group<'_>, join: &Join) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(join_config_map_name(group)),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(join_config_map_name(group)),
         data: Some(BTreeMap::from([
             (
                 INITIAL_STATE_VAR.to_string(),

@@ -23,7 +23,7 @@ pub use pdb::pod_disruption_budget;
 pub use services::{client_service, leader_service, peers_service};
 pub use statefulset::{member_names, statefulset, DATA_DIR, HTTP_PORT, PEER_PORT};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{DLedgerGroup, DLedgerGroupSpec};
@@ -81,6 +81,19 @@ impl<'a> Group<'a> {
     /// `<name>-peers`, the headless Service giving each member its DNS name.
     pub fn peers_service_name(&self) -> String {
         format!("{}-peers", self.name)
+    }
+
+    /// The metadata of a child named `name`: the group's namespace, its
+    /// labels and its controller reference (garbage collection removes the
+    /// child with the group).
+    pub fn child_meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(common_labels(&self.name)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
     }
 
     /// `<name>-leader`, the Service whose endpoints are the leader.

@@ -9,11 +9,11 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-use super::{common_labels, selector_labels, Group, HTTP_PORT, PEER_PORT};
+use super::{selector_labels, Group, HTTP_PORT, PEER_PORT};
 
 /// The operator's pods, as the chart and `dledger-operator rbac` label them.
 const OPERATOR_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "dledger-operator");
@@ -78,13 +78,7 @@ pub fn network_policy(group: &Group<'_>, operator_namespace: Option<&str>) -> Ne
         });
     }
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(group.name.clone()),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(group.name.clone()),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(&group.name)),

@@ -1,21 +1,15 @@
 //! The PodDisruptionBudget: a drain takes at most one member at a time.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{common_labels, selector_labels, Group};
+use super::{selector_labels, Group};
 
 /// The PDB `<name>` with `maxUnavailable: 1`.
 pub fn pod_disruption_budget(group: &Group<'_>) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: ObjectMeta {
-            name: Some(group.name.clone()),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(group.name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {

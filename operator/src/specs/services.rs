@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{common_labels, selector_labels, Group, HTTP_PORT, PEER_PORT, ROLE_LABEL};
+use super::{selector_labels, Group, HTTP_PORT, PEER_PORT, ROLE_LABEL};
 
 fn ports() -> Vec<ServicePort> {
     vec![
@@ -30,13 +29,7 @@ fn ports() -> Vec<ServicePort> {
 
 fn service(group: &Group<'_>, name: String, spec: ServiceSpec) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(name),
         spec: Some(spec),
         status: None,
     }

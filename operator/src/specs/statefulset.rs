@@ -52,13 +52,7 @@ pub fn statefulset(group: &Group<'_>, replicas: u32) -> StatefulSet {
             when_scaled: Some("Retain".into()),
         });
     StatefulSet {
-        metadata: ObjectMeta {
-            name: Some(group.name.clone()),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(group.name.clone()),
         spec: StatefulSetSpec {
             replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
             service_name: Some(group.peers_service_name()),

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
 use super::{common_labels, Group};
@@ -106,13 +105,7 @@ pub struct Pair {
 
 fn secret(group: &Group<'_>, name: String, type_: &str, data: BTreeMap<String, String>) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(group.namespace.clone()),
-            labels: Some(common_labels(&group.name)),
-            owner_references: Some(vec![group.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: group.child_meta(name),
         type_: Some(type_.into()),
         data: Some(
             data.into_iter()
