@@ -181,8 +181,8 @@ impl Stores {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes Events; `None` in tests that do not look at Events.
-    pub recorder: Option<Recorder>,
+    /// Who publishes the Events; `None` in tests that do not look at them.
+    pub reporter: Option<Reporter>,
     /// The metrics.
     pub metrics: Metrics,
     /// The knobs.
@@ -208,14 +208,14 @@ impl Context {
     /// A context over `client` and `stores`.
     pub fn new(
         client: Client,
-        recorder: Option<Recorder>,
+        reporter: Option<Reporter>,
         metrics: Metrics,
         settings: Settings,
         stores: Stores,
     ) -> Context {
         Context {
             client,
-            recorder,
+            reporter,
             metrics,
             settings,
             stores,
@@ -874,9 +874,15 @@ fn restart_count(pod: &Pod) -> Option<i32> {
 
 async fn publish(ctx: &Context, group: &DLedgerGroup, warning: bool, reason: &str, note: String) {
     tracing::info!(group = %group.name_any(), reason, note = %note, "event");
-    let Some(recorder) = &ctx.recorder else {
+    let Some(reporter) = &ctx.reporter else {
         return;
     };
+    // A recorder of its own for each Event: kube's Recorder folds Events of
+    // one reason into a series that keeps the first note, so a second
+    // member replaced (or any second notice of a kind) would be reported
+    // with the first one's sentence. Notices are edge-triggered by the
+    // decisions, so there is no flood to fold.
+    let recorder = Recorder::new(ctx.client.clone(), reporter.clone());
     let event = Event {
         type_: if warning {
             EventType::Warning
@@ -1002,14 +1008,8 @@ pub async fn run(
         secrets: secret_store,
         network_policies: policy_store,
     };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(
-        client,
-        Some(recorder),
-        metrics,
-        settings,
-        stores,
-    ));
+    let reporter = Some(reporter);
+    let ctx = Arc::new(Context::new(client, reporter, metrics, settings, stores));
     Controller::for_stream(group_stream, group_store)
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)

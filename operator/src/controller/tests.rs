@@ -1393,3 +1393,60 @@ async fn a_network_policy_is_applied_when_asked_and_deleted_when_turned_off() {
         ["DELETE /apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/orders"]
     );
 }
+
+#[tokio::test]
+async fn two_notices_of_one_reason_are_two_events_with_their_own_notes() {
+    let (client, api) = FakeApi::start(Box::new(echo));
+    let (statefulsets, _a) = reflector::store::<StatefulSet>();
+    let (services, _b) = reflector::store::<Service>();
+    let (pdbs, _c) = reflector::store::<PodDisruptionBudget>();
+    let (pods, _d) = reflector::store::<Pod>();
+    let (configmaps, _e) = reflector::store::<ConfigMap>();
+    let (secrets, _f) = reflector::store::<Secret>();
+    let (network_policies, _g) = reflector::store::<NetworkPolicy>();
+    let stores = Stores {
+        statefulsets,
+        services,
+        pdbs,
+        pods,
+        configmaps,
+        secrets,
+        network_policies,
+    };
+    let reporter = Reporter {
+        controller: "dledger-operator".into(),
+        instance: None,
+    };
+    let ctx = Context::new(
+        client,
+        Some(reporter),
+        Metrics::new().unwrap(),
+        Settings::default(),
+        stores,
+    );
+    let group = plaintext();
+    for member in ["orders-2", "orders-0"] {
+        publish(
+            &ctx,
+            &group,
+            false,
+            "MemberReplaced",
+            format!("{member} came back"),
+        )
+        .await;
+    }
+    let notes: Vec<(Method, Value)> = api
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/events"))
+        .map(|s| (s.method, s.body["note"].clone()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (Method::POST, json!("orders-2 came back")),
+            (Method::POST, json!("orders-0 came back")),
+        ],
+        "the second would be folded into the first's series, with the first's note"
+    );
+}
