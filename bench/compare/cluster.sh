@@ -78,7 +78,8 @@ CONF
       ;;
     dledger-java)
       # DLedger's own command-line server (BossCommand `server`), default settings.
-      echo "java $JAVA_OPTS_MEMBER $JAVA_OPENS -cp $CACHE/dledger-lib/* io.openmessaging.storage.dledger.cmdline.BossCommand server" \
+      # Its log goes to ~/logs/dledger/: user.home gives each member its own.
+      echo "java $JAVA_OPTS_MEMBER $JAVA_OPENS -Duser.home=$d -cp $CACHE/dledger-lib/* io.openmessaging.storage.dledger.cmdline.BossCommand server" \
         "--group bench --id n$i --peers n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913" \
         "--store-base-dir $d/store"
       ;;

@@ -161,7 +161,7 @@ ping_group() { # [driver args...]: 0 once the group took one write (the driver t
 show_group_logs() { # variant: what the driver and each member said last
   log "$1: the driver's last lines:"; tail -5 "$OUT/driver.log" >&2 || true
   local f
-  for f in "$WORK/$CL"/n*.log; do
+  for f in "$WORK/$CL"/n*.log "$WORK/$CL"/n*/logs/dledger/dledger.log; do
     [ -e "$f" ] || continue
     log "$1: the last lines of $f:"; tail -15 "$f" >&2 || true
   done
