@@ -128,8 +128,9 @@ struct Writers {
     network_policies: Writer<NetworkPolicy>,
 }
 
-/// A context whose watches have listed once (empty unless a test adds objects).
-fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
+/// Stores as the watches fill them: `listed` once (empty unless a test adds
+/// objects through the writers), or not yet.
+fn stores(listed: bool) -> (Stores, Writers) {
     let (statefulsets, mut sts_writer) = reflector::store();
     let (services, mut svc_writer) = reflector::store();
     let (pdbs, mut pdb_writer) = reflector::store();
@@ -137,13 +138,15 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
     let (configmaps, mut configmap_writer) = reflector::store();
     let (secrets, mut secret_writer) = reflector::store();
     let (network_policies, mut policy_writer) = reflector::store();
-    policy_writer.apply_watcher_event(&watcher::Event::InitDone);
-    configmap_writer.apply_watcher_event(&watcher::Event::InitDone);
-    secret_writer.apply_watcher_event(&watcher::Event::InitDone);
-    sts_writer.apply_watcher_event(&watcher::Event::InitDone);
-    svc_writer.apply_watcher_event(&watcher::Event::InitDone);
-    pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
-    pod_writer.apply_watcher_event(&watcher::Event::InitDone);
+    if listed {
+        policy_writer.apply_watcher_event(&watcher::Event::InitDone);
+        configmap_writer.apply_watcher_event(&watcher::Event::InitDone);
+        secret_writer.apply_watcher_event(&watcher::Event::InitDone);
+        sts_writer.apply_watcher_event(&watcher::Event::InitDone);
+        svc_writer.apply_watcher_event(&watcher::Event::InitDone);
+        pdb_writer.apply_watcher_event(&watcher::Event::InitDone);
+        pod_writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
     let stores = Stores {
         statefulsets,
         services,
@@ -153,43 +156,32 @@ fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
         secrets,
         network_policies,
     };
+    let writers = Writers {
+        statefulsets: sts_writer,
+        pods: pod_writer,
+        _services: svc_writer,
+        _pdbs: pdb_writer,
+        _configmaps: configmap_writer,
+        secrets: secret_writer,
+        network_policies: policy_writer,
+    };
+    (stores, writers)
+}
+
+/// A context whose watches have listed once.
+fn context(client: Client, settings: Settings) -> (Arc<Context>, Writers) {
+    let (stores, writers) = stores(true);
     let ctx = Context::new(client, None, Metrics::new().unwrap(), settings, stores);
-    (
-        Arc::new(ctx),
-        Writers {
-            statefulsets: sts_writer,
-            pods: pod_writer,
-            _services: svc_writer,
-            _pdbs: pdb_writer,
-            _configmaps: configmap_writer,
-            secrets: secret_writer,
-            network_policies: policy_writer,
-        },
-    )
+    (Arc::new(ctx), writers)
 }
 
 #[tokio::test]
 async fn nothing_is_decided_before_the_watches_have_listed() {
     let (client, api) = FakeApi::start(Box::new(echo));
-    let (statefulsets, _sts) = reflector::store::<StatefulSet>();
-    let (services, _svc) = reflector::store::<Service>();
-    let (pdbs, _pdb) = reflector::store::<PodDisruptionBudget>();
-    let (pods, _pods) = reflector::store::<Pod>();
-    let (configmaps, _configmaps) = reflector::store::<ConfigMap>();
-    let (secrets, _secrets) = reflector::store::<Secret>();
-    let (network_policies, _policies) = reflector::store::<NetworkPolicy>();
+    let (stores, _writers) = stores(false);
     let settings = Settings {
         api_timeout_ms: 100,
         ..Settings::default()
-    };
-    let stores = Stores {
-        statefulsets,
-        services,
-        pdbs,
-        pods,
-        configmaps,
-        secrets,
-        network_policies,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -1397,22 +1389,7 @@ async fn a_network_policy_is_applied_when_asked_and_deleted_when_turned_off() {
 #[tokio::test]
 async fn two_notices_of_one_reason_are_two_events_with_their_own_notes() {
     let (client, api) = FakeApi::start(Box::new(echo));
-    let (statefulsets, _a) = reflector::store::<StatefulSet>();
-    let (services, _b) = reflector::store::<Service>();
-    let (pdbs, _c) = reflector::store::<PodDisruptionBudget>();
-    let (pods, _d) = reflector::store::<Pod>();
-    let (configmaps, _e) = reflector::store::<ConfigMap>();
-    let (secrets, _f) = reflector::store::<Secret>();
-    let (network_policies, _g) = reflector::store::<NetworkPolicy>();
-    let stores = Stores {
-        statefulsets,
-        services,
-        pdbs,
-        pods,
-        configmaps,
-        secrets,
-        network_policies,
-    };
+    let (stores, _writers) = stores(false);
     let reporter = Reporter {
         controller: "dledger-operator".into(),
         instance: None,
