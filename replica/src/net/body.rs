@@ -74,6 +74,15 @@ pub fn encode_peer<T: Serialize>(message: &T) -> Result<Bytes, BodyError> {
     encode_body("peer message", message)
 }
 
+/// A peer message serialized after what `buf` already holds (the frame
+/// header's room, see [`FrameCodec::seal`](super::frame::FrameCodec::seal)).
+pub fn encode_peer_after<T: Serialize>(message: &T, buf: Vec<u8>) -> Result<Vec<u8>, BodyError> {
+    postcard::to_extend(message, buf).map_err(|error| BodyError::Encode {
+        what: "peer message",
+        reason: error.to_string(),
+    })
+}
+
 /// The peer message in a `Peer` frame body.
 pub fn decode_peer<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     decode_body("peer message", body)

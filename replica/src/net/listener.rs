@@ -63,6 +63,12 @@ use super::handshake::{self, AcceptPolicy, Credentials, ErrorBody, ErrorCode, Kn
 use super::stream::Stream;
 use crate::auth::Right;
 
+/// What one read of an accepted connection may take in. The default 8 KiB
+/// held at most 7 pipelined 1 KiB appends per `recvfrom` on a busy leader
+/// (bench/profile.md); 64 KiB takes a client's whole window of 64 in one
+/// read. Bounded per connection, and connections are bounded in number.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
 pub use super::budget::DEFAULT_MAX_CLIENT_BYTES_IN_FLIGHT;
 
 /// How the listener treats connections.
@@ -489,7 +495,11 @@ async fn serve_connection<T>(
         Credentials::Tls(Some(certificate)) => Some(config.auth.right_of_certificate(certificate)),
         Credentials::Tls(None) | Credentials::Plaintext => None,
     };
-    let mut framed = Framed::new(stream, FrameCodec::new(config.max_frame_bytes));
+    let mut framed = Framed::with_capacity(
+        stream,
+        FrameCodec::new(config.max_frame_bytes),
+        READ_BUFFER_BYTES,
+    );
     let policy = AcceptPolicy {
         group: config.group.clone(),
         member_id: config.member_id.clone(),

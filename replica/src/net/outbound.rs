@@ -26,13 +26,17 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{jitter_seed, Backoff};
-use super::body::{encode_peer, BodyError};
+use super::body::{encode_peer_after, BodyError};
+use super::frame::HEADER_BYTES;
 use super::frame::{
     Frame, FrameCodec, FrameError, FrameType, WireVersion, DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use super::handshake::{self, ErrorBody, HandshakeError, Hello, Role};
 use super::stream::Stream;
+
+/// The most room a frame's buffer starts with (see `PeerLink::send`).
+const MAX_CAPACITY_HINT_BYTES: usize = 1 << 20;
 
 /// Turns a `host:port` into socket addresses, at every connection attempt.
 pub trait Resolver: Send + Sync + 'static {
@@ -179,6 +183,8 @@ struct Shared {
     peer_version: AtomicU8,
     last_backoff_ms: AtomicU64,
     queued_bytes: AtomicUsize,
+    /// How much room the next frame's buffer starts with.
+    last_frame_bytes: AtomicUsize,
     last_error: Mutex<Option<String>>,
 }
 
@@ -272,13 +278,23 @@ impl<T: Serialize + WireVersion> PeerLink<T> {
                 speaks,
             });
         }
-        let body = encode_peer(message)?;
-        let mut frame = Frame::new(FrameType::Peer, 0, body);
+        // Serialized once, into a buffer that has the frame header's room
+        // and, mostly, the size the last frame to this peer needed.
+        let capacity_bytes = self.shared.last_frame_bytes.load(Ordering::Relaxed);
+        let mut buf = Vec::with_capacity(capacity_bytes.max(HEADER_BYTES + 64));
+        buf.resize(HEADER_BYTES, 0);
+        let buf = encode_peer_after(message, buf)?;
         // The header says what the body needs: the link checks it again
         // against the peer of the connection it is written to.
-        frame.version = needs;
-        let frame = self.codec.encode_to_bytes(&frame)?;
+        let frame = self.codec.seal(FrameType::Peer, needs, 0, buf)?;
         let len = frame.len();
+        // The hint follows the largest recent frame down slowly (an Append
+        // between two heartbeats keeps its size), capped so that one huge
+        // Append does not make every later heartbeat allocate as much.
+        let hint_bytes = len.max(capacity_bytes - capacity_bytes / 8);
+        self.shared
+            .last_frame_bytes
+            .store(hint_bytes.min(MAX_CAPACITY_HINT_BYTES), Ordering::Relaxed);
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if queued + len > self.max_queued_bytes {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
