@@ -373,6 +373,15 @@ impl Scene {
             ns,
         }
     }
+
+    /// Applies the group with `members` replicas and waits until it runs.
+    pub(super) fn apply_group(&self, members: usize) {
+        let namespace = self.ns.name();
+        self.kubectl
+            .apply(namespace, &group_yaml(GROUP, &self.image, members, ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        wait_running(&self.kubectl, namespace, GROUP, members);
+    }
 }
 
 #[test]
@@ -389,10 +398,7 @@ fn scaling_one_three_five_three_keeps_every_write() {
     let namespace = scene.ns.name();
 
     // One member, a leader, a log.
-    kubectl
-        .apply(namespace, &group_yaml(GROUP, image, 1, ""))
-        .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(kubectl, namespace, GROUP, 1);
+    scene.apply_group(1);
     let mut seen = Seen::default();
     let configuration = wait_members(kubectl, namespace, 1, &mut seen);
     assert_eq!(
@@ -477,10 +483,7 @@ fn a_member_whose_volume_is_deleted_is_replaced_and_promoted() {
     let namespace = scene.ns.name();
     let members = pods(3);
 
-    kubectl
-        .apply(namespace, &group_yaml(GROUP, image, members.len(), ""))
-        .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(kubectl, namespace, GROUP, members.len());
+    scene.apply_group(members.len());
     let mut seen = Seen::default();
     let configuration = wait_members(kubectl, namespace, members.len(), &mut seen);
     // A member that starts only after the others formed the group finds the

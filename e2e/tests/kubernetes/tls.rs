@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use dledger_e2e::kube::{wait_for, Kubectl};
 
-use super::operator::{group, group_yaml, member_credentials, wait_running, CONTAINER, GROUP};
+use super::operator::{group, member_credentials, CONTAINER, GROUP};
 use super::scaling::{wait_group_event, Scene};
 use super::writes::{check_ack_order, check_acks_kept, longest_gap_ms, Writer};
 
@@ -84,10 +84,7 @@ fn a_tls_group_refuses_strangers_and_rotates_its_certificates_under_writes() {
         ..
     } = &scene;
     let namespace = scene.ns.name();
-    kubectl
-        .apply(namespace, &group_yaml(GROUP, image, MEMBERS, ""))
-        .unwrap_or_else(|e| panic!("{e}"));
-    wait_running(kubectl, namespace, GROUP, MEMBERS);
+    scene.apply_group(MEMBERS);
 
     // The Secrets: the CA's key stays in its own.
     let secret_keys = |name: &str| -> Vec<String> {
