@@ -348,7 +348,7 @@ impl<L: LogRead> Node<L> {
     /// Take what must be done now; see [`Ready`] for the order.
     pub fn ready(&mut self) -> Result<Ready, CoreError> {
         self.guard(|node| {
-            node.on_commit_configurations();
+            node.on_commit_configurations()?;
             if node.appends_pending && node.role == Role::Leader {
                 node.appends_pending = false;
                 node.broadcast_append(false)?;
@@ -666,7 +666,8 @@ impl<L: LogRead> Node<L> {
             self.broadcast_heartbeat(context);
             self.broadcast_retention_floor();
         }
-        Ok(())
+        // After the heartbeat, which carries the commit too.
+        self.send_owed_commits()
     }
 
     fn read_index_inner(&mut self, request_id: u64) -> Result<(), CoreError> {
@@ -745,18 +746,23 @@ impl<L: LogRead> Node<L> {
             timeout_now_sent: false,
         });
         if self.progress[&target].match_index == self.log.last_index() {
-            self.send_timeout_now(target);
+            self.send_timeout_now(target)?;
         } else {
             self.send_append(target, true)?;
         }
         Ok(())
     }
 
-    pub(super) fn send_timeout_now(&mut self, target: NodeId) {
+    pub(super) fn send_timeout_now(&mut self, target: NodeId) -> Result<(), CoreError> {
         let transfer = self.transfer.as_mut().expect("a transfer is in progress");
         assert_eq!(transfer.target, target);
         transfer.timeout_now_sent = true;
+        // This leader is about to stop: what it committed reaches the
+        // followers now rather than with the next leader's first commit.
+        // TimeoutNow itself waits for nothing.
+        self.send_owed_commits()?;
         self.send(target, MessageBody::TimeoutNow);
+        Ok(())
     }
 
     pub(super) fn abandon_transfer(&mut self, reason: TransferAbort) {

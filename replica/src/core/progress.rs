@@ -36,6 +36,12 @@ pub struct Progress {
     /// again only after an election timeout without an answer, as the
     /// state it carries can be megabytes.
     pub install_sent_at_ticks: Option<u64>,
+    /// The highest commit index the follower can have learnt from what was
+    /// sent to it: the commit an append or heartbeat carried, capped at
+    /// what that message lets it commit. Below the leader's commit index,
+    /// the follower is owed the commit: the next append or heartbeat
+    /// carries it, or the leader's next tick sends it alone.
+    pub commit_sent: Index,
     /// In `Probe`: an append is out and no answer came yet.
     probe_sent: bool,
     /// In `Replicate`: last index and payload bytes of each append in
@@ -67,6 +73,7 @@ impl Progress {
             last_contact_ticks: 0,
             needs_compacted_entries: false,
             install_sent_at_ticks: None,
+            commit_sent: 0,
             probe_sent: false,
             inflight: VecDeque::with_capacity(max_inflight),
             max_inflight,
@@ -143,6 +150,11 @@ impl Progress {
     /// heartbeat answer shows the follower alive, an append was probably lost.
     pub fn free_first_inflight(&mut self) {
         self.pop_inflight();
+    }
+
+    /// Record that a message let the follower commit up to `commit`.
+    pub fn sent_commit(&mut self, commit: Index) {
+        self.commit_sent = self.commit_sent.max(commit);
     }
 
     /// Record an append sent with `entry_count` entries of `payload_bytes`

@@ -256,7 +256,7 @@ impl<L: LogRead> Node<L> {
     /// also durable here and at or below the log start; a leader whose removal committed stops taking
     /// proposals, and hands over once every entry it appended is committed
     /// (or after an election timeout).
-    pub(super) fn on_commit_configurations(&mut self) {
+    pub(super) fn on_commit_configurations(&mut self) -> Result<(), CoreError> {
         let committed = self.log.committed();
         // A member may learn that an entry committed before its own copy is
         // durable. Pruning up to that record could leave the caller's file
@@ -278,7 +278,7 @@ impl<L: LogRead> Node<L> {
         }
         let newest_committed = self.configs.last().is_some_and(|r| r.index <= committed);
         if self.role != Role::Leader || !newest_committed || self.membership.is_voter(self.id) {
-            return;
+            return Ok(());
         }
         if self.leaving_ticks.is_none() {
             self.leaving_ticks = Some(0);
@@ -291,6 +291,9 @@ impl<L: LogRead> Node<L> {
             .leaving_ticks
             .is_some_and(|ticks| ticks >= self.config.election_ticks);
         if drained || timed_out {
+            // The followers learn the commit (its removal's among it) from
+            // this leader, not a tick later from no one.
+            self.send_owed_commits()?;
             // The new leader skips pre-vote and stickiness.
             if let Some(target) = self.most_caught_up_voter() {
                 self.send(target, MessageBody::TimeoutNow);
@@ -298,6 +301,7 @@ impl<L: LogRead> Node<L> {
             let term = self.term;
             self.become_follower(term, None);
         }
+        Ok(())
     }
 
     /// The follower took up the leader's log start, with `record` (stamped

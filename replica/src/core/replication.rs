@@ -14,7 +14,7 @@ use super::CoreError;
 
 impl<L: LogRead> Node<L> {
     /// Send what each follower is missing; with `send_if_empty`, also an
-    /// empty append (to carry a new commit index).
+    /// empty append (to carry a new commit index or probe).
     pub(super) fn broadcast_append(&mut self, send_if_empty: bool) -> Result<(), CoreError> {
         for peer in self.peers.clone() {
             self.send_appends(peer, send_if_empty)?;
@@ -73,12 +73,14 @@ impl<L: LogRead> Node<L> {
             return Ok(false);
         }
         let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
+        let leader_commit = self.log.committed();
         let progress = self.progress.get_mut(&peer).expect("peer");
         progress.needs_compacted_entries = false;
         progress.install_sent_at_ticks = None;
         let payload_bytes = entries.iter().map(|entry| entry.payload.len() as u64).sum();
         progress.sent_append(last_sent, entries.len(), payload_bytes);
-        let leader_commit = self.log.committed();
+        // The follower commits no further than the last entry sent here.
+        progress.sent_commit(leader_commit.min(last_sent));
         self.send(
             peer,
             MessageBody::Append {
@@ -242,6 +244,10 @@ impl<L: LogRead> Node<L> {
         // needs the real figure to know how far behind it is.
         let leader_commit = self.log.committed();
         for peer in self.peers.clone() {
+            // The follower commits no further than it is known to match.
+            if let Some(progress) = self.progress.get_mut(&peer) {
+                progress.sent_commit(leader_commit.min(progress.match_index));
+            }
             self.send(
                 peer,
                 MessageBody::Heartbeat {
@@ -461,7 +467,7 @@ impl<L: LogRead> Node<L> {
                             && self.progress.get(&from).map(|p| p.match_index)
                                 == Some(self.log.last_index())
                         {
-                            self.send_timeout_now(from);
+                            self.send_timeout_now(from)?;
                         }
                     }
                 }
@@ -499,7 +505,12 @@ impl<L: LogRead> Node<L> {
             // the leader re-probes.
             progress.free_first_inflight();
         }
-        if progress.match_index < last_index || follower_commit < commit {
+        if follower_commit < commit {
+            // It did not take the commit it was sent (a lost message, a
+            // restart): owed again, for the next append or tick.
+            progress.commit_sent = progress.commit_sent.min(follower_commit);
+        }
+        if progress.match_index < last_index {
             self.send_append(from, true)?;
         }
         if let Some(context) = read_context {
@@ -536,6 +547,51 @@ impl<L: LogRead> Node<L> {
                 self.start_reads(&waiting);
             }
         }
-        self.broadcast_append(true)
+        // No Append goes out just to carry the new commit index: the
+        // followers are owed it (`Progress::commit_sent`), and the next
+        // append or heartbeat to each carries it, or, if none goes within
+        // a tick, `send_owed_commits` on the tick. At one request in flight
+        // this halves the messages between leader and followers (a
+        // commit-only Append and its ack per follower per commit). The
+        // cost is that followers learn the commit up to a tick later, which
+        // nothing needs sooner:
+        // - ReadIndex: a read takes the leader's commit index and is
+        //   served on the leader; the followers only answer the heartbeat
+        //   round (which carries the commit anyway).
+        // - Leadership transfer: TimeoutNow goes at once
+        //   (`send_timeout_now`), after the owed commits; the new leader
+        //   commits its no-op before it serves reads or changes.
+        // - Membership: one change at a time is the leader's own commit
+        //   index (`propose_configuration`); followers only prune their
+        //   records and decide whether a removed voter may campaign from
+        //   theirs, and are at worst a tick late there. A leader that
+        //   hands over at its removal sends the owed commits first
+        //   (`on_commit_configurations`).
+        // - A leader stepping down otherwise (check-quorum, newer term)
+        //   cannot or need not tell them; the next leader's commit does.
+        // - Catch-up, log starts and retention: appends to a lagging
+        //   follower carry the commit; the retention floor is a message
+        //   of its own and does not depend on it.
+        // - `/readyz` and follower reads (`readable_index`) see the commit
+        //   up to one tick (10 ms in the server) later.
+        Ok(())
+    }
+
+    /// Leader, on each tick: send the commit index to every follower that
+    /// is owed it (see `maybe_commit`), in an append with whatever entries
+    /// it lacks, or empty. A follower whose window is full or whose probe
+    /// is unanswered gets it with the next append its answer frees.
+    pub(super) fn send_owed_commits(&mut self) -> Result<(), CoreError> {
+        let commit = self.log.committed();
+        let owed: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, progress)| progress.commit_sent < commit)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in owed {
+            self.send_appends(peer, true)?;
+        }
+        Ok(())
     }
 }

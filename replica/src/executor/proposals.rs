@@ -3,7 +3,11 @@
 //! its entries: committed, not appended, or (when a new leader's entries
 //! replaced only its tail) the prefix committed and the rest not appended.
 //! It is never told "not appended" while part of it can still commit: the
-//! client would retry and duplicate that part.
+//! client would retry and duplicate that part. So a batch a truncation cut
+//! here is decided only once the commit index covers it: another member
+//! may still hold its entries and lead with them (the simulation found
+//! that, seed 4561 once commit-only appends were gone: entries cut on the
+//! member that proposed them committed later from another's log).
 
 use std::collections::VecDeque;
 
@@ -39,14 +43,19 @@ pub enum Outcome {
     /// Not committed by the deadline; it may still commit.
     TimedOut,
     /// This member dropped its log for the leader's log start before the
-    /// batch was decided; it may have committed.
+    /// batch was decided, or a truncation cut it and retention deleted the
+    /// entries that would tell; it may have committed.
     LogDropped,
 }
 
 struct Pending<R> {
     first_index: Index,
-    /// The batch's last entry still in the log (lowered by truncation).
+    /// The batch's last entry the core appended.
     last_index: Index,
+    /// The last of its entries never cut from this member's log (lowered
+    /// by truncations; `first_index - 1` when all were): committed once
+    /// the commit index passes them, even if retention deleted them since.
+    kept_last: Index,
     requested: u64,
     term: Term,
     deadline_ms: u64,
@@ -63,12 +72,17 @@ impl<R> Pending<R> {
 /// answers one (a callback, a channel, a test's id).
 pub struct Proposals<R> {
     pending: VecDeque<Pending<R>>,
+    /// Batches a truncation cut from this member's log, whole, waiting for
+    /// the commit index to pass their last index. Out of `pending`, as
+    /// this member may propose at the same indexes again.
+    cut: Vec<Pending<R>>,
 }
 
 impl<R> Default for Proposals<R> {
     fn default() -> Self {
         Proposals {
             pending: VecDeque::new(),
+            cut: Vec::new(),
         }
     }
 }
@@ -76,12 +90,12 @@ impl<R> Default for Proposals<R> {
 impl<R> Proposals<R> {
     /// How many batches wait.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.cut.len()
     }
 
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.cut.is_empty()
     }
 
     /// Track a batch of `requested` entries of which the core appended the
@@ -111,6 +125,7 @@ impl<R> Proposals<R> {
         self.pending.push_back(Pending {
             first_index,
             last_index,
+            kept_last: last_index,
             requested,
             term,
             deadline_ms,
@@ -120,9 +135,10 @@ impl<R> Proposals<R> {
     }
 
     /// The commit index reached `commit`: answer the batches it covers.
-    /// `term_at` gives the term of the entry now at an index in the log; a
-    /// batch whose last kept entry still has its term committed (Log
-    /// Matching: so did the entries before it), else it was replaced.
+    /// `term_at` gives the term of the entry now at an index in the log
+    /// (`None` when retention deleted it). A batch never cut is committed
+    /// (its entries are still this log's); a cut one is answered by which
+    /// of its entries the committed log holds.
     pub fn on_commit<E>(
         &mut self,
         commit: Index,
@@ -137,7 +153,8 @@ impl<R> Proposals<R> {
             let Some(pending) = self.pending.pop_front() else {
                 break;
             };
-            let outcome = if term_at(pending.last_index)? != Some(pending.term) {
+            let replaced = term_at(pending.last_index)?.is_some_and(|term| term != pending.term);
+            let outcome = if replaced {
                 Outcome::NotAppended
             } else if pending.kept() == pending.requested {
                 Outcome::Committed {
@@ -155,31 +172,75 @@ impl<R> Proposals<R> {
             };
             answers.push((pending.reply, outcome));
         }
+        let mut position = 0;
+        while position < self.cut.len() {
+            if self.cut[position].last_index > commit {
+                position += 1;
+                continue;
+            }
+            let cut = self.cut.swap_remove(position);
+            // Its entries up to `kept_last` are this member's own, so
+            // committed. Of the others, those the committed log holds are
+            // a prefix of the rest (Log Matching), found by bisection on
+            // the terms of this member's log (the committed log up to the
+            // commit index); one retention deleted leaves it unknown.
+            let (mut low, mut high) = (cut.kept_last + 1, cut.last_index + 1);
+            let mut unknown = false;
+            while low < high {
+                let middle = low + (high - low) / 2;
+                match term_at(middle)? {
+                    Some(term) if term == cut.term => low = middle + 1,
+                    Some(_) => high = middle,
+                    None => {
+                        unknown = true;
+                        break;
+                    }
+                }
+            }
+            let committed = low - cut.first_index;
+            let outcome = if unknown {
+                Outcome::LogDropped
+            } else if committed == 0 {
+                Outcome::NotAppended
+            } else if committed == cut.requested {
+                Outcome::Committed {
+                    first_index: cut.first_index,
+                    term: cut.term,
+                    count: committed,
+                }
+            } else {
+                Outcome::PartlyCommitted {
+                    first_index: cut.first_index,
+                    term: cut.term,
+                    committed,
+                    requested: cut.requested,
+                }
+            };
+            answers.push((cut.reply, outcome));
+        }
         Ok(answers)
     }
 
     /// The log was cut from `from` on (another leader's entries replace
-    /// it; committed entries are never cut). Batches wholly at or after
-    /// `from` are answered not appended; one that straddles `from` keeps
-    /// waiting for the fate of its prefix.
+    /// it; committed entries are never cut). The batches with entries at
+    /// or after `from` wait, whole, for the commit index to pass them:
+    /// another member may still hold the cut entries and commit them as
+    /// leader, so "not appended" is known only then. Answers nothing now;
+    /// the answers come from `on_commit`, `expire` or `on_log_start`.
     pub fn on_truncate(&mut self, from: Index) -> Vec<(R, Outcome)> {
-        let mut answers = Vec::new();
         while self
             .pending
             .back()
-            .is_some_and(|pending| pending.first_index >= from)
+            .is_some_and(|pending| pending.last_index >= from)
         {
             if let Some(pending) = self.pending.pop_back() {
-                answers.push((pending.reply, Outcome::NotAppended));
+                self.cut.push(pending);
             }
         }
-        if let Some(straddling) = self.pending.back_mut() {
-            if straddling.last_index >= from {
-                straddling.last_index = from - 1;
-            }
+        for cut in &mut self.cut {
+            cut.kept_last = cut.kept_last.min(from - 1).max(cut.first_index - 1);
         }
-        answers.reverse();
-        answers
+        Vec::new()
     }
 
     /// The whole log was dropped for the leader's log start: every batch
@@ -191,6 +252,7 @@ impl<R> Proposals<R> {
     pub fn on_log_start(&mut self) -> Vec<(R, Outcome)> {
         self.pending
             .drain(..)
+            .chain(self.cut.drain(..))
             .map(|pending| (pending.reply, Outcome::LogDropped))
             .collect()
     }
@@ -208,6 +270,15 @@ impl<R> Proposals<R> {
                 answers.push((pending.reply, Outcome::TimedOut));
             }
         }
+        let mut position = 0;
+        while position < self.cut.len() {
+            if self.cut[position].deadline_ms <= now_ms {
+                let cut = self.cut.swap_remove(position);
+                answers.push((cut.reply, Outcome::TimedOut));
+            } else {
+                position += 1;
+            }
+        }
         answers
     }
 
@@ -215,6 +286,7 @@ impl<R> Proposals<R> {
     pub fn drain(&mut self) -> Vec<R> {
         self.pending
             .drain(..)
+            .chain(self.cut.drain(..))
             .map(|pending| pending.reply)
             .collect()
     }
@@ -249,51 +321,126 @@ mod tests {
         assert_eq!(proposals.len(), 1);
     }
 
+    fn outcome_of(answers: &[(&'static str, Outcome)], reply: &str) -> Option<Outcome> {
+        answers
+            .iter()
+            .find(|(r, _)| *r == reply)
+            .map(|(_, outcome)| *outcome)
+    }
+
     #[test]
-    fn a_batch_straddling_a_truncation_is_answered_by_its_prefix() {
+    fn cut_batches_are_answered_once_the_commit_index_covers_them() {
         let mut proposals = Proposals::default();
         proposals.push(2, 3, 2, 1, 100, "before").unwrap();
         proposals.push(4, 7, 4, 1, 100, "straddles").unwrap();
         proposals.push(8, 9, 2, 1, 100, "after").unwrap();
-        // A leader of term 2 keeps 1..=5 and replaces 6 on.
+        // A leader of term 2 keeps 1..=5 and replaces 6 on: nothing is
+        // known yet of the cut entries.
+        assert!(proposals.on_truncate(6).is_empty());
+        assert_eq!(proposals.len(), 3);
+        // The same indexes are free for this member's own proposals again.
+        proposals.push(6, 6, 1, 3, 100, "new").unwrap();
+        let log = [1, 1, 1, 1, 1, 2, 2, 2, 2];
+        let answers = proposals.on_commit(5, terms(&log)).unwrap();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert!(matches!(
+            outcome_of(&answers, "before"),
+            Some(Outcome::Committed { .. })
+        ));
+        let answers = proposals.on_commit(9, terms(&log)).unwrap();
         assert_eq!(
-            proposals.on_truncate(6),
-            vec![("after", Outcome::NotAppended)]
+            outcome_of(&answers, "straddles"),
+            Some(Outcome::PartlyCommitted {
+                first_index: 4,
+                term: 1,
+                committed: 2,
+                requested: 4
+            })
         );
-        let log = [1, 1, 1, 1, 1, 2, 2];
-        let answers = proposals.on_commit(7, terms(&log)).unwrap();
-        assert_eq!(answers.len(), 2);
-        assert_eq!(
-            answers[1],
-            (
-                "straddles",
-                Outcome::PartlyCommitted {
-                    first_index: 4,
-                    term: 1,
-                    committed: 2,
-                    requested: 4
-                }
-            )
-        );
+        assert_eq!(outcome_of(&answers, "after"), Some(Outcome::NotAppended));
+        assert_eq!(outcome_of(&answers, "new"), Some(Outcome::NotAppended));
+        assert!(proposals.is_empty());
     }
 
     #[test]
-    fn a_straddling_batch_whose_prefix_is_replaced_later_was_not_appended() {
+    fn cut_entries_another_member_kept_and_committed_are_answered_committed() {
+        // The member that proposed them was cut by a leader without them,
+        // and a later leader that had them committed them (seed 4561).
         let mut proposals = Proposals::default();
-        proposals.push(4, 7, 4, 1, 100, "straddles").unwrap();
-        assert!(proposals.on_truncate(6).is_empty());
-        // Yet another leader replaced 4 on as well.
-        assert!(proposals
-            .on_truncate(4)
-            .iter()
-            .any(|(r, o)| *r == "straddles" && *o == Outcome::NotAppended));
+        proposals.push(4, 7, 4, 2, 100, "kept elsewhere").unwrap();
+        assert!(proposals.on_truncate(4).is_empty());
+        let log = [1, 1, 1, 2, 2, 2, 2, 5];
+        assert!(proposals.on_commit(6, terms(&log)).unwrap().is_empty());
+        let answers = proposals.on_commit(8, terms(&log)).unwrap();
+        assert_eq!(
+            answers,
+            vec![(
+                "kept elsewhere",
+                Outcome::Committed {
+                    first_index: 4,
+                    term: 2,
+                    count: 4
+                }
+            )]
+        );
+        // Replaced by the committed log: not appended; past its deadline
+        // before that: unknown.
+        proposals.push(9, 10, 2, 5, 100, "replaced").unwrap();
+        proposals.push(11, 11, 1, 5, 50, "late").unwrap();
+        proposals.on_truncate(9);
+        assert_eq!(proposals.expire(60), vec![("late", Outcome::TimedOut)]);
+        let log = [1, 1, 1, 2, 2, 2, 2, 5, 6, 6, 6];
+        let answers = proposals.on_commit(11, terms(&log)).unwrap();
+        assert_eq!(answers, vec![("replaced", Outcome::NotAppended)]);
         assert!(proposals.is_empty());
+    }
+
+    #[test]
+    fn a_cut_batch_whose_kept_prefix_retention_deleted_is_answered_by_that_prefix() {
+        // Seed 5054: retention deleted 1..=534 (committed), then a new
+        // leader replaced 535 on; the batch's 525..=534 are this log's own.
         let mut proposals = Proposals::default();
-        proposals.push(4, 7, 4, 1, 100, "straddles").unwrap();
-        proposals.on_truncate(6);
-        let log = [1, 1, 1, 3, 3, 3];
-        let answers = proposals.on_commit(6, terms(&log)).unwrap();
-        assert_eq!(answers, vec![("straddles", Outcome::NotAppended)]);
+        proposals.push(525, 535, 11, 5, 100, "straddles").unwrap();
+        proposals.on_truncate(535);
+        let term_at = |index: Index| Ok::<_, ()>((index >= 535).then_some(7));
+        let answers = proposals.on_commit(538, term_at).unwrap();
+        assert_eq!(
+            answers,
+            vec![(
+                "straddles",
+                Outcome::PartlyCommitted {
+                    first_index: 525,
+                    term: 5,
+                    committed: 10,
+                    requested: 11
+                }
+            )]
+        );
+        // Cut lower again later, and the cut entries deleted: unknown.
+        proposals.push(600, 603, 4, 8, 100, "twice").unwrap();
+        proposals.on_truncate(603);
+        proposals.on_truncate(601);
+        let term_at = |index: Index| Ok::<_, ()>((index >= 610).then_some(9));
+        let answers = proposals.on_commit(610, term_at).unwrap();
+        assert_eq!(answers, vec![("twice", Outcome::LogDropped)]);
+        // Cut lower again, the rest replaced: the kept prefix alone.
+        proposals.push(700, 703, 4, 8, 100, "prefix").unwrap();
+        proposals.on_truncate(703);
+        proposals.on_truncate(702);
+        let log_term = |index: Index| Ok::<_, ()>(Some(if index >= 702 { 9 } else { 8 }));
+        let answers = proposals.on_commit(710, log_term).unwrap();
+        assert_eq!(
+            answers,
+            vec![(
+                "prefix",
+                Outcome::PartlyCommitted {
+                    first_index: 700,
+                    term: 8,
+                    committed: 2,
+                    requested: 4
+                }
+            )]
+        );
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub trait Host {
     fn truncate_log(&mut self, from: Index) -> Result<(), String>;
 
     /// The batches a truncation cut, with their outcome. "Not appended" is
-    /// true only once the cut is durable.
+    /// true only once the cut is durable. (`Proposals::on_truncate`
+    /// answers none today: a cut batch waits for the commit index.)
     fn answer_truncated(&mut self, answers: Answers<Self::Waiter>) -> Result<(), String>;
 
     /// An offset commit entry that does not decode: every member skips it

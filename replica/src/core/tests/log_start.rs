@@ -195,7 +195,11 @@ fn a_follower_behind_the_leaders_first_index_takes_up_its_log_start() {
     assert_eq!((follower.start, follower.start_term), (10, 1));
     assert_eq!(&follower.image[..], b"leader offsets");
     drop(follower);
-    // The no-op of term 2 and everything after the start replicated.
+    // The no-op of term 2 and everything after the start replicated; the
+    // commit of the last of them reaches the follower on the leader's
+    // next tick (nothing else was sent after it).
+    pair.node(1).tick().unwrap();
+    pair.stabilize();
     assert_eq!(pair.node(2).last_index(), 16);
     assert_eq!(pair.node(2).commit_index(), 16);
     assert_eq!(pair.node(1).commit_index(), 16);

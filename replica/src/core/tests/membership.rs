@@ -151,6 +151,9 @@ fn changes_wait_for_the_term_to_settle_and_go_one_at_a_time() {
         .propose_configuration(payload(&[1, 2, 3], &[4, 5]))
         .unwrap();
     cluster.stabilize();
+    // A member the leader just added (it has none of the log yet) is
+    // probed on the leader's next tick, as a follower owed the commit.
+    cluster.tick_all(1);
     assert_eq!(
         cluster.node(5).membership(),
         &membership(&[1, 2, 3], &[4, 5])

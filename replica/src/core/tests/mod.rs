@@ -1359,5 +1359,6 @@ fn a_member_that_does_not_campaign_forgets_a_silent_leader() {
     );
 }
 
+mod commit_carry;
 mod log_start;
 mod membership;
