@@ -26,8 +26,10 @@ use super::vfs::{Vfs, VfsFile};
 /// The spare's name in the log directory.
 pub(crate) const SPARE_FILE_NAME: &str = "spare-segment.tmp";
 
-/// Bytes written per call while zeroing.
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes written per call while zeroing, and the most of them in flight to
+/// the disk at a time: an fdatasync of the active segment queues behind at
+/// most this much of the spare's I/O.
+const ZERO_CHUNK_BYTES: usize = 256 << 10;
 
 /// How long to wait before trying again after a spare could not be made
 /// (full disk, I/O error): the log keeps working with growing segments.
@@ -219,10 +221,11 @@ fn prepare(
         }
         let count = (segment_bytes - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..count], offset)?;
-        // Written back as it goes rather than in one burst at the final
-        // sync, which would hold up the active segment's fdatasyncs.
-        if let Err(error) = file.start_writeback(offset, count as u64) {
-            tracing::debug!(%error, "starting writeback of the spare failed; its sync will write it");
+        // Written back chunk by chunk, waiting for each, rather than in one
+        // burst of the whole segment (at writeback or the final sync) that
+        // the active segment's fdatasyncs would queue behind.
+        if let Err(error) = file.write_back(offset, count as u64) {
+            tracing::debug!(%error, "writing back the spare failed; its sync will write it");
         }
         offset += count as u64;
     }
