@@ -430,3 +430,47 @@ pub(crate) fn load_index(
     }
     Ok((offsets, term_runs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+    use crate::store::vfs::RealVfs;
+
+    /// A segment of `count` entries padded with `zeros` zero bytes, after
+    /// `garbage` (a torn frame's bytes) when given.
+    fn scan_of(count: u64, garbage: &[u8], zeros: usize) -> Scan {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.seg");
+        let header = SegmentHeader {
+            base_index: 1,
+            prev_term: 0,
+        };
+        let mut bytes = header.encode().to_vec();
+        for index in 1..=count {
+            frame::encode_frame(&Entry::normal(index, 1, vec![7u8; 10]), &mut bytes);
+        }
+        bytes.extend_from_slice(garbage);
+        bytes.resize(bytes.len() + zeros, 0);
+        std::fs::write(&path, &bytes).expect("write");
+        let file = RealVfs.open_read_only(&path).expect("open");
+        scan(file.as_ref(), &path, header, bytes.len() as u64).expect("scan")
+    }
+
+    #[test]
+    fn a_zero_tail_is_the_clean_end() {
+        let scan = scan_of(3, &[], 5000);
+        assert!(scan.damage.is_none());
+        assert_eq!(scan.offsets.len(), 3);
+        assert_eq!(scan.valid_end_bytes, 32 + 3 * 38);
+    }
+
+    #[test]
+    fn a_torn_frame_before_zeros_is_damage_up_to_its_last_byte() {
+        let scan = scan_of(3, &[1, 0, 0, 0, 10, 0, 0, 9], 5000);
+        let damage = scan.damage.expect("damage");
+        assert_eq!(damage.offset, 32 + 3 * 38);
+        assert_eq!(damage.dirty_end, damage.offset + 8);
+        assert!(!damage.followed_by_valid_frame);
+    }
+}
