@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dledger_replica::entry::{Entry, EntryKind, Index, Term};
-use dledger_replica::store::verify::verify_log;
+use dledger_replica::store::verify::{verify_log, IndexFileStatus};
 use dledger_replica::store::vfs::FaultyVfs;
 use dledger_replica::store::{
     FlushMode, GroupCommit, GroupCommitOptions, Log, LogOptions, StoreError, FRAME_HEADER_BYTES,
@@ -268,15 +268,76 @@ fn a_last_entry_torn_at_any_byte_is_cut() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_cut() {
+fn a_zero_filled_tail_is_the_clean_end_not_a_torn_tail() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (path, _, after) = one_segment_log(dir.path(), 5);
     let mut bytes = fs::read(&path).expect("read");
     bytes.extend_from_slice(&[0u8; 300]);
-    fs::write(&path, bytes).expect("write");
+    fs::write(&path, &bytes).expect("write");
+    let report = verify_log(dir.path()).expect("verify");
+    assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
+    assert!(report.is_healthy());
+    assert_eq!(report.last_index, 5);
     let log = open(dir.path());
     assert_eq!(log.last_index().expect("last"), 5);
-    assert_eq!(file_len(&path), after);
+    assert_eq!(file_len(&path), after + 300, "nothing to cut");
+    // Appends go over the zeros.
+    fill(&log, 6, 1, 1, 40);
+    drop(log);
+    assert_eq!(open(dir.path()).last_index().expect("last"), 6);
+}
+
+/// `good` (a one-segment log's file) cut at `cut` and padded with zeros to
+/// the segment size, as a torn write into a pre-written segment leaves it.
+fn pre_written(good: &[u8], cut: u64) -> Vec<u8> {
+    let mut bytes = good[..cut as usize].to_vec();
+    bytes.resize(SMALL_SEGMENT_BYTES as usize, 0);
+    bytes
+}
+
+#[test]
+fn a_torn_last_entry_followed_by_zeros_is_cleared_and_the_length_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (path, before, after) = one_segment_log(dir.path(), 10);
+    let good = fs::read(&path).expect("read");
+    for cut in before + 1..after {
+        fs::write(&path, pre_written(&good, cut)).expect("write");
+        let report = verify_log(dir.path()).expect("verify");
+        // A torn tail unless what reached the disk of the frame was zeros
+        // only up to the cut (then it is the clean end).
+        let torn = good[before as usize..cut as usize].iter().any(|b| *b != 0);
+        assert_eq!(report.torn_tail.is_some(), torn, "cut at {cut}");
+        let log = open(dir.path());
+        assert_eq!(log.last_index().expect("last"), 9, "cut at {cut}");
+        let bytes = fs::read(&path).expect("read");
+        assert_eq!(bytes.len() as u64, SMALL_SEGMENT_BYTES, "length kept");
+        assert!(
+            bytes[before as usize..].iter().all(|b| *b == 0),
+            "torn bytes zeroed at {cut}"
+        );
+        fill(&log, 10, 1, 1, 40);
+        drop(log);
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            pre_written(&good, after),
+            "re-append at {cut}"
+        );
+    }
+}
+
+#[test]
+fn damage_followed_by_a_valid_frame_and_zeros_is_still_corruption() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (path, _, after) = one_segment_log(dir.path(), 10);
+    let good = fs::read(&path).expect("read");
+    let mut bytes = pre_written(&good, after);
+    let fourth = 32 + 3 * (FRAME_HEADER_BYTES + 40);
+    bytes[fourth + 30] ^= 1;
+    fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        Log::open(dir.path(), options()),
+        Err(StoreError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -831,4 +892,172 @@ fn early_writeback_changes_nothing_that_is_read_or_reopened() {
     log.sync().expect("sync");
     drop(log);
     assert_eq!(open(dir.path()).last_index().expect("last"), 50);
+}
+
+// ---------------------------------------------------------------- pre-written segments
+
+fn wait_for_spare(log: &Log) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !log.spare_is_ready() {
+        assert!(std::time::Instant::now() < deadline, "no spare made");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const ENTRY_BYTES: u64 = (FRAME_HEADER_BYTES + 100) as u64;
+/// 100-byte entries per 4 KiB segment.
+const PER_SEGMENT: u64 = (SMALL_SEGMENT_BYTES - 32) / ENTRY_BYTES;
+/// 100-byte entries after which a segment is a quarter full and a spare wanted.
+const SPARE_AFTER: u64 = (SMALL_SEGMENT_BYTES / 4 - 32).div_ceil(ENTRY_BYTES);
+
+/// A log whose active (second) segment is a pre-written one holding
+/// `count` entries of term 2 from `PER_SEGMENT + 1` on; returns its path.
+fn pre_written_log(dir: &Path, count: u64) -> (Log, PathBuf) {
+    let log = open(dir);
+    // The first segment grows; a quarter into it the spare is made.
+    fill(&log, 1, PER_SEGMENT, 1, 100);
+    wait_for_spare(&log);
+    fill(&log, PER_SEGMENT + 1, count, 2, 100);
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 2);
+    (log, files[1].clone())
+}
+
+#[test]
+fn the_spare_becomes_the_next_segment_at_a_roll() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, active) = pre_written_log(dir.path(), 3);
+    assert!(!log.spare_is_ready(), "the spare was taken");
+    assert!(!dir.path().join("spare-segment.tmp").exists());
+    assert_eq!(file_len(&active), SMALL_SEGMENT_BYTES, "pre-written");
+    let sealed = &segment_files(dir.path())[0];
+    assert_eq!(
+        file_len(sealed),
+        32 + PER_SEGMENT * ENTRY_BYTES,
+        "a sealed segment is its data"
+    );
+    drop(log);
+    let report = verify_log(dir.path()).expect("verify");
+    assert!(
+        report.is_healthy() && report.torn_tail.is_none(),
+        "{report:?}"
+    );
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), PER_SEGMENT + 3);
+    assert_eq!(file_len(&active), SMALL_SEGMENT_BYTES, "the zeros stay");
+    let entries = log.entries(1, 1000, u64::MAX).expect("read");
+    assert_eq!(entries.len() as u64, PER_SEGMENT + 3);
+    for (got, index) in entries.iter().zip(1..) {
+        assert_eq!(
+            *got,
+            entry(index, if index > PER_SEGMENT { 2 } else { 1 }, 100)
+        );
+    }
+    // Filling the pre-written segment exactly and rolling on works too.
+    let last = PER_SEGMENT + 3;
+    fill(&log, last + 1, 2 * PER_SEGMENT, 2, 100);
+    drop(log);
+    // The pre-written segment, sealed, was trimmed to its data.
+    assert_eq!(file_len(&active), 32 + PER_SEGMENT * ENTRY_BYTES);
+    let report = verify_log(dir.path()).expect("verify");
+    assert!(report.is_healthy());
+    let sealed_count = report.segments.len() - 1;
+    for segment in &report.segments[..sealed_count] {
+        assert_eq!(segment.index_file, IndexFileStatus::Matches, "{segment:?}");
+    }
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), last + 2 * PER_SEGMENT);
+}
+
+#[test]
+fn truncated_entries_of_a_pre_written_segment_do_not_come_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, active) = pre_written_log(dir.path(), 10);
+    let first = PER_SEGMENT + 1;
+    log.truncate_suffix(first + 4).expect("truncate");
+    assert_eq!(file_len(&active), SMALL_SEGMENT_BYTES, "length kept");
+    // A crash right after: the truncation was synced.
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), first + 3);
+    let bytes = fs::read(&active).expect("read");
+    assert!(bytes[(32 + 4 * ENTRY_BYTES) as usize..]
+        .iter()
+        .all(|b| *b == 0));
+    // A shorter entry of a later term in their place, then a crash: the
+    // old frames after it must not reappear either.
+    log.append(&[entry(first + 4, 3, 10)]).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), first + 4);
+    assert_eq!(log.last_term().expect("term"), 3);
+    // Truncating into the sealed segment makes it active again.
+    log.truncate_suffix(5)
+        .expect("truncate into the sealed segment");
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), 4);
+    fill(&log, 5, 2 * PER_SEGMENT, 4, 100);
+    drop(log);
+    assert_eq!(
+        open(dir.path()).last_index().expect("last"),
+        4 + 2 * PER_SEGMENT
+    );
+}
+
+#[test]
+fn a_log_restarted_after_the_leaders_start_uses_the_spare() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = open(dir.path());
+    fill(&log, 1, SPARE_AFTER, 1, 100);
+    wait_for_spare(&log);
+    log.restart_after(1000, 7).expect("restart");
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert_eq!(file_len(&files[0]), SMALL_SEGMENT_BYTES);
+    fill(&log, 1001, 3, 7, 100);
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.first_index().expect("first"), 1001);
+    assert_eq!(log.last_index().expect("last"), 1003);
+    assert_eq!(log.term(1000).expect("term"), 7);
+}
+
+#[test]
+fn a_spare_that_runs_out_of_space_leaves_the_log_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, vfs) = faulty_log(dir.path());
+    fill(&log, 1, SPARE_AFTER - 2, 1, 100);
+    // Room for the appends after which a spare is wanted, none for the spare.
+    vfs.set_space_left(2 * ENTRY_BYTES);
+    fill(&log, SPARE_AFTER - 1, 2, 1, 100);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log.spare_failures() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare did not fail"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!log.spare_is_ready());
+    assert!(!dir.path().join("spare-segment.tmp").exists(), "removed");
+    assert!(!log.is_failed());
+    // The disk is full for the appends too: refused, not failed.
+    assert!(matches!(
+        log.append(&[entry(SPARE_AFTER + 1, 1, 100)]),
+        Err(StoreError::NoSpace { .. })
+    ));
+    vfs.set_space_left(u64::MAX);
+    // The roll makes a growing segment instead (no retry of the spare yet).
+    fill(&log, SPARE_AFTER + 1, PER_SEGMENT, 1, 100);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2);
+    assert!(
+        file_len(&files[1]) < SMALL_SEGMENT_BYTES,
+        "a growing segment"
+    );
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.last_index().expect("last"), SPARE_AFTER + PER_SEGMENT);
 }

@@ -10,6 +10,9 @@
 //! writer appends and fdatasyncs in order, so a crash can only leave an
 //! incomplete (or zero-filled) run of bytes at the very end. Hence:
 //!
+//! - zeros from after the last valid frame to the end of the file are the
+//!   clean end of the data, not damage: a segment is pre-written with zeros
+//!   to its full size (see below), so most of an active segment is zeros;
 //! - damage in the last segment with no valid later frame after it is a torn
 //!   tail: it is cut off (logged with file and offset);
 //! - damage followed by a valid frame of a later entry, damage in a sealed
@@ -23,6 +26,19 @@
 //! of the last, unsynced batch out of order and the machine crashed, a valid
 //! frame may follow a hole; the log refuses to open although only
 //! unacknowledged data is affected. We prefer refusing to guessing.
+//!
+//! # Pre-written segments
+//!
+//! A new segment is, when possible, a file already `segment_bytes` long,
+//! written with zeros and synced by a background thread ([`super::spare`]):
+//! appends then overwrite allocated blocks and fdatasync has no inode to
+//! write. Otherwise (the first segment, no spare ready in time, a nearly full
+//! disk) it grows as it is written. Either way the invariant is the same:
+//! after the valid data come only zeros or the end of the file. Whatever
+//! removes data (a failed write, a torn tail, `truncate_suffix`) writes zeros
+//! over it in a pre-written file, or cuts the file there, and syncs before
+//! returning, so a frame removed can never come back at a later open. A
+//! sealed segment is trimmed to its data, so its `.idx` records its length.
 //!
 //! # Open time: what is verified when
 //!
@@ -42,7 +58,8 @@ use bytes::Bytes;
 
 use super::frame::{self, SegmentHeader, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::segment::{self, Segment};
-use super::vfs::{write_atomically, RealVfs, Vfs};
+use super::spare::Spare;
+use super::vfs::{write_atomically, RealVfs, Vfs, VfsFile};
 use super::{Result, StoreError};
 use crate::entry::{Entry, Index, Term};
 
@@ -174,6 +191,8 @@ pub struct Log {
     segments: RwLock<Segments>,
     writer: Mutex<Writer>,
     failed: OnceLock<String>,
+    /// The pre-written file for the next segment (none when read-only).
+    spare: Option<Spare>,
 }
 
 impl std::fmt::Debug for Log {
@@ -200,9 +219,12 @@ impl Log {
             )));
         }
         let segments = recover(dir, &options, vfs.as_ref())?;
+        let spare =
+            (!options.read_only).then(|| Spare::start(dir, vfs.clone(), options.segment_bytes));
         Ok(Log {
             dir: dir.to_owned(),
             vfs,
+            spare,
             options,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
@@ -430,9 +452,10 @@ impl Log {
         };
         if let Err(error) = file.write_all_at(&writer.encode_buf, end_bytes) {
             let error = StoreError::io(&path, error);
-            // Cut back whatever part reached the file, so nothing half
-            // written stays behind a later append.
-            if let Err(cut) = file.set_len(end_bytes) {
+            // Clear whatever part reached the file, so nothing half written
+            // (or whole frames of this batch) stays behind a later append.
+            let dirty_end = end_bytes + writer.encode_buf.len() as u64;
+            if let Err(cut) = self.clear_after(file.as_ref(), end_bytes, dirty_end) {
                 return Err(self.fail(format!(
                     "cutting back a failed write to {} at {end_bytes}: {cut} (after: {error})",
                     path.display()
@@ -457,7 +480,56 @@ impl Log {
             active.push(entry.index, entry.term, offset, size);
             offset += size;
         }
+        drop(segments);
+        // A quarter into a segment: time to pre-write the next one (late
+        // enough that small logs never make one, early enough that zeroing
+        // a whole segment is done before this one is full).
+        if offset >= self.options.segment_bytes / 4 {
+            if let Some(spare) = &self.spare {
+                spare.want();
+            }
+        }
         Ok(())
+    }
+
+    /// Makes the bytes of `file` from `end_bytes` on read as zeros (or end
+    /// there), not synced. `dirty_end`: where the bytes that may be non-zero
+    /// end. A pre-written file keeps its length (its blocks stay allocated,
+    /// so later fdatasyncs stay cheap); a growing one is cut.
+    fn clear_after(
+        &self,
+        file: &dyn VfsFile,
+        end_bytes: u64,
+        dirty_end: u64,
+    ) -> std::io::Result<()> {
+        let len_bytes = file.len_bytes()?;
+        if len_bytes != self.options.segment_bytes || dirty_end > len_bytes {
+            return file.set_len(end_bytes);
+        }
+        let zeros = vec![0u8; (dirty_end.saturating_sub(end_bytes)).min(1 << 20) as usize];
+        let mut offset = end_bytes;
+        while offset < dirty_end {
+            let count = (dirty_end - offset).min(zeros.len() as u64) as usize;
+            if let Err(error) = file.write_all_at(&zeros[..count], offset) {
+                // Cutting is always correct, only slower later.
+                tracing::debug!(%error, "zeroing failed; cutting the file instead");
+                return file.set_len(end_bytes);
+            }
+            offset += count as u64;
+        }
+        Ok(())
+    }
+
+    /// Whether a pre-written segment is ready for the next roll (made in the
+    /// background once the active segment is a quarter full).
+    pub fn spare_is_ready(&self) -> bool {
+        self.spare.as_ref().is_some_and(Spare::is_ready)
+    }
+
+    /// How many times a pre-written segment could not be made (full disk,
+    /// I/O error); the log then grows its segments as it writes them.
+    pub fn spare_failures(&self) -> u64 {
+        self.spare.as_ref().map_or(0, Spare::failures)
     }
 
     /// Makes everything appended so far durable (fdatasync). A failure fails
@@ -488,21 +560,82 @@ impl Log {
                 active.last_term(),
             )
         };
-        file.sync_data()
-            .map_err(|error| self.fail(format!("fdatasync of {}: {error}", path.display())))?;
+        let end_bytes = self.read()?.active().end_bytes;
+        // A sealed segment keeps no zero tail: its length is its data, which
+        // its index file records and is checked against.
+        let trimmed = file.len_bytes().and_then(|len_bytes| {
+            if len_bytes > end_bytes {
+                file.set_len(end_bytes)
+            } else {
+                Ok(())
+            }
+        });
+        trimmed
+            .and_then(|()| file.sync_data())
+            .map_err(|error| self.fail(format!("sealing {}: {error}", path.display())))?;
         {
             let segments = self.read()?;
             segment::write_index(self.vfs.as_ref(), segments.active())
                 .map_err(|error| self.io_or_fail(&path, error))?;
         }
-        let segment = create_segment(&self.dir, self.vfs.as_ref(), base_index, prev_term).map_err(
-            |error| match error {
+        let segment = self
+            .new_segment(base_index, prev_term)
+            .map_err(|error| match error {
                 StoreError::NoSpace { .. } => error,
                 other => self.fail(other.to_string()),
-            },
-        )?;
+            })?;
         self.write()?.list.push(segment);
         Ok(())
+    }
+
+    /// A new, empty segment: the spare if one is ready, else a growing one.
+    fn new_segment(&self, base_index: Index, prev_term: Term) -> Result<Segment> {
+        if let Some(file) = self.spare.as_ref().and_then(Spare::take) {
+            if let Some(segment) = self.segment_from_spare(file, base_index, prev_term)? {
+                return Ok(segment);
+            }
+        }
+        create_segment(&self.dir, self.vfs.as_ref(), base_index, prev_term)
+    }
+
+    /// Turns the spare into the segment at `base_index`: header written and
+    /// synced under the spare's name, then renamed, so a segment never has a
+    /// torn header. `None` (spare dropped) when that fails before the rename.
+    fn segment_from_spare(
+        &self,
+        file: Arc<dyn VfsFile>,
+        base_index: Index,
+        prev_term: Term,
+    ) -> Result<Option<Segment>> {
+        let Some(spare) = &self.spare else {
+            return Ok(None);
+        };
+        let path = segment::segment_path(&self.dir, base_index);
+        let header = SegmentHeader {
+            base_index,
+            prev_term,
+        };
+        let prepared = file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| self.vfs.rename(spare.path(), &path));
+        if let Err(error) = prepared {
+            tracing::warn!(file = %spare.path().display(), %error, "cannot use the pre-written segment; making a growing one");
+            let _ = self.vfs.remove_file(spare.path());
+            return Ok(None);
+        }
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|error| StoreError::io(&self.dir, error))?;
+        Ok(Some(Segment {
+            path,
+            file,
+            base_index,
+            prev_term,
+            offsets: Vec::new(),
+            term_runs: Vec::new(),
+            end_bytes: SEGMENT_HEADER_BYTES as u64,
+        }))
     }
 
     /// Removes entries from `from` on (a follower's conflicting tail), durably.
@@ -541,9 +674,12 @@ impl Log {
             .sync_dir(&self.dir)
             .map_err(|error| self.fail(format!("fsync of {}: {error}", self.dir.display())))?;
         let active = segments.active_mut();
+        let old_end = active.end_bytes;
         active.truncate_from(from);
         let (file, path, end) = (active.file.clone(), active.path.clone(), active.end_bytes);
-        file.set_len(end)
+        // Zeros (or the end of the file) after the new end, durably: stale
+        // frames there would come back at the next open.
+        self.clear_after(file.as_ref(), end, old_end)
             .and_then(|()| file.sync_data())
             .map_err(|error| self.fail(format!("truncating {} to {end}: {error}", path.display())))
     }
@@ -566,7 +702,8 @@ impl Log {
         self.vfs
             .sync_dir(&self.dir)
             .map_err(|error| self.fail(format!("fsync of {}: {error}", self.dir.display())))?;
-        let segment = create_segment(&self.dir, self.vfs.as_ref(), prev_index + 1, prev_term)
+        let segment = self
+            .new_segment(prev_index + 1, prev_term)
             .map_err(|error| {
                 self.fail(format!(
                     "creating the segment after the log start {prev_index}: {error}"
@@ -678,6 +815,23 @@ impl Log {
     fn poisoned(&self) -> StoreError {
         self.fail("a thread panicked while holding the log's lock".into())
     }
+}
+
+/// Removes a torn tail (not synced): zeros over it when zeros follow it in a
+/// pre-written segment, which keeps the file's length and allocated blocks,
+/// else the file is cut there. Either way nothing but zeros follows the data.
+fn cut_torn_tail(
+    file: &dyn VfsFile,
+    damage: &segment::Damage,
+    len_bytes: u64,
+    segment_bytes: u64,
+) -> std::io::Result<()> {
+    if len_bytes != segment_bytes || damage.dirty_end >= len_bytes {
+        return file.set_len(damage.offset);
+    }
+    let zeros = vec![0u8; (damage.dirty_end - damage.offset) as usize];
+    file.write_all_at(&zeros, damage.offset)
+        .or_else(|_| file.set_len(damage.offset))
 }
 
 fn ignore_not_found(error: std::io::Error) -> std::io::Result<()> {
@@ -850,6 +1004,16 @@ fn recover_segment(
     segment.offsets = scan.offsets;
     segment.term_runs = scan.term_runs;
     segment.end_bytes = scan.valid_end_bytes;
+    let zero_tail = scan.damage.is_none() && scan.valid_end_bytes < len_bytes;
+    if zero_tail && !last && !options.read_only {
+        // Sealed segments keep no zero tail (a roll trims it), so that their
+        // index file, which records the data length, matches the file.
+        segment
+            .file
+            .set_len(scan.valid_end_bytes)
+            .and_then(|()| segment.file.sync_data())
+            .map_err(|error| StoreError::io(&path, error))?;
+    }
     if let Some(damage) = scan.damage {
         if !last || damage.followed_by_valid_frame {
             let place = if last {
@@ -866,16 +1030,19 @@ fn recover_segment(
         tracing::warn!(
             file = %path.display(),
             offset = damage.offset,
-            cut_bytes = len_bytes - damage.offset,
+            cut_bytes = damage.dirty_end - damage.offset,
             reason = damage.reason,
             "cutting a torn tail left by a crash in the middle of a write"
         );
         if !options.read_only {
-            segment
-                .file
-                .set_len(damage.offset)
-                .and_then(|()| segment.file.sync_data())
-                .map_err(|error| StoreError::io(&path, error))?;
+            cut_torn_tail(
+                segment.file.as_ref(),
+                &damage,
+                len_bytes,
+                options.segment_bytes,
+            )
+            .and_then(|()| segment.file.sync_data())
+            .map_err(|error| StoreError::io(&path, error))?;
         }
     }
     if !options.read_only {

@@ -10,6 +10,7 @@
 //! <data-dir>/meta                          HardState (term, vote), replaced atomically
 //! <data-dir>/log/<base index, 20 digits>.seg   a segment: header + entry frames
 //! <data-dir>/log/<base index, 20 digits>.idx   a sealed segment's offset index (rebuilt if lost)
+//! <data-dir>/log/spare-segment.tmp         the next segment, pre-written with zeros (deleted at open)
 //! ```
 //!
 //! # Pieces
@@ -35,6 +36,7 @@ mod log;
 mod meta;
 mod segment;
 pub mod space;
+mod spare;
 pub mod verify;
 pub mod vfs;
 

@@ -30,7 +30,8 @@ pub(crate) struct Segment {
     pub offsets: Vec<u32>,
     /// `(first index, term)` of each run of equal terms, in index order.
     pub term_runs: Vec<(Index, Term)>,
-    /// Length of the valid data (the file's length once recovered).
+    /// Length of the valid data. The file may be longer: a pre-written
+    /// segment holds zeros from here to `segment_bytes`.
     pub end_bytes: u64,
 }
 
@@ -134,9 +135,15 @@ pub(crate) struct Damage {
     /// A valid frame of a later entry starts after the damage, so the damage
     /// cannot be a torn tail.
     pub followed_by_valid_frame: bool,
+    /// Where the non-zero bytes from the damage on end: only zeros follow,
+    /// up to the end of the file (the file's length when it ends in non-zero
+    /// bytes). Cutting the damage means clearing `offset..dirty_end`.
+    pub dirty_end: u64,
 }
 
 /// What a scan found: the valid prefix, and the damage that ended it, if any.
+/// No damage with `valid_end_bytes` below the file's length means the rest
+/// is zeros: the unwritten part of a pre-written segment, the clean end.
 pub(crate) struct Scan {
     pub offsets: Vec<u32>,
     pub term_runs: Vec<(Index, Term)>,
@@ -169,6 +176,24 @@ impl<'a> Window<'a> {
         }
         let at = (offset - self.start) as usize;
         Ok(Some(&self.buf[at..at + count]))
+    }
+
+    /// The end of the last non-zero byte at or after `from` (`from` when
+    /// everything from there to the end of the file is zero).
+    fn nonzero_end(&mut self, from: u64) -> std::io::Result<u64> {
+        let mut end = from;
+        let mut offset = from;
+        while offset < self.len_bytes {
+            let count = (self.len_bytes - offset).min(SCAN_CHUNK_BYTES as u64) as usize;
+            let Some(bytes) = self.get(offset, count)? else {
+                break;
+            };
+            if let Some(last) = bytes.iter().rposition(|byte| *byte != 0) {
+                end = offset + last as u64 + 1;
+            }
+            offset += count as u64;
+        }
+        Ok(end)
     }
 
     /// The verified frame header at `offset` if a whole valid frame is there.
@@ -238,12 +263,20 @@ pub(crate) fn scan(
             }
             Err(reason) => reason,
         };
-        let followed =
-            valid_frame_after(&mut window, offset, expected_index, last_term).map_err(io_error)?;
+        let dirty_end = window.nonzero_end(offset).map_err(io_error)?;
+        if dirty_end == offset {
+            // Zeros to the end: never written since the file was pre-written
+            // (or grown), so the clean end of the data. A frame never starts
+            // with a zero byte (version 0 is invalid).
+            break;
+        }
+        let followed = valid_frame_after(&mut window, offset, dirty_end, expected_index, last_term)
+            .map_err(io_error)?;
         damage = Some(Damage {
             offset,
             reason,
             followed_by_valid_frame: followed,
+            dirty_end,
         });
         break;
     }
@@ -256,13 +289,15 @@ pub(crate) fn scan(
 }
 
 /// Whether a valid frame of an entry at or after `expected_index` starts
-/// anywhere after the damage at `damage_offset`. Tries the frame boundary the
+/// anywhere after the damage at `damage_offset` and before `dirty_end` (a
+/// frame starts with a non-zero byte, and only zeros follow). Tries the frame boundary the
 /// damaged header claims first, then every byte (the length field itself may
 /// be what is damaged). A random match needs a CRC32C collision (2^-32) on
 /// top of plausible version, kind, index and term fields.
 fn valid_frame_after(
     window: &mut Window<'_>,
     damage_offset: u64,
+    dirty_end: u64,
     expected_index: Index,
     last_term: Term,
 ) -> std::io::Result<bool> {
@@ -279,7 +314,7 @@ fn valid_frame_after(
         }
     }
     let mut offset = damage_offset + 1;
-    while offset + FRAME_HEADER_BYTES as u64 <= window.len_bytes {
+    while offset < dirty_end && offset + FRAME_HEADER_BYTES as u64 <= window.len_bytes {
         let cheap_reject = match window.get(offset, 2)? {
             Some(bytes) => bytes[0] != frame::FRAME_VERSION || bytes[1] > 2,
             None => true,
@@ -394,4 +429,48 @@ pub(crate) fn load_index(
         return Err("inconsistent contents".into());
     }
     Ok((offsets, term_runs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+    use crate::store::vfs::RealVfs;
+
+    /// A segment of `count` entries padded with `zeros` zero bytes, after
+    /// `garbage` (a torn frame's bytes) when given.
+    fn scan_of(count: u64, garbage: &[u8], zeros: usize) -> Scan {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.seg");
+        let header = SegmentHeader {
+            base_index: 1,
+            prev_term: 0,
+        };
+        let mut bytes = header.encode().to_vec();
+        for index in 1..=count {
+            frame::encode_frame(&Entry::normal(index, 1, vec![7u8; 10]), &mut bytes);
+        }
+        bytes.extend_from_slice(garbage);
+        bytes.resize(bytes.len() + zeros, 0);
+        std::fs::write(&path, &bytes).expect("write");
+        let file = RealVfs.open_read_only(&path).expect("open");
+        scan(file.as_ref(), &path, header, bytes.len() as u64).expect("scan")
+    }
+
+    #[test]
+    fn a_zero_tail_is_the_clean_end() {
+        let scan = scan_of(3, &[], 5000);
+        assert!(scan.damage.is_none());
+        assert_eq!(scan.offsets.len(), 3);
+        assert_eq!(scan.valid_end_bytes, 32 + 3 * 38);
+    }
+
+    #[test]
+    fn a_torn_frame_before_zeros_is_damage_up_to_its_last_byte() {
+        let scan = scan_of(3, &[1, 0, 0, 0, 10, 0, 0, 9], 5000);
+        let damage = scan.damage.expect("damage");
+        assert_eq!(damage.offset, 32 + 3 * 38);
+        assert_eq!(damage.dirty_end, damage.offset + 8);
+        assert!(!damage.followed_by_valid_frame);
+    }
 }

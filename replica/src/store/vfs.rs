@@ -25,6 +25,14 @@ pub trait VfsFile: Send + Sync {
         let _ = (offset, len_bytes);
         Ok(())
     }
+    /// Writes `len_bytes` at `offset` back to the disk and waits for it
+    /// (not durable: no metadata, no device cache flush; `sync_data` is still
+    /// needed). For background writers that must keep little I/O in flight.
+    /// Default: nothing.
+    fn write_back(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let _ = (offset, len_bytes);
+        Ok(())
+    }
     /// Cuts or extends the file to `len_bytes`.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
     /// The file's length.
@@ -73,6 +81,22 @@ pub struct RealVfs;
 
 struct RealFile(File);
 
+impl RealFile {
+    fn sync_file_range(&self, offset: u64, len_bytes: u64, flags: libc::c_uint) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let (Ok(offset), Ok(len_bytes)) = (i64::try_from(offset), i64::try_from(len_bytes)) else {
+            return Ok(());
+        };
+        // SAFETY: a valid open descriptor; the call only starts or waits for I/O.
+        let rc = unsafe { libc::sync_file_range(self.0.as_raw_fd(), offset, len_bytes, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 impl VfsFile for RealFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(&self.0, buf, offset)
@@ -84,24 +108,16 @@ impl VfsFile for RealFile {
         self.0.sync_data()
     }
     fn start_writeback(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
-        use std::os::unix::io::AsRawFd;
-        let (Ok(offset), Ok(len_bytes)) = (i64::try_from(offset), i64::try_from(len_bytes)) else {
-            return Ok(());
-        };
-        // SAFETY: a valid open descriptor; the call only schedules I/O.
-        let rc = unsafe {
-            libc::sync_file_range(
-                self.0.as_raw_fd(),
-                offset,
-                len_bytes,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        self.sync_file_range(offset, len_bytes, libc::SYNC_FILE_RANGE_WRITE)
+    }
+    fn write_back(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        self.sync_file_range(
+            offset,
+            len_bytes,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
     }
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.0.set_len(len_bytes)
