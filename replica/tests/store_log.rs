@@ -924,6 +924,33 @@ fn pre_written_log(dir: &Path, count: u64) -> (Log, PathBuf) {
 }
 
 #[test]
+fn pre_writing_is_for_small_syncs_not_for_large_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Log::open(
+        dir.path(),
+        LogOptions {
+            segment_bytes: 64 << 20,
+            ..options()
+        },
+    )
+    .expect("open log");
+    assert!(log.prewriting_pays().expect("writer"), "a new log");
+    // 16 entries of 16 KiB per fdatasync: the disk's bandwidth is the limit.
+    let mut next = 1;
+    for _ in 0..12 {
+        fill(&log, next, 16, 1, 16 << 10);
+        next += 16;
+    }
+    assert!(!log.prewriting_pays().expect("writer"), "256 KiB per sync");
+    // 8 entries of 1 KiB per fdatasync: the syncs' own cost is the limit.
+    for _ in 0..40 {
+        fill(&log, next, 8, 1, 1 << 10);
+        next += 8;
+    }
+    assert!(log.prewriting_pays().expect("writer"), "8 KiB per sync");
+}
+
+#[test]
 fn the_spare_becomes_the_next_segment_at_a_roll() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (log, active) = pre_written_log(dir.path(), 3);
