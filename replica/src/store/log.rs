@@ -658,15 +658,7 @@ impl Log {
         self.vfs
             .sync_dir(&self.dir)
             .map_err(|error| StoreError::io(&self.dir, error))?;
-        Ok(Some(Segment {
-            path,
-            file,
-            base_index,
-            prev_term,
-            offsets: Vec::new(),
-            term_runs: Vec::new(),
-            end_bytes: SEGMENT_HEADER_BYTES as u64,
-        }))
+        Ok(Some(Segment::empty(path, file, base_index, prev_term)))
     }
 
     /// Removes entries from `from` on (a follower's conflicting tail), durably.
@@ -890,15 +882,7 @@ fn create_segment(
     let file = vfs
         .open(&path, false)
         .map_err(|error| StoreError::io(&path, error))?;
-    Ok(Segment {
-        path,
-        file,
-        base_index,
-        prev_term,
-        offsets: Vec::new(),
-        term_runs: Vec::new(),
-        end_bytes: SEGMENT_HEADER_BYTES as u64,
-    })
+    Ok(Segment::empty(path, file, base_index, prev_term))
 }
 
 /// Finds the segments in `dir` and brings them to a consistent state.

@@ -36,6 +36,24 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// A segment that holds its header and no entry yet.
+    pub fn empty(
+        path: PathBuf,
+        file: Arc<dyn VfsFile>,
+        base_index: Index,
+        prev_term: Term,
+    ) -> Self {
+        Segment {
+            path,
+            file,
+            base_index,
+            prev_term,
+            offsets: Vec::new(),
+            term_runs: Vec::new(),
+            end_bytes: SEGMENT_HEADER_BYTES as u64,
+        }
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.offsets.len() as u64
     }
