@@ -554,8 +554,9 @@ impl Log {
         self.spare.as_ref().is_some_and(Spare::is_ready)
     }
 
-    /// How many times a pre-written segment could not be made (full disk,
-    /// I/O error); the log then grows its segments as it writes them.
+    /// How many times making a pre-written segment failed (an I/O error, the
+    /// disk filling while zeroing); the log then grows its segments as it
+    /// writes them. Too little free space to start one is not counted.
     pub fn spare_failures(&self) -> u64 {
         self.spare.as_ref().map_or(0, Spare::failures)
     }

@@ -158,6 +158,9 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 fn run(dir: &Path, path: &Path, vfs: &dyn Vfs, segment_bytes: u64, shared: &Shared) {
+    // Said once per stretch of trouble, not at every retry: a disk that stays
+    // nearly full would otherwise log a warning every RETRY_AFTER.
+    let mut said = false;
     loop {
         {
             let mut state = lock(shared);
@@ -175,12 +178,29 @@ fn run(dir: &Path, path: &Path, vfs: &dyn Vfs, segment_bytes: u64, shared: &Shar
         let result = prepare(dir, path, vfs, segment_bytes, &shared.stop);
         let mut state = lock(shared);
         match result {
-            Ok(file) => *state = State::Ready(file),
+            Ok(Some(file)) => {
+                said = false;
+                *state = State::Ready(file);
+            }
+            // Too little room for a spare: not a failure, the log grows its
+            // segments until space is freed.
+            Ok(None) => {
+                if !said {
+                    tracing::info!(dir = %dir.display(), "too little free space to pre-write the next segment; segments grow as they are written until space is freed");
+                    said = true;
+                }
+                *state = State::Idle {
+                    retry_at: Some(Instant::now() + RETRY_AFTER),
+                };
+            }
             Err(error) => {
                 let _ = vfs.remove_file(path);
                 if !shared.stop.load(Ordering::SeqCst) {
                     shared.failures.fetch_add(1, Ordering::SeqCst);
-                    tracing::warn!(file = %path.display(), %error, "cannot pre-write the next segment; it will grow as it is written");
+                    if !said {
+                        tracing::warn!(file = %path.display(), %error, "cannot pre-write the next segment; it will grow as it is written");
+                        said = true;
+                    }
                 }
                 *state = State::Idle {
                     retry_at: Some(Instant::now() + RETRY_AFTER),
@@ -196,20 +216,18 @@ fn run(dir: &Path, path: &Path, vfs: &dyn Vfs, segment_bytes: u64, shared: &Shar
     }
 }
 
-/// Writes `segment_bytes` zeros to the spare's file and syncs them.
+/// Writes `segment_bytes` zeros to the spare's file and syncs them; `None`
+/// when the disk has too little room left for one.
 fn prepare(
     dir: &Path,
     path: &Path,
     vfs: &dyn Vfs,
     segment_bytes: u64,
     stop: &AtomicBool,
-) -> io::Result<Arc<dyn VfsFile>> {
+) -> io::Result<Option<Arc<dyn VfsFile>>> {
     let free_bytes = space::free_bytes(dir).map_err(io::Error::other)?;
     if free_bytes < FREE_SEGMENTS_NEEDED.saturating_mul(segment_bytes) {
-        return Err(io::Error::new(
-            io::ErrorKind::StorageFull,
-            format!("only {free_bytes} bytes free"),
-        ));
+        return Ok(None);
     }
     let file = vfs.open(path, true)?;
     file.set_len(0)?;
@@ -230,5 +248,5 @@ fn prepare(
         offset += count as u64;
     }
     file.sync_data()?;
-    Ok(file)
+    Ok(Some(file))
 }
