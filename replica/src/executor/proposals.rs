@@ -63,8 +63,29 @@ struct Pending<R> {
 }
 
 impl<R> Pending<R> {
-    fn kept(&self) -> u64 {
+    /// How many of the batch's entries the core appended.
+    fn appended(&self) -> u64 {
         self.last_index + 1 - self.first_index
+    }
+
+    /// The outcome when the first `committed` of its entries committed.
+    fn outcome(&self, committed: u64) -> Outcome {
+        if committed == 0 {
+            Outcome::NotAppended
+        } else if committed == self.requested {
+            Outcome::Committed {
+                first_index: self.first_index,
+                term: self.term,
+                count: committed,
+            }
+        } else {
+            Outcome::PartlyCommitted {
+                first_index: self.first_index,
+                term: self.term,
+                committed,
+                requested: self.requested,
+            }
+        }
     }
 }
 
@@ -156,29 +177,12 @@ impl<R> Proposals<R> {
             let replaced = term_at(pending.last_index)?.is_some_and(|term| term != pending.term);
             let outcome = if replaced {
                 Outcome::NotAppended
-            } else if pending.kept() == pending.requested {
-                Outcome::Committed {
-                    first_index: pending.first_index,
-                    term: pending.term,
-                    count: pending.requested,
-                }
             } else {
-                Outcome::PartlyCommitted {
-                    first_index: pending.first_index,
-                    term: pending.term,
-                    committed: pending.kept(),
-                    requested: pending.requested,
-                }
+                pending.outcome(pending.appended())
             };
             answers.push((pending.reply, outcome));
         }
-        let mut position = 0;
-        while position < self.cut.len() {
-            if self.cut[position].last_index > commit {
-                position += 1;
-                continue;
-            }
-            let cut = self.cut.swap_remove(position);
+        for cut in self.take_cut(|cut| cut.last_index <= commit) {
             // Its entries up to `kept_last` are this member's own, so
             // committed. Of the others, those the committed log holds are
             // a prefix of the rest (Log Matching), found by bisection on
@@ -197,28 +201,29 @@ impl<R> Proposals<R> {
                     }
                 }
             }
-            let committed = low - cut.first_index;
             let outcome = if unknown {
                 Outcome::LogDropped
-            } else if committed == 0 {
-                Outcome::NotAppended
-            } else if committed == cut.requested {
-                Outcome::Committed {
-                    first_index: cut.first_index,
-                    term: cut.term,
-                    count: committed,
-                }
             } else {
-                Outcome::PartlyCommitted {
-                    first_index: cut.first_index,
-                    term: cut.term,
-                    committed,
-                    requested: cut.requested,
-                }
+                cut.outcome(low - cut.first_index)
             };
             answers.push((cut.reply, outcome));
         }
         Ok(answers)
+    }
+
+    /// Takes the cut batches `due` picks out of `self.cut` (which keeps no
+    /// order: each taken one's place goes to the last).
+    fn take_cut(&mut self, due: impl Fn(&Pending<R>) -> bool) -> Vec<Pending<R>> {
+        let mut taken = Vec::new();
+        let mut position = 0;
+        while position < self.cut.len() {
+            if due(&self.cut[position]) {
+                taken.push(self.cut.swap_remove(position));
+            } else {
+                position += 1;
+            }
+        }
+        taken
     }
 
     /// The log was cut from `from` on (another leader's entries replace
@@ -270,15 +275,11 @@ impl<R> Proposals<R> {
                 answers.push((pending.reply, Outcome::TimedOut));
             }
         }
-        let mut position = 0;
-        while position < self.cut.len() {
-            if self.cut[position].deadline_ms <= now_ms {
-                let cut = self.cut.swap_remove(position);
-                answers.push((cut.reply, Outcome::TimedOut));
-            } else {
-                position += 1;
-            }
-        }
+        answers.extend(
+            self.take_cut(|cut| cut.deadline_ms <= now_ms)
+                .into_iter()
+                .map(|cut| (cut.reply, Outcome::TimedOut)),
+        );
         answers
     }
 
