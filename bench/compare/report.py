@@ -201,6 +201,8 @@ def main():
     out("`bench/compare/run.sh`; rerun the command below to regenerate this page and the plot.")
     out("Where our write path spends its time, what to change first, and what the changes made so far "
         "gained (before/after at 1, 16, 64 and 256 in flight): `bench/profile.md`.")
+    out("What mutual TLS costs our group (throughput at 1 KiB and 64 in flight, failover), measured apart "
+        "from this run: `bench/tls-cost.md`.")
     out("")
     out("## How this was produced")
     out("")
