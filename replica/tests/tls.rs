@@ -294,7 +294,18 @@ async fn a_rotated_member_certificate_is_used_without_a_restart_and_loses_no_wri
         let app = app.clone();
         let address = group.addresses.peer[index].clone();
         async move {
-            let tcp = TcpStream::connect(address).await.unwrap();
+            // The members start on threads of their own: on a loaded
+            // machine one may not listen yet when the first call comes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let tcp = loop {
+                match TcpStream::connect(&address).await {
+                    Ok(tcp) => break tcp,
+                    Err(error) => {
+                        assert!(Instant::now() < deadline, "member {address}: {error}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            };
             let stream = app.connect(tcp, "127.0.0.1").await.unwrap();
             stream.peer_certificate().unwrap().clone()
         }

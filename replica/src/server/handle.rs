@@ -488,7 +488,17 @@ impl Engine for ReplicaHandle {
                 reason: "indexes start at 1".into(),
             });
         }
-        let readable = self.snapshot.borrow().readable_index;
+        let (commit, mut readable) = {
+            let snapshot = self.snapshot.borrow();
+            (snapshot.commit_index, snapshot.readable_index)
+        };
+        if index > readable && index <= commit {
+            // Committed (a majority has it) but not yet on this member's
+            // disk: a leader may count two followers before its own write.
+            // A writer reading back what it was just told is committed must
+            // find it, so wait for this member's write rather than say no.
+            readable = self.wait_readable(index, READ_INDEX_WAIT).await;
+        }
         if index > readable {
             return Err(ReadError::NotCommitted {
                 index,

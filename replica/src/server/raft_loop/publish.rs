@@ -21,6 +21,24 @@ impl RaftLoop {
         }
     }
 
+    /// Publishes the commit index (and what of it this member can read)
+    /// at once, ahead of the round's full [`RaftLoop::publish`]: called
+    /// before appends are answered committed, so that a writer who reads
+    /// back what it was told is committed never finds the front ends a
+    /// step behind.
+    pub(super) fn publish_commit(&mut self) {
+        let commit_index = self.node.commit_index();
+        let readable_index = commit_index.min(self.node.persisted_index());
+        self.snapshot.send_if_modified(|current| {
+            if current.commit_index >= commit_index && current.readable_index >= readable_index {
+                return false;
+            }
+            current.commit_index = current.commit_index.max(commit_index);
+            current.readable_index = current.readable_index.max(readable_index);
+            true
+        });
+    }
+
     pub(super) fn publish(&mut self) {
         let soft = self.node.soft_state();
         let is_leader = soft.role == core::Role::Leader;

@@ -110,6 +110,14 @@ impl Host for RaftLoop {
         answers: Answers<Waiter>,
         verdicts: &[(Index, Applied)],
     ) -> Result<(), String> {
+        if answers.iter().any(|(_, outcome)| {
+            matches!(
+                outcome,
+                Outcome::Committed { .. } | Outcome::PartlyCommitted { .. }
+            )
+        }) {
+            self.publish_commit();
+        }
         for (waiter, outcome) in answers {
             if let (
                 Waiter::Append(_),
