@@ -1039,14 +1039,13 @@ mod tests {
         let (sent, received) = std::thread::scope(|scope| {
             let sender = scope.spawn(move || {
                 let mut sent = Vec::new();
-                let mut n = send_until_cut(link, &mut sent);
+                let first = send_until_cut(link, &mut sent);
                 cut_tx.send(()).unwrap();
                 // On while the peer reads; a full queue may drop some.
-                for _ in 0..3_000 {
+                for n in first..first + 3_000 {
                     if link.send(&numbered(n)).is_ok() {
                         sent.push(n);
                     }
-                    n += 1;
                 }
                 wait_until("the last message is queued", || {
                     link.send(&numbered(END)).is_ok()
