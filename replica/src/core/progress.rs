@@ -44,6 +44,11 @@ pub struct Progress {
     pub commit_sent: Index,
     /// In `Probe`: an append is out and no answer came yet.
     probe_sent: bool,
+    /// In `Replicate`: the follower log end a gap rejection last made the
+    /// leader resend after (see `maybe_decrease_to`); rejections that show
+    /// no longer log end are stale. Forgotten at each heartbeat answer, so
+    /// a resend that was lost is made again.
+    resent_after: Option<Index>,
     /// In `Replicate`: last index and payload bytes of each append in
     /// flight, oldest first. Invariant: `inflight.len() <= max_inflight`,
     /// indices increasing, `inflight_bytes` is the sum of the bytes.
@@ -75,6 +80,7 @@ impl Progress {
             install_sent_at_ticks: None,
             commit_sent: 0,
             probe_sent: false,
+            resent_after: None,
             inflight: VecDeque::with_capacity(max_inflight),
             max_inflight,
             inflight_bytes: 0,
@@ -133,6 +139,7 @@ impl Progress {
     fn clear_inflight(&mut self) {
         self.inflight.clear();
         self.inflight_bytes = 0;
+        self.resent_after = None;
     }
 
     fn pop_inflight(&mut self) {
@@ -141,9 +148,11 @@ impl Progress {
         }
     }
 
-    /// Allow one more probe (a heartbeat answer arrived).
+    /// Allow one more probe (a heartbeat answer arrived), and one more
+    /// resend after a gap the leader already resent after.
     pub fn resume_probe(&mut self) {
         self.probe_sent = false;
+        self.resent_after = None;
     }
 
     /// Free the oldest in-flight slot: when the window is full and a
@@ -202,15 +211,51 @@ impl Progress {
     }
 
     /// A rejection of the append after `rejected`, with the follower's hint
-    /// `hint_index` (already mapped through the leader's log). Returns false
-    /// when the rejection is stale and must be ignored.
-    pub fn maybe_decrease_to(&mut self, rejected: Index, hint_index: Index) -> bool {
+    /// `hint_index` (already mapped through the leader's log). `gap_end`
+    /// is set when the rejection only shows a gap: the follower's log
+    /// matches the leader's through `gap_end` (same index and term) and
+    /// ends there, before `rejected`. Returns false when the rejection is
+    /// stale and must be ignored; in `Replicate`, a true return either
+    /// rewound `next_index` to resend after the gap (still `Replicate`) or
+    /// switched to `Probe`.
+    pub fn maybe_decrease_to(
+        &mut self,
+        rejected: Index,
+        hint_index: Index,
+        gap_end: Option<Index>,
+    ) -> bool {
         match self.state {
             ProgressState::Replicate => {
                 if rejected <= self.match_index {
                     return false;
                 }
-                self.next_index = self.match_index + 1;
+                if let Some(end) = gap_end.filter(|end| *end >= self.match_index) {
+                    // The appends are pipelined and may arrive out of order
+                    // (or one got lost): every append of a window past the
+                    // follower's log end is rejected, each naming that end.
+                    // Dropping to `Probe` on each (etcd's rule) made every
+                    // ack send a new window from the match point, whose
+                    // rejections dropped it again: a follower caught up
+                    // one or two entries per window (the simulation, seed
+                    // 10903). Nothing disagrees here; resend after the end
+                    // once, and take the other rejections naming the same
+                    // end (or an older one) as stale.
+                    if self.resent_after.is_some_and(|done| end <= done) {
+                        return false;
+                    }
+                    self.resent_after = Some(end);
+                    self.next_index = end + 1;
+                    // What was sent past the end is resent; what ends at or
+                    // below it still waits for its ack.
+                    while self.inflight.back().is_some_and(|(last, _)| *last > end) {
+                        if let Some((_, bytes)) = self.inflight.pop_back() {
+                            self.inflight_bytes -= bytes;
+                        }
+                    }
+                    assert!(self.match_index < self.next_index);
+                    return true;
+                }
+                self.become_probe();
                 true
             }
             ProgressState::Probe => {
@@ -300,23 +345,26 @@ mod tests {
         let mut progress = Progress::new(10, 4);
         progress.maybe_update(5);
         progress.become_replicate();
-        assert!(!progress.maybe_decrease_to(4, 0));
-        assert!(progress.maybe_decrease_to(8, 6));
+        assert!(!progress.maybe_decrease_to(4, 0, None));
+        assert!(progress.maybe_decrease_to(8, 6, None));
         assert_eq!(progress.next_index, 6);
         progress.become_probe();
         progress.sent_append(6, 1, 0);
-        assert!(!progress.maybe_decrease_to(9, 3), "not the probe in flight");
+        assert!(
+            !progress.maybe_decrease_to(9, 3, None),
+            "not the probe in flight"
+        );
     }
 
     #[test]
     fn probe_backs_off_to_hint_but_not_below_match() {
         let mut progress = Progress::new(100, 4);
-        assert!(progress.maybe_decrease_to(99, 40));
+        assert!(progress.maybe_decrease_to(99, 40, None));
         assert_eq!(progress.next_index, 41);
         progress.maybe_update(30);
         progress.become_probe();
         progress.next_index = 50;
-        assert!(progress.maybe_decrease_to(49, 10));
+        assert!(progress.maybe_decrease_to(49, 10, None));
         assert_eq!(progress.next_index, 31, "never below match + 1");
     }
 
@@ -326,7 +374,7 @@ mod tests {
         progress.maybe_update(20);
         progress.become_probe();
         assert_eq!(progress.next_index, 21);
-        assert!(progress.maybe_decrease_to(20, 0));
+        assert!(progress.maybe_decrease_to(20, 0, None));
         assert_eq!(progress.match_index, 0);
         assert_eq!(progress.next_index, 1);
     }

@@ -445,14 +445,18 @@ impl<L: LogRead> Node<L> {
                 } else {
                     hint_index.min(last_index)
                 };
+                // Same index and term: the follower's log matches ours
+                // through the hint, and ends there when that is short of
+                // the rejected append (a gap, not a disagreement).
+                let gap_end = (hint_term > 0
+                    && hint_index < rejected_index
+                    && self.log.term(hint_index)? == Some(hint_term))
+                .then_some(hint_index);
                 let Some(progress) = self.progress.get_mut(&from) else {
                     return Ok(());
                 };
-                if progress.maybe_decrease_to(rejected_index, next_probe) {
-                    if progress.state == ProgressState::Replicate {
-                        progress.become_probe();
-                    }
-                    self.send_append(from, true)?;
+                if progress.maybe_decrease_to(rejected_index, next_probe, gap_end) {
+                    self.send_appends(from, true)?;
                 }
             }
             AppendResult::Success { match_index } => {
