@@ -271,6 +271,13 @@ impl Queued {
     }
 }
 
+/// Whether a peer that speaks protocol version `speaks` (0: no handshake
+/// yet) reads `frame`: the version in its header (byte 4, `net::frame`)
+/// is one it speaks.
+fn peer_reads(frame: &[u8], speaks: u8) -> bool {
+    frame.get(4).is_some_and(|version| *version <= speaks)
+}
+
 /// Writes as much of `frame` as the socket takes without waiting: the
 /// bytes written, all of them unless the socket is full.
 fn write_nonblocking(tcp: &std::net::TcpStream, frame: &[u8]) -> std::io::Result<usize> {
@@ -401,7 +408,7 @@ impl<T: Serialize + WireVersion> PeerLink<T> {
         // goes its way, to be dropped and counted there.
         let speaks = self.shared.peer_version.load(Ordering::Relaxed);
         match std::mem::take(&mut *writer) {
-            Writer::Idle(direct) if frame.get(4).is_some_and(|version| *version <= speaks) => {
+            Writer::Idle(direct) if peer_reads(&frame, speaks) => {
                 return self.write_directly(&mut writer, direct, frame);
             }
             other => *writer = other,
@@ -859,9 +866,7 @@ impl Driver {
                 match item {
                     // Queued before this connection's handshake, for a peer
                     // that turned out to be of an older build.
-                    Queued::Frame(frame)
-                        if frame.get(4).is_some_and(|version| *version > speaks) =>
-                    {
+                    Queued::Frame(frame) if !peer_reads(&frame, speaks) => {
                         self.shared.dropped_old_peer.fetch_add(1, Ordering::Relaxed);
                     }
                     Queued::Frame(bytes) => {
