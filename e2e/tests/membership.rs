@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use dledger_e2e::cluster::Cluster;
-use dledger_e2e::http::{Client, Members, OffsetCommitOutcome};
+use dledger_e2e::http::{AppendOutcome, Client, Members, OffsetCommitOutcome};
 use dledger_e2e::load::{Ack, Load, LoadConfig};
 use dledger_e2e::scenario::{
     assert_verified, serial, FIRST_LEADER_WAIT, NEW_LEADER_WAIT, PROGRESS_WAIT,
@@ -313,6 +313,27 @@ fn a_learner_added_after_retention_takes_up_the_leaders_log_start() {
     }
 }
 
+/// Appends `count` entries of `payload_bytes` through member `leader`, one
+/// at a time, each acknowledged.
+fn append_exactly(
+    cluster: &Cluster,
+    leader: usize,
+    label: &str,
+    count: usize,
+    payload_bytes: usize,
+) {
+    let client = client(cluster, leader);
+    for sequence in 0..count {
+        let mut payload = format!("{label}-{sequence}").into_bytes();
+        payload.resize(payload_bytes, b'.');
+        let outcome = client.append(&payload);
+        assert!(
+            matches!(outcome, AppendOutcome::Acknowledged { .. }),
+            "append {sequence} of {label}: {outcome:?}"
+        );
+    }
+}
+
 /// Followers keep what the leader says a member still needs: with one
 /// follower stopped, the other deletes no more than the leader does, so
 /// whichever leads next can still send the stopped one its entries (the
@@ -326,13 +347,12 @@ fn followers_keep_what_a_lagging_member_needs_as_the_leader_does() {
         .expect("first leader");
     let stopped = (leader + 1) % VOTERS;
     let other = (leader + 2) % VOTERS;
-    let voter_http: Vec<_> = (0..VOTERS)
-        .map(|index| cluster.member(index).http_address)
-        .collect();
-    let load =
-        Load::start(&LoadConfig::new("floor", 1, voter_http.clone()).with_payload_bytes(4000));
-    load.wait_for_more(10, PROGRESS_WAIT).expect("writes");
-    load.stop().expect("load");
+    // Exact counts, not a load stopped after so many: the bytes written
+    // must stay under twice the retention bound (the most a leader holds
+    // for a lagging member), and a load overshoots by whatever it writes
+    // while it is being stopped (29 entries, 116 KiB, once, enough to pass
+    // the bound).
+    append_exactly(&cluster, leader, "floor", 20, 4000);
     let commit = cluster.status(leader).expect("leader").commit_index;
     let stopped_last = wait_until("the follower to hold every entry", PROGRESS_WAIT, || {
         let status = cluster.status(stopped).ok()?;
@@ -340,13 +360,9 @@ fn followers_keep_what_a_lagging_member_needs_as_the_leader_does() {
     })
     .expect("the follower's log");
     cluster.pause(stopped).expect("stop a follower");
-    let load =
-        Load::start(&LoadConfig::new("floor-2", 1, voter_http.clone()).with_payload_bytes(4000));
-    // About 1.5 times the retention bound after it: under the twice the
-    // bound that a leader holds for a lagging member.
-    load.wait_for_more(100, PROGRESS_WAIT)
-        .expect("writes while it is stopped");
-    load.stop().expect("load");
+    // 110 entries of 4 KB in all, about 1.7 times the retention bound:
+    // past it, so retention deletes, and under twice it.
+    append_exactly(&cluster, leader, "floor-2", 90, 4000);
     // Retention runs every 10 s: give it two rounds.
     std::thread::sleep(Duration::from_secs(22));
     let leader_first = cluster.status(leader).expect("leader").first_index;
@@ -360,6 +376,10 @@ fn followers_keep_what_a_lagging_member_needs_as_the_leader_does() {
         "the other follower deleted entries the stopped member needs: {other_status:?}"
     );
     assert!(leader_first <= stopped_last + 1, "the leader too");
+    assert!(
+        leader_first > 1,
+        "retention deleted nothing, so nothing was held back for the stopped member"
+    );
     cluster.resume(stopped).expect("resume");
     wait_until("the stopped member to catch up", PROGRESS_WAIT, || {
         let status = cluster.status(stopped).ok()?;
