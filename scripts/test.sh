@@ -2,6 +2,7 @@
 # The project's test command (README quick start; .ci/run calls it too).
 #   1. the cargo tests: unit, deterministic simulation (thousands of seeds,
 #      hence release mode), processes on loopback, hosts in network namespaces;
+#      and bench/ceiling's own;
 #   2. the Helm chart: lint, render, validate against Kubernetes 1.36, no drift
 #      from the operator's CRD and RBAC;
 #   3. the Kubernetes suite on this machine's own one-node cluster
@@ -14,5 +15,7 @@ bash scripts/install-deps.sh
 # traffic from other sources: clear them before the loopback tests.
 bash e2e/cluster/down.sh
 cargo test --workspace --release
+# The comparison's bound (bench/ceiling) is its own crate, outside the workspace.
+cargo test --manifest-path bench/ceiling/Cargo.toml --release --target-dir bench/.cache/ceiling
 bash scripts/check-chart.sh
 bash scripts/test-kubernetes.sh

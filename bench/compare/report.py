@@ -26,9 +26,11 @@ SYSTEMS = [
     ("nats-always", "NATS JetStream, sync_interval: always", "fsync: each replica fsyncs every write before it counts"),
     ("kafka", "Kafka (KRaft)", "page cache: acks=all waits for every in-sync replica (min.insync.replicas=2) to have it in memory; Kafka leaves flushing to the OS (default)"),
     ("kafka-flush", "Kafka (KRaft), flush.messages=1", "fsync: every replica flushes the log after each message (topic flush.messages=1)"),
+    ("ceiling", "ceiling: the leanest replication (bench/ceiling)", "fsync: the leader and one follower have fdatasync'ed it; one thread per member, no elections, no limits: a bound to read the others against, not a product"),
 ]
 NAME = {k: n for k, n, _ in SYSTEMS}
-FSYNC = {"dledger", "etcd", "nats-always", "kafka-flush"}
+FSYNC = {"dledger", "etcd", "nats-always", "kafka-flush", "ceiling"}
+CEILING = "ceiling"
 # Ratio pairs: ours vs each peer at equal durability.
 RATIO_PAIRS = [("dledger", p) for p in ("etcd", "nats-always", "kafka-flush")] + \
               [("dledger-pagecache", p) for p in ("dledger-java", "nats", "kafka")]
@@ -252,17 +254,18 @@ def main():
     out("")
     out("\"Of disk bound\" is the cell's throughput as a fraction of the raw disk's bound for that payload and "
         "in-flight level (section \"Physical bound\"; fsync systems only: the page-cache ones do not wait for "
-        "the disk). \"CPU busy\" is the whole machine's, over the measured window, with the members' own share "
+        "the disk). \"Of ceiling\" is the same against the leanest replication measured in this run "
+        "(`bench/ceiling`, same cell). \"CPU busy\" is the whole machine's, over the measured window, with the members' own share "
         "in cores after the slash (the rest is the driver and anything else running).")
     out("")
-    out("| system | version | durability | payload | in flight | throughput (writes/s) | of disk bound | p50 ms | p99 ms | p99.9 ms | errors | CPU busy / members' cores |")
-    out("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out("| system | version | durability | payload | in flight | throughput (writes/s) | of disk bound | of ceiling | p50 ms | p99 ms | p99.9 ms | errors | CPU busy / members' cores |")
+    out("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, n, _ in SYSTEMS:
         if k not in present:
             continue
         dur = "fsync" if k in FSYNC else "page cache"
         if k in not_measured:
-            out(f"| {n} | – | {dur} | all | all | not measured | | | | | | |")
+            out(f"| {n} | – | {dur} | all | all | not measured | | | | | | | |")
             continue
         keys = sorted((c for c in cells if c[0] == k), key=lambda c: (c[1], c[2]))
         for c in keys:
@@ -274,13 +277,14 @@ def main():
             else:
                 b = disk_bound(probe, r["payload_bytes"], r["in_flight"])
                 frac = fmt_frac(r["throughput_ops"] / b) if b else NOT_MEASURED
+            of_ceiling = of_ceiling_cell(cells, c)
             out(f"| {n} | {r.get('version', '')} | {dur} | {size(r['payload_bytes'])} | {r['in_flight']} | "
-                f"{fmt_ops(r['throughput_ops'])} | {frac} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
+                f"{fmt_ops(r['throughput_ops'])} | {frac} | {of_ceiling} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
                 f"{fmt_ms(r['p999_ms'])} | {r.get('errors', 0)} | {fmt_cpu(load_rows.get(c))} |")
         for f in failed:
             if f.get("system") == k:
                 out(f"| {n} | {f.get('version', '')} | {dur} | {size(f['payload_bytes'])} | {f['in_flight']} | "
-                    f"failed: {f['error']} | | | | | | |")
+                    f"failed: {f['error']} | | | | | | | |")
     out("")
 
     machine_and_memory(out, present, cells, load_rows, idle_rows, not_measured)
@@ -353,6 +357,50 @@ def main():
     print(f"report: wrote {a.md} and {a.png}", file=sys.stderr)
 
 
+def of_ceiling_cell(cells, c):
+    """An fsync system's throughput in cell c as a fraction of the ceiling's."""
+    if c[0] not in FSYNC or c[0] == CEILING:
+        return "–"
+    top = cells.get((CEILING, c[1], c[2]))
+    if not top or not top["throughput_ops"]:
+        return NOT_MEASURED
+    return fmt_frac(cells[c]["throughput_ops"] / top["throughput_ops"])
+
+
+def ceiling_bound(out, cells, present):
+    out("### The leanest replication this machine runs, measured in the same run")
+    out("")
+    if CEILING not in present or not any(c[0] == CEILING for c in cells):
+        out("Not measured in this run (`--systems` left out `ceiling`).")
+        out("")
+        return
+    out("The disk's bound above leaves out the CPU, the network and the scheduler, and on a small machine "
+        "those cost more than the disk. `bench/ceiling` measures them: three processes on loopback, one "
+        "thread each, doing only what our durability needs. The leader reads whatever requests have "
+        "arrived, writes them to a pre-written file, sends them to both followers, fdatasyncs and answers "
+        "each request once it and one follower hold it durably. A follower checks every record's CRC, "
+        "writes, fdatasyncs once per batch and acknowledges. It has no elections, heartbeats, limits, "
+        "metrics or recovery, so no system with this durability should expect to pass it on this machine. "
+        "Its driver is its own, a single thread keeping N requests in flight on one connection.")
+    out("")
+    payloads = sorted({c[1] for c in cells if c[0] == CEILING})
+    levels = sorted({c[2] for c in cells if c[0] == CEILING})
+    out("| | payload | " + " | ".join(f"{n} in flight" for n in levels) + " |")
+    out("|---|---|" + "---:|" * len(levels))
+    for p in payloads:
+        out(f"| **ceiling**, writes/s | {size(p)} | "
+            + " | ".join(fmt_ops(r["throughput_ops"]) if (r := cells.get((CEILING, p, n))) else NOT_MEASURED
+                         for n in levels) + " |")
+    for k, name, _ in SYSTEMS:
+        if k not in FSYNC or k == CEILING or k not in present:
+            continue
+        for p in payloads:
+            vals = [of_ceiling_cell(cells, (k, p, n)) if (k, p, n) in cells else "–" for n in levels]
+            if any(v != "–" for v in vals):
+                out(f"| {name} | {size(p)} | " + " | ".join(vals) + " |")
+    out("")
+
+
 def fmt_cpu(m):
     if not m or m.get("cpu_busy") is None:
         return NOT_MEASURED
@@ -361,12 +409,13 @@ def fmt_cpu(m):
 
 
 def physical_bound(out, probes, probe, cells, present):
-    out("## Physical bound: the raw disk, measured in the same run")
+    out("## Physical bound: the raw disk and the leanest replication, measured in the same run")
     out("")
     if probe is None:
         out("Raw disk: not measured (these results predate the disk probe; rerun `bench/compare/run.sh` to "
             "measure it). Every \"of disk bound\" figure below is therefore not measured.")
         out("")
+        ceiling_bound(out, cells, present)
         return
     out(f"Before any system started and again after the last one stopped, `bench/compare/probe.py disk` "
         f"wrote to a fresh file in the run's work "
@@ -432,6 +481,7 @@ def physical_bound(out, probes, probe, cells, present):
             if any(v != "–" for v in vals):
                 out(f"| {name} | {size(p)} | " + " | ".join(vals) + " |")
     out("")
+    ceiling_bound(out, cells, present)
 
 
 def machine_and_memory(out, present, cells, load_rows, idle_rows, not_measured):

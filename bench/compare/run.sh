@@ -6,8 +6,9 @@
 #                             [--warmup-s S] [--duration-s S] [--kills N]
 #                             [--failover-only] [--append] [--disk-probe-s S]
 #
-# Systems (default: all): dledger-java etcd nats kafka ours. `nats` runs both
-# nats (default sync) and nats-always; `kafka` both kafka (default flush) and
+# Systems (default: all): ceiling dledger-java etcd nats kafka ours. `ceiling` is
+# bench/ceiling, the leanest replication with our durability, measured as a bound. `nats`
+# runs both nats (default sync) and nats-always; `kafka` both kafka (default flush) and
 # kafka-flush (flush.messages=1); `ours` (alias: dledger, dledger-pagecache)
 # both modes of dledger-replica, or reports them "not measured" when its
 # `bench` subcommand does not exist yet.
@@ -31,7 +32,7 @@ export BENCH_CACHE="$CACHE"
 # shellcheck source=versions.env
 source "$HERE/versions.env"
 
-QUICK=0; SYSTEMS="dledger-java,etcd,nats,kafka,ours"; OUT=""; WARMUP_S=""; DURATION_S=""; KILLS=""
+QUICK=0; SYSTEMS="ceiling,dledger-java,etcd,nats,kafka,ours"; OUT=""; WARMUP_S=""; DURATION_S=""; KILLS=""
 FAILOVER_ONLY=0; APPEND=0; DISK_S=""
 ORIG_ARGS=("$@")
 while [ $# -gt 0 ]; do
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
     --failover-only) FAILOVER_ONLY=1 ;;
     --append) APPEND=1 ;;
     --disk-probe-s) DISK_S="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -258,6 +259,34 @@ run_ours() {
   done
 }
 
+# The leanest replication this machine can run (bench/ceiling): one thread per member,
+# one fdatasync per batch on each, a majority before the answer, nothing else. Measured
+# in every cell beside the systems, so each can be read as a fraction of what the machine
+# allows with that durability (the disk's bound leaves out the CPU and the network).
+run_ceiling() {
+  local bin="$CACHE/ceiling/release/ceiling" dir="$WORK/ceiling"
+  if ! cargo build --release --quiet --manifest-path "$ROOT/bench/ceiling/Cargo.toml" \
+      --target-dir "$CACHE/ceiling" 2>>"$OUT/driver.log"; then
+    fail "ceiling: did not build (see $OUT/driver.log)"; return 0
+  fi
+  "$bin" prepare --dir "$dir" || { fail "ceiling: could not write its files"; return 0; }
+  for p in "${PAYLOADS[@]}"; do
+    for n in "${INFLIGHTS[@]}"; do
+      local line
+      window_start "$dir" ceiling "$p" "$n"
+      if line="$("$bin" --dir "$dir" --payload-bytes "$p" --in-flight "$n" --warmup-s "${WARMUP_S%.*}" \
+          --duration-s "${DURATION_S%.*}" --json 2>>"$OUT/driver.log" | tail -1)" && [ -n "$line" ]; then
+        window_end 0
+        echo "$line" >>"$RESULTS"; log "ceiling ${p}B x$n: $line"
+      else
+        window_end 1
+        fail "ceiling ${p}B x$n: failed"
+      fi
+    done
+  done
+  rm -rf "$dir"
+}
+
 load1() { cut -d' ' -f1 /proc/loadavg; }
 START_S=$SECONDS
 python3 - "$META" "$QUICK" "$WARMUP_S" "$DURATION_S" "$KILLS" "$(load1)" "$APPEND" "${ORIG_ARGS[@]}" <<'PY'
@@ -313,6 +342,7 @@ for s in "${WANT[@]}"; do
       [ -n "$CURRENT" ] && { bash "$HERE/cluster.sh" kafka down; CURRENT=""; }
       run_failover kafka || true ;;
     ours|dledger|dledger-pagecache) run_ours ;;
+    ceiling) run_ceiling ;;
     *) fail "unknown system $s" ;;
   esac
 done
