@@ -320,34 +320,18 @@ fn leader(options: &Options) -> Result<()> {
     let mut client = accept_one(options.port)?;
     client.set_nonblocking(true).map_err(|e| e.to_string())?;
 
-    let mut sockets = std::iter::once(&client)
+    let sockets = std::iter::once(&client)
         .chain(&peers)
-        .map(|s| s.try_clone())
-        .collect::<std::io::Result<Vec<_>>>();
-    let mut reads = Reads::new(
-        sockets
-            .as_mut()
-            .map_err(|e| e.to_string())?
-            .drain(..)
-            .collect(),
-        options.reader,
-    )?;
+        .map(|s| s.try_clone().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut reads = Reads::new(sockets, options.reader)?;
     let mut requests = Buffer::default();
     let mut acks: Vec<Buffer> = peers.iter().map(|_| Buffer::default()).collect();
     let mut matched = vec![0u64; peers.len()];
     let (mut last, mut answered) = (0u64, 0u64);
     let mut message = Vec::with_capacity(1 << 20);
     let mut answers = Vec::new();
-    let mut fds: Vec<libc::pollfd> = reads
-        .fds()
-        .into_iter()
-        .chain(disk.completions())
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut fds = poll_set(reads.fds().into_iter().chain(disk.completions()));
     loop {
         poll(&mut fds)?;
         reads.take();
@@ -407,16 +391,7 @@ fn follower(options: &Options) -> Result<()> {
     )?;
     let mut buffer = Buffer::default();
     let mut acknowledged = 0u64;
-    let mut fds: Vec<libc::pollfd> = reads
-        .fds()
-        .into_iter()
-        .chain(disk.completions())
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut fds = poll_set(reads.fds().into_iter().chain(disk.completions()));
     loop {
         poll(&mut fds)?;
         reads.take();
@@ -434,6 +409,17 @@ fn follower(options: &Options) -> Result<()> {
             acknowledged = durable;
         }
     }
+}
+
+/// The poll set that waits for any of `fds` to be readable.
+fn poll_set(fds: impl IntoIterator<Item = i32>) -> Vec<libc::pollfd> {
+    fds.into_iter()
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect()
 }
 
 fn poll(fds: &mut [libc::pollfd]) -> Result<()> {
@@ -468,14 +454,7 @@ impl Reads {
         let shared = inbox.clone();
         std::thread::spawn(move || {
             let mut sockets = sockets;
-            let mut fds: Vec<libc::pollfd> = sockets
-                .iter()
-                .map(|s| libc::pollfd {
-                    fd: s.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
+            let mut fds = poll_set(sockets.iter().map(|s| s.as_raw_fd()));
             let mut bytes = vec![0u8; 256 << 10];
             loop {
                 if poll(&mut fds).is_err() {
