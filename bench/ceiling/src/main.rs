@@ -46,10 +46,10 @@ type Result<T> = std::result::Result<T, String>;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("leader") => leader(&Options::parse(&args[1..])),
-        Some("follower") => follower(&Options::parse(&args[1..])),
-        Some("prepare") => prepare(&Options::parse(&args[1..])).map(drop),
-        _ => run(&Options::parse(&args)),
+        Some("leader") => Options::parse(&args[1..]).and_then(|o| leader(&o)),
+        Some("follower") => Options::parse(&args[1..]).and_then(|o| follower(&o)),
+        Some("prepare") => Options::parse(&args[1..]).and_then(|o| prepare(&o).map(drop)),
+        _ => Options::parse(&args).and_then(|o| run(&o)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +76,7 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Options {
+    fn parse(args: &[String]) -> Result<Options> {
         let mut options = Options {
             in_flight: 64,
             payload_bytes: 1024,
@@ -93,26 +93,51 @@ impl Options {
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
-            let mut value = || args.next().cloned().unwrap_or_default();
+            let mut value = || {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
             match flag.as_str() {
-                "--in-flight" => options.in_flight = value().parse().unwrap_or(64).max(1),
-                "--payload-bytes" => options.payload_bytes = value().parse().unwrap_or(1024),
-                "--duration-s" => options.duration_s = value().parse().unwrap_or(8).max(1),
-                "--warmup-s" => options.warmup_s = value().parse().unwrap_or(1),
+                "--in-flight" => options.in_flight = number(flag, &value()?, 1)?,
+                "--payload-bytes" => options.payload_bytes = number(flag, &value()?, 1)?,
+                "--duration-s" => options.duration_s = number(flag, &value()?, 1)?,
+                "--warmup-s" => options.warmup_s = number(flag, &value()?, 0)?,
                 "--json" => options.json = true,
                 "--no-sync" => options.sync = false,
                 "--flusher" => options.flusher = true,
                 "--reader-thread" => options.reader = true,
-                "--dir" => options.dir = PathBuf::from(value()),
-                "--port" => options.port = value().parse().unwrap_or(24_910),
-                "--file" => options.file = PathBuf::from(value()),
+                "--dir" => options.dir = PathBuf::from(value()?),
+                "--port" => options.port = number(flag, &value()?, 1)?,
+                "--file" => options.file = PathBuf::from(value()?),
                 "--followers" => {
-                    options.followers = value().split(',').filter_map(|p| p.parse().ok()).collect()
+                    options.followers = value()?
+                        .split(',')
+                        .map(|port| number(flag, port, 1))
+                        .collect::<Result<_>>()?
                 }
-                other => eprintln!("ceiling: ignoring {other}"),
+                other => {
+                    return Err(format!(
+                        "unknown argument {other} (see the top of src/main.rs)"
+                    ))
+                }
             }
         }
-        options
+        Ok(options)
+    }
+}
+
+/// `value` as a number of at least `least`, or an error naming `flag`.
+fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+    flag: &str,
+    value: &str,
+    least: u8,
+) -> Result<T> {
+    match value.parse::<T>() {
+        Ok(n) if n >= T::from(least) => Ok(n),
+        _ => Err(format!(
+            "{flag} takes a whole number of at least {least}, not {value:?}"
+        )),
     }
 }
 
@@ -908,6 +933,28 @@ mod tests {
         acks.compact();
         acks.extend(&[0, 0, 0, 0, 0]);
         assert_eq!(acks.take_u64(), Some(2));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_naming_the_flag() {
+        let parse =
+            |args: &[&str]| Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        let options =
+            parse(&["--in-flight", "16", "--followers", "1,2", "--no-sync"]).expect("valid");
+        assert_eq!(
+            (options.in_flight, options.followers, options.sync),
+            (16, vec![1, 2], false)
+        );
+        for (args, named) in [
+            (&["--in-flight", "0"][..], "--in-flight"),
+            (&["--in-flight", "many"][..], "--in-flight"),
+            (&["--duration-s"][..], "--duration-s"),
+            (&["--followers", "1,x"][..], "--followers"),
+            (&["--fast"][..], "--fast"),
+        ] {
+            let err = parse(args).err().expect("refused");
+            assert!(err.contains(named), "{args:?}: {err}");
+        }
     }
 
     #[test]
