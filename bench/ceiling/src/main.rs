@@ -324,6 +324,29 @@ fn open(path: &Path) -> Result<File> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A member's file, written over in a ring and synced after each write
+/// unless `--no-sync`.
+struct Ring {
+    file: File,
+    offset: u64,
+    sync: bool,
+}
+
+impl Ring {
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let at = ring_offset(&mut self.offset, bytes.len());
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| format!("write: {e}"))?;
+        if self.sync {
+            self.file
+                .sync_data()
+                .map_err(|e| format!("fdatasync: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Where the next `bytes` go in the ring.
 fn ring_offset(offset: &mut u64, bytes: usize) -> u64 {
     if *offset + bytes as u64 > FILE_BYTES {
@@ -558,9 +581,7 @@ fn pipe() -> Result<(File, File)> {
 /// writes and syncs everything queued at once and reports through a pipe.
 enum Disk {
     Inline {
-        file: File,
-        offset: u64,
-        sync: bool,
+        ring: Ring,
         durable: u64,
     },
     Flusher {
@@ -578,21 +599,18 @@ struct Queue {
 
 impl Disk {
     fn open(options: &Options) -> Result<Disk> {
-        let file = open(&options.file)?;
+        let mut ring = Ring {
+            file: open(&options.file)?,
+            offset: 0,
+            sync: options.sync,
+        };
         if !options.flusher {
-            return Ok(Disk::Inline {
-                file,
-                offset: 0,
-                sync: options.sync,
-                durable: 0,
-            });
+            return Ok(Disk::Inline { ring, durable: 0 });
         }
         let (done, mut report) = pipe()?;
         let queue = Arc::new(Queue::default());
         let flusher = queue.clone();
-        let sync = options.sync;
         std::thread::spawn(move || {
-            let mut offset = 0u64;
             let mut batch = Vec::new();
             loop {
                 let last = {
@@ -606,15 +624,12 @@ impl Disk {
                     std::mem::swap(&mut batch, &mut pending.0);
                     pending.1
                 };
-                let at = ring_offset(&mut offset, batch.len());
-                let written = file.write_all_at(&batch, at).and_then(|()| {
-                    if sync {
-                        file.sync_data()
-                    } else {
-                        Ok(())
-                    }
+                let reported = ring.append(&batch).and_then(|()| {
+                    report
+                        .write_all(&last.to_le_bytes())
+                        .map_err(|e| format!("reporting: {e}"))
                 });
-                if let Err(e) = written.and_then(|()| report.write_all(&last.to_le_bytes())) {
+                if let Err(e) = reported {
                     eprintln!("ceiling: flusher: {e}");
                     std::process::exit(1);
                 }
@@ -637,18 +652,8 @@ impl Disk {
 
     fn write(&mut self, records: &[u8], last: u64) -> Result<()> {
         match self {
-            Disk::Inline {
-                file,
-                offset,
-                sync,
-                durable,
-            } => {
-                let at = ring_offset(offset, records.len());
-                file.write_all_at(records, at)
-                    .map_err(|e| format!("write: {e}"))?;
-                if *sync {
-                    file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
-                }
+            Disk::Inline { ring, durable } => {
+                ring.append(records)?;
                 *durable = last;
             }
             Disk::Flusher { queue, .. } => {
